@@ -688,7 +688,8 @@ type Thresholds struct {
 	SoilMoistureMinPct float32                `protobuf:"fixed32,1,opt,name=soil_moisture_min_pct,json=soilMoistureMinPct,proto3" json:"soil_moisture_min_pct,omitempty"` // alert when moisture falls below this (default 20)
 	TemperatureMaxC    float32                `protobuf:"fixed32,2,opt,name=temperature_max_c,json=temperatureMaxC,proto3" json:"temperature_max_c,omitempty"`            // alert when temperature rises above this (default 35)
 	TankEmptyPct       float32                `protobuf:"fixed32,3,opt,name=tank_empty_pct,json=tankEmptyPct,proto3" json:"tank_empty_pct,omitempty"`                     // alert when the tank level falls to or below this (default 5)
-	HysteresisPct      float32                `protobuf:"fixed32,4,opt,name=hysteresis_pct,json=hysteresisPct,proto3" json:"hysteresis_pct,omitempty"`                    // clear only once back past the threshold by this much (default 5 % / 2 °C)
+	HysteresisPct      float32                `protobuf:"fixed32,4,opt,name=hysteresis_pct,json=hysteresisPct,proto3" json:"hysteresis_pct,omitempty"`                    // moisture and tank alerts clear only once this far back in range (default 5)
+	HysteresisC        float32                `protobuf:"fixed32,5,opt,name=hysteresis_c,json=hysteresisC,proto3" json:"hysteresis_c,omitempty"`                          // the temperature alert clears only once this far back in range (default 2)
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -747,6 +748,13 @@ func (x *Thresholds) GetTankEmptyPct() float32 {
 func (x *Thresholds) GetHysteresisPct() float32 {
 	if x != nil {
 		return x.HysteresisPct
+	}
+	return 0
+}
+
+func (x *Thresholds) GetHysteresisC() float32 {
+	if x != nil {
+		return x.HysteresisC
 	}
 	return 0
 }
@@ -1420,13 +1428,14 @@ const file_devicepb_device_proto_rawDesc = "" +
 	"\tChallenge\x12!\n" +
 	"\fserver_nonce\x18\x01 \x01(\fR\vserverNonce\"\x18\n" +
 	"\x04Auth\x12\x10\n" +
-	"\x03mac\x18\x01 \x01(\fR\x03mac\"\xb8\x01\n" +
+	"\x03mac\x18\x01 \x01(\fR\x03mac\"\xdb\x01\n" +
 	"\n" +
 	"Thresholds\x121\n" +
 	"\x15soil_moisture_min_pct\x18\x01 \x01(\x02R\x12soilMoistureMinPct\x12*\n" +
 	"\x11temperature_max_c\x18\x02 \x01(\x02R\x0ftemperatureMaxC\x12$\n" +
 	"\x0etank_empty_pct\x18\x03 \x01(\x02R\ftankEmptyPct\x12%\n" +
-	"\x0ehysteresis_pct\x18\x04 \x01(\x02R\rhysteresisPct\"\xf7\x01\n" +
+	"\x0ehysteresis_pct\x18\x04 \x01(\x02R\rhysteresisPct\x12!\n" +
+	"\fhysteresis_c\x18\x05 \x01(\x02R\vhysteresisC\"\xf7\x01\n" +
 	"\x06Config\x12*\n" +
 	"\x11report_interval_s\x18\x01 \x01(\rR\x0freportIntervalS\x120\n" +
 	"\x14heartbeat_interval_s\x18\x02 \x01(\rR\x12heartbeatIntervalS\x12 \n" +
