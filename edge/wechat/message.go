@@ -1,0 +1,144 @@
+package wechat
+
+import (
+	"encoding/base64"
+	"encoding/xml"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// MsgType values Sprout handles. Others (image, voice, location, …) still parse; the dispatcher
+// decides what to do with them.
+const (
+	MsgTypeText        = "text"
+	MsgTypeEvent       = "event"
+	MsgTypeDeviceEvent = "device_event"
+	MsgTypeDeviceText  = "device_text"
+)
+
+// Event values for MsgTypeEvent and MsgTypeDeviceEvent.
+const (
+	EventSubscribe             = "subscribe"
+	EventUnsubscribe           = "unsubscribe"
+	EventScan                  = "SCAN"
+	EventClick                 = "CLICK"
+	EventTemplateSendJobFinish = "TEMPLATESENDJOBFINISH"
+	EventBind                  = "bind"               // device_event: the user scanned a device QR
+	EventUnbind                = "unbind"             // device_event
+	EventSubscribeStatus       = "subscribe_status"   // device_event: WiFi device status subscription
+	EventUnsubscribeStatus     = "unsubscribe_status" // device_event
+)
+
+// OpType values of subscribe_status/unsubscribe_status.
+const (
+	OpTypeUnsubscribe = 0
+	OpTypeHeartbeat   = 1
+	OpTypeSubscribe   = 2
+)
+
+// SceneKeyPrefix prefixes EventKey on a subscribe event caused by a parametric QR code; a SCAN
+// event (user already following) carries the scene without it.
+const SceneKeyPrefix = "qrscene_"
+
+// Message is one inbound push, already verified and decrypted. Field names follow the XML.
+// Identifiers are kept as strings so that a value WeChat formats unexpectedly never rejects a push.
+type Message struct {
+	ToUserName   string `xml:"ToUserName"`   // the account's original id (gh_…)
+	FromUserName string `xml:"FromUserName"` // the user's OpenID
+	CreateTime   int64  `xml:"CreateTime"`   // unix seconds
+	MsgType      string `xml:"MsgType"`
+	MsgId        string `xml:"MsgId"` // normal messages (text, …)
+	Content      string `xml:"Content"`
+	Event        string `xml:"Event"`
+	EventKey     string `xml:"EventKey"` // CLICK key, or the parametric QR scene
+	Ticket       string `xml:"Ticket"`   // parametric QR ticket
+	DeviceType   string `xml:"DeviceType"`
+	DeviceID     string `xml:"DeviceID"`
+	SessionID    string `xml:"SessionID"`
+	OpenID       string `xml:"OpenID"`
+	OpType       int    `xml:"OpType"`
+	Status       string `xml:"Status"` // TEMPLATESENDJOBFINISH: "success", "failed:user block", …
+	MsgID        string `xml:"MsgID"`  // device_text and TEMPLATESENDJOBFINISH (note the case)
+}
+
+// envelope is what arrives on the wire: the plaintext fields (plaintext and compatible modes) and
+// the Encrypt field (compatible and safe modes).
+type envelope struct {
+	Message
+	Encrypt string `xml:"Encrypt"`
+}
+
+// ParseMessage decodes a plaintext message body (<xml>…</xml>).
+func ParseMessage(body []byte) (*Message, error) {
+	var m Message
+	if err := xml.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("wechat: parsing message XML: %w", err)
+	}
+	m.trim()
+	return &m, nil
+}
+
+func parseEnvelope(body []byte) (*envelope, error) {
+	var e envelope
+	if err := xml.Unmarshal(body, &e); err != nil {
+		return nil, fmt.Errorf("wechat: parsing message XML: %w", err)
+	}
+	e.trim()
+	e.Encrypt = strings.TrimSpace(e.Encrypt)
+	return &e, nil
+}
+
+func (m *Message) trim() {
+	for _, p := range []*string{&m.ToUserName, &m.FromUserName, &m.MsgType, &m.MsgId, &m.Event,
+		&m.EventKey, &m.Ticket, &m.DeviceType, &m.DeviceID, &m.SessionID, &m.OpenID, &m.Status, &m.MsgID} {
+		*p = strings.TrimSpace(*p)
+	}
+}
+
+// DedupKey names this push for deduplication across WeChat's retries (up to three, same content).
+// It is the MsgId when present; otherwise sender, creation time, type, event and whatever
+// identifies the event's object. The dedupe itself belongs to the user grain, cluster-wide.
+func (m *Message) DedupKey() string {
+	if m.MsgId != "" {
+		return "id:" + m.MsgId
+	}
+	var b strings.Builder
+	b.WriteString("ev:")
+	b.WriteString(m.FromUserName)
+	b.WriteByte('|')
+	b.WriteString(strconv.FormatInt(m.CreateTime, 10))
+	for _, s := range []string{m.MsgType, m.Event, m.EventKey, m.DeviceID, m.MsgID} {
+		b.WriteByte('|')
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+// DeviceData decodes Content as the base64 device payload of device_text and device_event/bind
+// (on bind it is the data appended to the device QR after '#').
+func (m *Message) DeviceData() ([]byte, error) {
+	s := strings.TrimSpace(m.Content)
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		b, err = base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("wechat: device Content is not base64: %w", err)
+	}
+	return b, nil
+}
+
+// Scene returns the parametric-QR scene of a subscribe or SCAN event ("" for other messages):
+// EventKey without the "qrscene_" prefix WeChat adds on subscribe.
+func (m *Message) Scene() string {
+	switch {
+	case m.MsgType != MsgTypeEvent:
+		return ""
+	case m.Event == EventSubscribe:
+		return strings.TrimPrefix(m.EventKey, SceneKeyPrefix)
+	case m.Event == EventScan:
+		return m.EventKey
+	}
+	return ""
+}
