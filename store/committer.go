@@ -1,0 +1,336 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sprout-iot/sprout/actors"
+)
+
+// CommitOptions are the limits of the group committer. Every backend's Options embeds them; the
+// zero value of each field means its default.
+type CommitOptions struct {
+	// QueueSize is how many Append calls may wait for the committer. When the queue is full Append
+	// fails at once with ErrUnavailable instead of holding more memory. Default 16384.
+	QueueSize int
+	// MaxBatch is how many rows (readings + events + snapshots) one transaction takes before it is
+	// committed. A single Append larger than this is committed alone. Default 1000.
+	MaxBatch int
+	// MaxWait is how long the committer waits, after the first request of a batch, for more to
+	// arrive. Negative means do not wait: commit whatever is queued. Default 2 ms.
+	MaxWait time.Duration
+	// WriteTimeout bounds one Append from queueing to durable: past it, Append returns
+	// ErrUnavailable (the database is down or too slow) and the step is guaranteed not to be
+	// written later. Default 5 s.
+	WriteTimeout time.Duration
+	// RetryBackoff is the first pause before retrying a batch that failed because the database was
+	// unreachable; it doubles per retry up to MaxRetryBackoff. Defaults 20 ms and 500 ms.
+	RetryBackoff    time.Duration
+	MaxRetryBackoff time.Duration
+	// Committers is how many batches may be in flight at once. SQLite has one writer and ignores
+	// this; Postgres benefits from a few. Default 1 (each backend documents its own default).
+	Committers int
+}
+
+// Defaults for CommitOptions.
+const (
+	DefaultQueueSize       = 16384
+	DefaultMaxBatch        = 1000
+	DefaultMaxWait         = 2 * time.Millisecond
+	DefaultWriteTimeout    = 5 * time.Second
+	DefaultRetryBackoff    = 20 * time.Millisecond
+	DefaultMaxRetryBackoff = 500 * time.Millisecond
+)
+
+// WithDefaults returns o with every zero field set to its default.
+func (o CommitOptions) WithDefaults() CommitOptions {
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.MaxWait == 0 {
+		o.MaxWait = DefaultMaxWait
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = DefaultRetryBackoff
+	}
+	if o.MaxRetryBackoff <= 0 {
+		o.MaxRetryBackoff = DefaultMaxRetryBackoff
+	}
+	if o.MaxRetryBackoff < o.RetryBackoff {
+		o.MaxRetryBackoff = o.RetryBackoff
+	}
+	if o.Committers <= 0 {
+		o.Committers = 1
+	}
+	return o
+}
+
+// A Request is one Append waiting to be written. Backends read DeviceID and Batch; the rest belongs
+// to the committer.
+type Request struct {
+	DeviceID string
+	Batch    actors.Batch
+
+	rows     int
+	deadline time.Time
+	state    atomic.Int32 // queued -> claimed (by the committer) or abandoned (by the caller)
+	done     chan error   // buffered; receives exactly one result once claimed
+}
+
+const (
+	queued int32 = iota
+	claimed
+	abandoned
+)
+
+// Backend is what a storage backend gives the committer.
+type Backend interface {
+	// WriteBatch writes every request in one transaction, or none of them. Readings whose
+	// (device, seq) is stored and device events whose seq is stored are skipped, not errors.
+	WriteBatch(ctx context.Context, reqs []*Request) error
+	// Transient reports whether err means the database could not be reached or was overloaded
+	// (retry the same batch later) rather than that the batch itself was refused.
+	Transient(err error) bool
+}
+
+// Committer queues Append calls and writes them in batches (group commit): each batch is one
+// transaction, and every caller in it returns once that transaction is durable.
+type Committer struct {
+	opts    CommitOptions
+	backend Backend
+	queue   chan *Request
+
+	mu      sync.RWMutex // held for reading while enqueueing; for writing by Close
+	closed  bool
+	closing chan struct{}
+	wg      sync.WaitGroup
+}
+
+// NewCommitter starts opts.Committers committer goroutines writing through backend.
+func NewCommitter(opts CommitOptions, backend Backend) *Committer {
+	opts = opts.WithDefaults()
+	c := &Committer{
+		opts:    opts,
+		backend: backend,
+		queue:   make(chan *Request, opts.QueueSize),
+		closing: make(chan struct{}),
+	}
+	for range opts.Committers {
+		c.wg.Add(1)
+		go c.run()
+	}
+	return c
+}
+
+// Options returns the options in effect, defaults applied.
+func (c *Committer) Options() CommitOptions { return c.opts }
+
+// Append validates one grain step, queues it and waits until it is durable, refused, or past
+// WriteTimeout. When it returns an error the step has not been written and never will be, except
+// for the one case no database can rule out: a commit whose acknowledgement was lost with the
+// connection (then the step is stored and a retry is ignored as a duplicate).
+func (c *Committer) Append(ctx context.Context, deviceID string, b actors.Batch) error {
+	if err := ValidateBatch(deviceID, b); err != nil {
+		return err
+	}
+	rows := len(b.Readings) + len(b.Events)
+	if b.Snapshot != nil {
+		rows++
+	}
+	if rows == 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &Request{DeviceID: deviceID, Batch: b, rows: rows, done: make(chan error, 1)}
+	r.deadline = time.Now().Add(c.opts.WriteTimeout)
+
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		return fmt.Errorf("%w: store is closed", actors.ErrUnavailable)
+	}
+	select {
+	case c.queue <- r:
+		c.mu.RUnlock()
+	default:
+		c.mu.RUnlock()
+		return fmt.Errorf("%w: write queue is full (%d waiting appends)", actors.ErrUnavailable, c.opts.QueueSize)
+	}
+
+	timer := time.NewTimer(c.opts.WriteTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(queued, abandoned) {
+			return ctx.Err()
+		}
+	case <-timer.C:
+		if r.state.CompareAndSwap(queued, abandoned) {
+			return fmt.Errorf("%w: append not written within %s", actors.ErrUnavailable, c.opts.WriteTimeout)
+		}
+	}
+	// The committer claimed the request first: its answer comes within the deadline it writes under.
+	return <-r.done
+}
+
+// Close stops accepting appends, writes everything already queued, and waits for the committers.
+func (c *Committer) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	close(c.closing)
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+func (c *Committer) run() {
+	defer c.wg.Done()
+	var carry *Request // the request that did not fit in the previous batch
+	batch := make([]*Request, 0, 64)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-c.queue:
+			case <-c.closing:
+				select {
+				case first = <-c.queue:
+				default:
+					return // closed and drained
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+		rows := first.rows
+		if c.opts.MaxWait > 0 {
+			timer.Reset(c.opts.MaxWait)
+		}
+	collect:
+		for rows < c.opts.MaxBatch {
+			var r *Request
+			if c.opts.MaxWait > 0 {
+				select {
+				case r = <-c.queue:
+				case <-timer.C:
+					break collect
+				case <-c.closing:
+					select {
+					case r = <-c.queue: // draining: do not wait for stragglers
+					default:
+						break collect
+					}
+				}
+			} else {
+				select {
+				case r = <-c.queue:
+				default:
+					break collect
+				}
+			}
+			if rows+r.rows > c.opts.MaxBatch {
+				carry = r
+				break
+			}
+			batch = append(batch, r)
+			rows += r.rows
+		}
+		if c.opts.MaxWait > 0 && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		c.commit(batch)
+		clear(batch)
+	}
+}
+
+// commit claims the live requests of a batch and writes them.
+func (c *Committer) commit(batch []*Request) {
+	now := time.Now()
+	live := make([]*Request, 0, len(batch))
+	for _, r := range batch {
+		if !r.state.CompareAndSwap(queued, claimed) {
+			continue // its caller gave up; it must not be written
+		}
+		if !now.Before(r.deadline) {
+			r.done <- fmt.Errorf("%w: append waited %s in the write queue", actors.ErrUnavailable, c.opts.WriteTimeout)
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) > 0 {
+		c.write(live)
+	}
+}
+
+// write writes reqs in one transaction, retrying while the database is unreachable and each
+// request's deadline allows, and splitting the batch when the database refuses it so that one bad
+// request fails alone.
+func (c *Committer) write(reqs []*Request) {
+	backoff := c.opts.RetryBackoff
+	for {
+		deadline := reqs[0].deadline
+		for _, r := range reqs[1:] {
+			if r.deadline.Before(deadline) {
+				deadline = r.deadline
+			}
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := c.backend.WriteBatch(ctx, reqs)
+		cancel()
+		if err == nil {
+			for _, r := range reqs {
+				r.done <- nil
+			}
+			return
+		}
+		if !c.backend.Transient(err) && !errors.Is(err, context.DeadlineExceeded) {
+			if len(reqs) == 1 {
+				reqs[0].done <- fmt.Errorf("store: append for device %q refused: %w", reqs[0].DeviceID, err)
+				return
+			}
+			for _, r := range reqs {
+				c.write([]*Request{r})
+			}
+			return
+		}
+		// Unreachable or too slow: fail the requests out of time, retry the rest after a pause.
+		now := time.Now()
+		keep := reqs[:0]
+		for _, r := range reqs {
+			if now.Add(backoff).Before(r.deadline) {
+				keep = append(keep, r)
+			} else {
+				r.done <- Unavailable(fmt.Errorf("append not written within %s: %w", c.opts.WriteTimeout, err))
+			}
+		}
+		clear(reqs[len(keep):])
+		reqs = keep
+		if len(reqs) == 0 {
+			return
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, c.opts.MaxRetryBackoff)
+	}
+}

@@ -1,0 +1,255 @@
+// Package sqlite is Sprout's embedded store: one SQLite file in the node's data directory, for a
+// single node (a multi-node cluster needs store/postgres). It implements actors.Store.
+//
+// Durability: WAL with synchronous=FULL, so an Append that returned nil survives SIGKILL and power
+// loss. Writes go through one connection (SQLite has one writer anyway) fed by the group committer;
+// reads use a small pool of query-only connections that WAL lets run beside the writer. An exclusive
+// lock on the data directory keeps a second process from opening it.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
+)
+
+// FileName is the database file inside the data directory.
+const FileName = "sprout.db"
+
+// Options tune the SQLite store. The zero value means the defaults.
+type Options struct {
+	// CommitOptions bound the group committer (queue, batch size, waits, timeouts). Committers is
+	// ignored: SQLite has one writer.
+	store.CommitOptions
+	// BusyTimeout is how long a connection waits for a lock held by another connection of this
+	// process (a checkpoint, a registry write) before failing with SQLITE_BUSY. Default 5 s.
+	BusyTimeout time.Duration
+	// ReadConns is the number of query-only connections for reads. Default 4.
+	ReadConns int
+}
+
+// Defaults for Options.
+const (
+	DefaultBusyTimeout = 5 * time.Second
+	DefaultReadConns   = 4
+)
+
+func (o Options) withDefaults() Options {
+	o.CommitOptions = o.CommitOptions.WithDefaults()
+	o.CommitOptions.Committers = 1
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = DefaultBusyTimeout
+	}
+	if o.ReadConns <= 0 {
+		o.ReadConns = DefaultReadConns
+	}
+	return o
+}
+
+// Store is the SQLite implementation of actors.Store.
+type Store struct {
+	dir   string
+	lock  *dirLock
+	w     *sql.DB // exactly one connection: the writer
+	r     *sql.DB // query-only connections
+	c     *store.Committer
+	stmts struct{ reading, event, snapshot *sql.Stmt }
+}
+
+var _ actors.Store = (*Store)(nil)
+
+// Open opens (creating if needed) the store in dir: it takes the directory's lock, opens
+// dir/sprout.db, applies pending migrations and starts the group committer.
+func Open(dir string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store/sqlite: create data dir: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, lock: lock}
+	if err := s.open(opts); err != nil {
+		s.closeDBs()
+		lock.release()
+		return nil, err
+	}
+	s.c = store.NewCommitter(opts.CommitOptions, backend{s})
+	return s, nil
+}
+
+func dsn(dir string, busy time.Duration, readOnly bool) string {
+	u := "file:" + filepath.Join(dir, FileName) +
+		fmt.Sprintf("?_pragma=busy_timeout(%d)", busy.Milliseconds()) +
+		"&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)"
+	if readOnly {
+		return u + "&_pragma=query_only(1)"
+	}
+	return u + "&_txlock=immediate"
+}
+
+func (s *Store) open(opts Options) error {
+	ctx := context.Background()
+	var err error
+	if s.w, err = sql.Open("sqlite", dsn(s.dir, opts.BusyTimeout, false)); err != nil {
+		return fmt.Errorf("store/sqlite: open %s: %w", s.dir, err)
+	}
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxLifetime(0)
+	s.w.SetConnMaxIdleTime(0)
+	if _, err := migrate(ctx, s.w); err != nil {
+		return err
+	}
+	if s.r, err = sql.Open("sqlite", dsn(s.dir, opts.BusyTimeout, true)); err != nil {
+		return fmt.Errorf("store/sqlite: open %s: %w", s.dir, err)
+	}
+	s.r.SetMaxOpenConns(opts.ReadConns)
+	s.r.SetMaxIdleConns(opts.ReadConns)
+	s.r.SetConnMaxIdleTime(0)
+	s.r.SetConnMaxLifetime(0)
+
+	prepare := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = s.w.PrepareContext(ctx, q)
+		return st
+	}
+	s.stmts.reading = prepare(`INSERT INTO readings
+		(device_id, seq, device_time, received_at, soil_moisture, temperature, tank_level, supply_mv)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, seq) DO NOTHING`)
+	s.stmts.event = prepare(`INSERT INTO device_events (device_id, at, kind, seq, body)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, seq) WHERE seq > 0 DO NOTHING`)
+	s.stmts.snapshot = prepare(`INSERT INTO snapshots (device_id, body, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (device_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at`)
+	if err != nil {
+		return fmt.Errorf("store/sqlite: prepare statements: %w", err)
+	}
+	return nil
+}
+
+// Close writes every queued Append, then closes the database and releases the data directory.
+func (s *Store) Close() error {
+	s.c.Close()
+	err := s.closeDBs()
+	s.lock.release()
+	return err
+}
+
+func (s *Store) closeDBs() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.stmts.reading, s.stmts.event, s.stmts.snapshot} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("store/sqlite: close: %w", err)
+	}
+	return nil
+}
+
+// Append queues one grain step for the next group commit and returns once it is durable.
+func (s *Store) Append(ctx context.Context, deviceID string, b actors.Batch) error {
+	return s.c.Append(ctx, deviceID, b)
+}
+
+// backend is the committer's view of the store.
+type backend struct{ s *Store }
+
+func (b backend) Transient(err error) bool { return transient(err) }
+
+func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) (err error) {
+	s := b.s
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	insReading := tx.StmtContext(ctx, s.stmts.reading)
+	insEvent := tx.StmtContext(ctx, s.stmts.event)
+	putSnapshot := tx.StmtContext(ctx, s.stmts.snapshot)
+	now := store.Micros(time.Now())
+	for _, r := range reqs {
+		for i := range r.Batch.Readings {
+			rd := &r.Batch.Readings[i]
+			if _, err = insReading.ExecContext(ctx, r.DeviceID, int64(rd.Seq), nullMicros(rd.DeviceTime),
+				store.Micros(rd.ReceivedAt), store.Metric(rd.SoilMoisture), store.Metric(rd.Temperature),
+				store.Metric(rd.TankLevel), int64(rd.SupplyMillivolt)); err != nil {
+				return fmt.Errorf("insert reading %d of %q: %w", rd.Seq, r.DeviceID, err)
+			}
+		}
+		for i := range r.Batch.Events {
+			e := &r.Batch.Events[i]
+			if _, err = insEvent.ExecContext(ctx, r.DeviceID, store.Micros(e.At), e.Kind, int64(e.Seq), body(e.Body)); err != nil {
+				return fmt.Errorf("insert %s event of %q: %w", e.Kind, r.DeviceID, err)
+			}
+		}
+		if r.Batch.Snapshot != nil {
+			if _, err = putSnapshot.ExecContext(ctx, r.DeviceID, r.Batch.Snapshot, now); err != nil {
+				return fmt.Errorf("store snapshot of %q: %w", r.DeviceID, err)
+			}
+		}
+	}
+	return tx.Commit()
+}
+
+func nullMicros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return store.Micros(t)
+}
+
+// body binds an event body as TEXT (a []byte would bind as BLOB, which a STRICT TEXT column refuses).
+func body(b []byte) any {
+	if b == nil {
+		return nil
+	}
+	return string(b)
+}
+
+// transient reports whether err means "try again later" rather than "this write is refused".
+func transient(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_INTERRUPT,
+			sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL:
+			return true
+		}
+		return false
+	}
+	return true // not from SQLite itself: a closed connection, a cancelled context
+}
+
+// readErr wraps a failed read so that callers can tell "try later" (ErrUnavailable) apart.
+func readErr(what string, err error) error {
+	if transient(err) {
+		err = store.Unavailable(err)
+	}
+	return fmt.Errorf("store/sqlite: %s: %w", what, err)
+}
