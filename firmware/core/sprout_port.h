@@ -1,0 +1,62 @@
+/* The platform layer: everything the portable core needs from an operating system, as one table
+ * of functions over an opaque context (like coreMQTT's TransportInterface). The core includes no
+ * OS header; a port (port/posix, port/esp-idf) fills this table. All functions are called from
+ * the one task that runs the client loop, so a port needs no locking for the core's sake.
+ *
+ * Conventions: 0 is success, a negative value an error; timeouts are in milliseconds. */
+#ifndef SPROUT_PORT_H
+#define SPROUT_PORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* sprout_reading is one sample of the pot's sensors. */
+typedef struct {
+    float soil_moisture_pct;
+    float temperature_c;
+    float tank_level_pct;
+    uint32_t supply_mv;
+} sprout_reading;
+
+typedef enum { SPROUT_LOG_ERROR, SPROUT_LOG_WARN, SPROUT_LOG_INFO, SPROUT_LOG_DEBUG } sprout_log_level;
+
+/* SPROUT_KV_NOT_FOUND is what kv_get returns for a key that was never set. */
+#define SPROUT_KV_NOT_FOUND 1
+
+typedef struct sprout_port {
+    void *ctx;
+
+    /* Time. monotonic_ms never goes backwards and starts anywhere. wall_ms is Unix time in ms,
+     * or 0 when the platform does not know it (the core then uses the server's clock). */
+    int64_t (*monotonic_ms)(void *ctx);
+    int64_t (*wall_ms)(void *ctx);                                /* may be NULL */
+    void (*sleep_ms)(void *ctx, uint32_t ms);                      /* the loop's wait when offline */
+    void (*random_bytes)(void *ctx, uint8_t *buf, size_t len);    /* nonces: must be unpredictable */
+
+    /* Network. network_up says whether WiFi is joined (NULL: always). One TCP connection at a
+     * time. tcp_send sends all of buf or fails; tcp_recv returns bytes read (>0), 0 on timeout,
+     * or a negative value when the connection is closed or broken. */
+    bool (*network_up)(void *ctx);                                 /* may be NULL */
+    int (*tcp_connect)(void *ctx, const char *host, uint16_t port, uint32_t timeout_ms);
+    int (*tcp_send)(void *ctx, const uint8_t *buf, size_t len, uint32_t timeout_ms);
+    int (*tcp_recv)(void *ctx, uint8_t *buf, size_t cap, uint32_t timeout_ms);
+    void (*tcp_close)(void *ctx);
+
+    /* Key-value storage (NVS, files). Keys are at most 15 characters (the NVS limit). kv_get
+     * copies at most cap bytes and sets *len to the stored size; SPROUT_KV_NOT_FOUND if unset.
+     * kv_set is durable when it returns 0. */
+    int (*kv_get)(void *ctx, const char *key, uint8_t *buf, size_t cap, size_t *len);
+    int (*kv_set)(void *ctx, const char *key, const uint8_t *buf, size_t len);
+
+    /* Hardware. pump_start must itself stop the pump after ms even if the loop stalls (a
+     * hardware timer on the device): the core's stop is the normal path, not the only one. */
+    int (*read_sensors)(void *ctx, sprout_reading *out);
+    int (*pump_start)(void *ctx, uint32_t ms);
+    void (*pump_stop)(void *ctx);
+    void (*reboot)(void *ctx);                                     /* may return (simulated) */
+
+    void (*log)(void *ctx, sprout_log_level level, const char *msg); /* may be NULL */
+} sprout_port;
+
+#endif

@@ -1,0 +1,261 @@
+/* vdev: one virtual plant pot. The portable core over the POSIX port, with a simulated pot.
+ *
+ *   vdev --server host:port[,host:port...] --id ID --secret HEX [options]
+ *
+ * Runs until SIGTERM or SIGINT (or --run-for-ms). Logs go to stderr. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "posix_port.h"
+
+#define MAX_SERVERS 8
+#define FIRMWARE_VERSION "vdev-0.1.0"
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+static void usage(FILE *to)
+{
+    fprintf(to,
+            "usage: vdev --server host:port[,host:port...] --id ID --secret HEX [options]\n"
+            "  --state-dir DIR          key-value storage (default ./vdev-state-ID)\n"
+            "  --report-interval-ms N   take a reading every N ms instead of the server's config\n"
+            "  --start-dry              start with soil at 10%% moisture (raises a soil_dry alert)\n"
+            "  --moisture PCT           initial soil moisture (default 45)\n"
+            "  --tank PCT               initial tank level (default 80)\n"
+            "  --dry-rate PCT           moisture lost per minute at 20 degC (default 0.5)\n"
+            "  --temperature C          mean temperature (default 22)\n"
+            "  --silent                 never answer commands (the server times them out)\n"
+            "  --backoff-max-ms N       cap on the reconnect delay (default 60000)\n"
+            "  --run-for-ms N           exit after N ms\n"
+            "  --verbose / --quiet      more or fewer log lines\n");
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+static int parse_hex(const char *s, uint8_t *out, size_t cap, size_t *len)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n % 2 != 0 || n / 2 > cap) {
+        return -1;
+    }
+    for (size_t i = 0; i < n / 2; i++) {
+        int hi = hex_value(s[2 * i]), lo = hex_value(s[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            return -1;
+        }
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    *len = n / 2;
+    return 0;
+}
+
+/* parse_servers splits "a:1,b:2" in place into servers. */
+static int parse_servers(char *list, sprout_server *servers, size_t *count)
+{
+    *count = 0;
+    for (char *tok = strtok(list, ","); tok != NULL; tok = strtok(NULL, ",")) {
+        char *colon = strrchr(tok, ':');
+        if (colon == NULL || *count == MAX_SERVERS) {
+            return -1;
+        }
+        *colon = '\0';
+        char *end = NULL;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end != '\0' || port <= 0 || port > 65535) {
+            return -1;
+        }
+        if (tok[0] == '[') { /* [::1]:port */
+            tok++;
+            size_t l = strlen(tok);
+            if (l > 0 && tok[l - 1] == ']') {
+                tok[l - 1] = '\0';
+            }
+        }
+        servers[*count].host = tok;
+        servers[*count].port = (uint16_t)port;
+        (*count)++;
+    }
+    return *count > 0 ? 0 : -1;
+}
+
+static double number(const char *flag, const char *v)
+{
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno != 0 || end == v || *end != '\0') {
+        fprintf(stderr, "vdev: %s: not a number: %s\n", flag, v);
+        exit(2);
+    }
+    return d;
+}
+
+int main(int argc, char **argv)
+{
+    char *server_list = NULL;
+    const char *id = NULL, *secret_hex = NULL, *state_dir = NULL;
+    static sprout_client client;
+    static sprout_posix posix;
+    sprout_options opts;
+    sprout_plant_model plant;
+    sprout_options_defaults(&opts);
+    sprout_plant_defaults(&plant);
+    double run_for_ms = 0;
+    int log_level = SPROUT_LOG_INFO;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE()                                                    \
+    do {                                                                \
+        if (v == NULL) {                                                \
+            fprintf(stderr, "vdev: %s needs a value\n", a);             \
+            return 2;                                                   \
+        }                                                               \
+        i++;                                                            \
+    } while (0)
+        if (strcmp(a, "--server") == 0) {
+            NEED_VALUE();
+            server_list = argv[i];
+        } else if (strcmp(a, "--id") == 0) {
+            NEED_VALUE();
+            id = v;
+        } else if (strcmp(a, "--secret") == 0) {
+            NEED_VALUE();
+            secret_hex = v;
+        } else if (strcmp(a, "--state-dir") == 0) {
+            NEED_VALUE();
+            state_dir = v;
+        } else if (strcmp(a, "--report-interval-ms") == 0) {
+            NEED_VALUE();
+            opts.report_interval_ms = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--start-dry") == 0) {
+            plant.moisture_pct = 10;
+        } else if (strcmp(a, "--moisture") == 0) {
+            NEED_VALUE();
+            plant.moisture_pct = number(a, v);
+        } else if (strcmp(a, "--tank") == 0) {
+            NEED_VALUE();
+            plant.tank_pct = number(a, v);
+        } else if (strcmp(a, "--dry-rate") == 0) {
+            NEED_VALUE();
+            plant.dry_pct_per_min = number(a, v);
+        } else if (strcmp(a, "--temperature") == 0) {
+            NEED_VALUE();
+            plant.temperature_c = number(a, v);
+        } else if (strcmp(a, "--silent") == 0) {
+            opts.ignore_commands = true;
+        } else if (strcmp(a, "--backoff-max-ms") == 0) {
+            NEED_VALUE();
+            opts.backoff_max_ms = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--run-for-ms") == 0) {
+            NEED_VALUE();
+            run_for_ms = number(a, v);
+        } else if (strcmp(a, "--verbose") == 0) {
+            log_level = SPROUT_LOG_DEBUG;
+        } else if (strcmp(a, "--quiet") == 0) {
+            log_level = SPROUT_LOG_WARN;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "vdev: unknown flag %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+#undef NEED_VALUE
+    }
+    if (server_list == NULL || id == NULL || secret_hex == NULL) {
+        usage(stderr);
+        return 2;
+    }
+
+    sprout_server servers[MAX_SERVERS];
+    size_t server_count = 0;
+    if (parse_servers(server_list, servers, &server_count) != 0) {
+        fprintf(stderr, "vdev: --server: want host:port[,host:port...] (at most %d)\n", MAX_SERVERS);
+        return 2;
+    }
+    uint8_t secret[128];
+    size_t secret_len = 0;
+    if (parse_hex(secret_hex, secret, sizeof secret, &secret_len) != 0) {
+        fprintf(stderr, "vdev: --secret: want an even number of hex digits (at most 256)\n");
+        return 2;
+    }
+    char default_dir[256];
+    if (state_dir == NULL) {
+        snprintf(default_dir, sizeof default_dir, "vdev-state-%s", id);
+        state_dir = default_dir;
+    }
+    char prefix[80];
+    snprintf(prefix, sizeof prefix, "vdev[%s] ", id);
+    if (sprout_posix_init(&posix, state_dir, prefix) != 0) {
+        fprintf(stderr, "vdev: cannot use state dir %s: %s\n", state_dir, strerror(errno));
+        return 1;
+    }
+    posix.log_level = log_level;
+    plant.pump_ml_per_s = opts.pump_ml_per_s;
+    posix.plant = plant;
+
+    sprout_port port;
+    sprout_posix_port(&posix, &port);
+    sprout_client_config cfg = {
+        .device_id = id,
+        .secret = secret,
+        .secret_len = secret_len,
+        .firmware_version = FIRMWARE_VERSION,
+        .servers = servers,
+        .server_count = server_count,
+        .options = opts,
+    };
+    if (sprout_client_init(&client, &port, &cfg) != 0) {
+        fprintf(stderr, "vdev: --id must be 1..64 bytes\n");
+        return 2;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    int64_t start = port.monotonic_ms(port.ctx);
+    while (!stop) {
+        if (run_for_ms > 0 && port.monotonic_ms(port.ctx) - start >= (int64_t)run_for_ms) {
+            break;
+        }
+        sprout_client_step(&client);
+    }
+    sprout_client_shutdown(&client);
+    const sprout_stats *s = &client.stats;
+    fprintf(stderr,
+            "%sstats: connects %u (failed %u) handshakes %u frames in %u out %u resent %u acks %u "
+            "commands %u results_resent %u dropped %u\n",
+            prefix, s->connect_attempts, s->connect_failures, s->handshakes, s->frames_in, s->frames_out,
+            s->records_resent, s->acks, s->commands_executed, s->results_resent, client.ring.dropped);
+    return 0;
+}
