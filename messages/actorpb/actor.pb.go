@@ -335,7 +335,8 @@ type AuthResult struct {
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
 	Reason        devicepb.CloseReason   `protobuf:"varint,2,opt,name=reason,proto3,enum=sprout.device.v1.CloseReason" json:"reason,omitempty"` // when !ok
 	Detail        string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
-	Welcome       *devicepb.Welcome      `protobuf:"bytes,4,opt,name=welcome,proto3" json:"welcome,omitempty"` // when ok
+	Welcome       *devicepb.Welcome      `protobuf:"bytes,4,opt,name=welcome,proto3" json:"welcome,omitempty"`                               // when ok
+	AfterWelcome  []*devicepb.Frame      `protobuf:"bytes,5,rep,name=after_welcome,json=afterWelcome,proto3" json:"after_welcome,omitempty"` // frames to write right after Welcome (open commands)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -398,6 +399,74 @@ func (x *AuthResult) GetWelcome() *devicepb.Welcome {
 	return nil
 }
 
+func (x *AuthResult) GetAfterWelcome() []*devicepb.Frame {
+	if x != nil {
+		return x.AfterWelcome
+	}
+	return nil
+}
+
+// Deliver asks a connection actor to write frames to its device, then optionally close it.
+type Deliver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Frames        []*devicepb.Frame      `protobuf:"bytes,2,rep,name=frames,proto3" json:"frames,omitempty"`
+	Close         *devicepb.Close        `protobuf:"bytes,3,opt,name=close,proto3" json:"close,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deliver) Reset() {
+	*x = Deliver{}
+	mi := &file_actorpb_actor_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deliver) ProtoMessage() {}
+
+func (x *Deliver) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deliver.ProtoReflect.Descriptor instead.
+func (*Deliver) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Deliver) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Deliver) GetFrames() []*devicepb.Frame {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+func (x *Deliver) GetClose() *devicepb.Close {
+	if x != nil {
+		return x.Close
+	}
+	return nil
+}
+
 // Report carries one Telemetry or Event frame from an attached connection to its grain.
 type Report struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -414,7 +483,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_actorpb_actor_proto_msgTypes[3]
+	mi := &file_actorpb_actor_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +495,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[3]
+	mi := &file_actorpb_actor_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +508,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{3}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Report) GetSessionId() string {
@@ -510,7 +579,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_actorpb_actor_proto_msgTypes[4]
+	mi := &file_actorpb_actor_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +591,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[4]
+	mi := &file_actorpb_actor_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +604,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{4}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReportAck) GetSeq() uint64 {
@@ -578,7 +647,7 @@ type DeliverResult struct {
 
 func (x *DeliverResult) Reset() {
 	*x = DeliverResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[5]
+	mi := &file_actorpb_actor_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +659,7 @@ func (x *DeliverResult) String() string {
 func (*DeliverResult) ProtoMessage() {}
 
 func (x *DeliverResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[5]
+	mi := &file_actorpb_actor_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +672,7 @@ func (x *DeliverResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResult.ProtoReflect.Descriptor instead.
 func (*DeliverResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{5}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeliverResult) GetSessionId() string {
@@ -639,7 +708,7 @@ type Detach struct {
 
 func (x *Detach) Reset() {
 	*x = Detach{}
-	mi := &file_actorpb_actor_proto_msgTypes[6]
+	mi := &file_actorpb_actor_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +720,7 @@ func (x *Detach) String() string {
 func (*Detach) ProtoMessage() {}
 
 func (x *Detach) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[6]
+	mi := &file_actorpb_actor_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +733,7 @@ func (x *Detach) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Detach.ProtoReflect.Descriptor instead.
 func (*Detach) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{6}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Detach) GetSessionId() string {
@@ -699,7 +768,7 @@ type SendCommand struct {
 
 func (x *SendCommand) Reset() {
 	*x = SendCommand{}
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +780,7 @@ func (x *SendCommand) String() string {
 func (*SendCommand) ProtoMessage() {}
 
 func (x *SendCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +793,7 @@ func (x *SendCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommand.ProtoReflect.Descriptor instead.
 func (*SendCommand) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SendCommand) GetCommandId() string {
@@ -792,7 +861,7 @@ type CommandOutcome struct {
 
 func (x *CommandOutcome) Reset() {
 	*x = CommandOutcome{}
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +873,7 @@ func (x *CommandOutcome) String() string {
 func (*CommandOutcome) ProtoMessage() {}
 
 func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +886,7 @@ func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandOutcome.ProtoReflect.Descriptor instead.
 func (*CommandOutcome) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommandOutcome) GetDeviceId() string {
@@ -885,7 +954,7 @@ type GetState struct {
 
 func (x *GetState) Reset() {
 	*x = GetState{}
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +966,7 @@ func (x *GetState) String() string {
 func (*GetState) ProtoMessage() {}
 
 func (x *GetState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +979,7 @@ func (x *GetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetState.ProtoReflect.Descriptor instead.
 func (*GetState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
 }
 
 type Alert struct {
@@ -926,7 +995,7 @@ type Alert struct {
 
 func (x *Alert) Reset() {
 	*x = Alert{}
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1007,7 @@ func (x *Alert) String() string {
 func (*Alert) ProtoMessage() {}
 
 func (x *Alert) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1020,7 @@ func (x *Alert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alert.ProtoReflect.Descriptor instead.
 func (*Alert) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Alert) GetKind() AlertKind {
@@ -1004,13 +1073,14 @@ type DeviceState struct {
 	Conn            *ConnRef               `protobuf:"bytes,11,opt,name=conn,proto3" json:"conn,omitempty"`
 	OpenCommands    []*CommandOutcome      `protobuf:"bytes,12,rep,name=open_commands,json=openCommands,proto3" json:"open_commands,omitempty"`
 	Revoked         bool                   `protobuf:"varint,13,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RecentOutcomes  []*CommandOutcome      `protobuf:"bytes,14,rep,name=recent_outcomes,json=recentOutcomes,proto3" json:"recent_outcomes,omitempty"` // in snapshots only: finished commands, to answer repeats
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DeviceState) Reset() {
 	*x = DeviceState{}
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1092,7 @@ func (x *DeviceState) String() string {
 func (*DeviceState) ProtoMessage() {}
 
 func (x *DeviceState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1105,7 @@ func (x *DeviceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
 func (*DeviceState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeviceState) GetDeviceId() string {
@@ -1129,6 +1199,13 @@ func (x *DeviceState) GetRevoked() bool {
 	return false
 }
 
+func (x *DeviceState) GetRecentOutcomes() []*CommandOutcome {
+	if x != nil {
+		return x.RecentOutcomes
+	}
+	return nil
+}
+
 // Subscribe registers a PID for DeviceNotice messages from one device grain until Unsubscribe or
 // until the subscriber stops. Delivery is at most once; durable consumers read the event log.
 type Subscribe struct {
@@ -1141,7 +1218,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1230,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1243,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Subscribe) GetAddress() string {
@@ -1193,7 +1270,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1282,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1295,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Unsubscribe) GetAddress() string {
@@ -1253,7 +1330,7 @@ type DeviceNotice struct {
 
 func (x *DeviceNotice) Reset() {
 	*x = DeviceNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1342,7 @@ func (x *DeviceNotice) String() string {
 func (*DeviceNotice) ProtoMessage() {}
 
 func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1355,7 @@ func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceNotice.ProtoReflect.Descriptor instead.
 func (*DeviceNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeviceNotice) GetDeviceId() string {
@@ -1368,7 +1445,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1380,7 +1457,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1393,7 +1470,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Presence) GetOnline() bool {
@@ -1421,7 +1498,7 @@ type TraceContext struct {
 
 func (x *TraceContext) Reset() {
 	*x = TraceContext{}
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1510,7 @@ func (x *TraceContext) String() string {
 func (*TraceContext) ProtoMessage() {}
 
 func (x *TraceContext) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1523,7 @@ func (x *TraceContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceContext.ProtoReflect.Descriptor instead.
 func (*TraceContext) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TraceContext) GetTraceparent() string {
@@ -1484,13 +1561,19 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x04conn\x18\a \x01(\v2\x18.sprout.actor.v1.ConnRefR\x04conn\x12\x1f\n" +
 	"\vremote_addr\x18\b \x01(\tR\n" +
 	"remoteAddr\x123\n" +
-	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xa0\x01\n" +
+	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xde\x01\n" +
 	"\n" +
 	"AuthResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x125\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x06reason\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x123\n" +
-	"\awelcome\x18\x04 \x01(\v2\x19.sprout.device.v1.WelcomeR\awelcome\"\xd2\x01\n" +
+	"\awelcome\x18\x04 \x01(\v2\x19.sprout.device.v1.WelcomeR\awelcome\x12<\n" +
+	"\rafter_welcome\x18\x05 \x03(\v2\x17.sprout.device.v1.FrameR\fafterWelcome\"\x88\x01\n" +
+	"\aDeliver\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12/\n" +
+	"\x06frames\x18\x02 \x03(\v2\x17.sprout.device.v1.FrameR\x06frames\x12-\n" +
+	"\x05close\x18\x03 \x01(\v2\x17.sprout.device.v1.CloseR\x05close\"\xd2\x01\n" +
 	"\x06Report\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12;\n" +
@@ -1540,7 +1623,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06active\x18\x02 \x01(\bR\x06active\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\x02R\x05value\x12\x1c\n" +
 	"\tthreshold\x18\x04 \x01(\x02R\tthreshold\x12\x19\n" +
-	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\x87\x04\n" +
+	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\xd1\x04\n" +
 	"\vDeviceState\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05known\x18\x02 \x01(\bR\x05known\x12\x16\n" +
@@ -1557,7 +1640,8 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	" \x01(\v2\x18.sprout.device.v1.ConfigR\x06config\x12,\n" +
 	"\x04conn\x18\v \x01(\v2\x18.sprout.actor.v1.ConnRefR\x04conn\x12D\n" +
 	"\ropen_commands\x18\f \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\fopenCommands\x12\x18\n" +
-	"\arevoked\x18\r \x01(\bR\arevoked\"5\n" +
+	"\arevoked\x18\r \x01(\bR\arevoked\x12H\n" +
+	"\x0frecent_outcomes\x18\x0e \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\x0erecentOutcomes\"5\n" +
 	"\tSubscribe\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"7\n" +
@@ -1611,68 +1695,75 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
 	(*ConnRef)(nil),                // 2: sprout.actor.v1.ConnRef
 	(*Authenticate)(nil),           // 3: sprout.actor.v1.Authenticate
 	(*AuthResult)(nil),             // 4: sprout.actor.v1.AuthResult
-	(*Report)(nil),                 // 5: sprout.actor.v1.Report
-	(*ReportAck)(nil),              // 6: sprout.actor.v1.ReportAck
-	(*DeliverResult)(nil),          // 7: sprout.actor.v1.DeliverResult
-	(*Detach)(nil),                 // 8: sprout.actor.v1.Detach
-	(*SendCommand)(nil),            // 9: sprout.actor.v1.SendCommand
-	(*CommandOutcome)(nil),         // 10: sprout.actor.v1.CommandOutcome
-	(*GetState)(nil),               // 11: sprout.actor.v1.GetState
-	(*Alert)(nil),                  // 12: sprout.actor.v1.Alert
-	(*DeviceState)(nil),            // 13: sprout.actor.v1.DeviceState
-	(*Subscribe)(nil),              // 14: sprout.actor.v1.Subscribe
-	(*Unsubscribe)(nil),            // 15: sprout.actor.v1.Unsubscribe
-	(*DeviceNotice)(nil),           // 16: sprout.actor.v1.DeviceNotice
-	(*Presence)(nil),               // 17: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 18: sprout.actor.v1.TraceContext
-	(devicepb.CloseReason)(0),      // 19: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 20: sprout.device.v1.Welcome
-	(*devicepb.Telemetry)(nil),     // 21: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 22: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 23: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 24: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 25: sprout.device.v1.Config
+	(*Deliver)(nil),                // 5: sprout.actor.v1.Deliver
+	(*Report)(nil),                 // 6: sprout.actor.v1.Report
+	(*ReportAck)(nil),              // 7: sprout.actor.v1.ReportAck
+	(*DeliverResult)(nil),          // 8: sprout.actor.v1.DeliverResult
+	(*Detach)(nil),                 // 9: sprout.actor.v1.Detach
+	(*SendCommand)(nil),            // 10: sprout.actor.v1.SendCommand
+	(*CommandOutcome)(nil),         // 11: sprout.actor.v1.CommandOutcome
+	(*GetState)(nil),               // 12: sprout.actor.v1.GetState
+	(*Alert)(nil),                  // 13: sprout.actor.v1.Alert
+	(*DeviceState)(nil),            // 14: sprout.actor.v1.DeviceState
+	(*Subscribe)(nil),              // 15: sprout.actor.v1.Subscribe
+	(*Unsubscribe)(nil),            // 16: sprout.actor.v1.Unsubscribe
+	(*DeviceNotice)(nil),           // 17: sprout.actor.v1.DeviceNotice
+	(*Presence)(nil),               // 18: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 19: sprout.actor.v1.TraceContext
+	(devicepb.CloseReason)(0),      // 20: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 21: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 22: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 23: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 24: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 25: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 26: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 27: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 28: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	2,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	18, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
-	19, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	20, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	21, // 4: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	22, // 5: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	18, // 6: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	19, // 7: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	23, // 8: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	18, // 9: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	19, // 10: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	24, // 11: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	25, // 12: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	18, // 13: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
-	0,  // 14: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	24, // 15: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	1,  // 16: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	21, // 17: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	12, // 18: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	25, // 19: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	2,  // 20: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	10, // 21: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	12, // 22: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	10, // 23: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	17, // 24: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	18, // 25: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	19, // 26: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	27, // [27:27] is the sub-list for method output_type
-	27, // [27:27] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	19, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	20, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	21, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	22, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	22, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	23, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	24, // 7: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	25, // 8: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	19, // 9: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	20, // 10: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	26, // 11: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	19, // 12: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	20, // 13: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	27, // 14: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	28, // 15: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	19, // 16: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	0,  // 17: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
+	27, // 18: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	1,  // 19: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
+	24, // 20: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	13, // 21: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	28, // 22: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	2,  // 23: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	11, // 24: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	11, // 25: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	13, // 26: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	11, // 27: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	18, // 28: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	19, // 29: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	20, // 30: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	31, // [31:31] is the sub-list for method output_type
+	31, // [31:31] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -1680,11 +1771,11 @@ func file_actorpb_actor_proto_init() {
 	if File_actorpb_actor_proto != nil {
 		return
 	}
-	file_actorpb_actor_proto_msgTypes[3].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[4].OneofWrappers = []any{
 		(*Report_Telemetry)(nil),
 		(*Report_Event)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[14].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[15].OneofWrappers = []any{
 		(*DeviceNotice_Alert)(nil),
 		(*DeviceNotice_Outcome)(nil),
 		(*DeviceNotice_Presence)(nil),
@@ -1695,7 +1786,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

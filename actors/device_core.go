@@ -1,0 +1,590 @@
+package actors
+
+import (
+	"crypto/hmac"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sprout-iot/sprout/messages"
+	"github.com/sprout-iot/sprout/messages/actorpb"
+	"github.com/sprout-iot/sprout/messages/devicepb"
+)
+
+// Command deadlines: the default, and the range a caller may ask for.
+const (
+	DefaultCommandTimeout = 10 * time.Second
+	MinCommandTimeout     = 1 * time.Second
+	MaxCommandTimeout     = 300 * time.Second
+	// recentOutcomes bounds how many finished commands a device remembers, to answer a repeated
+	// SendCommand with its first outcome and to recognise results that arrive after the deadline.
+	recentOutcomes = 64
+)
+
+// DefaultConfig is the configuration a device gets until someone changes it.
+func DefaultConfig() *devicepb.Config {
+	return &devicepb.Config{
+		ReportIntervalS:    60,
+		HeartbeatIntervalS: 30,
+		MaxWaterMs:         30000,
+		MinWaterIntervalS:  60,
+		Thresholds: &devicepb.Thresholds{
+			SoilMoistureMinPct: 20,
+			TemperatureMaxC:    35,
+			TankEmptyPct:       5,
+			HysteresisPct:      5,
+			HysteresisC:        2,
+		},
+	}
+}
+
+// deviceCore is the device grain's state and decision logic: plain values in, effects out. It never
+// does I/O and never reads a clock; the shell (device_grain.go) performs the effects.
+//
+// A step that must be persisted mutates the core first; if persisting fails the shell restores the
+// checkpoint taken before the step, so memory never runs ahead of storage.
+type deviceCore struct {
+	id       string
+	known    bool
+	revoked  bool
+	config   *devicepb.Config
+	firmware string
+
+	online   bool
+	conn     *actorpb.ConnRef
+	lastSeen time.Time
+
+	lastSeq  uint64
+	latest   *devicepb.Telemetry
+	latestAt time.Time
+
+	alerts map[actorpb.AlertKind]*actorpb.Alert // active alerts only
+
+	open   map[string]*openCommand // commands sent (or waiting to be resent) without an outcome
+	recent []*actorpb.CommandOutcome
+}
+
+type openCommand struct {
+	req      *actorpb.SendCommand
+	sentAt   time.Time
+	deadline time.Time
+}
+
+// effects is what one step asks the shell to do, in order: persist, then everything else.
+type effects struct {
+	readings []Reading
+	events   []Event
+	snapshot bool // persist a new snapshot of the core
+
+	frames    []*devicepb.Frame         // to the attached connection
+	closeConn *actorpb.ConnRef          // a replaced connection to close with CLOSE_REASON_REPLACED
+	outcomes  []*actorpb.CommandOutcome // to whoever waits for these commands, and published
+	notices   []*actorpb.DeviceNotice   // published to subscribers
+	timers    []timer                   // command deadlines to arm
+}
+
+type timer struct {
+	commandID string
+	at        time.Time
+}
+
+func (e *effects) persists() bool {
+	return len(e.readings) > 0 || len(e.events) > 0 || e.snapshot
+}
+
+func (e *effects) event(at time.Time, kind string, seq uint64, body proto.Message) {
+	b, err := protojson.Marshal(body)
+	if err != nil {
+		b = []byte(fmt.Sprintf(`{"error":%q}`, err.Error()))
+	}
+	e.events = append(e.events, Event{At: at, Kind: kind, Seq: seq, Body: b})
+}
+
+func newDeviceCore(id string) *deviceCore {
+	return &deviceCore{
+		id:     id,
+		config: DefaultConfig(),
+		alerts: map[actorpb.AlertKind]*actorpb.Alert{},
+		open:   map[string]*openCommand{},
+	}
+}
+
+// checkpoint is the part of the core a failed step may have changed.
+type checkpoint struct {
+	c      deviceCore
+	alerts map[actorpb.AlertKind]*actorpb.Alert
+	open   map[string]*openCommand
+	recent []*actorpb.CommandOutcome
+}
+
+func (c *deviceCore) checkpoint() checkpoint {
+	cp := checkpoint{c: *c, alerts: make(map[actorpb.AlertKind]*actorpb.Alert, len(c.alerts)),
+		open: make(map[string]*openCommand, len(c.open)), recent: append([]*actorpb.CommandOutcome(nil), c.recent...)}
+	for k, v := range c.alerts {
+		cp.alerts[k] = v
+	}
+	for k, v := range c.open {
+		cp.open[k] = v
+	}
+	return cp
+}
+
+func (c *deviceCore) restore(cp checkpoint) {
+	*c = cp.c
+	c.alerts, c.open, c.recent = cp.alerts, cp.open, cp.recent
+}
+
+// recover rebuilds the core from storage (presence is never recovered: a device is offline until it
+// connects to this activation).
+func (c *deviceCore) recover(d Device, r Recovered, now time.Time) (effects, error) {
+	var fx effects
+	c.known = true
+	c.revoked = d.Revoked()
+	c.lastSeq = r.LastSeq
+	if r.Latest != nil {
+		c.latest = readingToTelemetry(*r.Latest)
+		c.latestAt = r.Latest.ReceivedAt
+		c.lastSeen = r.Latest.ReceivedAt
+	}
+	if r.Snapshot != nil {
+		snap := &actorpb.DeviceState{}
+		if err := proto.Unmarshal(r.Snapshot, snap); err != nil {
+			return fx, fmt.Errorf("device %s: corrupt snapshot: %w", c.id, err)
+		}
+		if snap.Config != nil {
+			c.config = snap.Config
+		}
+		for _, a := range snap.Alerts {
+			c.alerts[a.Kind] = a
+		}
+		for _, o := range snap.OpenCommands {
+			c.open[o.CommandId] = &openCommand{
+				req:      &actorpb.SendCommand{CommandId: o.CommandId, Kind: o.Kind, RequestedBy: o.RequestedBy},
+				deadline: time.UnixMilli(o.AtMs),
+			}
+		}
+		c.recent = snap.RecentOutcomes
+	}
+	// Commands whose deadline passed while no activation watched them end now, loudly.
+	for id, oc := range c.open {
+		if !now.Before(oc.deadline) {
+			c.finish(&fx, oc, actorpb.Outcome_OUTCOME_TIMED_OUT, "no result before the deadline", 0, now)
+			continue
+		}
+		fx.timers = append(fx.timers, timer{commandID: id, at: oc.deadline})
+	}
+	return fx, nil
+}
+
+// snapshot serialises what recovery needs.
+func (c *deviceCore) snapshot() []byte {
+	s := &actorpb.DeviceState{DeviceId: c.id, Config: c.config, RecentOutcomes: c.recent}
+	for _, k := range alertOrder {
+		if a := c.alerts[k]; a != nil {
+			s.Alerts = append(s.Alerts, a)
+		}
+	}
+	for id, oc := range c.open {
+		s.OpenCommands = append(s.OpenCommands, &actorpb.CommandOutcome{
+			DeviceId: c.id, CommandId: id, Outcome: actorpb.Outcome_OUTCOME_PENDING,
+			AtMs: oc.deadline.UnixMilli(), RequestedBy: oc.req.RequestedBy, Kind: oc.req.Kind,
+		})
+	}
+	b, _ := proto.Marshal(s)
+	return b
+}
+
+// state answers GetState.
+func (c *deviceCore) state() *actorpb.DeviceState {
+	s := &actorpb.DeviceState{
+		DeviceId: c.id, Known: c.known, Revoked: c.revoked, Online: c.online, FirmwareVersion: c.firmware,
+		LastSeq: c.lastSeq, Latest: c.latest, Config: c.config, Conn: c.conn,
+	}
+	if !c.lastSeen.IsZero() {
+		s.LastSeenMs = c.lastSeen.UnixMilli()
+	}
+	if !c.latestAt.IsZero() {
+		s.LatestAtMs = c.latestAt.UnixMilli()
+	}
+	for _, k := range alertOrder {
+		if a := c.alerts[k]; a != nil {
+			s.Alerts = append(s.Alerts, a)
+		}
+	}
+	for id, oc := range c.open {
+		s.OpenCommands = append(s.OpenCommands, &actorpb.CommandOutcome{
+			DeviceId: c.id, CommandId: id, Outcome: actorpb.Outcome_OUTCOME_PENDING,
+			AtMs: oc.deadline.UnixMilli(), RequestedBy: oc.req.RequestedBy, Kind: oc.req.Kind,
+		})
+	}
+	return s
+}
+
+// authenticate checks a handshake. secret is the device's registry secret.
+func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessionID string, now time.Time) (*actorpb.AuthResult, effects) {
+	var fx effects
+	fail := func(r devicepb.CloseReason, detail string) (*actorpb.AuthResult, effects) {
+		return &actorpb.AuthResult{Reason: r, Detail: detail}, fx
+	}
+	switch {
+	case !c.known:
+		return fail(devicepb.CloseReason_CLOSE_REASON_UNKNOWN_DEVICE, "unknown device")
+	case c.revoked:
+		return fail(devicepb.CloseReason_CLOSE_REASON_DEVICE_REVOKED, "device revoked")
+	case m.ProtocolVersion != messages.ProtocolVersion:
+		return fail(devicepb.CloseReason_CLOSE_REASON_UNSUPPORTED_VERSION, fmt.Sprintf("protocol %d not supported (want %d)", m.ProtocolVersion, messages.ProtocolVersion))
+	case len(m.DeviceNonce) != messages.NonceBytes || len(m.ServerNonce) != messages.NonceBytes:
+		return fail(devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "nonces must be 16 bytes")
+	case !macEqual(messages.MAC(secret, m.DeviceNonce, m.ServerNonce, m.DeviceId), m.Mac):
+		return fail(devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED, "authentication failed")
+	}
+	if c.online && c.conn != nil && c.conn.SessionId != m.Conn.GetSessionId() {
+		fx.closeConn = c.conn
+	}
+	c.online = true
+	c.conn = m.Conn
+	c.firmware = m.FirmwareVersion
+	c.lastSeen = now
+	fx.event(now, EventKindOnline, 0, m.Conn)
+	fx.notices = append(fx.notices, c.notice(now, &actorpb.DeviceNotice{Body: &actorpb.DeviceNotice_Presence{Presence: &actorpb.Presence{Online: true}}}))
+	// Commands still open go to the new connection; the device runs each id at most once.
+	for _, oc := range c.openByDeadline() {
+		fx.frames = append(fx.frames, commandFrame(oc, now))
+	}
+	return &actorpb.AuthResult{Ok: true, Welcome: &devicepb.Welcome{
+		SessionId: sessionID, ServerTimeMs: now.UnixMilli(), Config: c.config, LastSeq: c.lastSeq,
+	}}, fx
+}
+
+// detach handles the end of a connection; a stale session (already replaced) changes nothing.
+func (c *deviceCore) detach(sessionID string, reason devicepb.CloseReason, now time.Time) effects {
+	var fx effects
+	if !c.online || c.conn.GetSessionId() != sessionID {
+		return fx
+	}
+	c.online = false
+	c.conn = nil
+	p := &actorpb.Presence{Online: false, Reason: reason}
+	fx.event(now, EventKindOffline, 0, p)
+	fx.notices = append(fx.notices, c.notice(now, &actorpb.DeviceNotice{Body: &actorpb.DeviceNotice_Presence{Presence: p}}))
+	return fx
+}
+
+// report handles a Telemetry or Event frame. The reply says what to ack.
+func (c *deviceCore) report(m *actorpb.Report, now time.Time) (*actorpb.ReportAck, effects) {
+	var fx effects
+	if !c.online || c.conn.GetSessionId() != m.SessionId {
+		return &actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_REPLACED, Detail: "session is not attached"}, fx
+	}
+	c.lastSeen = now
+	switch b := m.Body.(type) {
+	case *actorpb.Report_Telemetry:
+		t := b.Telemetry
+		if t.Seq <= c.lastSeq {
+			return &actorpb.ReportAck{Seq: t.Seq, Duplicate: true}, fx
+		}
+		c.lastSeq = t.Seq
+		c.latest, c.latestAt = t, now
+		fx.readings = append(fx.readings, telemetryToReading(t, now))
+		c.checkThresholds(&fx, t, now)
+		return &actorpb.ReportAck{Seq: t.Seq}, fx
+	case *actorpb.Report_Event:
+		e := b.Event
+		if e.Seq <= c.lastSeq {
+			return &actorpb.ReportAck{Seq: e.Seq, Duplicate: true}, fx
+		}
+		c.lastSeq = e.Seq
+		fx.event(now, EventKindDevice, e.Seq, e)
+		switch e.Kind {
+		case devicepb.EventKind_EVENT_KIND_TANK_EMPTY:
+			c.raise(&fx, actorpb.AlertKind_ALERT_KIND_TANK_EMPTY, c.tankLevel(), c.config.GetThresholds().GetTankEmptyPct(), now)
+		case devicepb.EventKind_EVENT_KIND_TANK_REFILLED:
+			c.clear(&fx, actorpb.AlertKind_ALERT_KIND_TANK_EMPTY, c.tankLevel(), c.config.GetThresholds().GetTankEmptyPct(), now)
+		case devicepb.EventKind_EVENT_KIND_PUMP_FAULT:
+			c.raise(&fx, actorpb.AlertKind_ALERT_KIND_PUMP_FAULT, 0, 0, now)
+		}
+		return &actorpb.ReportAck{Seq: e.Seq}, fx
+	}
+	return &actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, Detail: "empty report"}, fx
+}
+
+func (c *deviceCore) tankLevel() float32 {
+	if c.latest == nil {
+		return 0
+	}
+	return c.latest.TankLevelPct
+}
+
+// alertOrder fixes the order alerts appear in state and snapshots.
+var alertOrder = []actorpb.AlertKind{
+	actorpb.AlertKind_ALERT_KIND_SOIL_DRY, actorpb.AlertKind_ALERT_KIND_TOO_HOT,
+	actorpb.AlertKind_ALERT_KIND_TANK_EMPTY, actorpb.AlertKind_ALERT_KIND_PUMP_FAULT,
+}
+
+// checkThresholds raises an alert when a value leaves its range and clears it only once the value
+// is back inside by the hysteresis margin, so a value flapping around the threshold alerts once.
+func (c *deviceCore) checkThresholds(fx *effects, t *devicepb.Telemetry, now time.Time) {
+	th := c.config.GetThresholds()
+	if th == nil {
+		return
+	}
+	// Soil too dry: below the minimum.
+	switch {
+	case t.SoilMoisturePct < th.SoilMoistureMinPct:
+		c.raise(fx, actorpb.AlertKind_ALERT_KIND_SOIL_DRY, t.SoilMoisturePct, th.SoilMoistureMinPct, now)
+	case t.SoilMoisturePct >= th.SoilMoistureMinPct+th.HysteresisPct:
+		c.clear(fx, actorpb.AlertKind_ALERT_KIND_SOIL_DRY, t.SoilMoisturePct, th.SoilMoistureMinPct, now)
+	}
+	// Too hot: above the maximum.
+	switch {
+	case t.TemperatureC > th.TemperatureMaxC:
+		c.raise(fx, actorpb.AlertKind_ALERT_KIND_TOO_HOT, t.TemperatureC, th.TemperatureMaxC, now)
+	case t.TemperatureC <= th.TemperatureMaxC-th.HysteresisC:
+		c.clear(fx, actorpb.AlertKind_ALERT_KIND_TOO_HOT, t.TemperatureC, th.TemperatureMaxC, now)
+	}
+	// Tank empty: at or below the empty level.
+	switch {
+	case t.TankLevelPct <= th.TankEmptyPct:
+		c.raise(fx, actorpb.AlertKind_ALERT_KIND_TANK_EMPTY, t.TankLevelPct, th.TankEmptyPct, now)
+	case t.TankLevelPct >= th.TankEmptyPct+th.HysteresisPct:
+		c.clear(fx, actorpb.AlertKind_ALERT_KIND_TANK_EMPTY, t.TankLevelPct, th.TankEmptyPct, now)
+	}
+}
+
+func (c *deviceCore) raise(fx *effects, k actorpb.AlertKind, value, threshold float32, now time.Time) {
+	if c.alerts[k] != nil {
+		return // already raised: no storm
+	}
+	a := &actorpb.Alert{Kind: k, Active: true, Value: value, Threshold: threshold, SinceMs: now.UnixMilli()}
+	c.alerts[k] = a
+	fx.event(now, EventKindAlertRaised, 0, a)
+	fx.snapshot = true
+	fx.notices = append(fx.notices, c.notice(now, &actorpb.DeviceNotice{Body: &actorpb.DeviceNotice_Alert{Alert: a}}))
+}
+
+func (c *deviceCore) clear(fx *effects, k actorpb.AlertKind, value, threshold float32, now time.Time) {
+	if c.alerts[k] == nil {
+		return
+	}
+	delete(c.alerts, k)
+	a := &actorpb.Alert{Kind: k, Active: false, Value: value, Threshold: threshold, SinceMs: now.UnixMilli()}
+	fx.event(now, EventKindAlertCleared, 0, a)
+	fx.snapshot = true
+	fx.notices = append(fx.notices, c.notice(now, &actorpb.DeviceNotice{Body: &actorpb.DeviceNotice_Alert{Alert: a}}))
+}
+
+func (c *deviceCore) notice(now time.Time, n *actorpb.DeviceNotice) *actorpb.DeviceNotice {
+	n.DeviceId = c.id
+	n.AtMs = now.UnixMilli()
+	return n
+}
+
+// commandDecision is what sendCommand decided about a request.
+type commandDecision int
+
+const (
+	commandAnswered commandDecision = iota // the outcome is in effects.outcomes (or a recent one was returned)
+	commandStarted                         // sent (or queued for the next connection); wait for its outcome
+	commandJoined                          // a repeat of an open command: wait for the same outcome
+)
+
+// sendCommand decides what to do with a command request.
+func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (commandDecision, *actorpb.CommandOutcome, effects) {
+	var fx effects
+	answer := func(o actorpb.Outcome, detail string) (commandDecision, *actorpb.CommandOutcome, effects) {
+		out := &actorpb.CommandOutcome{DeviceId: c.id, CommandId: m.CommandId, Outcome: o, Detail: detail,
+			AtMs: now.UnixMilli(), RequestedBy: m.RequestedBy, Kind: m.Kind}
+		return commandAnswered, out, fx
+	}
+	if err := validateCommand(m); err != nil {
+		return answer(actorpb.Outcome_OUTCOME_INVALID, err.Error())
+	}
+	if _, ok := c.open[m.CommandId]; ok {
+		return commandJoined, nil, fx
+	}
+	for _, r := range c.recent {
+		if r.CommandId == m.CommandId {
+			return commandAnswered, r, fx
+		}
+	}
+	switch {
+	case !c.known:
+		return answer(actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE, "unknown device")
+	case c.revoked:
+		return answer(actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE, "device revoked")
+	case !c.online:
+		d, out, _ := answer(actorpb.Outcome_OUTCOME_OFFLINE, "device offline")
+		c.remember(out)
+		fx.event(now, EventKindCommandOutcome, 0, out)
+		fx.snapshot = true
+		fx.outcomes = append(fx.outcomes, out)
+		return d, out, fx
+	}
+	timeout := DefaultCommandTimeout
+	if m.TimeoutMs != 0 {
+		timeout = time.Duration(m.TimeoutMs) * time.Millisecond
+	}
+	oc := &openCommand{req: m, sentAt: now, deadline: now.Add(timeout)}
+	c.open[m.CommandId] = oc
+	fx.event(now, EventKindCommandSent, 0, m)
+	fx.snapshot = true
+	fx.frames = append(fx.frames, commandFrame(oc, now))
+	fx.timers = append(fx.timers, timer{commandID: m.CommandId, at: oc.deadline})
+	return commandStarted, nil, fx
+}
+
+func validateCommand(m *actorpb.SendCommand) error {
+	switch {
+	case m.CommandId == "" || len(m.CommandId) > messages.MaxCommandIDBytes || !utf8.ValidString(m.CommandId):
+		return fmt.Errorf("command_id must be 1..%d bytes of UTF-8", messages.MaxCommandIDBytes)
+	case m.TimeoutMs != 0 && (time.Duration(m.TimeoutMs)*time.Millisecond < MinCommandTimeout || time.Duration(m.TimeoutMs)*time.Millisecond > MaxCommandTimeout):
+		return fmt.Errorf("timeout must be between %v and %v", MinCommandTimeout, MaxCommandTimeout)
+	}
+	switch m.Kind {
+	case devicepb.CommandKind_COMMAND_KIND_WATER:
+		if m.WaterMs == 0 || m.WaterMs > 300000 {
+			return fmt.Errorf("water_ms must be 1..300000")
+		}
+	case devicepb.CommandKind_COMMAND_KIND_SET_CONFIG:
+		if err := ValidateConfig(m.Config); err != nil {
+			return err
+		}
+	case devicepb.CommandKind_COMMAND_KIND_READ_NOW, devicepb.CommandKind_COMMAND_KIND_REBOOT:
+	default:
+		return fmt.Errorf("unknown command kind %d", m.Kind)
+	}
+	return nil
+}
+
+// ValidateConfig checks a configuration before it is sent to a device.
+func ValidateConfig(c *devicepb.Config) error {
+	switch {
+	case c == nil:
+		return fmt.Errorf("config is required")
+	case c.ReportIntervalS < 5 || c.ReportIntervalS > 86400:
+		return fmt.Errorf("report_interval_s must be 5..86400")
+	case c.HeartbeatIntervalS < 5 || c.HeartbeatIntervalS > 600:
+		return fmt.Errorf("heartbeat_interval_s must be 5..600")
+	case c.MaxWaterMs == 0 || c.MaxWaterMs > 300000:
+		return fmt.Errorf("max_water_ms must be 1..300000")
+	case c.Thresholds == nil:
+		return fmt.Errorf("thresholds are required")
+	case c.Thresholds.HysteresisPct < 0 || c.Thresholds.HysteresisC < 0:
+		return fmt.Errorf("hysteresis must not be negative")
+	}
+	return nil
+}
+
+func commandFrame(oc *openCommand, now time.Time) *devicepb.Frame {
+	left := oc.deadline.Sub(now)
+	if left < 0 {
+		left = 0
+	}
+	return &devicepb.Frame{Body: &devicepb.Frame_Command{Command: &devicepb.Command{
+		CommandId: oc.req.CommandId, Kind: oc.req.Kind, WaterMs: oc.req.WaterMs, Config: oc.req.Config,
+		DeadlineMs: uint32(left / time.Millisecond),
+	}}}
+}
+
+func (c *deviceCore) openByDeadline() []*openCommand {
+	out := make([]*openCommand, 0, len(c.open))
+	for _, oc := range c.open {
+		if oc.req.Kind != 0 {
+			out = append(out, oc)
+		}
+	}
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].deadline.Before(out[j-1].deadline); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// result handles a device's CommandResult. A result for a command that already ended (timed out)
+// is logged but not delivered again.
+func (c *deviceCore) result(m *actorpb.DeliverResult, now time.Time) effects {
+	var fx effects
+	r := m.Result
+	oc, ok := c.open[r.GetCommandId()]
+	if !ok {
+		fx.event(now, EventKindCommandOutcome, 0, &actorpb.CommandOutcome{
+			DeviceId: c.id, CommandId: r.GetCommandId(), Outcome: outcomeOf(r.GetStatus()),
+			Detail: "late or unknown result: " + r.GetDetail(), WateredMl: r.GetWateredMl(), AtMs: now.UnixMilli(),
+		})
+		return fx
+	}
+	o := outcomeOf(r.Status)
+	c.finish(&fx, oc, o, r.Detail, r.WateredMl, now)
+	if oc.req.Kind == devicepb.CommandKind_COMMAND_KIND_SET_CONFIG && o == actorpb.Outcome_OUTCOME_DONE {
+		c.config = oc.req.Config
+	}
+	if oc.req.Kind == devicepb.CommandKind_COMMAND_KIND_WATER && o == actorpb.Outcome_OUTCOME_DONE {
+		c.clear(&fx, actorpb.AlertKind_ALERT_KIND_PUMP_FAULT, 0, 0, now)
+	}
+	return fx
+}
+
+// expire ends a command whose deadline passed.
+func (c *deviceCore) expire(commandID string, now time.Time) effects {
+	var fx effects
+	oc, ok := c.open[commandID]
+	if !ok || now.Before(oc.deadline) {
+		return fx
+	}
+	c.finish(&fx, oc, actorpb.Outcome_OUTCOME_TIMED_OUT, "no result before the deadline", 0, now)
+	return fx
+}
+
+func (c *deviceCore) finish(fx *effects, oc *openCommand, o actorpb.Outcome, detail string, ml uint32, now time.Time) {
+	delete(c.open, oc.req.CommandId)
+	out := &actorpb.CommandOutcome{DeviceId: c.id, CommandId: oc.req.CommandId, Outcome: o, Detail: detail,
+		WateredMl: ml, AtMs: now.UnixMilli(), RequestedBy: oc.req.RequestedBy, Kind: oc.req.Kind}
+	c.remember(out)
+	fx.event(now, EventKindCommandOutcome, 0, out)
+	fx.snapshot = true
+	fx.outcomes = append(fx.outcomes, out)
+}
+
+func (c *deviceCore) remember(out *actorpb.CommandOutcome) {
+	c.recent = append(c.recent, out)
+	if len(c.recent) > recentOutcomes {
+		c.recent = append([]*actorpb.CommandOutcome(nil), c.recent[len(c.recent)-recentOutcomes:]...)
+	}
+}
+
+func outcomeOf(s devicepb.CommandStatus) actorpb.Outcome {
+	switch s {
+	case devicepb.CommandStatus_COMMAND_STATUS_DONE:
+		return actorpb.Outcome_OUTCOME_DONE
+	case devicepb.CommandStatus_COMMAND_STATUS_REJECTED:
+		return actorpb.Outcome_OUTCOME_REJECTED
+	case devicepb.CommandStatus_COMMAND_STATUS_BUSY:
+		return actorpb.Outcome_OUTCOME_BUSY
+	default:
+		return actorpb.Outcome_OUTCOME_FAILED
+	}
+}
+
+func telemetryToReading(t *devicepb.Telemetry, now time.Time) Reading {
+	r := Reading{Seq: t.Seq, ReceivedAt: now, SoilMoisture: t.SoilMoisturePct, Temperature: t.TemperatureC,
+		TankLevel: t.TankLevelPct, SupplyMillivolt: t.SupplyMv}
+	if t.DeviceTimeMs > 0 {
+		r.DeviceTime = time.UnixMilli(t.DeviceTimeMs)
+	}
+	return r
+}
+
+func readingToTelemetry(r Reading) *devicepb.Telemetry {
+	t := &devicepb.Telemetry{Seq: r.Seq, SoilMoisturePct: r.SoilMoisture, TemperatureC: r.Temperature,
+		TankLevelPct: r.TankLevel, SupplyMv: r.SupplyMillivolt}
+	if !r.DeviceTime.IsZero() {
+		t.DeviceTimeMs = r.DeviceTime.UnixMilli()
+	}
+	return t
+}
+
+func macEqual(a, b []byte) bool { return hmac.Equal(a, b) }

@@ -1,0 +1,335 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/scheduler"
+
+	"github.com/sprout-iot/sprout/messages/actorpb"
+	"github.com/sprout-iot/sprout/messages/devicepb"
+)
+
+// DeviceKind is the cluster kind of device grains; the identity is the device id.
+const DeviceKind = "device"
+
+// DeviceOptions configures device grains. Zero fields take the defaults documented on each.
+type DeviceOptions struct {
+	Store Store
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// PersistTimeout bounds one durable append (default 5 s); past it the step fails and the
+	// device's frame is not acked.
+	PersistTimeout time.Duration
+	// IdleTimeout passivates a grain that is offline, has no open command and received nothing
+	// for this long (default 10 min).
+	IdleTimeout time.Duration
+	// Notify, if set, is called on the grain's goroutine for every notice (alerts, outcomes, presence).
+	// It must not block; node-local consumers (the WeChat notifier) hand notices to their own queue.
+	Notify func(*actorpb.DeviceNotice)
+	Logger *slog.Logger
+}
+
+func (o *DeviceOptions) defaults() {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.PersistTimeout == 0 {
+		o.PersistTimeout = 5 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 10 * time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// NewDeviceKind returns the cluster kind that hosts device grains on this member.
+func NewDeviceKind(opts DeviceOptions) *cluster.Kind {
+	opts.defaults()
+	return cluster.NewKind(DeviceKind, actor.PropsFromProducer(func() actor.Actor {
+		return &deviceGrain{opts: &opts}
+	}))
+}
+
+// deviceGrain is the actor shell around deviceCore: it receives, calls the core, and performs the
+// effects (persist, reply, deliver to the connection, publish, arm timers).
+type deviceGrain struct {
+	opts   *DeviceOptions
+	core   *deviceCore
+	device Device
+	loaded bool
+
+	connPID     *actor.PID
+	waiters     map[string][]*actor.PID // command id -> requesters waiting for its outcome
+	timers      map[string]scheduler.CancelFunc
+	subscribers map[string]*actor.PID
+	sched       *scheduler.TimerScheduler
+	log         *slog.Logger
+}
+
+// commandDeadline is sent by the grain to itself when a command's deadline passes.
+type commandDeadline struct{ commandID string }
+
+func (g *deviceGrain) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		id := cluster.GetClusterIdentity(ctx)
+		if id == nil {
+			g.opts.Logger.Error("device grain started outside the cluster")
+			ctx.Stop(ctx.Self())
+			return
+		}
+		g.core = newDeviceCore(id.Identity)
+		g.log = g.opts.Logger.With("device", id.Identity)
+		g.waiters = map[string][]*actor.PID{}
+		g.timers = map[string]scheduler.CancelFunc{}
+		g.subscribers = map[string]*actor.PID{}
+		g.sched = scheduler.NewTimerScheduler(ctx)
+		ctx.SetReceiveTimeout(g.opts.IdleTimeout)
+		g.load(ctx)
+	case *actor.Stopping:
+		for _, cancel := range g.timers {
+			cancel()
+		}
+	case *actor.ReceiveTimeout:
+		if !g.core.online && len(g.core.open) == 0 {
+			ctx.Stop(ctx.Self())
+		}
+	case *actor.Terminated:
+		g.terminated(ctx, m.Who)
+	case *actorpb.Authenticate:
+		g.authenticate(ctx, m)
+	case *actorpb.Report:
+		g.report(ctx, m)
+	case *actorpb.DeliverResult:
+		if !g.ready(ctx) {
+			return
+		}
+		g.apply(ctx, g.core.result(m, g.opts.Now()))
+	case *actorpb.Detach:
+		if !g.ready(ctx) {
+			return
+		}
+		g.apply(ctx, g.core.detach(m.SessionId, m.Reason, g.opts.Now()))
+	case *actorpb.SendCommand:
+		g.sendCommand(ctx, m)
+	case *commandDeadline:
+		delete(g.timers, m.commandID)
+		g.apply(ctx, g.core.expire(m.commandID, g.opts.Now()))
+	case *actorpb.GetState:
+		g.ready(ctx)
+		ctx.Respond(g.core.state())
+	case *actorpb.Subscribe:
+		pid := actor.NewPID(m.Address, m.Id)
+		g.subscribers[pid.String()] = pid
+		ctx.Watch(pid)
+		if ctx.Sender() != nil {
+			ctx.Respond(g.core.state())
+		}
+	case *actorpb.Unsubscribe:
+		pid := actor.NewPID(m.Address, m.Id)
+		delete(g.subscribers, pid.String())
+		ctx.Unwatch(pid)
+	}
+}
+
+// load reads the device from storage. A storage failure leaves the grain unloaded; the next
+// message retries, and until then handshakes and reports are refused as unavailable.
+func (g *deviceGrain) load(ctx actor.Context) {
+	c, cancel := context.WithTimeout(context.Background(), g.opts.PersistTimeout)
+	defer cancel()
+	d, err := g.opts.Store.GetDevice(c, g.core.id)
+	if errors.Is(err, ErrUnknownDevice) {
+		g.loaded = true // an unknown device is a known answer
+		return
+	}
+	if err != nil {
+		g.log.Warn("loading device failed", "err", err)
+		return
+	}
+	r, err := g.opts.Store.LoadDevice(c, g.core.id)
+	if err != nil {
+		g.log.Warn("loading device state failed", "err", err)
+		return
+	}
+	fx, err := g.core.recover(d, r, g.opts.Now())
+	if err != nil {
+		g.log.Error("recovering device state failed", "err", err)
+		return
+	}
+	g.device, g.loaded = d, true
+	g.apply(ctx, fx)
+}
+
+func (g *deviceGrain) ready(ctx actor.Context) bool {
+	if !g.loaded {
+		g.load(ctx)
+	}
+	return g.loaded
+}
+
+func (g *deviceGrain) authenticate(ctx actor.Context, m *actorpb.Authenticate) {
+	if !g.ready(ctx) {
+		ctx.Respond(&actorpb.AuthResult{Reason: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable, try later"})
+		return
+	}
+	now := g.opts.Now()
+	cp := g.core.checkpoint()
+	res, fx := g.core.authenticate(m, g.device.Secret, m.Conn.GetSessionId(), now)
+	if !res.Ok {
+		g.log.Info("handshake refused", "reason", res.Reason.String(), "remote", m.RemoteAddr)
+		ctx.Respond(res)
+		return
+	}
+	if err := g.persist(fx); err != nil {
+		g.core.restore(cp)
+		ctx.Respond(&actorpb.AuthResult{Reason: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable, try later"})
+		return
+	}
+	// Open commands ride on the Welcome so they reach the device after it, never before.
+	res.AfterWelcome, fx.frames = fx.frames, nil
+	ctx.Respond(res)
+	if g.connPID != nil {
+		ctx.Unwatch(g.connPID)
+	}
+	g.connPID = actor.NewPID(m.Conn.Address, m.Conn.Id)
+	ctx.Watch(g.connPID)
+	g.perform(ctx, fx)
+}
+
+func (g *deviceGrain) report(ctx actor.Context, m *actorpb.Report) {
+	if !g.ready(ctx) {
+		ctx.Respond(&actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"})
+		return
+	}
+	cp := g.core.checkpoint()
+	ack, fx := g.core.report(m, g.opts.Now())
+	if err := g.persist(fx); err != nil {
+		g.core.restore(cp)
+		ctx.Respond(&actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"})
+		return
+	}
+	ctx.Respond(ack)
+	g.perform(ctx, fx)
+}
+
+func (g *deviceGrain) sendCommand(ctx actor.Context, m *actorpb.SendCommand) {
+	now := g.opts.Now()
+	if !g.ready(ctx) {
+		g.respondOutcome(ctx, &actorpb.CommandOutcome{DeviceId: g.core.id, CommandId: m.CommandId,
+			Outcome: actorpb.Outcome_OUTCOME_FAILED, Detail: "storage unavailable, try later", AtMs: now.UnixMilli()})
+		return
+	}
+	cp := g.core.checkpoint()
+	decision, out, fx := g.core.sendCommand(m, now)
+	if err := g.persist(fx); err != nil {
+		g.core.restore(cp)
+		g.respondOutcome(ctx, &actorpb.CommandOutcome{DeviceId: g.core.id, CommandId: m.CommandId,
+			Outcome: actorpb.Outcome_OUTCOME_FAILED, Detail: "storage unavailable, try later", AtMs: now.UnixMilli()})
+		return
+	}
+	switch decision {
+	case commandAnswered:
+		// Answered now; perform publishes it too when it is a new outcome (offline).
+		g.respondOutcome(ctx, out)
+	case commandStarted, commandJoined:
+		if s := ctx.Sender(); s != nil {
+			g.waiters[m.CommandId] = append(g.waiters[m.CommandId], s)
+		}
+	}
+	g.perform(ctx, fx)
+}
+
+func (g *deviceGrain) respondOutcome(ctx actor.Context, out *actorpb.CommandOutcome) {
+	if ctx.Sender() != nil {
+		ctx.Respond(out)
+	}
+}
+
+func (g *deviceGrain) terminated(ctx actor.Context, who *actor.PID) {
+	if g.connPID != nil && who.Equal(g.connPID) {
+		g.connPID = nil
+		if g.core.online {
+			g.apply(ctx, g.core.detach(g.core.conn.GetSessionId(), devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, g.opts.Now()))
+		}
+		return
+	}
+	delete(g.subscribers, who.String())
+}
+
+// apply persists a step's effects and performs them; on a storage failure the step is undone where
+// possible and logged (timer- and disconnect-driven steps have no one to answer).
+func (g *deviceGrain) apply(ctx actor.Context, fx effects) {
+	if err := g.persist(fx); err != nil {
+		g.log.Error("persisting device step failed; retrying once", "err", err)
+		if err = g.persist(fx); err != nil {
+			g.log.Error("persisting device step failed again; the step is kept in memory", "err", err)
+		}
+	}
+	g.perform(ctx, fx)
+}
+
+func (g *deviceGrain) persist(fx effects) error {
+	if !fx.persists() {
+		return nil
+	}
+	b := Batch{Readings: fx.readings, Events: fx.events}
+	if fx.snapshot {
+		b.Snapshot = g.core.snapshot()
+	}
+	c, cancel := context.WithTimeout(context.Background(), g.opts.PersistTimeout)
+	defer cancel()
+	if err := g.opts.Store.Append(c, g.core.id, b); err != nil {
+		return fmt.Errorf("device %s: %w", g.core.id, err)
+	}
+	return nil
+}
+
+// perform carries out the non-durable effects of a persisted step.
+func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
+	if fx.closeConn != nil {
+		old := actor.NewPID(fx.closeConn.Address, fx.closeConn.Id)
+		ctx.Send(old, &actorpb.Deliver{SessionId: fx.closeConn.SessionId, Close: &devicepb.Close{
+			Reason: devicepb.CloseReason_CLOSE_REASON_REPLACED, Detail: "replaced by a newer connection"}})
+	}
+	if len(fx.frames) > 0 && g.connPID != nil {
+		ctx.Send(g.connPID, &actorpb.Deliver{SessionId: g.core.conn.GetSessionId(), Frames: fx.frames})
+	}
+	for _, t := range fx.timers {
+		if cancel, ok := g.timers[t.commandID]; ok {
+			cancel()
+		}
+		g.timers[t.commandID] = g.sched.SendOnce(t.at.Sub(g.opts.Now()), ctx.Self(), &commandDeadline{commandID: t.commandID})
+	}
+	for _, out := range fx.outcomes {
+		for _, w := range g.waiters[out.CommandId] {
+			ctx.Send(w, out)
+		}
+		delete(g.waiters, out.CommandId)
+		if cancel, ok := g.timers[out.CommandId]; ok {
+			cancel()
+			delete(g.timers, out.CommandId)
+		}
+		g.publish(ctx, &actorpb.DeviceNotice{DeviceId: g.core.id, AtMs: out.AtMs,
+			Body: &actorpb.DeviceNotice_Outcome{Outcome: out}})
+	}
+	for _, n := range fx.notices {
+		g.publish(ctx, n)
+	}
+}
+
+func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {
+	for _, s := range g.subscribers {
+		ctx.Send(s, n)
+	}
+	if g.opts.Notify != nil {
+		g.opts.Notify(n)
+	}
+}

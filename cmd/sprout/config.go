@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store/postgres"
+	"github.com/sprout-iot/sprout/store/sqlite"
+)
+
+// flagSet wraps flag.FlagSet so that every flag has a SPROUT_* variable as its default and the
+// help lists both.
+type flagSet struct {
+	*flag.FlagSet
+	envs []string
+}
+
+func newFlagSet(name, summary string) *flagSet {
+	fs := &flagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError)}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: sprout %s [flags]\n\n%s\n\nFlags (each also read from the environment variable named after it):\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func envName(flagName string) string {
+	return "SPROUT_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (fs *flagSet) str(p *string, name, def, help string) {
+	env := envName(name)
+	if v, ok := os.LookupEnv(env); ok {
+		def = v
+	}
+	fs.StringVar(p, name, def, help+" ["+env+"]")
+}
+
+func (fs *flagSet) dur(p *time.Duration, name string, def time.Duration, help string) {
+	env := envName(name)
+	if v, ok := os.LookupEnv(env); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			def = d
+		} else {
+			fmt.Fprintf(os.Stderr, "sprout: ignoring %s=%q: %v\n", env, v, err)
+		}
+	}
+	fs.DurationVar(p, name, def, help+" ["+env+"]")
+}
+
+func (fs *flagSet) int(p *int, name string, def int, help string) {
+	env := envName(name)
+	if v, ok := os.LookupEnv(env); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			def = n
+		} else {
+			fmt.Fprintf(os.Stderr, "sprout: ignoring %s=%q: %v\n", env, v, err)
+		}
+	}
+	fs.IntVar(p, name, def, help+" ["+env+"]")
+}
+
+// storeFlags selects and opens the store.
+type storeFlags struct {
+	dataDir string
+	db      string
+}
+
+func (s *storeFlags) register(fs *flagSet) {
+	fs.str(&s.dataDir, "data-dir", "./sprout-data", "directory of the embedded store (used when --db is empty)")
+	fs.str(&s.db, "db", "", "postgres://... to use Postgres (required for more than one node); empty: the embedded store in --data-dir")
+}
+
+func (s *storeFlags) open(ctx context.Context) (actors.Store, string, error) {
+	if s.db != "" {
+		if !strings.HasPrefix(s.db, "postgres://") && !strings.HasPrefix(s.db, "postgresql://") {
+			return nil, "", fmt.Errorf("--db must be a postgres:// URL, got %q", redact(s.db))
+		}
+		st, err := postgres.Open(ctx, s.db, postgres.Options{})
+		if err != nil {
+			return nil, "", fmt.Errorf("opening Postgres %s: %w", redact(s.db), err)
+		}
+		return st, "postgres " + redact(s.db), nil
+	}
+	st, err := sqlite.Open(s.dataDir, sqlite.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	return st, "embedded store in " + s.dataDir, nil
+}
+
+// redact hides the password of a database URL.
+func redact(dsn string) string {
+	at := strings.LastIndex(dsn, "@")
+	scheme := strings.Index(dsn, "://")
+	if at < 0 || scheme < 0 {
+		return dsn
+	}
+	user := dsn[scheme+3 : at]
+	if i := strings.Index(user, ":"); i >= 0 {
+		user = user[:i] + ":***"
+	}
+	return dsn[:scheme+3] + user + dsn[at:]
+}
+
+func newLogger(format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	o := &slog.HandlerOptions{Level: lv}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, o))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, o))
+}

@@ -1,0 +1,53 @@
+// Command sprout is Sprout's single binary: `sprout serve` runs a node, `sprout device` provisions
+// devices, `sprout sim` runs simulated plants against a server, and `sprout demo` (what `make run`
+// starts) runs a whole small world in one process.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `sprout: a device cloud between WiFi plant pots and WeChat.
+
+Usage:
+  sprout serve            run a node (device edge, HTTP, grains); see sprout serve --help
+  sprout device add       provision devices: prints ids and secrets (and QR content)
+  sprout device list      list provisioned devices
+  sprout device revoke ID revoke a device (it can no longer connect)
+  sprout migrate          apply storage migrations and exit
+  sprout sim              run simulated plants against a server
+  sprout demo             one node, simulated WeChat and simulated plants (make run)
+
+Every command takes --help.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = runServe(os.Args[2:])
+	case "device":
+		err = runDevice(os.Args[2:])
+	case "migrate":
+		err = runMigrate(os.Args[2:])
+	case "sim":
+		err = runSim(os.Args[2:])
+	case "demo":
+		err = runDemo(os.Args[2:])
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "sprout: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sprout:", err)
+		os.Exit(1)
+	}
+}

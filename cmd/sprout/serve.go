@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/go-chi/chi/v5"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster"
+	"github.com/sprout-iot/sprout/edge/api"
+	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/messages/actorpb"
+)
+
+// serveConfig is everything `sprout serve` can be told.
+type serveConfig struct {
+	store      storeFlags
+	edgeAddr   string
+	httpAddr   string
+	adminToken string
+	logFormat  string
+	logLevel   string
+
+	clusterProvider string
+	consulAddr      string
+	clusterHost     string
+	clusterPort     int
+	advertise       string
+
+	edge  device.Options
+	grain actors.DeviceOptions
+}
+
+func (c *serveConfig) register(fs *flagSet) {
+	c.store.register(fs)
+	fs.str(&c.edgeAddr, "edge-addr", ":7100", "device TCP listener address")
+	fs.str(&c.httpAddr, "http-addr", ":8080", "HTTP address (WeChat callbacks, API, pages, /healthz, /readyz)")
+	fs.str(&c.adminToken, "admin-token", "", "bearer token for /api/v1; empty disables the API")
+	fs.str(&c.logFormat, "log-format", "json", "log format: json or text")
+	fs.str(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.str(&c.clusterProvider, "cluster", "local", "cluster provider: local (one node) or consul")
+	fs.str(&c.consulAddr, "consul-addr", "127.0.0.1:8500", "Consul agent HTTP address (with --cluster consul)")
+	fs.str(&c.clusterHost, "cluster-host", "127.0.0.1", "host the cluster remote endpoint binds")
+	fs.int(&c.clusterPort, "cluster-port", 0, "port of the cluster remote endpoint (0: any free port)")
+	fs.str(&c.advertise, "cluster-advertise", "", "host:port other members dial (default cluster-host:port)")
+	fs.dur(&c.edge.HandshakeTimeout, "handshake-timeout", 10*time.Second, "longest a device may take from connect to Auth")
+	fs.dur(&c.edge.IdleTimeout, "idle-timeout", 90*time.Second, "a device silent this long (no frame, no Ping) is dropped and goes offline")
+	fs.dur(&c.edge.WriteTimeout, "write-timeout", 10*time.Second, "longest one write to a device may block before it is dropped as a slow consumer")
+	fs.int(&c.edge.MaxFrameBytes, "max-frame-bytes", 1024, "largest frame accepted from a device")
+	fs.int(&c.edge.MaxPendingFrames, "max-pending-frames", 64, "frames queued for one device before it is dropped as a slow consumer")
+	fs.int(&c.edge.MaxConnections, "max-connections", 10000, "most device connections this node holds")
+	fs.dur(&c.edge.GrainTimeout, "grain-timeout", 5*time.Second, "longest the edge waits for a device grain")
+	fs.dur(&c.grain.PersistTimeout, "persist-timeout", 5*time.Second, "longest one durable write may take before the frame is refused")
+	fs.dur(&c.grain.IdleTimeout, "grain-idle-timeout", 10*time.Minute, "an offline device grain with nothing to do is passivated after this")
+}
+
+// node is one running Sprout node.
+type node struct {
+	log    *slog.Logger
+	store  actors.Store
+	member *cluster.Member
+	edge   *device.Server
+	http   *http.Server
+	router chi.Router
+
+	EdgeAddr, HTTPAddr string
+}
+
+// nodeHooks let `sprout demo` observe a node without a second code path.
+type nodeHooks struct {
+	notify func(*actorpb.DeviceNotice)
+}
+
+func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks nodeHooks) (*node, error) {
+	st, desc, err := cfg.store.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n := &node{log: log, store: st}
+	cfg.grain.Store = st
+	cfg.grain.Logger = log
+	cfg.grain.Notify = hooks.notify
+	m, err := cluster.Start(cluster.Options{
+		Provider: cfg.clusterProvider, ConsulAddr: cfg.consulAddr, Host: cfg.clusterHost, Port: cfg.clusterPort,
+		AdvertisedHost: cfg.advertise, Logger: log, Kinds: []*pcluster.Kind{actors.NewDeviceKind(cfg.grain)},
+	})
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("joining the cluster: %w", err)
+	}
+	n.member = m
+	edgeLn, err := net.Listen("tcp", cfg.edgeAddr)
+	if err != nil {
+		n.stop(context.Background())
+		return nil, fmt.Errorf("device edge on %s: %w", cfg.edgeAddr, err)
+	}
+	httpLn, err := net.Listen("tcp", cfg.httpAddr)
+	if err != nil {
+		_ = edgeLn.Close()
+		n.stop(context.Background())
+		return nil, fmt.Errorf("HTTP on %s: %w", cfg.httpAddr, err)
+	}
+	n.EdgeAddr, n.HTTPAddr = edgeLn.Addr().String(), httpLn.Addr().String()
+	cfg.edge.Logger = log
+	n.edge = device.NewServer(m.Cluster, cfg.edge)
+	go func() {
+		if err := n.edge.Serve(edgeLn); err != nil {
+			log.Error("device edge stopped", "err", err)
+		}
+	}()
+	r := chi.NewRouter()
+	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready}).Routes(r)
+	n.router = r
+	n.http = &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	go func() {
+		if err := n.http.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP stopped", "err", err)
+		}
+	}()
+	log.Info("sprout node started", "store", desc, "edge", n.EdgeAddr, "http", n.HTTPAddr,
+		"cluster", cfg.clusterProvider, "member", m.Address())
+	return n, nil
+}
+
+func (n *node) ready(ctx context.Context) error {
+	if n.member.Cluster.MemberList.Length() < 1 {
+		return errors.New("not joined to the cluster")
+	}
+	if _, err := n.store.ListDevices(ctx, actors.ListQuery{Limit: 1}); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return nil
+}
+
+// stop drains: devices are told to reconnect elsewhere, HTTP finishes in-flight requests, the
+// member leaves the cluster, and the store flushes.
+func (n *node) stop(ctx context.Context) {
+	if n.edge != nil {
+		_ = n.edge.Shutdown(ctx)
+	}
+	if n.http != nil {
+		_ = n.http.Shutdown(ctx)
+	}
+	if n.member != nil {
+		n.member.Stop(true)
+	}
+	if err := n.store.Close(); err != nil {
+		n.log.Error("closing the store", "err", err)
+	}
+}
+
+func runServe(args []string) error {
+	var cfg serveConfig
+	fs := newFlagSet("serve", "Runs one Sprout node: the device edge (TCP), HTTP (WeChat callbacks, API, health),\nand device grains in a cluster. Stops cleanly on SIGINT or SIGTERM.")
+	cfg.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(cfg.logFormat, cfg.logLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := startNode(ctx, &cfg, log, nodeHooks{})
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	n.stop(sctx)
+	return nil
+}

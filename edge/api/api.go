@@ -1,0 +1,450 @@
+// Package api is Sprout's JSON API under /api/v1 and its health endpoints: what operators, the
+// console and tools use to look at devices and send them commands. Requests to devices go through
+// their grains; history comes from the store.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/go-chi/chi/v5"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/messages/actorpb"
+	"github.com/sprout-iot/sprout/messages/devicepb"
+)
+
+// Options configures the API.
+type Options struct {
+	// AdminToken authorises /api/v1 (Authorization: Bearer TOKEN). Empty disables /api/v1.
+	AdminToken string
+	// MaxBodyBytes bounds request bodies (default 64 KiB).
+	MaxBodyBytes int64
+	// Ready reports whether the node is ready (joined, storage reachable, edges listening).
+	Ready  func(ctx context.Context) error
+	Logger *slog.Logger
+}
+
+// Handler serves the API.
+type Handler struct {
+	opts    Options
+	cluster *pcluster.Cluster
+	store   actors.Store
+}
+
+// New returns the API handler.
+func New(c *pcluster.Cluster, st actors.Store, o Options) *Handler {
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 64 << 10
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Handler{opts: o, cluster: c, store: st}
+}
+
+// Routes mounts the API on r.
+func (h *Handler) Routes(r chi.Router) {
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	r.Get("/readyz", h.readyz)
+	r.Route("/api/v1", func(r chi.Router) {
+		r.Use(h.auth)
+		r.Get("/devices", h.listDevices)
+		r.Post("/devices", h.addDevice)
+		r.Get("/devices/{id}", h.getDevice)
+		r.Post("/devices/{id}/commands", h.sendCommand)
+		r.Get("/devices/{id}/readings", h.readings)
+		r.Get("/devices/{id}/events", h.events)
+		r.Post("/devices/{id}/revoke", h.revoke)
+	})
+}
+
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
+	if h.opts.Ready != nil {
+		if err := h.opts.Ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+func (h *Handler) auth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.opts.AdminToken == "" {
+			writeErr(w, http.StatusForbidden, "api_disabled", "the API is disabled: set SPROUT_ADMIN_TOKEN")
+			return
+		}
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(h.opts.AdminToken)) != 1 {
+			writeErr(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
+		next.ServeHTTP(w, r)
+	})
+}
+
+type apiError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeErr(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// DeviceJSON is a device as the API shows it.
+type DeviceJSON struct {
+	ID        string    `json:"id"`
+	Product   string    `json:"product"`
+	CreatedAt time.Time `json:"created_at"`
+	Revoked   bool      `json:"revoked"`
+	Secret    string    `json:"secret,omitempty"` // only when just created
+}
+
+func deviceJSON(d actors.Device) DeviceJSON {
+	return DeviceJSON{ID: d.ID, Product: d.Product, CreatedAt: d.CreatedAt, Revoked: d.Revoked()}
+}
+
+func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
+	q := actors.ListQuery{AfterID: r.URL.Query().Get("after")}
+	fmt.Sscan(r.URL.Query().Get("limit"), &q.Limit)
+	ds, err := h.store.ListDevices(r.Context(), q)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		return
+	}
+	out := make([]DeviceJSON, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, deviceJSON(d))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"devices": out})
+}
+
+// NewDevice provisions a device with a fresh 32-byte secret (or the given one).
+func NewDevice(ctx context.Context, st actors.Store, id, product string, secret []byte) (actors.Device, error) {
+	if id == "" {
+		b := make([]byte, 6)
+		_, _ = rand.Read(b)
+		id = "pot-" + hex.EncodeToString(b)
+	}
+	if err := ValidateDeviceID(id); err != nil {
+		return actors.Device{}, err
+	}
+	if product == "" {
+		product = "sprout-pot"
+	}
+	if secret == nil {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+	}
+	d := actors.Device{ID: id, Product: product, Secret: secret, CreatedAt: time.Now().UTC()}
+	if err := st.CreateDevice(ctx, d); err != nil {
+		return actors.Device{}, err
+	}
+	return d, nil
+}
+
+// ValidateDeviceID checks an id against the wire protocol's limits.
+func ValidateDeviceID(id string) error {
+	if id == "" || len(id) > 64 {
+		return errors.New("device id must be 1..64 bytes")
+	}
+	for _, r := range id {
+		if r < 0x21 || r == 0x7f || r == '/' {
+			return fmt.Errorf("device id %q must not contain spaces, slashes or control characters", id)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID      string `json:"id"`
+		Product string `json:"product"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_json", err.Error())
+		return
+	}
+	d, err := NewDevice(r.Context(), h.store, req.ID, req.Product, nil)
+	switch {
+	case errors.Is(err, actors.ErrDeviceExists):
+		writeErr(w, http.StatusConflict, "device_exists", err.Error())
+	case err != nil && errors.Is(err, actors.ErrUnavailable):
+		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+	case err != nil:
+		writeErr(w, http.StatusBadRequest, "invalid_device", err.Error())
+	default:
+		j := deviceJSON(d)
+		j.Secret = hex.EncodeToString(d.Secret)
+		writeJSON(w, http.StatusCreated, j)
+	}
+}
+
+// StateJSON is a device grain's state as the API shows it.
+type StateJSON struct {
+	DeviceID   string        `json:"device_id"`
+	Online     bool          `json:"online"`
+	Revoked    bool          `json:"revoked"`
+	LastSeen   *time.Time    `json:"last_seen,omitempty"`
+	Firmware   string        `json:"firmware,omitempty"`
+	LastSeq    uint64        `json:"last_seq"`
+	Latest     *ReadingJSON  `json:"latest,omitempty"`
+	Alerts     []AlertJSON   `json:"alerts"`
+	OpenCmds   []OutcomeJSON `json:"open_commands"`
+	ReportSecs uint32        `json:"report_interval_s"`
+}
+
+type ReadingJSON struct {
+	Seq          uint64    `json:"seq"`
+	At           time.Time `json:"at"`
+	SoilMoisture float32   `json:"soil_moisture_pct"`
+	Temperature  float32   `json:"temperature_c"`
+	TankLevel    float32   `json:"tank_level_pct"`
+	SupplyMv     uint32    `json:"supply_mv"`
+}
+
+type AlertJSON struct {
+	Kind      string    `json:"kind"`
+	Active    bool      `json:"active"`
+	Value     float32   `json:"value"`
+	Threshold float32   `json:"threshold"`
+	Since     time.Time `json:"since"`
+}
+
+// OutcomeJSON is a command's outcome.
+type OutcomeJSON struct {
+	DeviceID  string    `json:"device_id"`
+	CommandID string    `json:"command_id"`
+	Outcome   string    `json:"outcome"`
+	Detail    string    `json:"detail,omitempty"`
+	WateredMl uint32    `json:"watered_ml,omitempty"`
+	At        time.Time `json:"at"`
+}
+
+// OutcomeName is the stable lower-case name of an outcome ("done", "offline", "timed_out", ...).
+func OutcomeName(o actorpb.Outcome) string {
+	return strings.ToLower(strings.TrimPrefix(o.String(), "OUTCOME_"))
+}
+
+// AlertName is the stable lower-case name of an alert kind ("soil_dry", ...).
+func AlertName(k actorpb.AlertKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "ALERT_KIND_"))
+}
+
+func outcomeJSON(o *actorpb.CommandOutcome) OutcomeJSON {
+	return OutcomeJSON{DeviceID: o.DeviceId, CommandID: o.CommandId, Outcome: OutcomeName(o.Outcome), Detail: o.Detail,
+		WateredMl: o.WateredMl, At: time.UnixMilli(o.AtMs).UTC()}
+}
+
+func (h *Handler) state(ctx context.Context, id string) (*actorpb.DeviceState, error) {
+	res, err := h.cluster.Request(id, actors.DeviceKind, &actorpb.GetState{}, pcluster.WithTimeout(5*time.Second))
+	if err != nil {
+		return nil, err
+	}
+	st, ok := res.(*actorpb.DeviceState)
+	if !ok {
+		return nil, fmt.Errorf("unexpected reply %T", res)
+	}
+	return st, nil
+}
+
+func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	st, err := h.state(r.Context(), id)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "grain_unavailable", err.Error())
+		return
+	}
+	if !st.Known {
+		writeErr(w, http.StatusNotFound, "unknown_device", "no device "+id)
+		return
+	}
+	out := StateJSON{DeviceID: st.DeviceId, Online: st.Online, Revoked: st.Revoked, Firmware: st.FirmwareVersion,
+		LastSeq: st.LastSeq, Alerts: []AlertJSON{}, OpenCmds: []OutcomeJSON{}, ReportSecs: st.Config.GetReportIntervalS()}
+	if st.LastSeenMs > 0 {
+		t := time.UnixMilli(st.LastSeenMs).UTC()
+		out.LastSeen = &t
+	}
+	if l := st.Latest; l != nil {
+		out.Latest = &ReadingJSON{Seq: l.Seq, At: time.UnixMilli(st.LatestAtMs).UTC(), SoilMoisture: l.SoilMoisturePct,
+			Temperature: l.TemperatureC, TankLevel: l.TankLevelPct, SupplyMv: l.SupplyMv}
+	}
+	for _, a := range st.Alerts {
+		out.Alerts = append(out.Alerts, AlertJSON{Kind: AlertName(a.Kind), Active: a.Active, Value: a.Value,
+			Threshold: a.Threshold, Since: time.UnixMilli(a.SinceMs).UTC()})
+	}
+	for _, o := range st.OpenCommands {
+		out.OpenCmds = append(out.OpenCmds, outcomeJSON(o))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// CommandRequest is the body of POST /api/v1/devices/{id}/commands.
+type CommandRequest struct {
+	CommandID string `json:"command_id"` // optional idempotency key; generated when empty
+	Kind      string `json:"kind"`       // water, read_now, set_config, reboot
+	WaterMs   uint32 `json:"water_ms"`
+	TimeoutMs uint32 `json:"timeout_ms"` // default 10000, allowed 1000..300000
+}
+
+var commandKinds = map[string]devicepb.CommandKind{
+	"water": devicepb.CommandKind_COMMAND_KIND_WATER, "read_now": devicepb.CommandKind_COMMAND_KIND_READ_NOW,
+	"reboot": devicepb.CommandKind_COMMAND_KIND_REBOOT,
+}
+
+// NewCommandID returns a random command id.
+func NewCommandID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (h *Handler) sendCommand(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	var req CommandRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_json", err.Error())
+		return
+	}
+	kind, ok := commandKinds[req.Kind]
+	if !ok {
+		writeErr(w, http.StatusBadRequest, "invalid_command", fmt.Sprintf("unknown kind %q (want water, read_now or reboot)", req.Kind))
+		return
+	}
+	if req.CommandID == "" {
+		req.CommandID = NewCommandID()
+	}
+	timeout := actors.DefaultCommandTimeout
+	if req.TimeoutMs != 0 {
+		timeout = time.Duration(req.TimeoutMs) * time.Millisecond
+	}
+	res, err := h.cluster.Request(id, actors.DeviceKind, &actorpb.SendCommand{CommandId: req.CommandID, Kind: kind,
+		WaterMs: req.WaterMs, TimeoutMs: req.TimeoutMs, RequestedBy: "api"}, pcluster.WithTimeout(timeout+5*time.Second))
+	out, ok := res.(*actorpb.CommandOutcome)
+	if err != nil || !ok {
+		writeErr(w, http.StatusServiceUnavailable, "grain_unavailable", fmt.Sprintf("no outcome from the device grain: %v", err))
+		return
+	}
+	status := http.StatusOK
+	switch out.Outcome {
+	case actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE:
+		status = http.StatusNotFound
+	case actorpb.Outcome_OUTCOME_INVALID:
+		status = http.StatusBadRequest
+	}
+	writeJSON(w, status, outcomeJSON(out))
+}
+
+func timeRange(r *http.Request) (time.Time, time.Time, error) {
+	to := time.Now().Add(time.Minute)
+	from := to.Add(-24 * time.Hour)
+	var err error
+	if v := r.URL.Query().Get("from"); v != "" {
+		if from, err = time.Parse(time.RFC3339, v); err != nil {
+			return from, to, fmt.Errorf("from: %w", err)
+		}
+	}
+	if v := r.URL.Query().Get("to"); v != "" {
+		if to, err = time.Parse(time.RFC3339, v); err != nil {
+			return from, to, fmt.Errorf("to: %w", err)
+		}
+	}
+	return from, to, nil
+}
+
+func (h *Handler) readings(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	from, to, err := timeRange(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_time", err.Error())
+		return
+	}
+	limit := 1000
+	fmt.Sscan(r.URL.Query().Get("limit"), &limit)
+	if b := r.URL.Query().Get("bucket"); b != "" {
+		d, err := time.ParseDuration(b)
+		if err != nil || d < time.Minute {
+			writeErr(w, http.StatusBadRequest, "bad_bucket", "bucket must be a duration of at least 1m")
+			return
+		}
+		bs, err := h.store.Buckets(r.Context(), id, from, to, d)
+		if err != nil {
+			writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"buckets": bs})
+		return
+	}
+	rs, err := h.store.Readings(r.Context(), id, from, to, limit)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		return
+	}
+	out := make([]ReadingJSON, 0, len(rs))
+	for _, x := range rs {
+		out = append(out, ReadingJSON{Seq: x.Seq, At: x.ReceivedAt.UTC(), SoilMoisture: x.SoilMoisture,
+			Temperature: x.Temperature, TankLevel: x.TankLevel, SupplyMv: x.SupplyMillivolt})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"readings": out})
+}
+
+func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	from, to, err := timeRange(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_time", err.Error())
+		return
+	}
+	evs, err := h.store.Events(r.Context(), id, from, to, 1000)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		return
+	}
+	type ev struct {
+		At   time.Time       `json:"at"`
+		Kind string          `json:"kind"`
+		Seq  uint64          `json:"seq,omitempty"`
+		Body json.RawMessage `json:"body"`
+	}
+	out := make([]ev, 0, len(evs))
+	for _, e := range evs {
+		body := json.RawMessage(e.Body)
+		if !json.Valid(body) {
+			body, _ = json.Marshal(string(e.Body))
+		}
+		out = append(out, ev{At: e.At.UTC(), Kind: e.Kind, Seq: e.Seq, Body: body})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": out})
+}
+
+func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "id")
+	err := h.store.RevokeDevice(r.Context(), id, time.Now().UTC())
+	switch {
+	case errors.Is(err, actors.ErrUnknownDevice):
+		writeErr(w, http.StatusNotFound, "unknown_device", "no device "+id)
+	case err != nil:
+		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"revoked": id})
+	}
+}

@@ -1,0 +1,571 @@
+package device_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster"
+	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/messages"
+	"github.com/sprout-iot/sprout/messages/actorpb"
+	"github.com/sprout-iot/sprout/messages/devicepb"
+	"github.com/sprout-iot/sprout/simulations/plant"
+	"github.com/sprout-iot/sprout/store/memory"
+)
+
+// node is one Sprout member with a device edge on a loopback port.
+type node struct {
+	store   actors.Store
+	member  *cluster.Member
+	edge    *device.Server
+	addr    string
+	notices chan *actorpb.DeviceNotice
+}
+
+func quietLogger() *slog.Logger {
+	if os.Getenv("SPROUT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+func startNode(t *testing.T, st actors.Store, opts device.Options) *node {
+	t.Helper()
+	n := &node{store: st, notices: make(chan *actorpb.DeviceNotice, 1024)}
+	log := quietLogger()
+	kind := actors.NewDeviceKind(actors.DeviceOptions{Store: st, Logger: log, Notify: func(dn *actorpb.DeviceNotice) {
+		select {
+		case n.notices <- dn:
+		default:
+		}
+	}})
+	m, err := cluster.Start(cluster.Options{Kinds: []*pcluster.Kind{kind}, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.member = m
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Logger = log
+	n.edge = device.NewServer(m.Cluster, opts)
+	go func() { _ = n.edge.Serve(ln) }()
+	n.addr = ln.Addr().String()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = n.edge.Shutdown(ctx)
+		m.Stop(true)
+	})
+	return n
+}
+
+func (n *node) addDevice(t *testing.T, id string) []byte {
+	t.Helper()
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	if err := n.store.CreateDevice(context.Background(), actors.Device{ID: id, Product: "pot", Secret: secret, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+func (n *node) connect(t *testing.T, id string, secret []byte) *plant.Conn {
+	t.Helper()
+	c, err := plant.Dial(n.addr, "", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Handshake(plant.Hello{DeviceID: id, Secret: secret}, 5*time.Second); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	return c
+}
+
+func (n *node) command(t *testing.T, id string, m *actorpb.SendCommand) *actorpb.CommandOutcome {
+	t.Helper()
+	res, err := n.member.Cluster.Request(id, actors.DeviceKind, m, pcluster.WithTimeout(15*time.Second))
+	if err != nil {
+		t.Fatalf("command: %v", err)
+	}
+	return res.(*actorpb.CommandOutcome)
+}
+
+func (n *node) state(t *testing.T, id string) *actorpb.DeviceState {
+	t.Helper()
+	res, err := n.member.Cluster.Request(id, actors.DeviceKind, &actorpb.GetState{})
+	if err != nil {
+		t.Fatalf("state: %v", err)
+	}
+	return res.(*actorpb.DeviceState)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func expectClose(t *testing.T, err error, want devicepb.CloseReason) {
+	t.Helper()
+	var ec *plant.ErrClosed
+	if !errors.As(err, &ec) {
+		t.Fatalf("want Close(%s), got %v", want, err)
+	}
+	if ec.Reason != want {
+		t.Fatalf("want Close(%s), got Close(%s: %s)", want, ec.Reason, ec.Detail)
+	}
+}
+
+func TestHandshakeAcceptsTheRightSecret(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	if c.Welcome.SessionId == "" || c.Welcome.Config.GetReportIntervalS() == 0 {
+		t.Fatalf("welcome lacks session or config: %v", c.Welcome)
+	}
+	waitFor(t, "online", func() bool { return n.state(t, "pot-1").Online })
+}
+
+func TestHandshakeRejections(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	wrong := append([]byte(nil), secret...)
+	wrong[0] ^= 1
+	cases := []struct {
+		name   string
+		id     string
+		secret []byte
+		want   devicepb.CloseReason
+	}{
+		{"wrong secret", "pot-1", wrong, devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED},
+		{"unknown device", "pot-404", secret, devicepb.CloseReason_CLOSE_REASON_UNKNOWN_DEVICE},
+		{"id too long", string(make([]byte, 65)), secret, devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := plant.Dial(n.addr, "", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_, err = c.Handshake(plant.Hello{DeviceID: tc.id, Secret: tc.secret}, 5*time.Second)
+			expectClose(t, err, tc.want)
+		})
+	}
+	if n.state(t, "pot-1").Online {
+		t.Fatal("a rejected handshake must not bring the device online")
+	}
+	st := n.edge.Stats()
+	if st.Closed["CLOSE_REASON_AUTH_FAILED"] != 1 || st.Closed["CLOSE_REASON_UNKNOWN_DEVICE"] != 1 {
+		t.Fatalf("close reasons not counted: %v", st.Closed)
+	}
+}
+
+func TestReplayedAuthIsRejected(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	// Record a genuine Hello and Auth.
+	c1, _ := plant.Dial(n.addr, "", time.Second)
+	defer c1.Close()
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce)
+	hello := &devicepb.Frame{Body: &devicepb.Frame_Hello{Hello: &devicepb.Hello{DeviceId: "pot-1", ProtocolVersion: 1, DeviceNonce: nonce}}}
+	_ = c1.Send(hello)
+	f, err := c1.Recv(time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := &devicepb.Frame{Body: &devicepb.Frame_Auth{Auth: &devicepb.Auth{Mac: macOf(secret, nonce, f.GetChallenge().ServerNonce, "pot-1")}}}
+	_ = c1.Send(auth)
+	if f, _ = c1.Recv(time.Second); f.GetWelcome() == nil {
+		t.Fatalf("genuine auth refused: %v", f)
+	}
+	// An eavesdropper replays both on a new connection: the server's nonce differs, so it fails.
+	c2, _ := plant.Dial(n.addr, "", time.Second)
+	defer c2.Close()
+	_ = c2.Send(hello)
+	if _, err := c2.Recv(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = c2.Send(auth)
+	f, err = c2.Recv(time.Second)
+	if err != nil || f.GetClose().GetReason() != devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED {
+		t.Fatalf("replayed auth: want Close(AUTH_FAILED), got %v %v", f, err)
+	}
+}
+
+func TestGarbageBeforeHelloIsRejected(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	cases := map[string][]byte{
+		"garbage":        {0x05, 0xff, 0xff, 0xff, 0xff, 0xff},
+		"oversize frame": {0xff, 0xff, 0x03},
+		"not hello":      {0x02, 0x32, 0x00}, // Frame{ack{}}: wellformed but out of order
+	}
+	want := map[string]devicepb.CloseReason{
+		"garbage":        devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR,
+		"oversize frame": devicepb.CloseReason_CLOSE_REASON_FRAME_TOO_LARGE,
+		"not hello":      devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR,
+	}
+	for name, raw := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, _ := plant.Dial(n.addr, "", time.Second)
+			defer c.Close()
+			_ = c.SendRaw(raw)
+			f, err := c.Recv(2 * time.Second)
+			if err != nil || f.GetClose().GetReason() != want[name] {
+				t.Fatalf("want Close(%s), got %v %v", want[name], f, err)
+			}
+		})
+	}
+	// Nothing else is affected: a good device still connects.
+	secret := n.addDevice(t, "pot-ok")
+	n.connect(t, "pot-ok", secret)
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{HandshakeTimeout: 200 * time.Millisecond})
+	c, _ := plant.Dial(n.addr, "", time.Second)
+	defer c.Close()
+	f, err := c.Recv(2 * time.Second)
+	if err != nil || f.GetClose().GetReason() != devicepb.CloseReason_CLOSE_REASON_HANDSHAKE_TIMEOUT {
+		t.Fatalf("want Close(HANDSHAKE_TIMEOUT), got %v %v", f, err)
+	}
+}
+
+func TestIdleDeviceGoesOffline(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{IdleTimeout: 300 * time.Millisecond})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	f, err := c.Recv(2 * time.Second)
+	if err != nil || f.GetClose().GetReason() != devicepb.CloseReason_CLOSE_REASON_IDLE_TIMEOUT {
+		t.Fatalf("want Close(IDLE_TIMEOUT), got %v %v", f, err)
+	}
+	waitFor(t, "offline", func() bool { return !n.state(t, "pot-1").Online })
+}
+
+func TestSecondConnectionReplacesTheFirst(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c1 := n.connect(t, "pot-1", secret)
+	c2 := n.connect(t, "pot-1", secret)
+	f, err := c1.Recv(2 * time.Second)
+	if err != nil || f.GetClose().GetReason() != devicepb.CloseReason_CLOSE_REASON_REPLACED {
+		t.Fatalf("first connection: want Close(REPLACED), got %v %v", f, err)
+	}
+	// The replaced connection's end must not take the device offline.
+	if err := c2.Report(&devicepb.Telemetry{Seq: 1, SoilMoisturePct: 50, TemperatureC: 20, TankLevelPct: 80}, 2*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if st := n.state(t, "pot-1"); !st.Online || st.Conn.SessionId != c2.Welcome.SessionId {
+		t.Fatalf("device should be online on the second connection: %v", st)
+	}
+}
+
+func reading(seq uint64, moisture float32) *devicepb.Telemetry {
+	return &devicepb.Telemetry{Seq: seq, SoilMoisturePct: moisture, TemperatureC: 22, TankLevelPct: 80, SupplyMv: 3300}
+}
+
+func TestResentFrameIsAckedNotStoredTwice(t *testing.T) {
+	t.Parallel()
+	st := memory.New()
+	n := startNode(t, st, device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	for _, seq := range []uint64{1, 2, 2, 3, 1} {
+		if err := c.Report(reading(seq, 50), 2*time.Second, nil); err != nil {
+			t.Fatalf("seq %d: %v", seq, err)
+		}
+	}
+	rs, _ := st.Readings(context.Background(), "pot-1", time.Time{}, time.Now().Add(time.Hour), 100)
+	if len(rs) != 3 {
+		t.Fatalf("want 3 stored readings, got %d", len(rs))
+	}
+	c2 := n.connect(t, "pot-1", secret)
+	if c2.Welcome.LastSeq != 3 {
+		t.Fatalf("Welcome.last_seq = %d, want 3", c2.Welcome.LastSeq)
+	}
+}
+
+func alertNotices(n *node, within time.Duration) []*actorpb.Alert {
+	var out []*actorpb.Alert
+	deadline := time.After(within)
+	for {
+		select {
+		case dn := <-n.notices:
+			if a := dn.GetAlert(); a != nil {
+				out = append(out, a)
+			}
+		case <-deadline:
+			return out
+		}
+	}
+}
+
+func TestDryingRaisesOneAlertAndWateringClearsIt(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	// Drying past 20 %, flapping inside the 20..25 band, then watered to 60 %, then dry again.
+	seq := uint64(0)
+	for _, m := range []float32{40, 30, 21, 19, 18, 21, 19, 24, 19, 60, 19} {
+		seq++
+		if err := c.Report(reading(seq, m), 2*time.Second, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := alertNotices(n, 200*time.Millisecond)
+	var kinds []string
+	for _, a := range got {
+		kinds = append(kinds, fmt.Sprintf("%s:%v", a.Kind, a.Active))
+	}
+	want := []string{"ALERT_KIND_SOIL_DRY:true", "ALERT_KIND_SOIL_DRY:false", "ALERT_KIND_SOIL_DRY:true"}
+	if fmt.Sprint(kinds) != fmt.Sprint(want) {
+		t.Fatalf("alerts: got %v, want %v", kinds, want)
+	}
+}
+
+func TestFramesArrivingTogetherRaiseOneAlert(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	// Two connections race (the second replaces the first, but both frames may be in flight),
+	// plus a burst of dry readings sent without waiting for acks.
+	c := n.connect(t, "pot-1", secret)
+	for seq := uint64(1); seq <= 20; seq++ {
+		_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Telemetry{Telemetry: reading(seq, 5)}})
+	}
+	if err := c.AwaitAck(20, 5*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	raised := 0
+	for _, a := range alertNotices(n, 200*time.Millisecond) {
+		if a.Active {
+			raised++
+		}
+	}
+	if raised != 1 {
+		t.Fatalf("want exactly one alert from a burst of dry frames, got %d", raised)
+	}
+}
+
+// runDevice answers commands on c like a pot would, until the connection ends.
+func runDevice(c *plant.Conn, status devicepb.CommandStatus, delay time.Duration, seen *sync.Map) {
+	for {
+		f, err := c.Recv(0)
+		if err != nil {
+			return
+		}
+		if cmd := f.GetCommand(); cmd != nil {
+			if seen != nil {
+				if _, dup := seen.LoadOrStore(cmd.CommandId, true); dup {
+					continue
+				}
+			}
+			time.Sleep(delay)
+			_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_CommandResult{CommandResult: &devicepb.CommandResult{
+				CommandId: cmd.CommandId, Status: status, Detail: "watering done", WateredMl: cmd.WaterMs / 100}}})
+		}
+	}
+}
+
+func water(id string, timeout time.Duration) *actorpb.SendCommand {
+	return &actorpb.SendCommand{CommandId: id, Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 3000,
+		TimeoutMs: uint32(timeout / time.Millisecond), RequestedBy: "test"}
+}
+
+func TestCommandToOnlineDeviceDeliversOneResult(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	go runDevice(c, devicepb.CommandStatus_COMMAND_STATUS_DONE, 0, nil)
+	out := n.command(t, "pot-1", water("cmd-1", 5*time.Second))
+	if out.Outcome != actorpb.Outcome_OUTCOME_DONE || out.WateredMl != 30 {
+		t.Fatalf("want done with 30 ml, got %v", out)
+	}
+	// Asking again with the same id returns the same outcome; the pot is not watered twice.
+	again := n.command(t, "pot-1", water("cmd-1", 5*time.Second))
+	if again.Outcome != actorpb.Outcome_OUTCOME_DONE || again.AtMs != out.AtMs {
+		t.Fatalf("repeat: want the first outcome, got %v", again)
+	}
+}
+
+func TestCommandToOfflineDeviceFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	n.addDevice(t, "pot-1")
+	start := time.Now()
+	out := n.command(t, "pot-1", water("cmd-1", 10*time.Second))
+	if out.Outcome != actorpb.Outcome_OUTCOME_OFFLINE {
+		t.Fatalf("want offline, got %v", out)
+	}
+	if time.Since(start) > time.Second {
+		t.Fatalf("offline answer took %v", time.Since(start))
+	}
+}
+
+func TestCommandToUnknownDevice(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	if out := n.command(t, "nope", water("cmd-1", time.Second)); out.Outcome != actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE {
+		t.Fatalf("want unknown device, got %v", out)
+	}
+}
+
+func TestInvalidCommandsAreRefused(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	n.addDevice(t, "pot-1")
+	for name, m := range map[string]*actorpb.SendCommand{
+		"no id":         {Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 10},
+		"timeout short": water("a", 500*time.Millisecond),
+		"timeout long":  water("b", 301*time.Second),
+		"no kind":       {CommandId: "c"},
+		"no water_ms":   {CommandId: "d", Kind: devicepb.CommandKind_COMMAND_KIND_WATER},
+	} {
+		if out := n.command(t, "pot-1", m); out.Outcome != actorpb.Outcome_OUTCOME_INVALID {
+			t.Errorf("%s: want invalid, got %v", name, out)
+		}
+	}
+}
+
+func TestSilentDeviceTimesOutAtTheDeadline(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	start := time.Now()
+	out := n.command(t, "pot-1", water("cmd-1", time.Second))
+	took := time.Since(start)
+	if out.Outcome != actorpb.Outcome_OUTCOME_TIMED_OUT {
+		t.Fatalf("want timed out, got %v", out)
+	}
+	if took < time.Second || took > 2*time.Second {
+		t.Fatalf("timed out after %v, want about 1 s", took)
+	}
+	// The late result is recorded but not delivered again.
+	drainNotices(n)
+	_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_CommandResult{CommandResult: &devicepb.CommandResult{
+		CommandId: "cmd-1", Status: devicepb.CommandStatus_COMMAND_STATUS_DONE}}})
+	time.Sleep(100 * time.Millisecond)
+	for len(n.notices) > 0 {
+		if o := (<-n.notices).GetOutcome(); o != nil {
+			t.Fatalf("late result delivered again: %v", o)
+		}
+	}
+	evs, _ := n.store.Events(context.Background(), "pot-1", time.Time{}, time.Now().Add(time.Hour), 100)
+	late := false
+	for _, e := range evs {
+		if e.Kind == actors.EventKindCommandOutcome && contains(string(e.Body), "late") {
+			late = true
+		}
+	}
+	if !late {
+		t.Fatal("the late result was not recorded in the event log")
+	}
+	if again := n.command(t, "pot-1", water("cmd-1", time.Second)); again.Outcome != actorpb.Outcome_OUTCOME_TIMED_OUT {
+		t.Fatalf("the recorded outcome changed: %v", again)
+	}
+}
+
+func drainNotices(n *node) {
+	for len(n.notices) > 0 {
+		<-n.notices
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCommandsGoToTheNewConnectionAfterAReconnect(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c1 := n.connect(t, "pot-1", secret)
+	seen := &sync.Map{}
+	// The command reaches c1, which drops without answering; the device reconnects on c2, gets the
+	// command again, and (remembering the id) answers it once.
+	done := make(chan *actorpb.CommandOutcome, 1)
+	go func() { done <- n.command(t, "pot-1", water("cmd-1", 5*time.Second)) }()
+	f, err := c1.Recv(2 * time.Second)
+	if err != nil || f.GetCommand().GetCommandId() != "cmd-1" {
+		t.Fatalf("first connection: want the command, got %v %v", f, err)
+	}
+	seen.Store("cmd-1-first", true)
+	_ = c1.Close()
+	c2 := n.connect(t, "pot-1", secret)
+	go runDevice(c2, devicepb.CommandStatus_COMMAND_STATUS_DONE, 0, seen)
+	select {
+	case out := <-done:
+		if out.Outcome != actorpb.Outcome_OUTCOME_DONE {
+			t.Fatalf("want done via the new connection, got %v", out)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("no outcome")
+	}
+	// A command sent now goes to c2 as well.
+	if out := n.command(t, "pot-1", water("cmd-2", 5*time.Second)); out.Outcome != actorpb.Outcome_OUTCOME_DONE {
+		t.Fatalf("want done, got %v", out)
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{MaxConnections: 1})
+	secret := n.addDevice(t, "pot-1")
+	n.connect(t, "pot-1", secret)
+	c, _ := plant.Dial(n.addr, "", time.Second)
+	defer c.Close()
+	f, err := c.Recv(2 * time.Second)
+	if err != nil || f.GetClose().GetReason() != devicepb.CloseReason_CLOSE_REASON_TOO_MANY_CONNECTIONS {
+		t.Fatalf("want Close(TOO_MANY_CONNECTIONS), got %v %v", f, err)
+	}
+}
+
+func TestGracefulShutdownTellsDevicesToReconnect(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, memory.New(), device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	go func() { _ = n.edge.Shutdown(context.Background()) }()
+	f, err := c.Recv(2 * time.Second)
+	if err != nil || f.GetClose().GetReason() != devicepb.CloseReason_CLOSE_REASON_SERVER_SHUTDOWN {
+		t.Fatalf("want Close(SERVER_SHUTDOWN), got %v %v", f, err)
+	}
+}
+
+func macOf(secret, dn, sn []byte, id string) []byte { return messages.MAC(secret, dn, sn, id) }
