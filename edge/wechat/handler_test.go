@@ -341,7 +341,9 @@ func TestSlowDispatcherIsAnsweredWithSuccessWithinTheBudget(t *testing.T) {
 
 func TestDispatcherErrorAndPanicAnswerSuccess(t *testing.T) {
 	for name, answer := range map[string]func(context.Context, *wechat.Message) (*wechat.Reply, error){
-		"error": func(context.Context, *wechat.Message) (*wechat.Reply, error) { return nil, errors.New("grain unavailable") },
+		"error": func(context.Context, *wechat.Message) (*wechat.Reply, error) {
+			return nil, errors.New("grain unavailable")
+		},
 		"panic": func(context.Context, *wechat.Message) (*wechat.Reply, error) { panic("bug") },
 	} {
 		t.Run(name, func(t *testing.T) {

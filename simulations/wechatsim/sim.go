@@ -101,10 +101,10 @@ type Platform struct {
 }
 
 type userState struct {
-	subscribed  bool
-	lastActive  time.Time
-	statusSubs  map[string]bool // device ids the user's client subscribed to status of
-	created     time.Time
+	subscribed bool
+	lastActive time.Time
+	statusSubs map[string]bool // device ids the user's client subscribed to status of
+	created    time.Time
 }
 
 type device struct {

@@ -390,4 +390,3 @@ func (p *Platform) parseReply(raw []byte) (*Reply, error) {
 	}
 	return r, nil
 }
-
