@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
 
@@ -182,10 +184,7 @@ func deviceConfig(c *devicepb.Config) *devicepb.Config {
 		d.MinWaterIntervalS = c.MinWaterIntervalS
 	}
 	if t := c.Thresholds; t != nil {
-		d.Thresholds = &devicepb.Thresholds{
-			SoilMoistureMinPct: t.SoilMoistureMinPct, TemperatureMaxC: t.TemperatureMaxC,
-			TankEmptyPct: t.TankEmptyPct, HysteresisPct: t.HysteresisPct,
-		}
+		d.Thresholds = proto.Clone(t).(*devicepb.Thresholds)
 	}
 	return d
 }
@@ -208,7 +207,7 @@ type Plant struct {
 	dev         *devicepb.Config // current device config
 	cfgChanged  chan struct{}
 	wake        chan struct{} // observer goroutine
-	seq         uint64 // last seq used
+	seq         uint64        // last seq used
 	ring        ring
 	soil        soil
 	pumping     bool
