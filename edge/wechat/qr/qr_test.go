@@ -159,3 +159,11 @@ func TestScannedSceneVerifiesThroughTheCallback(t *testing.T) {
 		t.Fatalf("a forged scene was answered %q", r.Content)
 	}
 }
+
+func TestThirtyCharacterDeviceFitsASceneWithExpiry(t *testing.T) {
+	c := qr.Code{Product: "potv2x", Device: strings.Repeat("d", 30), Expires: now.AddDate(10, 0, 0)}
+	tok, err := qr.Scene(potKey, c)
+	if err != nil || len(tok) > 64 {
+		t.Fatalf("Scene = %q (%d chars), %v", tok, len(tok), err)
+	}
+}
