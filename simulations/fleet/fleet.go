@@ -267,4 +267,3 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 // String is Summary.
 func (r *Report) String() string { return r.Summary() }
-
