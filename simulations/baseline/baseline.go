@@ -24,8 +24,8 @@ import (
 // Defaults for Server's zero fields.
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultReadBufferBytes  = 4096
-	DefaultWriteBufferBytes = 4096
+	DefaultReadBufferBytes  = 1024
+	DefaultWriteBufferBytes = 1024
 	DefaultWriteTimeout     = 10 * time.Second
 )
 

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -85,11 +86,33 @@ type Report struct {
 	PeakFramesPerSecond   float64    `json:"peak_frames_per_second"`
 	Series                []Snapshot `json:"series"` // one per second
 
+	// Memory is the whole process's, sampled just before stopping: with the server in the same
+	// process (tests, benchmarks) it includes the server's share.
+	Memory Memory `json:"memory"`
+
 	AckLatency plant.Latency     `json:"ack_latency"`
 	Reconnects uint64            `json:"reconnects"`
 	Commands   map[string]uint64 `json:"commands"` // by status: DONE, FAILED, REJECTED, BUSY
 	Errors     map[string]uint64 `json:"errors"`   // by kind: "dial", "closed: AUTH_FAILED", ...
 	Stats      plant.Snapshot    `json:"stats"`    // every counter
+}
+
+// Memory is a few Go runtime figures, for extrapolating to larger fleets.
+type Memory struct {
+	HeapInuse      uint64 `json:"heap_inuse"`
+	StackInuse     uint64 `json:"stack_inuse"`
+	Goroutines     int    `json:"goroutines"`
+	BytesPerDevice uint64 `json:"bytes_per_device"` // (heap + stacks) / connected devices at stop
+}
+
+func memory(connected int64) Memory {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m := Memory{HeapInuse: ms.HeapInuse, StackInuse: ms.StackInuse, Goroutines: runtime.NumGoroutine()}
+	if connected > 0 {
+		m.BytesPerDevice = (m.HeapInuse + m.StackInuse) / uint64(connected)
+	}
+	return m
 }
 
 func isLoopback(addr string) bool {
@@ -231,6 +254,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	tick.Stop()
 	elapsed := time.Since(start)
 	final := stats.Connected.Load()
+	mem := memory(final)
 	stopPlants()
 	<-ramp
 	plants.Wait()
@@ -242,7 +266,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Elapsed: elapsed, RampTime: rampEnd,
 		ConnectedMax: st.ConnectedMax, ConnectedFinal: final,
 		FramesSent: st.FramesSent, FramesAcked: st.FramesAcked, FramesResent: st.FramesResent, FramesDropped: st.FramesDropped,
-		Series:     series,
+		Series: series, Memory: mem,
 		AckLatency: st.AckLatency, Reconnects: st.Reconnects, Commands: st.Commands, Errors: st.Errors, Stats: st,
 	}
 	startMu.Unlock()

@@ -27,6 +27,8 @@ func (r *Report) Summary() string {
 	l := r.AckLatency
 	fmt.Fprintf(&b, "ack latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (%d samples)\n",
 		short(l.P50), short(l.P90), short(l.P99), short(l.P999), short(l.Max), l.Count)
+	fmt.Fprintf(&b, "memory:      heap %.1f MiB, stacks %.1f MiB, %d goroutines, %.1f KiB per connected device (whole process)\n",
+		mib(r.Memory.HeapInuse), mib(r.Memory.StackInuse), r.Memory.Goroutines, float64(r.Memory.BytesPerDevice)/1024)
 	fmt.Fprintf(&b, "commands:    %s\n", counts(r.Commands))
 	fmt.Fprintf(&b, "errors:      %s\n", counts(r.Errors))
 	if len(r.Series) > 0 {
@@ -80,3 +82,5 @@ func si(v float64) string {
 	}
 	return fmt.Sprintf("%.0f", v)
 }
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
