@@ -1,0 +1,68 @@
+# Sprout. `make run` starts the demo on embedded defaults; `make test` runs every test,
+# installing what it needs first. See README.md.
+
+GO        ?= go
+BIN       := $(CURDIR)/bin
+PROTOC_GEN_GO_VERSION := v1.36.12
+STATICCHECK_VERSION   := v0.8.2
+FUZZTIME  ?= 10s
+export PATH := $(BIN):$(PATH)
+
+.PHONY: all build run test test-go test-firmware fuzz proto proto-check lint bench deps tools clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/sprout ./cmd/sprout
+
+## run: one node on the embedded store, a simulated WeChat platform and simulated plants (Ctrl-C stops).
+run:
+	$(GO) run ./cmd/sprout demo
+
+## test: every test (Go, fuzz smoke, proto drift, firmware). Installs what it needs first.
+test: deps proto-check test-go fuzz test-firmware
+
+test-go: build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-firmware:
+	$(MAKE) -C firmware test
+
+## fuzz: a short run of each Go fuzz target (longer: make fuzz FUZZTIME=5m).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./messages
+
+## deps: system packages the tests need (Debian; needs root) and pinned Go tools.
+deps:
+	bash .ci/deps.sh
+	@$(MAKE) --no-print-directory tools
+
+tools: $(BIN)/protoc-gen-go
+
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+## proto: regenerate the Go code of messages/ (the firmware's nanopb code: make -C firmware proto).
+proto: $(BIN)/protoc-gen-go
+	protoc -I messages --go_out=messages --go_opt=paths=source_relative \
+		messages/devicepb/device.proto messages/actorpb/actor.proto
+
+## proto-check: fail if the committed generated code differs from what the .proto files produce.
+proto-check: proto
+	@git diff --exit-code -- messages/ || { echo "generated code is stale: run make proto and commit"; exit 1; }
+
+lint: $(BIN)/staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(BIN)/staticcheck ./...
+
+## bench: every benchmark; writes docs/benchmarks.md.
+bench: build
+	$(GO) run ./simulations/bench -out docs/benchmarks.md
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,220 @@
+package actors
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sprout-iot/sprout/messages"
+	"github.com/sprout-iot/sprout/messages/actorpb"
+	"github.com/sprout-iot/sprout/messages/devicepb"
+)
+
+// These tests drive the device core directly: no actors, sockets, storage or clock.
+
+var t0 = time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC)
+
+func onlineCore(t *testing.T) *deviceCore {
+	t.Helper()
+	c := newDeviceCore("pot-1")
+	secret := []byte("0123456789abcdef")
+	if _, err := c.recover(Device{ID: "pot-1", Secret: secret}, Recovered{}, t0); err != nil {
+		t.Fatal(err)
+	}
+	dn, sn := make([]byte, 16), make([]byte, 16)
+	res, _ := c.authenticate(&actorpb.Authenticate{DeviceId: "pot-1", DeviceNonce: dn, ServerNonce: sn, ProtocolVersion: 1,
+		Mac: messages.MAC(secret, dn, sn, "pot-1"), Conn: &actorpb.ConnRef{SessionId: "s1"}}, secret, "s1", t0)
+	if !res.Ok {
+		t.Fatalf("auth: %v", res)
+	}
+	return c
+}
+
+func tel(seq uint64, moisture, temp, tank float32) *actorpb.Report {
+	return &actorpb.Report{SessionId: "s1", Body: &actorpb.Report_Telemetry{Telemetry: &devicepb.Telemetry{
+		Seq: seq, SoilMoisturePct: moisture, TemperatureC: temp, TankLevelPct: tank}}}
+}
+
+func TestThresholdsWithHysteresis(t *testing.T) {
+	cases := []struct {
+		name  string
+		steps [][3]float32 // moisture, temperature, tank
+		want  []string
+	}{
+		{"in range raises nothing", [][3]float32{{50, 20, 80}, {30, 30, 50}}, nil},
+		{"drying raises once", [][3]float32{{25, 20, 80}, {19, 20, 80}, {10, 20, 80}, {5, 20, 80}}, []string{"SOIL_DRY+"}},
+		{"flapping in the band raises nothing more", [][3]float32{{19, 20, 80}, {21, 20, 80}, {19.5, 20, 80}, {24.9, 20, 80}, {18, 20, 80}}, []string{"SOIL_DRY+"}},
+		{"cleared past the band, then re-armed", [][3]float32{{19, 20, 80}, {25, 20, 80}, {19, 20, 80}}, []string{"SOIL_DRY+", "SOIL_DRY-", "SOIL_DRY+"}},
+		{"too hot clears 2 degrees below", [][3]float32{{50, 36, 80}, {50, 34, 80}, {50, 33, 80}, {50, 36, 80}}, []string{"TOO_HOT+", "TOO_HOT-", "TOO_HOT+"}},
+		{"tank empty at the threshold", [][3]float32{{50, 20, 6}, {50, 20, 5}, {50, 20, 9}, {50, 20, 10}}, []string{"TANK_EMPTY+", "TANK_EMPTY-"}},
+		{"two kinds at once", [][3]float32{{10, 40, 80}}, []string{"SOIL_DRY+", "TOO_HOT+"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := onlineCore(t)
+			var got []string
+			for i, s := range tc.steps {
+				_, fx := c.report(tel(uint64(i+1), s[0], s[1], s[2]), t0)
+				for _, n := range fx.notices {
+					if a := n.GetAlert(); a != nil {
+						sign := "-"
+						if a.Active {
+							sign = "+"
+						}
+						got = append(got, a.Kind.String()[len("ALERT_KIND_"):]+sign)
+					}
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDuplicateSeqIsAckedWithoutEffects(t *testing.T) {
+	c := onlineCore(t)
+	c.report(tel(5, 10, 20, 80), t0)
+	ack, fx := c.report(tel(5, 10, 20, 80), t0)
+	if !ack.Duplicate || ack.Seq != 5 || fx.persists() || len(fx.notices) > 0 {
+		t.Fatalf("duplicate: ack %v, effects %+v", ack, fx)
+	}
+	ack, _ = c.report(tel(3, 10, 20, 80), t0)
+	if !ack.Duplicate {
+		t.Fatal("an older seq must be a duplicate")
+	}
+}
+
+func TestReportFromAStaleSessionIsRefused(t *testing.T) {
+	c := onlineCore(t)
+	r := tel(1, 50, 20, 80)
+	r.SessionId = "old"
+	ack, fx := c.report(r, t0)
+	if ack.Close == 0 || fx.persists() {
+		t.Fatalf("stale session accepted: %v", ack)
+	}
+}
+
+func TestCheckpointRestoresAFailedStep(t *testing.T) {
+	c := onlineCore(t)
+	cp := c.checkpoint()
+	c.report(tel(1, 5, 20, 80), t0)
+	if c.lastSeq != 1 || len(c.alerts) != 1 {
+		t.Fatal("step did not apply")
+	}
+	c.restore(cp)
+	if c.lastSeq != 0 || len(c.alerts) != 0 || c.latest != nil {
+		t.Fatalf("restore left state behind: seq %d alerts %v", c.lastSeq, c.alerts)
+	}
+}
+
+func TestCommandLifecycle(t *testing.T) {
+	c := onlineCore(t)
+	cmd := &actorpb.SendCommand{CommandId: "c1", Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 2000, TimeoutMs: 5000}
+	d, _, fx := c.sendCommand(cmd, t0)
+	if d != commandStarted || len(fx.frames) != 1 || fx.frames[0].GetCommand().DeadlineMs != 5000 || len(fx.timers) != 1 {
+		t.Fatalf("start: %v %+v", d, fx)
+	}
+	if d, _, _ = c.sendCommand(cmd, t0); d != commandJoined {
+		t.Fatalf("a repeat while open should join, got %v", d)
+	}
+	fx = c.result(&actorpb.DeliverResult{Result: &devicepb.CommandResult{CommandId: "c1", Status: devicepb.CommandStatus_COMMAND_STATUS_DONE, WateredMl: 20}}, t0.Add(time.Second))
+	if len(fx.outcomes) != 1 || fx.outcomes[0].Outcome != actorpb.Outcome_OUTCOME_DONE {
+		t.Fatalf("result: %+v", fx)
+	}
+	if fx = c.expire("c1", t0.Add(time.Minute)); len(fx.outcomes) != 0 {
+		t.Fatal("an answered command must not time out")
+	}
+	d, out, _ := c.sendCommand(cmd, t0.Add(2*time.Second))
+	if d != commandAnswered || out.Outcome != actorpb.Outcome_OUTCOME_DONE {
+		t.Fatalf("a repeat after the outcome gets the outcome, got %v %v", d, out)
+	}
+}
+
+func TestCommandTimesOutOnlyAtItsDeadline(t *testing.T) {
+	c := onlineCore(t)
+	c.sendCommand(&actorpb.SendCommand{CommandId: "c1", Kind: devicepb.CommandKind_COMMAND_KIND_READ_NOW, TimeoutMs: 2000}, t0)
+	if fx := c.expire("c1", t0.Add(1999*time.Millisecond)); len(fx.outcomes) != 0 {
+		t.Fatal("expired early")
+	}
+	fx := c.expire("c1", t0.Add(2*time.Second))
+	if len(fx.outcomes) != 1 || fx.outcomes[0].Outcome != actorpb.Outcome_OUTCOME_TIMED_OUT {
+		t.Fatalf("want timed out, got %+v", fx)
+	}
+	late := c.result(&actorpb.DeliverResult{Result: &devicepb.CommandResult{CommandId: "c1", Status: devicepb.CommandStatus_COMMAND_STATUS_DONE}}, t0.Add(3*time.Second))
+	if len(late.outcomes) != 0 || len(late.events) != 1 {
+		t.Fatalf("a late result is logged, not delivered: %+v", late)
+	}
+}
+
+func TestOpenCommandsAreResentOnReconnectAndSurviveRecovery(t *testing.T) {
+	c := onlineCore(t)
+	c.sendCommand(&actorpb.SendCommand{CommandId: "c1", Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 1000, TimeoutMs: 10000}, t0)
+	c.detach("s1", devicepb.CloseReason_CLOSE_REASON_IDLE_TIMEOUT, t0.Add(time.Second))
+	if c.online {
+		t.Fatal("still online after detach")
+	}
+	// A new activation recovers the open command from the snapshot.
+	r := newDeviceCore("pot-1")
+	fx, err := r.recover(Device{ID: "pot-1", Secret: []byte("0123456789abcdef")}, Recovered{Snapshot: c.snapshot()}, t0.Add(2*time.Second))
+	if err != nil || len(r.open) != 1 || len(fx.timers) != 1 {
+		t.Fatalf("recover: %v open=%d timers=%d", err, len(r.open), len(fx.timers))
+	}
+	dn, sn := make([]byte, 16), make([]byte, 16)
+	res, fx := r.authenticate(&actorpb.Authenticate{DeviceId: "pot-1", DeviceNonce: dn, ServerNonce: sn, ProtocolVersion: 1,
+		Mac: messages.MAC([]byte("0123456789abcdef"), dn, sn, "pot-1"), Conn: &actorpb.ConnRef{SessionId: "s2"}},
+		[]byte("0123456789abcdef"), "s2", t0.Add(3*time.Second))
+	if !res.Ok || len(fx.frames) != 1 || fx.frames[0].GetCommand().CommandId != "c1" || fx.frames[0].GetCommand().DeadlineMs != 7000 {
+		t.Fatalf("reconnect should resend c1 with 7 s left: %v %+v", res, fx.frames)
+	}
+	// Recovery after the deadline ends the command as timed out.
+	late := newDeviceCore("pot-1")
+	fx, _ = late.recover(Device{ID: "pot-1"}, Recovered{Snapshot: c.snapshot()}, t0.Add(time.Minute))
+	if len(fx.outcomes) != 1 || fx.outcomes[0].Outcome != actorpb.Outcome_OUTCOME_TIMED_OUT {
+		t.Fatalf("recovery past the deadline: %+v", fx.outcomes)
+	}
+}
+
+func TestSecondConnectionReplacesTheFirst(t *testing.T) {
+	c := onlineCore(t)
+	dn, sn := make([]byte, 16), make([]byte, 16)
+	secret := []byte("0123456789abcdef")
+	_, fx := c.authenticate(&actorpb.Authenticate{DeviceId: "pot-1", DeviceNonce: dn, ServerNonce: sn, ProtocolVersion: 1,
+		Mac: messages.MAC(secret, dn, sn, "pot-1"), Conn: &actorpb.ConnRef{SessionId: "s2"}}, secret, "s2", t0)
+	if fx.closeConn.GetSessionId() != "s1" {
+		t.Fatalf("the first connection should be closed: %+v", fx.closeConn)
+	}
+	if fx := c.detach("s1", 0, t0); fx.persists() || !c.online {
+		t.Fatal("the replaced connection's detach must not take the device offline")
+	}
+}
+
+func TestUnknownAndRevokedDevices(t *testing.T) {
+	c := newDeviceCore("ghost")
+	res, _ := c.authenticate(&actorpb.Authenticate{}, nil, "s", t0)
+	if res.Reason != devicepb.CloseReason_CLOSE_REASON_UNKNOWN_DEVICE {
+		t.Fatalf("unknown: %v", res)
+	}
+	r := newDeviceCore("pot-1")
+	r.recover(Device{ID: "pot-1", RevokedAt: t0}, Recovered{}, t0)
+	res, _ = r.authenticate(&actorpb.Authenticate{}, nil, "s", t0)
+	if res.Reason != devicepb.CloseReason_CLOSE_REASON_DEVICE_REVOKED {
+		t.Fatalf("revoked: %v", res)
+	}
+}
+
+func TestDeviceEventsRaiseAndClearAlerts(t *testing.T) {
+	c := onlineCore(t)
+	ev := func(seq uint64, k devicepb.EventKind) *actorpb.Report {
+		return &actorpb.Report{SessionId: "s1", Body: &actorpb.Report_Event{Event: &devicepb.Event{Seq: seq, Kind: k}}}
+	}
+	_, fx := c.report(ev(1, devicepb.EventKind_EVENT_KIND_PUMP_FAULT), t0)
+	if len(fx.notices) != 1 || len(fx.events) != 2 {
+		t.Fatalf("pump fault: %+v", fx)
+	}
+	c.sendCommand(&actorpb.SendCommand{CommandId: "w", Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 100}, t0)
+	fx = c.result(&actorpb.DeliverResult{Result: &devicepb.CommandResult{CommandId: "w", Status: devicepb.CommandStatus_COMMAND_STATUS_DONE}}, t0)
+	if c.alerts[actorpb.AlertKind_ALERT_KIND_PUMP_FAULT] != nil {
+		t.Fatal("a successful watering clears the pump fault")
+	}
+}
