@@ -19,13 +19,18 @@ void sprout_airkiss_reset(sprout_airkiss *ak)
     memset(ak, 0, sizeof *ak);
 }
 
+static void push4(uint16_t w[4], uint8_t *n, uint16_t v)
+{
+    if (*n == 4) {
+        memmove(w, w + 1, 3 * sizeof w[0]);
+        *n = 3;
+    }
+    w[(*n)++] = v;
+}
+
 static void push_window(sprout_airkiss *ak, uint16_t v)
 {
-    if (ak->window_len == 4) {
-        memmove(ak->window, ak->window + 1, 3 * sizeof ak->window[0]);
-        ak->window_len = 3;
-    }
-    ak->window[ak->window_len++] = v;
+    push4(ak->window, &ak->window_len, v);
 }
 
 /* window_tagged reports whether the window holds four words tagged first, first+0x10, ... in the
@@ -56,9 +61,10 @@ static void start_magic(sprout_airkiss *ak, uint16_t base)
 
 /* guide looks for four raw lengths rising by one. A base must be seen twice before it locks,
  * so one chance run in other traffic does not derail the decoder. */
-static bool guide(sprout_airkiss *ak, uint16_t raw[4], uint8_t n)
+static bool guide(sprout_airkiss *ak)
 {
-    if (n < 4 || raw[0] == 0) {
+    const uint16_t *raw = ak->raw;
+    if (ak->raw_len < 4 || raw[0] == 0) {
         return false;
     }
     for (int i = 1; i < 4; i++) {
@@ -189,24 +195,28 @@ static bool data_word(sprout_airkiss *ak, uint16_t v)
         }
         return false;
     }
-    if ((v & 0x180) == 0x80) { /* a sequence header */
-        uint8_t h = (uint8_t)(v & 0x7F);
-        if (ak->pending.have_crc && !ak->pending.have_index && h < group_count(ak)) {
-            ak->pending.index = h;
-            ak->pending.have_index = true;
-            ak->pending.n = 0;
-        } else {
-            /* A fresh group; whatever was pending lost a packet and is abandoned. */
-            memset(&ak->pending, 0, sizeof ak->pending);
-            ak->pending.crc = h;
-            ak->pending.have_crc = true;
+    if ((v & 0x180) == 0x80) { /* a sequence header: crc or index, told apart when data follows */
+        ak->pending.headers[0] = ak->pending.headers[1];
+        ak->pending.headers[1] = (uint8_t)(v & 0x7F);
+        if (ak->pending.header_count < 2) {
+            ak->pending.header_count++;
         }
+        ak->pending.collecting = false;
+        ak->pending.n = 0;
         return false;
     }
     if ((v & 0x100) == 0x100 && v <= 0x1FF) { /* a data byte */
-        if (!ak->pending.have_index) {
-            memset(&ak->pending, 0, sizeof ak->pending);
-            return false;
+        if (!ak->pending.collecting) {
+            /* The two headers just before the first byte are the group's crc and index; an
+             * earlier stray header (noise) has been shifted out. */
+            if (ak->pending.header_count < 2 || ak->pending.headers[1] >= group_count(ak)) {
+                memset(&ak->pending, 0, sizeof ak->pending);
+                return false;
+            }
+            ak->pending.crc = ak->pending.headers[0];
+            ak->pending.index = ak->pending.headers[1];
+            ak->pending.collecting = true;
+            ak->pending.n = 0;
         }
         ak->pending.bytes[ak->pending.n++] = (uint8_t)v;
         uint8_t size = group_size(ak, ak->pending.index);
@@ -232,30 +242,18 @@ sprout_airkiss_status sprout_airkiss_feed(sprout_airkiss *ak, uint16_t len)
 {
     switch (ak->state) {
     case SPROUT_AIRKISS_GUIDE:
-        push_window(ak, len);
-        if (guide(ak, ak->window, ak->window_len)) {
+        push4(ak->raw, &ak->raw_len, len);
+        if (guide(ak)) {
             return SPROUT_AIRKISS_LOCKED;
         }
         return SPROUT_AIRKISS_CONTINUE;
     case SPROUT_AIRKISS_MAGIC: {
-        /* Keep watching for a guide with another base: the first lock may have been on noise.
-         * The guide window holds raw lengths, the magic window base-relative ones. */
-        static const uint16_t none = 0xFFFF;
-        uint16_t raw[4];
-        uint8_t n = ak->window_len;
-        for (uint8_t i = 0; i < n; i++) {
-            raw[i] = ak->window[i] == none ? 0 : (uint16_t)(ak->window[i] + ak->base_len);
-        }
-        uint16_t v = len > ak->base_len ? (uint16_t)(len - ak->base_len) : none;
-        push_window(ak, v);
-        if (n == 4) {
-            memmove(raw, raw + 1, 3 * sizeof raw[0]);
-            n = 3;
-        }
-        raw[n++] = len;
-        if (guide(ak, raw, n)) {
+        /* Keep watching for a guide with another base: the first lock may have been on noise. */
+        push4(ak->raw, &ak->raw_len, len);
+        if (guide(ak)) {
             return SPROUT_AIRKISS_LOCKED;
         }
+        push_window(ak, len > ak->base_len ? (uint16_t)(len - ak->base_len) : 0xFFFF);
         if (window_tagged(ak, 0x1F0, 0x00)) {
             uint8_t hi = (uint8_t)(ak->window[0] & 0xF);
             if (ak->window[0] == 0x08) {

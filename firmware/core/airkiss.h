@@ -45,7 +45,9 @@ typedef struct {
 
 typedef struct {
     sprout_airkiss_state state;
-    uint16_t window[4];  /* the last four lengths (raw in GUIDE, base-relative after) */
+    uint16_t raw[4];     /* the last four lengths, for the guide */
+    uint8_t raw_len;
+    uint16_t window[4];  /* the last four base-relative words, for magic and prefix */
     uint8_t window_len;
     uint16_t base_len;
     uint16_t guide_candidate;
@@ -60,7 +62,9 @@ typedef struct {
     uint8_t pwd_len;
 
     struct {             /* the group being received */
-        bool have_crc, have_index;
+        uint8_t headers[2]; /* the last two sequence headers: crc, then index */
+        uint8_t header_count;
+        bool collecting;    /* data bytes follow two headers */
         uint8_t crc, index, n;
         uint8_t bytes[4];
     } pending;

@@ -1,0 +1,3 @@
+package airkiss
+
+//go:generate go run ./cmd/vectors -dir ../../firmware/test/vectors
