@@ -9,7 +9,8 @@ import (
 )
 
 // command runs a Command at most once per id: a known id gets its earlier result again, an id
-// still running gets nothing more (its result follows). Call with p.mu held.
+// still running gets nothing more (its result follows). Every outcome is remembered, BUSY and
+// REJECTED too, so a retry needs a new id. Call with p.mu held.
 func (p *Plant) command(cmd *devicepb.Command) {
 	p.stats.CommandsReceived.Add(1)
 	p.note(Observation{Kind: CommandReceived, Command: cmd})

@@ -164,7 +164,8 @@ func DefaultDeviceConfig() *devicepb.Config {
 	}
 }
 
-// deviceConfig fills c's zero fields from the defaults; c is not modified.
+// deviceConfig fills c's zero fields from the defaults (proto3 cannot tell 0 from unset, and 0 is
+// never a useful interval or limit); c is not modified.
 func deviceConfig(c *devicepb.Config) *devicepb.Config {
 	d := DefaultDeviceConfig()
 	if c == nil {
@@ -179,8 +180,7 @@ func deviceConfig(c *devicepb.Config) *devicepb.Config {
 	if c.MaxWaterMs != 0 {
 		d.MaxWaterMs = c.MaxWaterMs
 	}
-	// 0 is a meaningful minimum interval only if the server sends thresholds too; keep the default otherwise.
-	if c.MinWaterIntervalS != 0 || c.Thresholds != nil {
+	if c.MinWaterIntervalS != 0 {
 		d.MinWaterIntervalS = c.MinWaterIntervalS
 	}
 	if t := c.Thresholds; t != nil {

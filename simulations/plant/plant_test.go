@@ -415,3 +415,65 @@ func TestServersAreTriedInOrder(t *testing.T) {
 		t.Fatalf("dial errors %d, want the dead server tried first", e)
 	}
 }
+
+func TestWindowBoundsFramesInFlight(t *testing.T) {
+	srv := newServer(t, commandConfig(), false)
+	cfg := testConfig(srv.addr())
+	cfg.ReportInterval = 2 * time.Millisecond
+	cfg.Window = 3
+	run(t, plant.New(cfg))
+	sc := srv.next(t)
+	for i := 0; i < 3; i++ {
+		sc.expect(t, "telemetry", isTelemetry)
+	}
+	sc.quiet(t, 100*time.Millisecond, "a fourth frame in flight", isTelemetry)
+	sc.ack(t, 1)
+	if got := sc.expect(t, "telemetry", isTelemetry).GetTelemetry().Seq; got != 4 {
+		t.Fatalf("after one ack got seq %d, want 4", got)
+	}
+}
+
+func TestAckTimeoutReconnectsAndResends(t *testing.T) {
+	srv := newServer(t, commandConfig(), false)
+	cfg := testConfig(srv.addr())
+	cfg.ReportInterval = 5 * time.Millisecond
+	cfg.AckTimeout = 200 * time.Millisecond
+	p := plant.New(cfg)
+	run(t, p)
+	first := srv.next(t)
+	first.expect(t, "seq 1", func(f *devicepb.Frame) bool { return f.GetTelemetry().GetSeq() == 1 })
+	srv.autoAck.Store(true)
+	second := srv.next(t) // the plant gave up on the first connection
+	if got := second.expect(t, "telemetry", isTelemetry).GetTelemetry().Seq; got != 1 {
+		t.Fatalf("first frame on the new connection is seq %d, want 1 again", got)
+	}
+	if n := p.Stats().Snapshot().Errors["ack timeout"]; n != 1 {
+		t.Fatalf("ack timeouts %d, want 1", n)
+	}
+}
+
+func TestResultFinishedWhileOfflineIsSentAfterReconnect(t *testing.T) {
+	srv := newServer(t, commandConfig(), true)
+	p := plant.New(testConfig(srv.addr()))
+	run(t, p)
+	first := srv.next(t)
+	first.command(t, &devicepb.Command{CommandId: "w", Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 300})
+	deadline := time.Now().Add(5 * time.Second)
+	for !p.Level().Pumping {
+		if time.Now().After(deadline) {
+			t.Fatal("the pump never started")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	srv.refuse.Store(int32(devicepb.CloseReason_CLOSE_REASON_TOO_MANY_CONNECTIONS))
+	first.Close()
+	time.Sleep(500 * time.Millisecond) // the pump finishes while the plant cannot connect
+	if p.Level().Pumping {
+		t.Fatal("pump still running after 500 ms")
+	}
+	srv.refuse.Store(0)
+	second := srv.next(t)
+	if r := second.result(t, "w"); r.Status != devicepb.CommandStatus_COMMAND_STATUS_DONE || r.WateredMl != 3 {
+		t.Fatalf("got %v, want DONE with 3 ml", r)
+	}
+}
