@@ -35,7 +35,8 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	locker, err := lock.NewPostgresSessionLocker()
+	// Probe every second (goose waits 5 s by default), for up to 5 minutes.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return 0, fmt.Errorf("store/postgres: migration lock: %w", err)
 	}

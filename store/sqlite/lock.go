@@ -34,8 +34,8 @@ func lockDir(dir string) (*dirLock, error) {
 			if holder == "" {
 				holder = "unknown"
 			}
-			return nil, fmt.Errorf("store/sqlite: %w: data dir %s is held by pid %s; stop that process first "+
-				"(several nodes must share a Postgres store, not one data dir)", ErrDataDirInUse, dir, holder)
+			return nil, fmt.Errorf("store/sqlite: %w: %s is held by pid %s; stop that process first "+
+				"(nodes running at once must share a Postgres store, not a data dir)", ErrDataDirInUse, dir, holder)
 		}
 		return nil, fmt.Errorf("store/sqlite: lock data dir %s: %w", dir, err)
 	}

@@ -695,8 +695,8 @@ func testHostile(t *testing.T, s actors.Store) {
 	bodies := [][]byte{
 		[]byte(`{"q":"it's \"quoted\"","b":"back\\slash\\","u":"植物 🌱 é"}`),
 		[]byte(`{"nul":"a\u0000b","ctl":"\u0001\u001f","sep":"\u2028"}`), // JSON escapes, not raw bytes
-		[]byte("  [1, 2.50, 1e3, null, true]\n"),                             // whitespace and number spelling kept
-		[]byte(`{"b":1,"a":2,"b":3}`),                                         // key order and duplicates kept
+		[]byte("  [1, 2.50, 1e3, null, true]\n"),                         // whitespace and number spelling kept
+		[]byte(`{"b":1,"a":2,"b":3}`),                                    // key order and duplicates kept
 		[]byte(`"just a string with ' and \\"`),
 		[]byte(`{"x":"` + strings.Repeat("长", 2000) + `"}`),
 	}
