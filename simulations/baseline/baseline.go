@@ -139,6 +139,7 @@ type conn struct {
 	ack    devicepb.Frame
 	ackMsg devicepb.Ack
 	wbuf   []byte
+	wdl    time.Time // write deadline set on the socket
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -183,7 +184,11 @@ func (c *conn) flush() error {
 	if c.closed || c.w.Buffered() == 0 {
 		return nil
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(orDefault(c.s.WriteTimeout, DefaultWriteTimeout)))
+	wt := orDefault(c.s.WriteTimeout, DefaultWriteTimeout)
+	if now := time.Now(); c.wdl.Sub(now) < wt*3/4 {
+		c.wdl = now.Add(wt)
+		_ = c.nc.SetWriteDeadline(c.wdl)
+	}
 	return c.w.Flush()
 }
 
@@ -221,14 +226,19 @@ func (c *conn) run(cfg *devicepb.Config) {
 	}
 	idle := orDefault(c.s.IdleTimeout, 3*time.Duration(cfg.GetHeartbeatIntervalS())*time.Second)
 	var f devicepb.Frame
+	var deadline time.Time
 	for {
-		// nats-style: flush what the frames so far produced only when the next read would block,
-		// and set the idle deadline only then.
+		// nats-style: flush what the frames so far produced only when the next read would block.
+		// The idle deadline moves only once a quarter of it has passed: resetting the runtime
+		// timer on every read costs more than the rest of the loop.
 		if c.r.Buffered() == 0 {
 			if c.flush() != nil {
 				return
 			}
-			_ = c.nc.SetReadDeadline(time.Now().Add(idle))
+			if now := time.Now(); deadline.Sub(now) < idle*3/4 {
+				deadline = now.Add(idle)
+				_ = c.nc.SetReadDeadline(deadline)
+			}
 		}
 		if err := messages.ReadFrame(c.r, c.max, &f); err != nil {
 			switch {

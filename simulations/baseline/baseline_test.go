@@ -153,7 +153,8 @@ func BenchmarkBaselineTelemetry(b *testing.B) {
 		devices, window int
 		every           time.Duration
 	}{
-		{200, 1, plant.Flood}, {200, 16, plant.Flood}, {2000, 4, plant.Flood}, {2000, 4, 100 * time.Millisecond},
+		{200, 1, plant.Flood}, {200, 16, plant.Flood}, {2000, 4, plant.Flood},
+		{200, 4, 20 * time.Millisecond}, {2000, 4, 200 * time.Millisecond},
 	} {
 		name := fmt.Sprintf("devices=%d/window=%d/flood", bc.devices, bc.window)
 		if bc.every != plant.Flood {
@@ -179,6 +180,7 @@ func BenchmarkBaselineTelemetry(b *testing.B) {
 				rate = r.FramesPerSecond
 			}
 			b.ReportMetric(rate, "frames/s")
+			b.ReportMetric(r.FramesPerCPUSecond, "frames/cpu-s")
 			b.ReportMetric(float64(r.AckLatency.P50)/1e3, "p50_us")
 			b.ReportMetric(float64(r.AckLatency.P99)/1e3, "p99_us")
 			b.ReportMetric(float64(r.AckLatency.P999)/1e3, "p999_us")

@@ -85,6 +85,11 @@ type Report struct {
 	SteadyFramesPerSecond float64    `json:"steady_frames_per_second"`
 	PeakFramesPerSecond   float64    `json:"peak_frames_per_second"`
 	Series                []Snapshot `json:"series"` // one per second
+	// CPU is the whole process's CPU time (user + system) over Elapsed, server included when it
+	// runs in the same process. FramesPerCPUSecond = acked / CPU: on a shared machine it moves
+	// less with other load than frames per second do.
+	CPU                time.Duration `json:"cpu_ns"`
+	FramesPerCPUSecond float64       `json:"frames_per_cpu_second"`
 
 	// Memory is the whole process's, sampled just before stopping: with the server in the same
 	// process (tests, benchmarks) it includes the server's share.
@@ -164,6 +169,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	stats := &plant.Stats{}
+	cpu0 := cpuTime()
 	start := time.Now()
 	var (
 		plants  sync.WaitGroup
@@ -253,6 +259,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	tick.Stop()
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	final := stats.Connected.Load()
 	mem := memory(final)
 	stopPlants()
@@ -266,12 +273,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Elapsed: elapsed, RampTime: rampEnd,
 		ConnectedMax: st.ConnectedMax, ConnectedFinal: final,
 		FramesSent: st.FramesSent, FramesAcked: st.FramesAcked, FramesResent: st.FramesResent, FramesDropped: st.FramesDropped,
-		Series: series, Memory: mem,
+		Series: series, Memory: mem, CPU: cpu,
 		AckLatency: st.AckLatency, Reconnects: st.Reconnects, Commands: st.Commands, Errors: st.Errors, Stats: st,
 	}
 	startMu.Unlock()
 	if s := elapsed.Seconds(); s > 0 {
 		r.FramesPerSecond = float64(r.FramesAcked) / s
+	}
+	if cpu > 0 {
+		r.FramesPerCPUSecond = float64(r.FramesAcked) / cpu.Seconds()
 	}
 	var steady float64
 	var n int

@@ -23,7 +23,8 @@ func (r *Report) Summary() string {
 		r.Devices, strings.Join(r.Servers, ","), r.Window, every, r.Elapsed.Seconds(), r.RampTime.Seconds())
 	fmt.Fprintf(&b, "connected:   max %d, at stop %d; reconnects %d\n", r.ConnectedMax, r.ConnectedFinal, r.Reconnects)
 	fmt.Fprintf(&b, "frames:      sent %d, acked %d, resent %d, dropped %d\n", r.FramesSent, r.FramesAcked, r.FramesResent, r.FramesDropped)
-	fmt.Fprintf(&b, "throughput:  %.0f acked/s overall, %.0f steady, %.0f peak second\n", r.FramesPerSecond, r.SteadyFramesPerSecond, r.PeakFramesPerSecond)
+	fmt.Fprintf(&b, "throughput:  %.0f acked/s overall, %.0f steady, %.0f peak second; %.0f per CPU second (%.1fs CPU)\n",
+		r.FramesPerSecond, r.SteadyFramesPerSecond, r.PeakFramesPerSecond, r.FramesPerCPUSecond, r.CPU.Seconds())
 	l := r.AckLatency
 	fmt.Fprintf(&b, "ack latency: p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (%d samples)\n",
 		short(l.P50), short(l.P90), short(l.P99), short(l.P999), short(l.Max), l.Count)

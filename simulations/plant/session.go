@@ -21,9 +21,10 @@ var (
 type session struct {
 	c         *Conn
 	server    string
-	out       []byte // frames waiting for the next flush
-	next      int    // ring index of the next entry to write on this connection
-	inflight  int    // written on this connection and not yet acked
+	out       []byte    // frames waiting for the next flush
+	wdl       time.Time // write deadline set on the socket
+	next      int       // ring index of the next entry to write on this connection
+	inflight  int       // written on this connection and not yet acked
 	lastWrite time.Time
 	heartbeat time.Duration
 	ended     chan struct{} // closed when the reader returns
@@ -209,9 +210,13 @@ func (p *Plant) readLoop(s *session) {
 	p.mu.Lock()
 	timeout := 3 * s.heartbeat
 	p.mu.Unlock()
+	var deadline time.Time
 	for {
-		if s.c.r.Buffered() == 0 {
-			_ = s.c.nc.SetReadDeadline(time.Now().Add(timeout))
+		// Moving the deadline resets a runtime timer; on a busy connection do it only once a
+		// quarter of the timeout has passed.
+		if now := time.Now(); s.c.r.Buffered() == 0 && deadline.Sub(now) < timeout*3/4 {
+			deadline = now.Add(timeout)
+			_ = s.c.nc.SetReadDeadline(deadline)
 		}
 		f := &devicepb.Frame{}
 		err := messages.ReadFrame(s.c.r, s.c.max, f)
@@ -334,7 +339,10 @@ func (p *Plant) flush() {
 		return
 	}
 	now := time.Now()
-	_ = s.c.nc.SetWriteDeadline(now.Add(p.cfg.WriteTimeout))
+	if s.wdl.Sub(now) < p.cfg.WriteTimeout*3/4 {
+		s.wdl = now.Add(p.cfg.WriteTimeout)
+		_ = s.c.nc.SetWriteDeadline(s.wdl)
+	}
 	err := s.c.SendRaw(s.out)
 	s.out = s.out[:0]
 	s.lastWrite = now
