@@ -47,7 +47,7 @@ func goldenCases() []goldenCase {
 		{"welcome", &devicepb.Frame{Body: &devicepb.Frame_Welcome{Welcome: &devicepb.Welcome{
 			SessionId: "0b7c2f4e-1d2a-4c8e-9f00-123456789abc", ServerTimeMs: 1767225600123,
 			Config: &devicepb.Config{ReportIntervalS: 60, HeartbeatIntervalS: 30, MaxWaterMs: 30000, MinWaterIntervalS: 60,
-				Thresholds: &devicepb.Thresholds{SoilMoistureMinPct: 20.5, TemperatureMaxC: 35, TankEmptyPct: 5, HysteresisPct: 2.25}},
+				Thresholds: &devicepb.Thresholds{SoilMoistureMinPct: 20.5, TemperatureMaxC: 35, TankEmptyPct: 5, HysteresisPct: 2.25, HysteresisC: 1.5}},
 			LastSeq: 1 << 40}}}},
 		{"telemetry", &devicepb.Frame{Body: &devicepb.Frame_Telemetry{Telemetry: &devicepb.Telemetry{
 			Seq: 1<<32 + 7, DeviceTimeMs: 1767225600999, SoilMoisturePct: 37.5, TemperatureC: -4.25, TankLevelPct: 100, SupplyMv: 3312}}}},

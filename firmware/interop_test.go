@@ -379,4 +379,3 @@ func statField(log, name string) int {
 	}
 	return n
 }
-

@@ -30,6 +30,7 @@ void sprout_config_normalize(sprout_config *c)
         c->thresholds.temperature_max_c = SPROUT_DEFAULT_TEMPERATURE_MAX_C;
         c->thresholds.tank_empty_pct = SPROUT_DEFAULT_TANK_EMPTY_PCT;
         c->thresholds.hysteresis_pct = SPROUT_DEFAULT_HYSTERESIS_PCT;
+        c->thresholds.hysteresis_c = SPROUT_DEFAULT_HYSTERESIS_C;
     }
 }
 

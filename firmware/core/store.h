@@ -31,6 +31,7 @@
 #define SPROUT_DEFAULT_TEMPERATURE_MAX_C 35.0f
 #define SPROUT_DEFAULT_TANK_EMPTY_PCT 5.0f
 #define SPROUT_DEFAULT_HYSTERESIS_PCT 5.0f
+#define SPROUT_DEFAULT_HYSTERESIS_C 2.0f
 
 typedef sprout_device_v1_Config sprout_config;
 typedef sprout_device_v1_CommandResult sprout_command_result;

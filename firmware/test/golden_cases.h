@@ -72,6 +72,7 @@ static void g_welcome(sprout_frame *f)
     w->config.thresholds.temperature_max_c = 35.0f;
     w->config.thresholds.tank_empty_pct = 5.0f;
     w->config.thresholds.hysteresis_pct = 2.25f;
+    w->config.thresholds.hysteresis_c = 1.5f;
     w->last_seq = 1099511627776ULL; /* 2^40 */
 }
 

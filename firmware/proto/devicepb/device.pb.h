@@ -75,7 +75,8 @@ typedef struct _sprout_device_v1_Thresholds {
     float soil_moisture_min_pct; /* alert when moisture falls below this (default 20) */
     float temperature_max_c; /* alert when temperature rises above this (default 35) */
     float tank_empty_pct; /* alert when the tank level falls to or below this (default 5) */
-    float hysteresis_pct; /* clear only once back past the threshold by this much (default 5 % / 2 °C) */
+    float hysteresis_pct; /* moisture and tank alerts clear only once this far back in range (default 5) */
+    float hysteresis_c; /* the temperature alert clears only once this far back in range (default 2) */
 } sprout_device_v1_Thresholds;
 
 /* Config is the device's configuration, sent in Welcome and by COMMAND_KIND_SET_CONFIG. */
@@ -220,7 +221,7 @@ extern "C" {
 #define sprout_device_v1_Hello_init_default      {"", "", 0, {0}}
 #define sprout_device_v1_Challenge_init_default  {{0}}
 #define sprout_device_v1_Auth_init_default       {{0}}
-#define sprout_device_v1_Thresholds_init_default {0, 0, 0, 0}
+#define sprout_device_v1_Thresholds_init_default {0, 0, 0, 0, 0}
 #define sprout_device_v1_Config_init_default     {0, 0, 0, 0, false, sprout_device_v1_Thresholds_init_default}
 #define sprout_device_v1_Welcome_init_default    {"", 0, false, sprout_device_v1_Config_init_default, 0}
 #define sprout_device_v1_Telemetry_init_default  {0, 0, 0, 0, 0, 0}
@@ -235,7 +236,7 @@ extern "C" {
 #define sprout_device_v1_Hello_init_zero         {"", "", 0, {0}}
 #define sprout_device_v1_Challenge_init_zero     {{0}}
 #define sprout_device_v1_Auth_init_zero          {{0}}
-#define sprout_device_v1_Thresholds_init_zero    {0, 0, 0, 0}
+#define sprout_device_v1_Thresholds_init_zero    {0, 0, 0, 0, 0}
 #define sprout_device_v1_Config_init_zero        {0, 0, 0, 0, false, sprout_device_v1_Thresholds_init_zero}
 #define sprout_device_v1_Welcome_init_zero       {"", 0, false, sprout_device_v1_Config_init_zero, 0}
 #define sprout_device_v1_Telemetry_init_zero     {0, 0, 0, 0, 0, 0}
@@ -258,6 +259,7 @@ extern "C" {
 #define sprout_device_v1_Thresholds_temperature_max_c_tag 2
 #define sprout_device_v1_Thresholds_tank_empty_pct_tag 3
 #define sprout_device_v1_Thresholds_hysteresis_pct_tag 4
+#define sprout_device_v1_Thresholds_hysteresis_c_tag 5
 #define sprout_device_v1_Config_report_interval_s_tag 1
 #define sprout_device_v1_Config_heartbeat_interval_s_tag 2
 #define sprout_device_v1_Config_max_water_ms_tag 3
@@ -356,7 +358,8 @@ X(a, STATIC,   SINGULAR, FIXED_LENGTH_BYTES, mac,               1)
 X(a, STATIC,   SINGULAR, FLOAT,    soil_moisture_min_pct,   1) \
 X(a, STATIC,   SINGULAR, FLOAT,    temperature_max_c,   2) \
 X(a, STATIC,   SINGULAR, FLOAT,    tank_empty_pct,    3) \
-X(a, STATIC,   SINGULAR, FLOAT,    hysteresis_pct,    4)
+X(a, STATIC,   SINGULAR, FLOAT,    hysteresis_pct,    4) \
+X(a, STATIC,   SINGULAR, FLOAT,    hysteresis_c,      5)
 #define sprout_device_v1_Thresholds_CALLBACK NULL
 #define sprout_device_v1_Thresholds_DEFAULT NULL
 
@@ -476,16 +479,16 @@ extern const pb_msgdesc_t sprout_device_v1_Close_msg;
 #define sprout_device_v1_Challenge_size          18
 #define sprout_device_v1_Close_size              74
 #define sprout_device_v1_CommandResult_size      112
-#define sprout_device_v1_Command_size            100
-#define sprout_device_v1_Config_size             46
+#define sprout_device_v1_Command_size            105
+#define sprout_device_v1_Config_size             51
 #define sprout_device_v1_Event_size              90
 #define sprout_device_v1_Frame_size              126
 #define sprout_device_v1_Hello_size              124
 #define sprout_device_v1_Ping_size               11
 #define sprout_device_v1_Pong_size               11
 #define sprout_device_v1_Telemetry_size          43
-#define sprout_device_v1_Thresholds_size         20
-#define sprout_device_v1_Welcome_size            108
+#define sprout_device_v1_Thresholds_size         25
+#define sprout_device_v1_Welcome_size            113
 
 #ifdef __cplusplus
 } /* extern "C" */

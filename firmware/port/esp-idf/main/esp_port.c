@@ -1,0 +1,315 @@
+/* sprout_port on ESP-IDF v5.x. Not compiled in CI (no ESP-IDF toolchain there): reviewed by
+ * hand against the ESP-IDF API reference; see firmware/README.md. */
+#include "esp_port.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+
+#include "driver/gpio.h"
+#include "esp_adc/adc_oneshot.h"
+#include "esp_check.h"
+#include "esp_log.h"
+#include "esp_random.h"
+#include "esp_system.h"
+#include "esp_timer.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/task.h"
+#include "lwip/netdb.h"
+#include "lwip/sockets.h"
+#include "nvs.h"
+
+static const char *TAG = "sprout";
+
+typedef struct {
+    int fd;
+    nvs_handle_t nvs;
+    adc_oneshot_unit_handle_t adc;
+    esp_timer_handle_t pump_timer;
+    bool (*network_up)(void *ctx);
+} esp_ctx;
+
+static esp_ctx ctx_ = {.fd = -1};
+
+static int64_t mono_ms(void *ctx)
+{
+    (void)ctx;
+    return esp_timer_get_time() / 1000;
+}
+
+static void sleep_ms(void *ctx, uint32_t ms)
+{
+    (void)ctx;
+    vTaskDelay(pdMS_TO_TICKS(ms) > 0 ? pdMS_TO_TICKS(ms) : 1);
+}
+
+static void random_bytes(void *ctx, uint8_t *buf, size_t len)
+{
+    (void)ctx;
+    esp_fill_random(buf, len); /* a true RNG while the radio is on, which it is before connecting */
+}
+
+static bool network_up(void *ctx)
+{
+    esp_ctx *c = ctx;
+    return c->network_up == NULL || c->network_up(c);
+}
+
+/* ---- TCP over lwIP sockets ---- */
+
+static void tcp_close(void *ctx)
+{
+    esp_ctx *c = ctx;
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
+static int wait_fd(int fd, bool write, uint32_t timeout_ms)
+{
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET(fd, &set);
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    return select(fd + 1, write ? NULL : &set, write ? &set : NULL, NULL, &tv);
+}
+
+static int tcp_connect(void *ctx, const char *host, uint16_t port, uint32_t timeout_ms)
+{
+    esp_ctx *c = ctx;
+    tcp_close(c);
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    if (getaddrinfo(host, service, &hints, &res) != 0 || res == NULL) {
+        return -1;
+    }
+    int fd = socket(res->ai_family, res->ai_socktype, res->ai_protocol);
+    if (fd < 0) {
+        freeaddrinfo(res);
+        return -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL, 0) | O_NONBLOCK);
+    int rc = connect(fd, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    if (rc != 0) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (errno != EINPROGRESS || wait_fd(fd, true, timeout_ms) != 1 ||
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = fd;
+    return 0;
+}
+
+static int tcp_send(void *ctx, const uint8_t *buf, size_t len, uint32_t timeout_ms)
+{
+    esp_ctx *c = ctx;
+    while (len > 0) {
+        if (c->fd < 0) {
+            return -1;
+        }
+        int n = send(c->fd, buf, len, 0);
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(c->fd, true, timeout_ms) == 1) {
+            continue;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int tcp_recv(void *ctx, uint8_t *buf, size_t cap, uint32_t timeout_ms)
+{
+    esp_ctx *c = ctx;
+    if (c->fd < 0) {
+        return -1;
+    }
+    int r = wait_fd(c->fd, false, timeout_ms);
+    if (r == 0) {
+        return 0;
+    }
+    if (r < 0) {
+        return -1;
+    }
+    int n = recv(c->fd, buf, cap, 0);
+    if (n > 0) {
+        return n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return 0;
+    }
+    return -1;
+}
+
+/* ---- NVS ---- */
+
+static int kv_get(void *ctx, const char *key, uint8_t *buf, size_t cap, size_t *len)
+{
+    esp_ctx *c = ctx;
+    size_t need = 0;
+    esp_err_t err = nvs_get_blob(c->nvs, key, NULL, &need);
+    if (err == ESP_ERR_NVS_NOT_FOUND) {
+        return SPROUT_KV_NOT_FOUND;
+    }
+    if (err != ESP_OK) {
+        return -1;
+    }
+    *len = need;
+    if (need > cap) {
+        return 0; /* the core sees len > cap and treats the value as corrupt */
+    }
+    size_t got = cap;
+    return nvs_get_blob(c->nvs, key, buf, &got) == ESP_OK ? 0 : -1;
+}
+
+static int kv_set(void *ctx, const char *key, const uint8_t *buf, size_t len)
+{
+    esp_ctx *c = ctx;
+    if (nvs_set_blob(c->nvs, key, buf, len) != ESP_OK || nvs_commit(c->nvs) != ESP_OK) {
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- sensors and pump ---- */
+
+static int adc_read(esp_ctx *c, int channel, int *raw)
+{
+    /* average a few samples: the capacitive probe is noisy */
+    int sum = 0;
+    for (int i = 0; i < 8; i++) {
+        int v = 0;
+        if (adc_oneshot_read(c->adc, (adc_channel_t)channel, &v) != ESP_OK) {
+            return -1;
+        }
+        sum += v;
+    }
+    *raw = sum / 8;
+    return 0;
+}
+
+static float scale_pct(int raw, int at0, int at100)
+{
+    float pct = 100.0f * (float)(raw - at0) / (float)(at100 - at0);
+    return pct < 0 ? 0 : pct > 100 ? 100 : pct;
+}
+
+static int read_sensors(void *ctx, sprout_reading *out)
+{
+    esp_ctx *c = ctx;
+    int moisture, tank, ntc, supply;
+    if (adc_read(c, CONFIG_SPROUT_ADC_MOISTURE_CHANNEL, &moisture) != 0 ||
+        adc_read(c, CONFIG_SPROUT_ADC_TANK_CHANNEL, &tank) != 0 || adc_read(c, CONFIG_SPROUT_ADC_NTC_CHANNEL, &ntc) != 0 ||
+        adc_read(c, CONFIG_SPROUT_ADC_SUPPLY_CHANNEL, &supply) != 0) {
+        return -1;
+    }
+    if (ntc <= 0 || ntc >= 4095) {
+        return -1; /* NTC open or shorted */
+    }
+    out->soil_moisture_pct = scale_pct(moisture, CONFIG_SPROUT_MOISTURE_RAW_DRY, CONFIG_SPROUT_MOISTURE_RAW_WET);
+    out->tank_level_pct = scale_pct(tank, CONFIG_SPROUT_TANK_RAW_EMPTY, CONFIG_SPROUT_TANK_RAW_FULL);
+    /* 10k NTC to ground, 10k to 3V3: R = 10k * raw / (4095 - raw); Beta equation, B = 3950 */
+    float r = 10000.0f * (float)ntc / (float)(4095 - ntc);
+    out->temperature_c = 1.0f / (logf(r / 10000.0f) / 3950.0f + 1.0f / 298.15f) - 273.15f;
+    /* 1:2 divider at 12 dB attenuation (~3.1 V full scale): uncalibrated, +-5 % */
+    out->supply_mv = (uint32_t)(supply * 3100 / 4095 * 2);
+    return 0;
+}
+
+static void pump_off_cb(void *arg)
+{
+    (void)arg;
+    gpio_set_level(CONFIG_SPROUT_PUMP_GPIO, 0); /* the failsafe: runs even if the client task stalls */
+}
+
+static int pump_start(void *ctx, uint32_t ms)
+{
+    esp_ctx *c = ctx;
+    esp_timer_stop(c->pump_timer); /* not running is fine */
+    if (esp_timer_start_once(c->pump_timer, (uint64_t)ms * 1000) != ESP_OK) {
+        return -1;
+    }
+    if (gpio_set_level(CONFIG_SPROUT_PUMP_GPIO, 1) != ESP_OK) {
+        esp_timer_stop(c->pump_timer);
+        return -1;
+    }
+    return 0;
+}
+
+static void pump_stop(void *ctx)
+{
+    esp_ctx *c = ctx;
+    gpio_set_level(CONFIG_SPROUT_PUMP_GPIO, 0);
+    esp_timer_stop(c->pump_timer);
+}
+
+static void reboot(void *ctx)
+{
+    pump_stop(ctx);
+    esp_restart();
+}
+
+static void log_msg(void *ctx, sprout_log_level level, const char *msg)
+{
+    (void)ctx;
+    switch (level) {
+    case SPROUT_LOG_ERROR: ESP_LOGE(TAG, "%s", msg); break;
+    case SPROUT_LOG_WARN: ESP_LOGW(TAG, "%s", msg); break;
+    case SPROUT_LOG_INFO: ESP_LOGI(TAG, "%s", msg); break;
+    default: ESP_LOGD(TAG, "%s", msg); break;
+    }
+}
+
+esp_err_t esp_port_init(sprout_port *out, bool (*up)(void *ctx))
+{
+    esp_ctx *c = &ctx_;
+    c->network_up = up;
+    ESP_RETURN_ON_ERROR(nvs_open("sprout", NVS_READWRITE, &c->nvs), TAG, "nvs_open");
+
+    gpio_config_t io = {.pin_bit_mask = 1ULL << CONFIG_SPROUT_PUMP_GPIO, .mode = GPIO_MODE_OUTPUT};
+    ESP_RETURN_ON_ERROR(gpio_config(&io), TAG, "pump gpio");
+    gpio_set_level(CONFIG_SPROUT_PUMP_GPIO, 0);
+    esp_timer_create_args_t targs = {.callback = pump_off_cb, .name = "pump_off"};
+    ESP_RETURN_ON_ERROR(esp_timer_create(&targs, &c->pump_timer), TAG, "pump timer");
+
+    adc_oneshot_unit_init_cfg_t ucfg = {.unit_id = ADC_UNIT_1};
+    ESP_RETURN_ON_ERROR(adc_oneshot_new_unit(&ucfg, &c->adc), TAG, "adc unit");
+    adc_oneshot_chan_cfg_t ccfg = {.bitwidth = ADC_BITWIDTH_12, .atten = ADC_ATTEN_DB_12};
+    const int channels[] = {CONFIG_SPROUT_ADC_MOISTURE_CHANNEL, CONFIG_SPROUT_ADC_TANK_CHANNEL,
+                            CONFIG_SPROUT_ADC_NTC_CHANNEL, CONFIG_SPROUT_ADC_SUPPLY_CHANNEL};
+    for (size_t i = 0; i < sizeof channels / sizeof channels[0]; i++) {
+        ESP_RETURN_ON_ERROR(adc_oneshot_config_channel(c->adc, (adc_channel_t)channels[i], &ccfg), TAG, "adc channel");
+    }
+
+    memset(out, 0, sizeof *out);
+    out->ctx = c;
+    out->monotonic_ms = mono_ms;
+    out->wall_ms = NULL; /* no RTC: the core takes the time from Welcome.server_time_ms */
+    out->sleep_ms = sleep_ms;
+    out->random_bytes = random_bytes;
+    out->network_up = network_up;
+    out->tcp_connect = tcp_connect;
+    out->tcp_send = tcp_send;
+    out->tcp_recv = tcp_recv;
+    out->tcp_close = tcp_close;
+    out->kv_get = kv_get;
+    out->kv_set = kv_set;
+    out->read_sensors = read_sensors;
+    out->pump_start = pump_start;
+    out->pump_stop = pump_stop;
+    out->reboot = reboot;
+    out->log = log_msg;
+    return ESP_OK;
+}
