@@ -114,6 +114,28 @@ type Committer struct {
 	closed  bool
 	closing chan struct{}
 	wg      sync.WaitGroup
+
+	stats struct{ transactions, requests, rows, retries, refused, timedOut, queueFull atomic.Uint64 }
+}
+
+// CommitStats are counters since the committer started, for metrics and benchmarks.
+type CommitStats struct {
+	Transactions uint64 // committed batches
+	Requests     uint64 // appends committed
+	Rows         uint64 // readings, events and snapshots committed
+	Retries      uint64 // batch attempts repeated because the database was unreachable
+	Refused      uint64 // appends the database refused (after isolating them)
+	TimedOut     uint64 // appends failed with ErrUnavailable after WriteTimeout
+	QueueFull    uint64 // appends failed with ErrUnavailable because the queue was full
+}
+
+// Stats returns the committer's counters.
+func (c *Committer) Stats() CommitStats {
+	return CommitStats{
+		Transactions: c.stats.transactions.Load(), Requests: c.stats.requests.Load(), Rows: c.stats.rows.Load(),
+		Retries: c.stats.retries.Load(), Refused: c.stats.refused.Load(), TimedOut: c.stats.timedOut.Load(),
+		QueueFull: c.stats.queueFull.Load(),
+	}
 }
 
 // NewCommitter starts opts.Committers committer goroutines writing through backend.
@@ -166,6 +188,7 @@ func (c *Committer) Append(ctx context.Context, deviceID string, b actors.Batch)
 		c.mu.RUnlock()
 	default:
 		c.mu.RUnlock()
+		c.stats.queueFull.Add(1)
 		return fmt.Errorf("%w: write queue is full (%d waiting appends)", actors.ErrUnavailable, c.opts.QueueSize)
 	}
 
@@ -180,6 +203,7 @@ func (c *Committer) Append(ctx context.Context, deviceID string, b actors.Batch)
 		}
 	case <-timer.C:
 		if r.state.CompareAndSwap(queued, abandoned) {
+			c.stats.timedOut.Add(1)
 			return fmt.Errorf("%w: append not written within %s", actors.ErrUnavailable, c.opts.WriteTimeout)
 		}
 	}
@@ -274,6 +298,7 @@ func (c *Committer) commit(batch []*Request) {
 			continue // its caller gave up; it must not be written
 		}
 		if !now.Before(r.deadline) {
+			c.stats.timedOut.Add(1)
 			r.done <- fmt.Errorf("%w: append waited %s in the write queue", actors.ErrUnavailable, c.opts.WriteTimeout)
 			continue
 		}
@@ -300,13 +325,19 @@ func (c *Committer) write(reqs []*Request) {
 		err := c.backend.WriteBatch(ctx, reqs)
 		cancel()
 		if err == nil {
+			rows := 0
 			for _, r := range reqs {
+				rows += r.rows
 				r.done <- nil
 			}
+			c.stats.transactions.Add(1)
+			c.stats.requests.Add(uint64(len(reqs)))
+			c.stats.rows.Add(uint64(rows))
 			return
 		}
 		if !c.backend.Transient(err) && !errors.Is(err, context.DeadlineExceeded) {
 			if len(reqs) == 1 {
+				c.stats.refused.Add(1)
 				reqs[0].done <- fmt.Errorf("store: append for device %q refused: %w", reqs[0].DeviceID, err)
 				return
 			}
@@ -322,6 +353,7 @@ func (c *Committer) write(reqs []*Request) {
 			if now.Add(backoff).Before(r.deadline) {
 				keep = append(keep, r)
 			} else {
+				c.stats.timedOut.Add(1)
 				r.done <- Unavailable(fmt.Errorf("append not written within %s: %w", c.opts.WriteTimeout, err))
 			}
 		}
@@ -330,6 +362,7 @@ func (c *Committer) write(reqs []*Request) {
 		if len(reqs) == 0 {
 			return
 		}
+		c.stats.retries.Add(1)
 		time.Sleep(backoff)
 		backoff = min(2*backoff, c.opts.MaxRetryBackoff)
 	}

@@ -240,16 +240,18 @@ type committerStore struct {
 	c *store.Committer
 }
 
+func (s committerStore) Stats() store.CommitStats { return s.c.Stats() }
+
 func (s committerStore) Append(ctx context.Context, id string, b actors.Batch) error {
 	return s.c.Append(ctx, id, b)
 }
 
 func BenchmarkAppendBaselineNoop(b *testing.B) {
-	storetest.BenchAppend(b, nop{}, 1000, 1)
+	storetest.BenchAppend(b, nop{}, storetest.BenchConfig{Devices: 1000})
 }
 
 func BenchmarkAppendBaselineCommitterNoop(b *testing.B) {
 	c := store.NewCommitter(store.CommitOptions{}, nopBackend{})
 	defer c.Close()
-	storetest.BenchAppend(b, committerStore{c: c}, 1000, 1)
+	storetest.BenchAppend(b, committerStore{c: c}, storetest.BenchConfig{Devices: 1000})
 }

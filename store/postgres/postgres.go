@@ -247,3 +247,6 @@ func readErr(what string, err error) error {
 	}
 	return fmt.Errorf("store/postgres: %s: %w", what, err)
 }
+
+// Stats returns the group committer's counters.
+func (s *Store) Stats() store.CommitStats { return s.c.Stats() }

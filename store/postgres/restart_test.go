@@ -9,10 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/store"
 	"github.com/sprout-iot/sprout/store/pgtest"
 	"github.com/sprout-iot/sprout/store/postgres"
+	"github.com/sprout-iot/sprout/store/storetest"
 )
 
 // TestPostgresRestartDuringBurst stops the database under a burst of appends from 200 grains and
@@ -158,4 +161,21 @@ func TestMigrateReportsTheSchemaVersion(t *testing.T) {
 	if err := s.Append(ctx, "pot-1", actors.Batch{Snapshot: []byte("x")}); err != nil {
 		t.Fatalf("Append on a database migrated ahead of Open: %v", err)
 	}
+}
+
+// TestRowRefusedByTheDatabaseFailsAlone makes the database itself refuse one device's rows (a CHECK
+// constraint added for the test): that Append fails, and the others committed in the same group
+// commit are stored.
+func TestRowRefusedByTheDatabaseFailsAlone(t *testing.T) {
+	dsn := pg.NewDatabase(t)
+	s := open(t, dsn, postgres.Options{CommitOptions: store.CommitOptions{MaxWait: 50 * time.Millisecond}})
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), `ALTER TABLE readings ADD CONSTRAINT test_refuse CHECK (device_id <> 'pot-evil')`); err != nil {
+		t.Fatal(err)
+	}
+	storetest.CheckRefusedRowFailsAlone(t, s, "pot-evil")
 }

@@ -22,7 +22,7 @@ func Migrate(ctx context.Context, dir string) (int64, error) {
 		return 0, err
 	}
 	defer lock.release()
-	db, err := sql.Open("sqlite", dsn(dir, DefaultBusyTimeout, false))
+	db, err := sql.Open("sqlite", dsn(dir, Options{}.withDefaults(), false))
 	if err != nil {
 		return 0, fmt.Errorf("store/sqlite: open %s: %w", dir, err)
 	}

@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
 	"github.com/sprout-iot/sprout/store/sqlite"
+	"github.com/sprout-iot/sprout/store/storetest"
 )
 
 // TestHelperProcess is not a test: it is the second process the tests below start (the test
@@ -200,4 +202,25 @@ func TestDatabaseUsesWALAndFullSync(t *testing.T) {
 	if got := s.Pragma(t.Context(), "journal_mode"); got != "wal" {
 		t.Fatalf("journal_mode = %s, want wal", got)
 	}
+}
+
+// TestRowRefusedByTheDatabaseFailsAlone makes SQLite itself refuse one device's rows (a trigger
+// added for the test): that Append fails, the others in the same group commit are stored.
+func TestRowRefusedByTheDatabaseFailsAlone(t *testing.T) {
+	dir := t.TempDir()
+	s, err := sqlite.Open(dir, sqlite.Options{CommitOptions: store.CommitOptions{MaxWait: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db, err := sql.Open("sqlite", filepath.Join(dir, sqlite.FileName)+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TRIGGER test_refuse BEFORE INSERT ON readings WHEN NEW.device_id = 'pot-evil'
+		BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	storetest.CheckRefusedRowFailsAlone(t, s, "pot-evil")
 }

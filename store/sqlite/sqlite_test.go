@@ -28,3 +28,20 @@ func TestContractReopen(t *testing.T) {
 		return func(t *testing.T) actors.Store { return open(t, dir) }
 	})
 }
+
+func benchAppend(b *testing.B, cfg storetest.BenchConfig) {
+	s, err := sqlite.Open(b.TempDir(), sqlite.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchAppend(b, s, cfg)
+}
+
+// BenchmarkAppend: 1000 grains, one reading per Append, synchronous=FULL.
+func BenchmarkAppend(b *testing.B) { benchAppend(b, storetest.BenchConfig{Devices: 1000}) }
+
+// BenchmarkAppendWithSnapshot: each step also replaces the grain's snapshot.
+func BenchmarkAppendWithSnapshot(b *testing.B) {
+	benchAppend(b, storetest.BenchConfig{Devices: 1000, Snapshot: true})
+}

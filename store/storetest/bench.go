@@ -10,20 +10,37 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
 )
 
 var benchRun atomic.Int64
 
-// BenchAppend measures Append as grains drive it: devices goroutines, each appending one step at a
-// time (readingsPerStep readings and a snapshot) and waiting for it, until b.N steps are stored in
-// all. It reports rows/s (readings), steps/s, and the p50, p99 and max latency of one Append.
-func BenchAppend(b *testing.B, s actors.Store, devices, readingsPerStep int) {
+// BenchConfig shapes the load of BenchAppend.
+type BenchConfig struct {
+	Devices         int  // concurrent grains, each appending one step at a time (default 1000)
+	ReadingsPerStep int  // readings per Append (default 1)
+	Snapshot        bool // each step also replaces the device's snapshot
+}
+
+// BenchAppend measures Append as grains drive it: cfg.Devices goroutines, each appending one step
+// at a time and waiting for it, until b.N steps are stored in all. It reports rows/s (readings),
+// appends/s, and the p50, p99 and max latency of one Append.
+func BenchAppend(b *testing.B, s actors.Store, cfg BenchConfig) {
+	devices, readingsPerStep := max(cfg.Devices, 1), max(cfg.ReadingsPerStep, 1)
+	if cfg.Devices == 0 {
+		devices = 1000
+	}
 	run := benchRun.Add(1)
 	ctx := context.Background()
 	var next atomic.Int64
 	lat := make([][]time.Duration, devices)
 	var wg sync.WaitGroup
 	var failed atomic.Value
+	statser, _ := s.(interface{ Stats() store.CommitStats })
+	var before store.CommitStats
+	if statser != nil {
+		before = statser.Stats()
+	}
 	b.ResetTimer()
 	start := time.Now()
 	for d := range devices {
@@ -31,7 +48,10 @@ func BenchAppend(b *testing.B, s actors.Store, devices, readingsPerStep int) {
 			id := fmt.Sprintf("bench-%d-%04d", run, d)
 			var seq uint64
 			for next.Add(1) <= int64(b.N) {
-				st := actors.Batch{Readings: make([]actors.Reading, readingsPerStep), Snapshot: []byte("snapshot-of-" + id)}
+				st := actors.Batch{Readings: make([]actors.Reading, readingsPerStep)}
+				if cfg.Snapshot {
+					st.Snapshot = []byte("snapshot-of-" + id)
+				}
 				for i := range st.Readings {
 					seq++
 					st.Readings[i] = actors.Reading{Seq: seq, DeviceTime: time.Now(), ReceivedAt: time.Now(),
@@ -65,4 +85,10 @@ func BenchAppend(b *testing.B, s actors.Store, devices, readingsPerStep int) {
 	b.ReportMetric(q(0.50), "p50_ms")
 	b.ReportMetric(q(0.99), "p99_ms")
 	b.ReportMetric(q(1), "max_ms")
+	if statser != nil {
+		after := statser.Stats()
+		if tx := after.Transactions - before.Transactions; tx > 0 {
+			b.ReportMetric(float64(after.Requests-before.Requests)/float64(tx), "appends/tx")
+		}
+	}
 }

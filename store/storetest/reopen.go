@@ -92,3 +92,38 @@ func testCloseFlushes(t *testing.T, open func(t *testing.T) actors.Store) {
 	}
 	t.Logf("%d appends acknowledged before Close, all present after reopen", total)
 }
+
+// CheckRefusedRowFailsAlone appends for 50 devices and evil at once, in one group commit, after
+// the caller made the database refuse evil's readings (a constraint or trigger only the test adds).
+// The refusal must fail evil's Append alone, with an error that is not ErrUnavailable.
+func CheckRefusedRowFailsAlone(t *testing.T, s actors.Store, evil string) {
+	t.Helper()
+	ctx := ctxFor(t)
+	ids := []string{evil}
+	for i := range 50 {
+		ids = append(ids, fmt.Sprintf("pot-%02d", i))
+	}
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			errs[i] = s.Append(ctx, id, actors.Batch{Readings: []actors.Reading{reading(1, 1)}, Snapshot: []byte(id)})
+		})
+	}
+	wg.Wait()
+	if errs[0] == nil || errors.Is(errs[0], actors.ErrUnavailable) {
+		t.Fatalf("Append refused by the database = %v, want a refusal that is not ErrUnavailable", errs[0])
+	}
+	t.Logf("refused: %v", errs[0])
+	for i, id := range ids[1:] {
+		if errs[i+1] != nil {
+			t.Fatalf("%s failed beside a refused append: %v", id, errs[i+1])
+		}
+		if rec, err := s.LoadDevice(ctx, id); err != nil || rec.LastSeq != 1 || string(rec.Snapshot) != id {
+			t.Fatalf("%s acknowledged but not stored: %+v, %v", id, rec, err)
+		}
+	}
+	if rec, _ := s.LoadDevice(ctx, evil); rec.LastSeq != 0 || rec.Snapshot != nil {
+		t.Fatalf("the refused append was partly stored: %+v", rec)
+	}
+}
