@@ -3,6 +3,7 @@ package actors
 import (
 	"crypto/hmac"
 	"fmt"
+	"maps"
 	"time"
 	"unicode/utf8"
 
@@ -121,13 +122,14 @@ type checkpoint struct {
 }
 
 func (c *deviceCore) checkpoint() checkpoint {
-	cp := checkpoint{c: *c, alerts: make(map[actorpb.AlertKind]*actorpb.Alert, len(c.alerts)),
-		open: make(map[string]*openCommand, len(c.open)), recent: append([]*actorpb.CommandOutcome(nil), c.recent...)}
-	for k, v := range c.alerts {
-		cp.alerts[k] = v
+	// The maps are copied only when they hold something: on the telemetry hot path they are
+	// usually empty, and an empty map restored as a fresh one behaves the same.
+	cp := checkpoint{c: *c, recent: c.recent}
+	if len(c.alerts) > 0 {
+		cp.alerts = maps.Clone(c.alerts)
 	}
-	for k, v := range c.open {
-		cp.open[k] = v
+	if len(c.open) > 0 {
+		cp.open = maps.Clone(c.open)
 	}
 	return cp
 }
@@ -135,6 +137,12 @@ func (c *deviceCore) checkpoint() checkpoint {
 func (c *deviceCore) restore(cp checkpoint) {
 	*c = cp.c
 	c.alerts, c.open, c.recent = cp.alerts, cp.open, cp.recent
+	if c.alerts == nil {
+		c.alerts = map[actorpb.AlertKind]*actorpb.Alert{}
+	}
+	if c.open == nil {
+		c.open = map[string]*openCommand{}
+	}
 }
 
 // recover rebuilds the core from storage (presence is never recovered: a device is offline until it

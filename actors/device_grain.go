@@ -18,14 +18,14 @@ import (
 // DeviceKind is the cluster kind of device grains; the identity is the device id.
 const DeviceKind = "device"
 
+// loadTimeout bounds reading a device's registry entry and state on activation.
+const loadTimeout = 5 * time.Second
+
 // DeviceOptions configures device grains. Zero fields take the defaults documented on each.
 type DeviceOptions struct {
 	Store Store
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// PersistTimeout bounds one durable append (default 5 s); past it the step fails and the
-	// device's frame is not acked.
-	PersistTimeout time.Duration
 	// IdleTimeout passivates a grain that is offline, has no open command and received nothing
 	// for this long (default 10 min).
 	IdleTimeout time.Duration
@@ -38,9 +38,6 @@ type DeviceOptions struct {
 func (o *DeviceOptions) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
-	}
-	if o.PersistTimeout == 0 {
-		o.PersistTimeout = 5 * time.Second
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 10 * time.Minute
@@ -71,13 +68,22 @@ type deviceGrain struct {
 	timers      map[string]scheduler.CancelFunc
 	subscribers map[string]*actor.PID
 	sched       *scheduler.TimerScheduler
+	idleTimer   scheduler.CancelFunc
+	lastActive  time.Time
 	log         *slog.Logger
 }
 
 // commandDeadline is sent by the grain to itself when a command's deadline passes.
 type commandDeadline struct{ commandID string }
 
+// idleCheck is sent by the grain to itself every IdleTimeout (cheaper than a receive timeout,
+// which re-arms a timer on every message).
+type idleCheck struct{}
+
 func (g *deviceGrain) Receive(ctx actor.Context) {
+	if _, ok := ctx.Message().(idleCheck); !ok && g.core != nil {
+		g.lastActive = g.opts.Now()
+	}
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		id := cluster.GetClusterIdentity(ctx)
@@ -92,16 +98,22 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		g.timers = map[string]scheduler.CancelFunc{}
 		g.subscribers = map[string]*actor.PID{}
 		g.sched = scheduler.NewTimerScheduler(ctx)
-		ctx.SetReceiveTimeout(g.opts.IdleTimeout)
+		g.lastActive = g.opts.Now()
+		g.idleTimer = g.sched.SendRepeatedly(g.opts.IdleTimeout, g.opts.IdleTimeout, ctx.Self(), idleCheck{})
 		g.load(ctx)
 	case *actor.Stopping:
 		for _, cancel := range g.timers {
 			cancel()
 		}
-	case *actor.ReceiveTimeout:
-		if !g.core.online && len(g.core.open) == 0 {
+		if g.idleTimer != nil {
+			g.idleTimer()
+		}
+	case idleCheck:
+		// Passivate an offline grain with nothing to do; its state is in storage.
+		if !g.core.online && len(g.core.open) == 0 && g.opts.Now().Sub(g.lastActive) >= g.opts.IdleTimeout {
 			ctx.Stop(ctx.Self())
 		}
+		return
 	case *actor.Terminated:
 		g.terminated(ctx, m.Who)
 	case *actorpb.Authenticate:
@@ -143,7 +155,7 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 // load reads the device from storage. A storage failure leaves the grain unloaded; the next
 // message retries, and until then handshakes and reports are refused as unavailable.
 func (g *deviceGrain) load(ctx actor.Context) {
-	c, cancel := context.WithTimeout(context.Background(), g.opts.PersistTimeout)
+	c, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
 	d, err := g.opts.Store.GetDevice(c, g.core.id)
 	if errors.Is(err, ErrUnknownDevice) {
@@ -284,9 +296,9 @@ func (g *deviceGrain) persist(fx effects) error {
 	if fx.snapshot {
 		b.Snapshot = g.core.snapshot()
 	}
-	c, cancel := context.WithTimeout(context.Background(), g.opts.PersistTimeout)
-	defer cancel()
-	if err := g.opts.Store.Append(c, g.core.id, b); err != nil {
+	// The store bounds every Append itself (its WriteTimeout), and guarantees a timed-out step is
+	// never written later; a context deadline here would only cost a timer per frame.
+	if err := g.opts.Store.Append(context.Background(), g.core.id, b); err != nil {
 		return fmt.Errorf("device %s: %w", g.core.id, err)
 	}
 	return nil

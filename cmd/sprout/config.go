@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
+	"github.com/sprout-iot/sprout/store/memory"
 	"github.com/sprout-iot/sprout/store/postgres"
 	"github.com/sprout-iot/sprout/store/sqlite"
 )
@@ -69,27 +71,32 @@ func (fs *flagSet) int(p *int, name string, def int, help string) {
 
 // storeFlags selects and opens the store.
 type storeFlags struct {
-	dataDir string
-	db      string
+	dataDir      string
+	db           string
+	writeTimeout time.Duration
 }
 
 func (s *storeFlags) register(fs *flagSet) {
 	fs.str(&s.dataDir, "data-dir", "./sprout-data", "directory of the embedded store (used when --db is empty)")
-	fs.str(&s.db, "db", "", "postgres://... to use Postgres (required for more than one node); empty: the embedded store in --data-dir")
+	fs.dur(&s.writeTimeout, "store-write-timeout", 5*time.Second, "longest one durable write may take; past it the frame is refused (not acked) and never written later")
+	fs.str(&s.db, "db", "", "postgres://... to use Postgres (required for more than one node); empty: the embedded store in --data-dir; \"memory\": nothing is stored (benchmarks only)")
 }
 
 func (s *storeFlags) open(ctx context.Context) (actors.Store, string, error) {
+	if s.db == "memory" {
+		return memory.New(), "in-memory store (not durable: benchmarks and demos only)", nil
+	}
 	if s.db != "" {
 		if !strings.HasPrefix(s.db, "postgres://") && !strings.HasPrefix(s.db, "postgresql://") {
 			return nil, "", fmt.Errorf("--db must be a postgres:// URL, got %q", redact(s.db))
 		}
-		st, err := postgres.Open(ctx, s.db, postgres.Options{})
+		st, err := postgres.Open(ctx, s.db, postgres.Options{CommitOptions: store.CommitOptions{WriteTimeout: s.writeTimeout}})
 		if err != nil {
 			return nil, "", fmt.Errorf("opening Postgres %s: %w", redact(s.db), err)
 		}
 		return st, "postgres " + redact(s.db), nil
 	}
-	st, err := sqlite.Open(s.dataDir, sqlite.Options{})
+	st, err := sqlite.Open(s.dataDir, sqlite.Options{CommitOptions: store.CommitOptions{WriteTimeout: s.writeTimeout}})
 	if err != nil {
 		return nil, "", err
 	}

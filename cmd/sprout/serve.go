@@ -60,7 +60,6 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.int(&c.edge.MaxPendingFrames, "max-pending-frames", 64, "frames queued for one device before it is dropped as a slow consumer")
 	fs.int(&c.edge.MaxConnections, "max-connections", 10000, "most device connections this node holds")
 	fs.dur(&c.edge.GrainTimeout, "grain-timeout", 5*time.Second, "longest the edge waits for a device grain")
-	fs.dur(&c.grain.PersistTimeout, "persist-timeout", 5*time.Second, "longest one durable write may take before the frame is refused")
 	fs.dur(&c.grain.IdleTimeout, "grain-idle-timeout", 10*time.Minute, "an offline device grain with nothing to do is passivated after this")
 }
 

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"fmt"
 	"net/http"
 	"os"
@@ -80,7 +82,7 @@ func simCredentials(ctx context.Context, path, apiURL, token, prefix string, n i
 	if path != "" {
 		if loaded, err := fleet.LoadCredentials(path); err == nil {
 			cs = loaded
-		} else if !os.IsNotExist(err) || apiURL == "" {
+		} else if !errors.Is(err, fs.ErrNotExist) || apiURL == "" {
 			return nil, err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/messages/actorpb"
@@ -67,6 +68,8 @@ func (h *Handler) Routes(r chi.Router) {
 		r.Get("/devices/{id}/events", h.events)
 		r.Post("/devices/{id}/revoke", h.revoke)
 	})
+	// Go's profiler, behind the same token: for operators chasing a slow node.
+	r.With(h.auth).Mount("/debug", middleware.Profiler())
 }
 
 func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
@@ -179,12 +182,21 @@ func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		ID      string `json:"id"`
 		Product string `json:"product"`
+		Secret  string `json:"secret"` // optional, hex, at least 16 bytes: for devices whose secret was made at the factory
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		writeErr(w, http.StatusBadRequest, "bad_json", err.Error())
 		return
 	}
-	d, err := NewDevice(r.Context(), h.store, req.ID, req.Product, nil)
+	var secret []byte
+	if req.Secret != "" {
+		var err error
+		if secret, err = hex.DecodeString(req.Secret); err != nil || len(secret) < 16 {
+			writeErr(w, http.StatusBadRequest, "invalid_secret", "secret must be at least 16 bytes of hex")
+			return
+		}
+	}
+	d, err := NewDevice(r.Context(), h.store, req.ID, req.Product, secret)
 	switch {
 	case errors.Is(err, actors.ErrDeviceExists):
 		writeErr(w, http.StatusConflict, "device_exists", err.Error())

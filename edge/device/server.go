@@ -45,6 +45,9 @@ type Options struct {
 	// MaxPendingFrames bounds frames queued for one device before it has read them; past it the
 	// connection is closed as a slow consumer (default 64).
 	MaxPendingFrames int
+	// MaxInFlight bounds one device's frames awaiting their grain's answer; past it the edge stops
+	// reading that socket until answers come (default 32).
+	MaxInFlight int
 	// MaxConnections bounds concurrent sockets; past it new ones get Close(TOO_MANY_CONNECTIONS)
 	// (default 10000; one process can hold about 19,990 on these machines).
 	MaxConnections int
@@ -72,6 +75,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxPendingFrames == 0 {
 		o.MaxPendingFrames = 64
+	}
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = 32
 	}
 	if o.MaxConnections == 0 {
 		o.MaxConnections = 10000
@@ -226,14 +232,19 @@ type conn struct {
 	queued   []*devicepb.Frame // frames that arrived before Welcome was written
 	done     bool
 
-	pending atomic.Int32 // frames delivered to the actor and not yet written
-	reason  atomic.Int32 // the first close reason
+	grainPID *actor.PID
+	inflight chan struct{}     // one slot per report awaiting its grain's answer
+	acks     []*devicepb.Frame // acks the actor holds to write together
+	closed   chan struct{}     // closed with the socket
+	pending  atomic.Int32      // frames delivered to the actor and not yet written
+	reason   atomic.Int32      // the first close reason
 }
 
 func (s *Server) handle(nc net.Conn) {
 	defer s.wg.Done()
 	defer s.sockets.Add(-1)
-	c := &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, 512), remote: nc.RemoteAddr().String()}
+	c := &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, 512), remote: nc.RemoteAddr().String(),
+		inflight: make(chan struct{}, s.opts.MaxInFlight), closed: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -327,6 +338,11 @@ func (c *conn) handshake() bool {
 		c.fail(ar.Reason, ar.Detail)
 		return false
 	}
+	c.grainPID = s.grain(c.device)
+	if c.grainPID == nil {
+		c.fail(devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, "server busy, try later")
+		return false
+	}
 	_ = c.nc.SetReadDeadline(time.Time{})
 	// Welcome first, then the open commands the grain handed back, then anything the actor queued.
 	c.wmu.Lock()
@@ -375,12 +391,18 @@ func readErrReason(err error) (devicepb.CloseReason, string) {
 	}
 }
 
+// readLoop reads frames until the connection ends. Reports go to the grain as requests whose
+// answers come back to the connection actor, which writes the acks (several per write when they
+// arrive together); the loop itself never waits for the grain, only for a free in-flight slot.
 func (c *conn) readLoop() (devicepb.CloseReason, string) {
 	s := c.s
-	f := &devicepb.Frame{}
+	root := s.cluster.ActorSystem.Root
 	for {
-		_ = c.nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
-		f.Reset()
+		if c.r.Buffered() == 0 {
+			// Only a read that may block needs the idle deadline.
+			_ = c.nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
+		}
+		f := &devicepb.Frame{} // not reused: the grain may still hold its body
 		if err := messages.ReadFrame(c.r, s.opts.MaxFrameBytes, f); err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -389,23 +411,21 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 			return readErrReason(err)
 		}
 		s.framesIn.Add(1)
+		var report *actorpb.Report
 		switch b := f.Body.(type) {
 		case *devicepb.Frame_Telemetry:
-			if r, d, stop := c.report(&actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Telemetry{Telemetry: b.Telemetry}}); stop {
-				return r, d
-			}
+			report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Telemetry{Telemetry: b.Telemetry}}
 		case *devicepb.Frame_Event:
 			if len(b.Event.Detail) > messages.MaxDetailBytes {
 				return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "event detail too long"
 			}
-			if r, d, stop := c.report(&actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Event{Event: b.Event}}); stop {
-				return r, d
-			}
+			report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Event{Event: b.Event}}
 		case *devicepb.Frame_CommandResult:
 			if len(b.CommandResult.Detail) > messages.MaxDetailBytes || len(b.CommandResult.CommandId) > messages.MaxCommandIDBytes {
 				return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "command result field too long"
 			}
-			s.cluster.ActorSystem.Root.Send(s.grain(c.device), &actorpb.DeliverResult{SessionId: c.session, Result: b.CommandResult})
+			// Same sender, same grain: it sees results and reports in the device's order.
+			root.Send(c.grainPID, &actorpb.DeliverResult{SessionId: c.session, Result: b.CommandResult})
 		case *devicepb.Frame_Ping:
 			if !c.write(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: b.Ping.Nonce}}}) {
 				return devicepb.CloseReason(c.reason.Load()), "write failed"
@@ -416,24 +436,15 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 		default:
 			return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, fmt.Sprintf("unexpected frame %T after handshake", f.Body)
 		}
+		if report != nil {
+			select {
+			case c.inflight <- struct{}{}:
+			case <-c.closed:
+				return devicepb.CloseReason(c.reason.Load()), "closed"
+			}
+			root.RequestWithCustomSender(c.grainPID, report, c.pid)
+		}
 	}
-}
-
-// report sends a frame to the grain and acks it once the grain says it is stored.
-func (c *conn) report(r *actorpb.Report) (devicepb.CloseReason, string, bool) {
-	res, err := c.s.cluster.Request(c.device, actors.DeviceKind, r, pcluster.WithTimeout(c.s.opts.GrainTimeout))
-	ack, _ := res.(*actorpb.ReportAck)
-	if err != nil || ack == nil {
-		c.s.opts.Logger.Warn("report: device grain did not answer", "device", c.device, "err", err)
-		return devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, "server busy; resend after reconnecting", true
-	}
-	if ack.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
-		return ack.Close, ack.Detail, true
-	}
-	if !c.write(&devicepb.Frame{Body: &devicepb.Frame_Ack{Ack: &devicepb.Ack{Seq: ack.Seq}}}) {
-		return devicepb.CloseReason(c.reason.Load()), "write failed", true
-	}
-	return 0, "", false
 }
 
 func (c *conn) write(frames ...*devicepb.Frame) bool {
@@ -457,8 +468,7 @@ func (c *conn) writeLocked(frames ...*devicepb.Frame) bool {
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.opts.WriteTimeout))
 	if _, err := c.nc.Write(c.wbuf); err != nil {
 		c.reason.CompareAndSwap(0, int32(devicepb.CloseReason_CLOSE_REASON_SLOW_CONSUMER))
-		c.done = true
-		_ = c.nc.Close()
+		c.shutLocked()
 		return false
 	}
 	c.s.framesOut.Add(int64(len(frames)))
@@ -486,7 +496,16 @@ func (c *conn) close(r devicepb.CloseReason, detail string, reconnectMs uint32) 
 	if r != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
 		c.writeLocked(closeFrame(r, detail, reconnectMs))
 	}
+	c.shutLocked()
+}
+
+// shutLocked closes the socket once; wmu is held.
+func (c *conn) shutLocked() {
+	if c.done {
+		return
+	}
 	c.done = true
+	close(c.closed)
 	_ = c.nc.Close()
 }
 
@@ -510,29 +529,54 @@ func truncate(s string, n int) string {
 type connActor struct{ c *conn }
 
 func (a *connActor) Receive(ctx actor.Context) {
-	m, ok := ctx.Message().(*actorpb.Deliver)
-	if !ok {
-		return
-	}
 	c := a.c
-	if m.SessionId != c.session {
-		return
-	}
-	if len(m.Frames) > 0 {
-		if c.pending.Add(int32(len(m.Frames))) > int32(c.s.opts.MaxPendingFrames) {
-			c.close(devicepb.CloseReason_CLOSE_REASON_SLOW_CONSUMER, "too many frames pending", 0)
+	switch m := ctx.Message().(type) {
+	case *actorpb.ReportAck:
+		<-c.inflight
+		if m.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
+			c.flushAcks()
+			c.close(m.Close, m.Detail, 0)
 			return
 		}
-		c.wmu.Lock()
-		if !c.welcomed {
-			c.queued = append(c.queued, m.Frames...)
-		} else {
-			c.writeLocked(m.Frames...)
+		c.acks = append(c.acks, &devicepb.Frame{Body: &devicepb.Frame_Ack{Ack: &devicepb.Ack{Seq: m.Seq}}})
+		// Write when nothing else is outstanding, or enough acks wait: under load several go in one write.
+		if len(c.inflight) == 0 || len(c.acks) >= 16 {
+			c.flushAcks()
 		}
-		c.wmu.Unlock()
-		c.pending.Add(-int32(len(m.Frames)))
+	case *actor.DeadLetterResponse:
+		// The grain this connection reports to is gone (its member left): the device reconnects
+		// and reaches the grain's new activation.
+		c.s.cluster.PidCache.Remove(c.device, actors.DeviceKind)
+		c.close(devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, "device grain moved; reconnect", 0)
+	case *actorpb.Deliver:
+		if m.SessionId != c.session {
+			return
+		}
+		if len(m.Frames) > 0 {
+			if c.pending.Add(int32(len(m.Frames))) > int32(c.s.opts.MaxPendingFrames) {
+				c.close(devicepb.CloseReason_CLOSE_REASON_SLOW_CONSUMER, "too many frames pending", 0)
+				return
+			}
+			c.wmu.Lock()
+			if !c.welcomed {
+				c.queued = append(c.queued, m.Frames...)
+			} else {
+				c.writeLocked(m.Frames...)
+			}
+			c.wmu.Unlock()
+			c.pending.Add(-int32(len(m.Frames)))
+		}
+		if m.Close != nil {
+			c.close(m.Close.Reason, m.Close.Detail, m.Close.ReconnectAfterMs)
+		}
 	}
-	if m.Close != nil {
-		c.close(m.Close.Reason, m.Close.Detail, m.Close.ReconnectAfterMs)
+}
+
+func (c *conn) flushAcks() {
+	if len(c.acks) == 0 {
+		return
 	}
+	c.write(c.acks...)
+	clear(c.acks)
+	c.acks = c.acks[:0]
 }
