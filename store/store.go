@@ -61,6 +61,14 @@ func ValidID(id string) error {
 	return validText("device id", id)
 }
 
+// ValidCursor checks ListQuery.AfterID: empty, or text a database can compare (UTF-8, no NUL).
+func ValidCursor(after string) error {
+	if after == "" {
+		return nil
+	}
+	return validText("AfterID", after)
+}
+
 func validText(what, s string) error {
 	switch {
 	case len(s) > MaxTextBytes:

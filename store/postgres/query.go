@@ -78,6 +78,9 @@ func (s *Store) GetDevice(ctx context.Context, id string) (actors.Device, error)
 
 // ListDevices returns devices in byte order of id (the column is COLLATE "C"), after q.AfterID.
 func (s *Store) ListDevices(ctx context.Context, q actors.ListQuery) ([]actors.Device, error) {
+	if err := store.ValidCursor(q.AfterID); err != nil {
+		return nil, fmt.Errorf("store/postgres: list devices: %w", err)
+	}
 	rows, err := s.pool.Query(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id > $1 ORDER BY id LIMIT $2`,
 		q.AfterID, store.ListLimit(q.Limit))
 	if err != nil {

@@ -72,6 +72,9 @@ func (s *Store) GetDevice(ctx context.Context, id string) (actors.Device, error)
 
 // ListDevices returns devices in byte order of id, after q.AfterID, at most q.Limit.
 func (s *Store) ListDevices(ctx context.Context, q actors.ListQuery) ([]actors.Device, error) {
+	if err := store.ValidCursor(q.AfterID); err != nil {
+		return nil, fmt.Errorf("store/sqlite: list devices: %w", err)
+	}
 	rows, err := s.r.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE id > ? ORDER BY id LIMIT ?`,
 		q.AfterID, store.ListLimit(q.Limit))
 	if err != nil {

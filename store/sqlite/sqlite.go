@@ -256,7 +256,7 @@ func transient(err error) bool {
 
 // readErr wraps a failed read so that callers can tell "try later" (ErrUnavailable) apart.
 func readErr(what string, err error) error {
-	if transient(err) {
+	if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && transient(err) {
 		err = store.Unavailable(err)
 	}
 	return fmt.Errorf("store/sqlite: %s: %w", what, err)

@@ -324,6 +324,11 @@ func testListDevices(t *testing.T, s actors.Store) {
 	if list, _ := s.ListDevices(ctx, actors.ListQuery{AfterID: ids[10], Limit: 1}); len(list) != 1 || list[0].ID != ids[11] {
 		t.Fatalf("after %q limit 1: %+v, want %q", ids[10], list, ids[11])
 	}
+	for _, bad := range []string{"a\x00", "\xff"} {
+		if _, err := s.ListDevices(ctx, actors.ListQuery{AfterID: bad}); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("ListDevices after %q = %v, want ErrInvalid", bad, err)
+		}
+	}
 }
 
 func testLoadEmpty(t *testing.T, s actors.Store) {
