@@ -11,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -201,11 +203,11 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) error {
 		}
 	}
 	if len(snaps) > 0 {
-		ids := make([]string, 0, len(snaps))
-		bodies := make([][]byte, 0, len(snaps))
-		for id, body := range snaps {
-			ids = append(ids, id)
-			bodies = append(bodies, body)
+		// In id order, so that concurrent committers lock snapshot rows in the same order.
+		ids := slices.Sorted(maps.Keys(snaps))
+		bodies := make([][]byte, len(ids))
+		for i, id := range ids {
+			bodies[i] = snaps[id]
 		}
 		batch.Queue(upsertSnapshots, ids, bodies)
 	}
