@@ -66,6 +66,8 @@ type deviceCore struct {
 
 	open   map[string]*openCommand // commands sent (or waiting to be resent) without an outcome
 	recent []*actorpb.CommandOutcome
+
+	users []Binding // bound WeChat users, owner first
 }
 
 type openCommand struct {
@@ -423,6 +425,8 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 		return answer(actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE, "unknown device")
 	case c.revoked:
 		return answer(actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE, "device revoked")
+	case !c.mayCommand(m.RequestedBy):
+		return answer(actorpb.Outcome_OUTCOME_NOT_BOUND, "not bound to this device")
 	case !c.online:
 		d, out, _ := answer(actorpb.Outcome_OUTCOME_OFFLINE, "device offline")
 		c.remember(out)
@@ -596,3 +600,9 @@ func readingToTelemetry(r Reading) *devicepb.Telemetry {
 }
 
 func macEqual(a, b []byte) bool { return hmac.Equal(a, b) }
+
+func effectsWithEvent(now time.Time, kind string, body proto.Message) effects {
+	var fx effects
+	fx.event(now, kind, 0, body)
+	return fx
+}

@@ -24,6 +24,9 @@ const loadTimeout = 5 * time.Second
 // DeviceOptions configures device grains. Zero fields take the defaults documented on each.
 type DeviceOptions struct {
 	Store Store
+	// Users, if set, holds bindings: WeChat users who may see and control the device, and who
+	// hear its alerts. Nil: no bindings (every WeChat request is refused as not bound).
+	Users UserStore
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// IdleTimeout passivates a grain that is offline, has no open command and received nothing
@@ -137,7 +140,17 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		g.apply(ctx, g.core.expire(m.commandID, g.opts.Now()))
 	case *actorpb.GetState:
 		g.ready(ctx)
-		ctx.Respond(g.core.state())
+		if m.OpenId != "" && !g.core.bound(m.OpenId) {
+			ctx.Respond(&actorpb.DeviceState{DeviceId: g.core.id, Known: g.core.known, Denied: true})
+			return
+		}
+		st := g.core.state()
+		st.Users = g.core.userIDs()
+		ctx.Respond(st)
+	case *actorpb.BindDevice:
+		g.bind(ctx, m)
+	case *actorpb.UnbindDevice:
+		g.unbind(ctx, m)
 	case *actorpb.Subscribe:
 		pid := actor.NewPID(m.Address, m.Id)
 		g.subscribers[pid.String()] = pid
@@ -175,6 +188,14 @@ func (g *deviceGrain) load(ctx actor.Context) {
 	if err != nil {
 		g.log.Error("recovering device state failed", "err", err)
 		return
+	}
+	if g.opts.Users != nil {
+		users, err := g.opts.Users.DeviceBindings(c, g.core.id)
+		if err != nil {
+			g.log.Warn("loading device bindings failed", "err", err)
+			return
+		}
+		g.core.users = users
 	}
 	g.device, g.loaded = d, true
 	g.apply(ctx, fx)
@@ -344,4 +365,59 @@ func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {
 	if g.opts.Notify != nil {
 		g.opts.Notify(n)
 	}
+	if len(g.core.users) == 0 {
+		return
+	}
+	if un := g.core.userNotice(n); un != nil {
+		c := cluster.GetCluster(ctx.ActorSystem())
+		for _, b := range g.core.users {
+			// Fire and forget: the user grain dedupes by notice id and owns the push from there.
+			if pid := c.Get(b.OpenID, UserKind); pid != nil {
+				ctx.Send(pid, un)
+			} else {
+				g.log.Warn("user grain unreachable; notice dropped", "user", b.OpenID, "notice", un.NoticeId)
+			}
+		}
+	}
+}
+
+func (g *deviceGrain) bind(ctx actor.Context, m *actorpb.BindDevice) {
+	if !g.ready(ctx) || g.opts.Users == nil {
+		ctx.Respond(&actorpb.BindResult{Error: "storage"})
+		return
+	}
+	res, b := g.core.bind(m.OpenId, g.opts.Now())
+	if b != nil {
+		c, cancel := context.WithTimeout(context.Background(), loadTimeout)
+		defer cancel()
+		if err := g.opts.Users.Bind(c, *b); err != nil {
+			g.log.Warn("binding failed", "err", err)
+			ctx.Respond(&actorpb.BindResult{Error: "storage"})
+			return
+		}
+		g.core.addUser(*b)
+		g.apply(ctx, effectsWithEvent(g.opts.Now(), EventKindBound, m))
+	}
+	ctx.Respond(res)
+}
+
+func (g *deviceGrain) unbind(ctx actor.Context, m *actorpb.UnbindDevice) {
+	if !g.ready(ctx) || g.opts.Users == nil {
+		ctx.Respond(&actorpb.BindResult{Error: "storage"})
+		return
+	}
+	if !g.core.bound(m.OpenId) {
+		ctx.Respond(&actorpb.BindResult{Ok: true})
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), loadTimeout)
+	defer cancel()
+	if err := g.opts.Users.Unbind(c, g.core.id, m.OpenId); err != nil {
+		g.log.Warn("unbinding failed", "err", err)
+		ctx.Respond(&actorpb.BindResult{Error: "storage"})
+		return
+	}
+	g.core.removeUser(m.OpenId)
+	g.apply(ctx, effectsWithEvent(g.opts.Now(), EventKindUnbound, &actorpb.UnbindDevice{OpenId: m.OpenId}))
+	ctx.Respond(&actorpb.BindResult{Ok: true})
 }

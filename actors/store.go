@@ -93,6 +93,8 @@ const (
 	EventKindCommandOutcome = "command_outcome" // body: actorpb.CommandOutcome
 	EventKindOnline         = "online"          // body: actorpb.ConnRef
 	EventKindOffline        = "offline"         // body: actorpb.Presence
+	EventKindBound          = "bound"           // body: actorpb.BindDevice
+	EventKindUnbound        = "unbound"         // body: actorpb.UnbindDevice
 )
 
 // Batch is one grain step's writes.

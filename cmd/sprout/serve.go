@@ -39,6 +39,7 @@ type serveConfig struct {
 
 	edge  device.Options
 	grain actors.DeviceOptions
+	wx    wechatConfig
 }
 
 func (c *serveConfig) register(fs *flagSet) {
@@ -61,6 +62,7 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.int(&c.edge.MaxConnections, "max-connections", 10000, "most device connections this node holds")
 	fs.dur(&c.edge.GrainTimeout, "grain-timeout", 5*time.Second, "longest the edge waits for a device grain")
 	fs.dur(&c.grain.IdleTimeout, "grain-idle-timeout", 10*time.Minute, "an offline device grain with nothing to do is passivated after this")
+	c.wx.register(fs)
 }
 
 // node is one running Sprout node.
@@ -71,6 +73,7 @@ type node struct {
 	edge   *device.Server
 	http   *http.Server
 	router chi.Router
+	wx     *wechatNode
 
 	EdgeAddr, HTTPAddr string
 }
@@ -89,9 +92,16 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	cfg.grain.Store = st
 	cfg.grain.Logger = log
 	cfg.grain.Notify = hooks.notify
+	users, _ := st.(actors.UserStore)
+	cfg.grain.Users = users
+	wx, err := newWeChat(&cfg.wx, users, log)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	m, err := cluster.Start(cluster.Options{
 		Provider: cfg.clusterProvider, ConsulAddr: cfg.consulAddr, Host: cfg.clusterHost, Port: cfg.clusterPort,
-		AdvertisedHost: cfg.advertise, Logger: log, Kinds: []*pcluster.Kind{actors.NewDeviceKind(cfg.grain)},
+		AdvertisedHost: cfg.advertise, Logger: log, Kinds: append([]*pcluster.Kind{actors.NewDeviceKind(cfg.grain)}, wx.kinds()...),
 	})
 	if err != nil {
 		_ = st.Close()
@@ -119,6 +129,11 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	}()
 	r := chi.NewRouter()
 	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready}).Routes(r)
+	if err := wx.start(m.Cluster, r, m.Address()); err != nil {
+		n.stop(context.Background())
+		return nil, err
+	}
+	n.wx = wx
 	n.router = r
 	n.http = &http.Server{Handler: r, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
@@ -144,6 +159,9 @@ func (n *node) ready(ctx context.Context) error {
 // stop drains: devices are told to reconnect elsewhere, HTTP finishes in-flight requests, the
 // member leaves the cluster, and the store flushes.
 func (n *node) stop(ctx context.Context) {
+	if n.wx != nil {
+		n.wx.stop()
+	}
 	if n.edge != nil {
 		_ = n.edge.Shutdown(ctx)
 	}

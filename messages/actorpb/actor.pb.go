@@ -36,23 +36,25 @@ const (
 	Outcome_OUTCOME_OFFLINE        Outcome = 5 // the device was not connected; nothing was sent
 	Outcome_OUTCOME_TIMED_OUT      Outcome = 6 // sent, but no result before the deadline
 	Outcome_OUTCOME_UNKNOWN_DEVICE Outcome = 7
-	Outcome_OUTCOME_INVALID        Outcome = 8 // the request itself was invalid (detail says why)
-	Outcome_OUTCOME_PENDING        Outcome = 9 // only in DeviceState.open_commands
+	Outcome_OUTCOME_INVALID        Outcome = 8  // the request itself was invalid (detail says why)
+	Outcome_OUTCOME_PENDING        Outcome = 9  // only in DeviceState.open_commands
+	Outcome_OUTCOME_NOT_BOUND      Outcome = 10 // the WeChat user who asked is not bound to the device
 )
 
 // Enum value maps for Outcome.
 var (
 	Outcome_name = map[int32]string{
-		0: "OUTCOME_UNSPECIFIED",
-		1: "OUTCOME_DONE",
-		2: "OUTCOME_FAILED",
-		3: "OUTCOME_REJECTED",
-		4: "OUTCOME_BUSY",
-		5: "OUTCOME_OFFLINE",
-		6: "OUTCOME_TIMED_OUT",
-		7: "OUTCOME_UNKNOWN_DEVICE",
-		8: "OUTCOME_INVALID",
-		9: "OUTCOME_PENDING",
+		0:  "OUTCOME_UNSPECIFIED",
+		1:  "OUTCOME_DONE",
+		2:  "OUTCOME_FAILED",
+		3:  "OUTCOME_REJECTED",
+		4:  "OUTCOME_BUSY",
+		5:  "OUTCOME_OFFLINE",
+		6:  "OUTCOME_TIMED_OUT",
+		7:  "OUTCOME_UNKNOWN_DEVICE",
+		8:  "OUTCOME_INVALID",
+		9:  "OUTCOME_PENDING",
+		10: "OUTCOME_NOT_BOUND",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED":    0,
@@ -65,6 +67,7 @@ var (
 		"OUTCOME_UNKNOWN_DEVICE": 7,
 		"OUTCOME_INVALID":        8,
 		"OUTCOME_PENDING":        9,
+		"OUTCOME_NOT_BOUND":      10,
 	}
 )
 
@@ -148,6 +151,58 @@ func (x AlertKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use AlertKind.Descriptor instead.
 func (AlertKind) EnumDescriptor() ([]byte, []int) {
 	return file_actorpb_actor_proto_rawDescGZIP(), []int{1}
+}
+
+type UserReply_Kind int32
+
+const (
+	UserReply_KIND_NONE          UserReply_Kind = 0 // "success": nothing to say now (the outcome comes as a push)
+	UserReply_KIND_TEXT          UserReply_Kind = 1
+	UserReply_KIND_DEVICE_TEXT   UserReply_Kind = 2
+	UserReply_KIND_DEVICE_STATUS UserReply_Kind = 3
+)
+
+// Enum value maps for UserReply_Kind.
+var (
+	UserReply_Kind_name = map[int32]string{
+		0: "KIND_NONE",
+		1: "KIND_TEXT",
+		2: "KIND_DEVICE_TEXT",
+		3: "KIND_DEVICE_STATUS",
+	}
+	UserReply_Kind_value = map[string]int32{
+		"KIND_NONE":          0,
+		"KIND_TEXT":          1,
+		"KIND_DEVICE_TEXT":   2,
+		"KIND_DEVICE_STATUS": 3,
+	}
+)
+
+func (x UserReply_Kind) Enum() *UserReply_Kind {
+	p := new(UserReply_Kind)
+	*p = x
+	return p
+}
+
+func (x UserReply_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UserReply_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_actorpb_actor_proto_enumTypes[2].Descriptor()
+}
+
+func (UserReply_Kind) Type() protoreflect.EnumType {
+	return &file_actorpb_actor_proto_enumTypes[2]
+}
+
+func (x UserReply_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UserReply_Kind.Descriptor instead.
+func (UserReply_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{14, 0}
 }
 
 // ConnRef names one device connection: the PID of its connection actor (valid across members)
@@ -945,9 +1000,11 @@ func (x *CommandOutcome) GetKind() devicepb.CommandKind {
 	return devicepb.CommandKind(0)
 }
 
-// GetState asks the grain for its device's current state.
+// GetState asks the grain for its device's current state. With open_id set, the grain answers
+// only if that WeChat user is bound to the device (DeviceState.known false otherwise... see denied).
 type GetState struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	OpenId        string                 `protobuf:"bytes,1,opt,name=open_id,json=openId,proto3" json:"open_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -980,6 +1037,13 @@ func (x *GetState) ProtoReflect() protoreflect.Message {
 // Deprecated: Use GetState.ProtoReflect.Descriptor instead.
 func (*GetState) Descriptor() ([]byte, []int) {
 	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetState) GetOpenId() string {
+	if x != nil {
+		return x.OpenId
+	}
+	return ""
 }
 
 type Alert struct {
@@ -1074,6 +1138,8 @@ type DeviceState struct {
 	OpenCommands    []*CommandOutcome      `protobuf:"bytes,12,rep,name=open_commands,json=openCommands,proto3" json:"open_commands,omitempty"`
 	Revoked         bool                   `protobuf:"varint,13,opt,name=revoked,proto3" json:"revoked,omitempty"`
 	RecentOutcomes  []*CommandOutcome      `protobuf:"bytes,14,rep,name=recent_outcomes,json=recentOutcomes,proto3" json:"recent_outcomes,omitempty"` // in snapshots only: finished commands, to answer repeats
+	Denied          bool                   `protobuf:"varint,15,opt,name=denied,proto3" json:"denied,omitempty"`                                      // GetState.open_id is not bound to this device
+	Users           []string               `protobuf:"bytes,16,rep,name=users,proto3" json:"users,omitempty"`                                         // bound OpenIDs, owner first (not in snapshots)
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1206,6 +1272,511 @@ func (x *DeviceState) GetRecentOutcomes() []*CommandOutcome {
 	return nil
 }
 
+func (x *DeviceState) GetDenied() bool {
+	if x != nil {
+		return x.Denied
+	}
+	return false
+}
+
+func (x *DeviceState) GetUsers() []string {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+// UserMessage is one WeChat callback for a user, handed by the WeChat edge to the user's grain.
+type UserMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DedupKey      string                 `protobuf:"bytes,1,opt,name=dedup_key,json=dedupKey,proto3" json:"dedup_key,omitempty"`       // MsgId, or FromUserName+CreateTime(+event): a retried callback repeats it
+	MsgType       string                 `protobuf:"bytes,2,opt,name=msg_type,json=msgType,proto3" json:"msg_type,omitempty"`          // text, event, device_event, device_text
+	Event         string                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`                             // subscribe, SCAN, CLICK, bind, unbind, subscribe_status, ...
+	EventKey      string                 `protobuf:"bytes,4,opt,name=event_key,json=eventKey,proto3" json:"event_key,omitempty"`       // menu key, or the QR scene (qrscene_ prefix removed)
+	Content       string                 `protobuf:"bytes,5,opt,name=content,proto3" json:"content,omitempty"`                         // text content
+	DeviceData    []byte                 `protobuf:"bytes,6,opt,name=device_data,json=deviceData,proto3" json:"device_data,omitempty"` // device_text payload, or the extra data of a device QR (decoded)
+	DeviceType    string                 `protobuf:"bytes,7,opt,name=device_type,json=deviceType,proto3" json:"device_type,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,8,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId     string                 `protobuf:"bytes,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	OpType        int32                  `protobuf:"varint,10,opt,name=op_type,json=opType,proto3" json:"op_type,omitempty"`
+	CreateTime    int64                  `protobuf:"varint,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Trace         *TraceContext          `protobuf:"bytes,12,opt,name=trace,proto3" json:"trace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserMessage) Reset() {
+	*x = UserMessage{}
+	mi := &file_actorpb_actor_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserMessage) ProtoMessage() {}
+
+func (x *UserMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserMessage.ProtoReflect.Descriptor instead.
+func (*UserMessage) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UserMessage) GetDedupKey() string {
+	if x != nil {
+		return x.DedupKey
+	}
+	return ""
+}
+
+func (x *UserMessage) GetMsgType() string {
+	if x != nil {
+		return x.MsgType
+	}
+	return ""
+}
+
+func (x *UserMessage) GetEvent() string {
+	if x != nil {
+		return x.Event
+	}
+	return ""
+}
+
+func (x *UserMessage) GetEventKey() string {
+	if x != nil {
+		return x.EventKey
+	}
+	return ""
+}
+
+func (x *UserMessage) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *UserMessage) GetDeviceData() []byte {
+	if x != nil {
+		return x.DeviceData
+	}
+	return nil
+}
+
+func (x *UserMessage) GetDeviceType() string {
+	if x != nil {
+		return x.DeviceType
+	}
+	return ""
+}
+
+func (x *UserMessage) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *UserMessage) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *UserMessage) GetOpType() int32 {
+	if x != nil {
+		return x.OpType
+	}
+	return 0
+}
+
+func (x *UserMessage) GetCreateTime() int64 {
+	if x != nil {
+		return x.CreateTime
+	}
+	return 0
+}
+
+func (x *UserMessage) GetTrace() *TraceContext {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
+// UserReply is the passive reply to a UserMessage.
+type UserReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          UserReply_Kind         `protobuf:"varint,1,opt,name=kind,proto3,enum=sprout.actor.v1.UserReply_Kind" json:"kind,omitempty"`
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	DeviceData    []byte                 `protobuf:"bytes,3,opt,name=device_data,json=deviceData,proto3" json:"device_data,omitempty"`
+	Connected     bool                   `protobuf:"varint,4,opt,name=connected,proto3" json:"connected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserReply) Reset() {
+	*x = UserReply{}
+	mi := &file_actorpb_actor_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserReply) ProtoMessage() {}
+
+func (x *UserReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserReply.ProtoReflect.Descriptor instead.
+func (*UserReply) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *UserReply) GetKind() UserReply_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return UserReply_KIND_NONE
+}
+
+func (x *UserReply) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *UserReply) GetDeviceData() []byte {
+	if x != nil {
+		return x.DeviceData
+	}
+	return nil
+}
+
+func (x *UserReply) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+// BindDevice asks a device grain to bind a WeChat user; the first becomes the owner.
+type BindDevice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OpenId        string                 `protobuf:"bytes,1,opt,name=open_id,json=openId,proto3" json:"open_id,omitempty"`
+	Via           string                 `protobuf:"bytes,2,opt,name=via,proto3" json:"via,omitempty"` // "wechat_qr" or "sprout_qr", for the event log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindDevice) Reset() {
+	*x = BindDevice{}
+	mi := &file_actorpb_actor_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindDevice) ProtoMessage() {}
+
+func (x *BindDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindDevice.ProtoReflect.Descriptor instead.
+func (*BindDevice) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *BindDevice) GetOpenId() string {
+	if x != nil {
+		return x.OpenId
+	}
+	return ""
+}
+
+func (x *BindDevice) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
+}
+
+// UnbindDevice removes a user's binding.
+type UnbindDevice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OpenId        string                 `protobuf:"bytes,1,opt,name=open_id,json=openId,proto3" json:"open_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbindDevice) Reset() {
+	*x = UnbindDevice{}
+	mi := &file_actorpb_actor_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbindDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbindDevice) ProtoMessage() {}
+
+func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbindDevice.ProtoReflect.Descriptor instead.
+func (*UnbindDevice) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UnbindDevice) GetOpenId() string {
+	if x != nil {
+		return x.OpenId
+	}
+	return ""
+}
+
+type BindResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`        // owner or member
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`      // unknown_device, revoked, storage
+	Already       bool                   `protobuf:"varint,4,opt,name=already,proto3" json:"already,omitempty"` // the user was bound before
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindResult) Reset() {
+	*x = BindResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindResult) ProtoMessage() {}
+
+func (x *BindResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindResult.ProtoReflect.Descriptor instead.
+func (*BindResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BindResult) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *BindResult) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *BindResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *BindResult) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
+}
+
+// UserNotice tells a user grain about one of their devices.
+type UserNotice struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NoticeId string                 `protobuf:"bytes,1,opt,name=notice_id,json=noticeId,proto3" json:"notice_id,omitempty"` // stable per event: the user grain pushes each at most once
+	DeviceId string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	AtMs     int64                  `protobuf:"varint,3,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
+	// Types that are valid to be assigned to Body:
+	//
+	//	*UserNotice_Alert
+	//	*UserNotice_Presence
+	Body          isUserNotice_Body   `protobuf_oneof:"body"`
+	Latest        *devicepb.Telemetry `protobuf:"bytes,6,opt,name=latest,proto3" json:"latest,omitempty"`
+	Trace         *TraceContext       `protobuf:"bytes,7,opt,name=trace,proto3" json:"trace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserNotice) Reset() {
+	*x = UserNotice{}
+	mi := &file_actorpb_actor_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserNotice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserNotice) ProtoMessage() {}
+
+func (x *UserNotice) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserNotice.ProtoReflect.Descriptor instead.
+func (*UserNotice) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UserNotice) GetNoticeId() string {
+	if x != nil {
+		return x.NoticeId
+	}
+	return ""
+}
+
+func (x *UserNotice) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *UserNotice) GetAtMs() int64 {
+	if x != nil {
+		return x.AtMs
+	}
+	return 0
+}
+
+func (x *UserNotice) GetBody() isUserNotice_Body {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *UserNotice) GetAlert() *Alert {
+	if x != nil {
+		if x, ok := x.Body.(*UserNotice_Alert); ok {
+			return x.Alert
+		}
+	}
+	return nil
+}
+
+func (x *UserNotice) GetPresence() *Presence {
+	if x != nil {
+		if x, ok := x.Body.(*UserNotice_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
+func (x *UserNotice) GetLatest() *devicepb.Telemetry {
+	if x != nil {
+		return x.Latest
+	}
+	return nil
+}
+
+func (x *UserNotice) GetTrace() *TraceContext {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
+type isUserNotice_Body interface {
+	isUserNotice_Body()
+}
+
+type UserNotice_Alert struct {
+	Alert *Alert `protobuf:"bytes,4,opt,name=alert,proto3,oneof"`
+}
+
+type UserNotice_Presence struct {
+	Presence *Presence `protobuf:"bytes,5,opt,name=presence,proto3,oneof"`
+}
+
+func (*UserNotice_Alert) isUserNotice_Body() {}
+
+func (*UserNotice_Presence) isUserNotice_Body() {}
+
 // Subscribe registers a PID for DeviceNotice messages from one device grain until Unsubscribe or
 // until the subscriber stops. Delivery is at most once; durable consumers read the event log.
 type Subscribe struct {
@@ -1218,7 +1789,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1230,7 +1801,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1243,7 +1814,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Subscribe) GetAddress() string {
@@ -1270,7 +1841,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1853,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1866,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Unsubscribe) GetAddress() string {
@@ -1330,7 +1901,7 @@ type DeviceNotice struct {
 
 func (x *DeviceNotice) Reset() {
 	*x = DeviceNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1913,7 @@ func (x *DeviceNotice) String() string {
 func (*DeviceNotice) ProtoMessage() {}
 
 func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1926,7 @@ func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceNotice.ProtoReflect.Descriptor instead.
 func (*DeviceNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeviceNotice) GetDeviceId() string {
@@ -1445,7 +2016,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +2028,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +2041,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Presence) GetOnline() bool {
@@ -1498,7 +2069,7 @@ type TraceContext struct {
 
 func (x *TraceContext) Reset() {
 	*x = TraceContext{}
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +2081,7 @@ func (x *TraceContext) String() string {
 func (*TraceContext) ProtoMessage() {}
 
 func (x *TraceContext) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +2094,7 @@ func (x *TraceContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceContext.ProtoReflect.Descriptor instead.
 func (*TraceContext) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TraceContext) GetTraceparent() string {
@@ -1536,6 +2107,104 @@ func (x *TraceContext) GetTraceparent() string {
 func (x *TraceContext) GetTracestate() string {
 	if x != nil {
 		return x.Tracestate
+	}
+	return ""
+}
+
+// TokenRequest asks the token grain (one per AppID in the cluster) for the access token, or, with
+// invalidate set, reports that WeChat rejected that token (the grain refreshes once).
+type TokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Invalidate    string                 `protobuf:"bytes,1,opt,name=invalidate,proto3" json:"invalidate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRequest) Reset() {
+	*x = TokenRequest{}
+	mi := &file_actorpb_actor_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRequest) ProtoMessage() {}
+
+func (x *TokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRequest.ProtoReflect.Descriptor instead.
+func (*TokenRequest) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TokenRequest) GetInvalidate() string {
+	if x != nil {
+		return x.Invalidate
+	}
+	return ""
+}
+
+type TokenReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenReply) Reset() {
+	*x = TokenReply{}
+	mi := &file_actorpb_actor_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenReply) ProtoMessage() {}
+
+func (x *TokenReply) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenReply.ProtoReflect.Descriptor instead.
+func (*TokenReply) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TokenReply) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *TokenReply) GetError() string {
+	if x != nil {
+		return x.Error
 	}
 	return ""
 }
@@ -1615,15 +2284,15 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"watered_ml\x18\x05 \x01(\rR\twateredMl\x12\x13\n" +
 	"\x05at_ms\x18\x06 \x01(\x03R\x04atMs\x12!\n" +
 	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x121\n" +
-	"\x04kind\x18\b \x01(\x0e2\x1d.sprout.device.v1.CommandKindR\x04kind\"\n" +
-	"\n" +
-	"\bGetState\"\x9e\x01\n" +
+	"\x04kind\x18\b \x01(\x0e2\x1d.sprout.device.v1.CommandKindR\x04kind\"#\n" +
+	"\bGetState\x12\x17\n" +
+	"\aopen_id\x18\x01 \x01(\tR\x06openId\"\x9e\x01\n" +
 	"\x05Alert\x12.\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1a.sprout.actor.v1.AlertKindR\x04kind\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\bR\x06active\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\x02R\x05value\x12\x1c\n" +
 	"\tthreshold\x18\x04 \x01(\x02R\tthreshold\x12\x19\n" +
-	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\xd1\x04\n" +
+	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\xff\x04\n" +
 	"\vDeviceState\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05known\x18\x02 \x01(\bR\x05known\x12\x16\n" +
@@ -1641,7 +2310,60 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x04conn\x18\v \x01(\v2\x18.sprout.actor.v1.ConnRefR\x04conn\x12D\n" +
 	"\ropen_commands\x18\f \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\fopenCommands\x12\x18\n" +
 	"\arevoked\x18\r \x01(\bR\arevoked\x12H\n" +
-	"\x0frecent_outcomes\x18\x0e \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\x0erecentOutcomes\"5\n" +
+	"\x0frecent_outcomes\x18\x0e \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\x0erecentOutcomes\x12\x16\n" +
+	"\x06denied\x18\x0f \x01(\bR\x06denied\x12\x14\n" +
+	"\x05users\x18\x10 \x03(\tR\x05users\"\xff\x02\n" +
+	"\vUserMessage\x12\x1b\n" +
+	"\tdedup_key\x18\x01 \x01(\tR\bdedupKey\x12\x19\n" +
+	"\bmsg_type\x18\x02 \x01(\tR\amsgType\x12\x14\n" +
+	"\x05event\x18\x03 \x01(\tR\x05event\x12\x1b\n" +
+	"\tevent_key\x18\x04 \x01(\tR\beventKey\x12\x18\n" +
+	"\acontent\x18\x05 \x01(\tR\acontent\x12\x1f\n" +
+	"\vdevice_data\x18\x06 \x01(\fR\n" +
+	"deviceData\x12\x1f\n" +
+	"\vdevice_type\x18\a \x01(\tR\n" +
+	"deviceType\x12\x1b\n" +
+	"\tdevice_id\x18\b \x01(\tR\bdeviceId\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\t \x01(\tR\tsessionId\x12\x17\n" +
+	"\aop_type\x18\n" +
+	" \x01(\x05R\x06opType\x12\x1f\n" +
+	"\vcreate_time\x18\v \x01(\x03R\n" +
+	"createTime\x123\n" +
+	"\x05trace\x18\f \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xe7\x01\n" +
+	"\tUserReply\x123\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1f.sprout.actor.v1.UserReply.KindR\x04kind\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1f\n" +
+	"\vdevice_data\x18\x03 \x01(\fR\n" +
+	"deviceData\x12\x1c\n" +
+	"\tconnected\x18\x04 \x01(\bR\tconnected\"R\n" +
+	"\x04Kind\x12\r\n" +
+	"\tKIND_NONE\x10\x00\x12\r\n" +
+	"\tKIND_TEXT\x10\x01\x12\x14\n" +
+	"\x10KIND_DEVICE_TEXT\x10\x02\x12\x16\n" +
+	"\x12KIND_DEVICE_STATUS\x10\x03\"7\n" +
+	"\n" +
+	"BindDevice\x12\x17\n" +
+	"\aopen_id\x18\x01 \x01(\tR\x06openId\x12\x10\n" +
+	"\x03via\x18\x02 \x01(\tR\x03via\"'\n" +
+	"\fUnbindDevice\x12\x17\n" +
+	"\aopen_id\x18\x01 \x01(\tR\x06openId\"`\n" +
+	"\n" +
+	"BindResult\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
+	"\aalready\x18\x04 \x01(\bR\aalready\"\xb6\x02\n" +
+	"\n" +
+	"UserNotice\x12\x1b\n" +
+	"\tnotice_id\x18\x01 \x01(\tR\bnoticeId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x13\n" +
+	"\x05at_ms\x18\x03 \x01(\x03R\x04atMs\x12.\n" +
+	"\x05alert\x18\x04 \x01(\v2\x16.sprout.actor.v1.AlertH\x00R\x05alert\x127\n" +
+	"\bpresence\x18\x05 \x01(\v2\x19.sprout.actor.v1.PresenceH\x00R\bpresence\x123\n" +
+	"\x06latest\x18\x06 \x01(\v2\x1b.sprout.device.v1.TelemetryR\x06latest\x123\n" +
+	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05traceB\x06\n" +
+	"\x04body\"5\n" +
 	"\tSubscribe\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"7\n" +
@@ -1663,7 +2385,15 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\vtraceparent\x18\x01 \x01(\tR\vtraceparent\x12\x1e\n" +
 	"\n" +
 	"tracestate\x18\x02 \x01(\tR\n" +
-	"tracestate*\xe2\x01\n" +
+	"tracestate\".\n" +
+	"\fTokenRequest\x12\x1e\n" +
+	"\n" +
+	"invalidate\x18\x01 \x01(\tR\n" +
+	"invalidate\"8\n" +
+	"\n" +
+	"TokenReply\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error*\xf9\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUTCOME_DONE\x10\x01\x12\x12\n" +
@@ -1674,7 +2404,9 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x11OUTCOME_TIMED_OUT\x10\x06\x12\x1a\n" +
 	"\x16OUTCOME_UNKNOWN_DEVICE\x10\a\x12\x13\n" +
 	"\x0fOUTCOME_INVALID\x10\b\x12\x13\n" +
-	"\x0fOUTCOME_PENDING\x10\t*\x8e\x01\n" +
+	"\x0fOUTCOME_PENDING\x10\t\x12\x15\n" +
+	"\x11OUTCOME_NOT_BOUND\x10\n" +
+	"*\x8e\x01\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ALERT_KIND_SOIL_DRY\x10\x01\x12\x16\n" +
@@ -1694,76 +2426,91 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
-	(*ConnRef)(nil),                // 2: sprout.actor.v1.ConnRef
-	(*Authenticate)(nil),           // 3: sprout.actor.v1.Authenticate
-	(*AuthResult)(nil),             // 4: sprout.actor.v1.AuthResult
-	(*Deliver)(nil),                // 5: sprout.actor.v1.Deliver
-	(*Report)(nil),                 // 6: sprout.actor.v1.Report
-	(*ReportAck)(nil),              // 7: sprout.actor.v1.ReportAck
-	(*DeliverResult)(nil),          // 8: sprout.actor.v1.DeliverResult
-	(*Detach)(nil),                 // 9: sprout.actor.v1.Detach
-	(*SendCommand)(nil),            // 10: sprout.actor.v1.SendCommand
-	(*CommandOutcome)(nil),         // 11: sprout.actor.v1.CommandOutcome
-	(*GetState)(nil),               // 12: sprout.actor.v1.GetState
-	(*Alert)(nil),                  // 13: sprout.actor.v1.Alert
-	(*DeviceState)(nil),            // 14: sprout.actor.v1.DeviceState
-	(*Subscribe)(nil),              // 15: sprout.actor.v1.Subscribe
-	(*Unsubscribe)(nil),            // 16: sprout.actor.v1.Unsubscribe
-	(*DeviceNotice)(nil),           // 17: sprout.actor.v1.DeviceNotice
-	(*Presence)(nil),               // 18: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 19: sprout.actor.v1.TraceContext
-	(devicepb.CloseReason)(0),      // 20: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 21: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 22: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 23: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 24: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 25: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 26: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 27: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 28: sprout.device.v1.Config
+	(UserReply_Kind)(0),            // 2: sprout.actor.v1.UserReply.Kind
+	(*ConnRef)(nil),                // 3: sprout.actor.v1.ConnRef
+	(*Authenticate)(nil),           // 4: sprout.actor.v1.Authenticate
+	(*AuthResult)(nil),             // 5: sprout.actor.v1.AuthResult
+	(*Deliver)(nil),                // 6: sprout.actor.v1.Deliver
+	(*Report)(nil),                 // 7: sprout.actor.v1.Report
+	(*ReportAck)(nil),              // 8: sprout.actor.v1.ReportAck
+	(*DeliverResult)(nil),          // 9: sprout.actor.v1.DeliverResult
+	(*Detach)(nil),                 // 10: sprout.actor.v1.Detach
+	(*SendCommand)(nil),            // 11: sprout.actor.v1.SendCommand
+	(*CommandOutcome)(nil),         // 12: sprout.actor.v1.CommandOutcome
+	(*GetState)(nil),               // 13: sprout.actor.v1.GetState
+	(*Alert)(nil),                  // 14: sprout.actor.v1.Alert
+	(*DeviceState)(nil),            // 15: sprout.actor.v1.DeviceState
+	(*UserMessage)(nil),            // 16: sprout.actor.v1.UserMessage
+	(*UserReply)(nil),              // 17: sprout.actor.v1.UserReply
+	(*BindDevice)(nil),             // 18: sprout.actor.v1.BindDevice
+	(*UnbindDevice)(nil),           // 19: sprout.actor.v1.UnbindDevice
+	(*BindResult)(nil),             // 20: sprout.actor.v1.BindResult
+	(*UserNotice)(nil),             // 21: sprout.actor.v1.UserNotice
+	(*Subscribe)(nil),              // 22: sprout.actor.v1.Subscribe
+	(*Unsubscribe)(nil),            // 23: sprout.actor.v1.Unsubscribe
+	(*DeviceNotice)(nil),           // 24: sprout.actor.v1.DeviceNotice
+	(*Presence)(nil),               // 25: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 26: sprout.actor.v1.TraceContext
+	(*TokenRequest)(nil),           // 27: sprout.actor.v1.TokenRequest
+	(*TokenReply)(nil),             // 28: sprout.actor.v1.TokenReply
+	(devicepb.CloseReason)(0),      // 29: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 30: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 31: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 32: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 33: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 34: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 35: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 36: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 37: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
-	2,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	19, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
-	20, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	21, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	22, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	22, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	23, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	24, // 7: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	25, // 8: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	19, // 9: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	20, // 10: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	26, // 11: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	19, // 12: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	20, // 13: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	27, // 14: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	28, // 15: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	19, // 16: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	3,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
+	26, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	29, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	30, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	31, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	31, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	32, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	33, // 7: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	34, // 8: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	26, // 9: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	29, // 10: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	35, // 11: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	26, // 12: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	29, // 13: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	36, // 14: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	37, // 15: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	26, // 16: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
 	0,  // 17: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	27, // 18: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	36, // 18: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
 	1,  // 19: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	24, // 20: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	13, // 21: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	28, // 22: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	2,  // 23: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	11, // 24: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	11, // 25: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	13, // 26: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	11, // 27: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	18, // 28: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	19, // 29: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	20, // 30: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	31, // [31:31] is the sub-list for method output_type
-	31, // [31:31] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	33, // 20: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	14, // 21: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	37, // 22: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	3,  // 23: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	12, // 24: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	12, // 25: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	26, // 26: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	2,  // 27: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	14, // 28: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	25, // 29: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	33, // 30: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	26, // 31: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	14, // 32: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	12, // 33: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	25, // 34: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	26, // 35: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	29, // 36: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	37, // [37:37] is the sub-list for method output_type
+	37, // [37:37] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -1775,7 +2522,11 @@ func file_actorpb_actor_proto_init() {
 		(*Report_Telemetry)(nil),
 		(*Report_Event)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[15].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[18].OneofWrappers = []any{
+		(*UserNotice_Alert)(nil),
+		(*UserNotice_Presence)(nil),
+	}
+	file_actorpb_actor_proto_msgTypes[21].OneofWrappers = []any{
 		(*DeviceNotice_Alert)(nil),
 		(*DeviceNotice_Outcome)(nil),
 		(*DeviceNotice_Presence)(nil),
@@ -1785,8 +2536,8 @@ func file_actorpb_actor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   18,
+			NumEnums:      3,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -16,6 +16,7 @@ type Store struct {
 	mu      sync.RWMutex
 	devices map[string]actors.Device
 	data    map[string]*deviceData
+	u       *userData
 }
 
 type deviceData struct {

@@ -1,0 +1,98 @@
+package actors
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sprout-iot/sprout/messages/actorpb"
+)
+
+// WeChat requesters are named "wechat:<openid>" in SendCommand.requested_by; other requesters
+// (the API, the console, the simulator) are trusted callers behind their own authentication.
+const wechatRequester = "wechat:"
+
+// WeChatRequester names a WeChat user as a command's requester.
+func WeChatRequester(openID string) string { return wechatRequester + openID }
+
+// bound reports whether a WeChat user may see and control the device.
+func (c *deviceCore) bound(openID string) bool {
+	for _, b := range c.users {
+		if b.OpenID == openID {
+			return true
+		}
+	}
+	return false
+}
+
+// mayCommand checks a command's requester: WeChat users must be bound.
+func (c *deviceCore) mayCommand(requestedBy string) bool {
+	openID, ok := strings.CutPrefix(requestedBy, wechatRequester)
+	return !ok || c.bound(openID)
+}
+
+// bind decides a binding: unknown and revoked devices refuse, the first binder becomes the owner,
+// and binding again changes nothing.
+func (c *deviceCore) bind(openID string, now time.Time) (*actorpb.BindResult, *Binding) {
+	switch {
+	case !c.known:
+		return &actorpb.BindResult{Error: "unknown_device"}, nil
+	case c.revoked:
+		return &actorpb.BindResult{Error: "revoked"}, nil
+	case openID == "":
+		return &actorpb.BindResult{Error: "no_user"}, nil
+	}
+	for _, b := range c.users {
+		if b.OpenID == openID {
+			return &actorpb.BindResult{Ok: true, Role: b.Role, Already: true}, nil
+		}
+	}
+	role := RoleMember
+	if len(c.users) == 0 {
+		role = RoleOwner
+	}
+	b := Binding{DeviceID: c.id, OpenID: openID, Role: role, BoundAt: now}
+	return &actorpb.BindResult{Ok: true, Role: role}, &b
+}
+
+// addUser and removeUser apply a persisted binding change. When the owner leaves, the oldest
+// remaining member becomes the owner.
+func (c *deviceCore) addUser(b Binding) { c.users = append(c.users, b) }
+
+func (c *deviceCore) removeUser(openID string) bool {
+	for i, b := range c.users {
+		if b.OpenID == openID {
+			c.users = append(c.users[:i:i], c.users[i+1:]...)
+			if len(c.users) > 0 && b.Role == RoleOwner {
+				c.users[0].Role = RoleOwner
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func (c *deviceCore) userIDs() []string {
+	out := make([]string, len(c.users))
+	for i, b := range c.users {
+		out[i] = b.OpenID
+	}
+	return out
+}
+
+// userNotice turns a device notice into what each bound user hears: alerts and presence changes.
+// Command outcomes go only to their requester (as the reply to SendCommand).
+func (c *deviceCore) userNotice(n *actorpb.DeviceNotice) *actorpb.UserNotice {
+	u := &actorpb.UserNotice{DeviceId: c.id, AtMs: n.AtMs, Latest: c.latest, Trace: n.Trace}
+	switch b := n.Body.(type) {
+	case *actorpb.DeviceNotice_Alert:
+		u.Body = &actorpb.UserNotice_Alert{Alert: b.Alert}
+		u.NoticeId = fmt.Sprintf("%s/alert/%d/%v/%d", c.id, b.Alert.Kind, b.Alert.Active, b.Alert.SinceMs)
+	case *actorpb.DeviceNotice_Presence:
+		u.Body = &actorpb.UserNotice_Presence{Presence: b.Presence}
+		u.NoticeId = fmt.Sprintf("%s/presence/%v/%d", c.id, b.Presence.Online, n.AtMs)
+	default:
+		return nil
+	}
+	return u
+}

@@ -1,0 +1,316 @@
+// Package bridge connects the WeChat protocol layer (edge/wechat) to the grains: the Dispatcher
+// hands each verified callback to its user's grain, the token grain is the cluster's one owner of
+// the access token, and the Pusher drains the persisted push outbox into WeChat's API.
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/edge/wechat"
+	"github.com/sprout-iot/sprout/edge/wechat/api"
+	"github.com/sprout-iot/sprout/messages/actorpb"
+)
+
+// Dispatcher implements wechat.Dispatcher: each callback goes to the sender's user grain, which
+// dedupes WeChat's retries cluster-wide and answers within the budget.
+type Dispatcher struct {
+	Cluster *pcluster.Cluster
+	Logger  *slog.Logger
+}
+
+// Dispatch hands m to its user grain and turns the grain's answer into the passive reply.
+func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.Reply, error) {
+	if m.FromUserName == "" {
+		return wechat.Success(), nil
+	}
+	um := &actorpb.UserMessage{DedupKey: m.DedupKey(), MsgType: m.MsgType, Event: m.Event, EventKey: m.Scene(),
+		Content: m.Content, DeviceType: m.DeviceType, DeviceId: m.DeviceID, SessionId: m.SessionID,
+		OpType: int32(m.OpType), CreateTime: m.CreateTime}
+	if um.EventKey == "" {
+		um.EventKey = m.EventKey
+	}
+	if m.MsgType == wechat.MsgTypeDeviceText || m.MsgType == wechat.MsgTypeDeviceEvent {
+		um.Content = ""
+		if b, err := m.DeviceData(); err == nil {
+			um.DeviceData = b
+		}
+	}
+	timeout := 3 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl) - 50*time.Millisecond
+	}
+	if timeout <= 0 {
+		return wechat.Success(), nil
+	}
+	res, err := d.Cluster.Request(m.FromUserName, actors.UserKind, um, pcluster.WithTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("user grain %s: %w", m.FromUserName, err)
+	}
+	r, ok := res.(*actorpb.UserReply)
+	if !ok {
+		return nil, fmt.Errorf("user grain %s: unexpected reply %T", m.FromUserName, res)
+	}
+	switch r.Kind {
+	case actorpb.UserReply_KIND_TEXT:
+		return wechat.TextReply(r.Text), nil
+	case actorpb.UserReply_KIND_DEVICE_TEXT:
+		return wechat.DeviceTextReply(m, r.DeviceData), nil
+	case actorpb.UserReply_KIND_DEVICE_STATUS:
+		return wechat.DeviceStatusReply(m, r.Connected), nil
+	}
+	return wechat.Success(), nil
+}
+
+// TokenKind is the cluster kind of the token grain; the identity is the AppID.
+const TokenKind = "wxtoken"
+
+// NewTokenKind returns the token grain's kind. fetch gets a new token from WeChat; only the one
+// activation of the grain in the cluster calls it, so fetches cannot revoke each other.
+func NewTokenKind(fetch api.FetchFunc, opts api.CacheOptions) *pcluster.Kind {
+	return pcluster.NewKind(TokenKind, actor.PropsFromProducer(func() actor.Actor {
+		return &tokenGrain{cache: api.NewTokenCache(fetch, opts)}
+	}))
+}
+
+type tokenGrain struct{ cache *api.TokenCache }
+
+func (g *tokenGrain) Receive(ctx actor.Context) {
+	m, ok := ctx.Message().(*actorpb.TokenRequest)
+	if !ok {
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if m.Invalidate != "" {
+		g.cache.Invalidate(c, m.Invalidate)
+	}
+	tok, err := g.cache.Token(c)
+	if err != nil {
+		ctx.Respond(&actorpb.TokenReply{Error: err.Error()})
+		return
+	}
+	ctx.Respond(&actorpb.TokenReply{Token: tok})
+}
+
+// GrainTokens is an api.TokenSource backed by the token grain, usable on every node.
+type GrainTokens struct {
+	Cluster *pcluster.Cluster
+	AppID   string
+}
+
+func (t *GrainTokens) request(ctx context.Context, m *actorpb.TokenRequest) (string, error) {
+	timeout := 12 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	res, err := t.Cluster.Request(t.AppID, TokenKind, m, pcluster.WithTimeout(timeout))
+	if err != nil {
+		return "", fmt.Errorf("token grain: %w", err)
+	}
+	r, _ := res.(*actorpb.TokenReply)
+	if r == nil {
+		return "", errors.New("token grain: no reply")
+	}
+	if r.Error != "" {
+		return "", errors.New(r.Error)
+	}
+	return r.Token, nil
+}
+
+// Token implements api.TokenSource.
+func (t *GrainTokens) Token(ctx context.Context) (string, error) {
+	return t.request(ctx, &actorpb.TokenRequest{})
+}
+
+// Invalidate implements api.TokenSource.
+func (t *GrainTokens) Invalidate(ctx context.Context, bad string) {
+	_, _ = t.request(ctx, &actorpb.TokenRequest{Invalidate: bad})
+}
+
+// PusherOptions are the outbox worker's limits.
+type PusherOptions struct {
+	// Owner names this node in push leases.
+	Owner string
+	// Poll is how often the outbox is read when nothing wakes the pusher (default 1 s).
+	Poll time.Duration
+	// Lease is how long a claimed push is this node's before another may take it (default 30 s).
+	Lease time.Duration
+	// Batch is how many pushes one claim takes (default 100); Workers send them concurrently (default 16).
+	Batch, Workers int
+	// MaxAttempts before a push that keeps failing is recorded as failed for good (default 8);
+	// retries back off from MinBackoff (1 s) doubling to MaxBackoff (5 min), with jitter.
+	MaxAttempts            int
+	MinBackoff, MaxBackoff time.Duration
+	// SendTimeout bounds one API call (default 10 s).
+	SendTimeout time.Duration
+	Now         func() time.Time
+	Logger      *slog.Logger
+	// Sent, if set, is called after each push's fate is recorded (metrics, tests).
+	Sent func(actors.Push)
+}
+
+// Pusher sends the outbox's pushes: at least once (leases survive a dead node), deduplicated by
+// client_msg_id where WeChat supports it, retried with backoff, permanent failures recorded.
+type Pusher struct {
+	opts   PusherOptions
+	store  actors.UserStore
+	client *api.Client
+	wake   chan struct{}
+}
+
+// NewPusher returns a pusher; call Run.
+func NewPusher(st actors.UserStore, client *api.Client, o PusherOptions) *Pusher {
+	if o.Poll == 0 {
+		o.Poll = time.Second
+	}
+	if o.Lease == 0 {
+		o.Lease = 30 * time.Second
+	}
+	if o.Batch == 0 {
+		o.Batch = 100
+	}
+	if o.Workers == 0 {
+		o.Workers = 16
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 8
+	}
+	if o.MinBackoff == 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = 5 * time.Minute
+	}
+	if o.SendTimeout == 0 {
+		o.SendTimeout = 10 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Owner == "" {
+		o.Owner = fmt.Sprintf("node-%d", rand.Uint32())
+	}
+	return &Pusher{opts: o, store: st, client: client, wake: make(chan struct{}, 1)}
+}
+
+// Wake makes the pusher read the outbox now (a grain just enqueued something).
+func (p *Pusher) Wake() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends pushes until ctx ends.
+func (p *Pusher) Run(ctx context.Context) {
+	t := time.NewTicker(p.opts.Poll)
+	defer t.Stop()
+	for {
+		for p.drain(ctx) {
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// drain sends one claimed batch; it reports whether the batch was full (more may wait).
+func (p *Pusher) drain(ctx context.Context) bool {
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ps, err := p.store.ClaimPushes(c, p.opts.Owner, p.opts.Now(), p.opts.Lease, p.opts.Batch)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			p.opts.Logger.Warn("claiming pushes failed", "err", err)
+		}
+		return false
+	}
+	sem := make(chan struct{}, p.opts.Workers)
+	var wg sync.WaitGroup
+	for _, push := range ps {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(push actors.Push) {
+			defer func() { <-sem; wg.Done() }()
+			p.send(ctx, push)
+		}(push)
+	}
+	wg.Wait()
+	return len(ps) == p.opts.Batch
+}
+
+func (p *Pusher) send(ctx context.Context, push actors.Push) {
+	var pl actors.PushPayload
+	err := json.Unmarshal(push.Payload, &pl)
+	if err == nil {
+		c, cancel := context.WithTimeout(ctx, p.opts.SendTimeout)
+		err = p.call(c, push, pl)
+		cancel()
+	} else {
+		err = fmt.Errorf("%w: bad payload: %v", api.ErrPermanent, err)
+	}
+	push.Attempts++
+	now := p.opts.Now()
+	switch {
+	case err == nil:
+		push.Status, push.SentAt, push.LastError = actors.PushSent, now, ""
+	case errors.Is(err, api.ErrPermanent) || push.Attempts >= p.opts.MaxAttempts:
+		push.Status, push.LastError = actors.PushFailed, err.Error()
+		p.opts.Logger.Warn("push failed for good", "push", push.ID, "kind", push.Kind, "attempts", push.Attempts, "err", err)
+	default:
+		wait := p.opts.MinBackoff << min(push.Attempts-1, 20)
+		if ra, ok := api.RetryAfter(err); ok && ra > wait {
+			wait = ra
+		}
+		wait = min(wait, p.opts.MaxBackoff)
+		wait = wait/2 + rand.N(wait/2+1)
+		push.LastError, push.NextAttemptAt = err.Error(), now.Add(wait)
+	}
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.store.CompletePush(c, push); err != nil {
+		p.opts.Logger.Warn("recording a push failed (it will be sent again after its lease)", "push", push.ID, "err", err)
+	}
+	if p.opts.Sent != nil {
+		p.opts.Sent(push)
+	}
+}
+
+func (p *Pusher) call(ctx context.Context, push actors.Push, pl actors.PushPayload) error {
+	switch push.Kind {
+	case actors.PushText:
+		return p.client.SendText(ctx, push.OpenID, pl.Text)
+	case actors.PushTemplate:
+		data := map[string]api.TemplateValue{}
+		for k, v := range pl.Data {
+			data[k] = api.TemplateValue{Value: v}
+		}
+		_, err := p.client.SendTemplate(ctx, api.TemplateMessage{ToUser: push.OpenID, TemplateID: pl.TemplateID,
+			ClientMsgID: push.ID, Data: data})
+		return err
+	case actors.PushStatus:
+		return p.client.TransStatus(ctx, pl.DeviceType, pl.DeviceID, push.OpenID, pl.Connected)
+	case actors.PushCompelBind:
+		return p.client.CompelBind(ctx, pl.DeviceID, push.OpenID)
+	case actors.PushCompelUnbind:
+		return p.client.CompelUnbind(ctx, pl.DeviceID, push.OpenID)
+	}
+	return fmt.Errorf("%w: unknown push kind %q", api.ErrPermanent, push.Kind)
+}

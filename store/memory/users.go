@@ -1,0 +1,168 @@
+package memory
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/sprout-iot/sprout/actors"
+)
+
+var _ actors.UserStore = (*Store)(nil)
+
+type userData struct {
+	bindings map[string]map[string]actors.Binding // device -> openid -> binding
+	users    map[string][]byte
+	pushes   map[string]*memPush
+}
+
+type memPush struct {
+	p          actors.Push
+	leaseUntil time.Time
+}
+
+func (s *Store) ud() *userData {
+	if s.u == nil {
+		s.u = &userData{bindings: map[string]map[string]actors.Binding{}, users: map[string][]byte{}, pushes: map[string]*memPush{}}
+	}
+	return s.u
+}
+
+func (s *Store) Bind(_ context.Context, b actors.Binding) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.ud()
+	m := u.bindings[b.DeviceID]
+	if m == nil {
+		m = map[string]actors.Binding{}
+		u.bindings[b.DeviceID] = m
+	}
+	if _, ok := m[b.OpenID]; !ok {
+		m[b.OpenID] = b
+	}
+	return nil
+}
+
+func (s *Store) Unbind(_ context.Context, deviceID, openID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.ud().bindings[deviceID], openID)
+	return nil
+}
+
+func sortBindings(bs []actors.Binding) []actors.Binding {
+	sort.Slice(bs, func(i, j int) bool {
+		if !bs[i].BoundAt.Equal(bs[j].BoundAt) {
+			return bs[i].BoundAt.Before(bs[j].BoundAt)
+		}
+		return bs[i].DeviceID+bs[i].OpenID < bs[j].DeviceID+bs[j].OpenID
+	})
+	return bs
+}
+
+func (s *Store) DeviceBindings(_ context.Context, deviceID string) ([]actors.Binding, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []actors.Binding
+	if s.u != nil {
+		for _, b := range s.u.bindings[deviceID] {
+			out = append(out, b)
+		}
+	}
+	return sortBindings(out), nil
+}
+
+func (s *Store) UserBindings(_ context.Context, openID string) ([]actors.Binding, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []actors.Binding
+	if s.u != nil {
+		for _, m := range s.u.bindings {
+			if b, ok := m[openID]; ok {
+				out = append(out, b)
+			}
+		}
+	}
+	return sortBindings(out), nil
+}
+
+func (s *Store) LoadUser(_ context.Context, openID string) ([]byte, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.u == nil {
+		return nil, nil
+	}
+	return s.u.users[openID], nil
+}
+
+func (s *Store) SaveUser(_ context.Context, openID string, snapshot []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ud().users[openID] = append([]byte(nil), snapshot...)
+	return nil
+}
+
+func (s *Store) EnqueuePushes(_ context.Context, ps []actors.Push) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.ud()
+	for _, p := range ps {
+		if _, ok := u.pushes[p.ID]; ok {
+			continue
+		}
+		if p.Status == "" {
+			p.Status = actors.PushPending
+		}
+		u.pushes[p.ID] = &memPush{p: p}
+	}
+	return nil
+}
+
+func (s *Store) ClaimPushes(_ context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]actors.Push, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var due []*memPush
+	for _, mp := range s.ud().pushes {
+		if mp.p.Status == actors.PushPending && !mp.p.NextAttemptAt.After(now) && !mp.leaseUntil.After(now) {
+			due = append(due, mp)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].p.CreatedAt.Before(due[j].p.CreatedAt) })
+	var out []actors.Push
+	for _, mp := range due {
+		if len(out) >= limit {
+			break
+		}
+		mp.leaseUntil = now.Add(lease)
+		out = append(out, mp.p)
+	}
+	return out, nil
+}
+
+func (s *Store) CompletePush(_ context.Context, p actors.Push) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if mp, ok := s.ud().pushes[p.ID]; ok {
+		mp.p = p
+		mp.leaseUntil = time.Time{}
+	}
+	return nil
+}
+
+func (s *Store) UserPushes(_ context.Context, openID string, limit int) ([]actors.Push, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []actors.Push
+	if s.u != nil {
+		for _, mp := range s.u.pushes {
+			if mp.p.OpenID == openID {
+				out = append(out, mp.p)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
