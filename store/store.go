@@ -185,3 +185,75 @@ func MetricValue(v *float64) float32 {
 	}
 	return float32(*v)
 }
+
+// ValidateBinding checks a binding before Bind stores it.
+func ValidateBinding(b actors.Binding) error {
+	if err := ValidID(b.DeviceID); err != nil {
+		return err
+	}
+	if err := ValidOpenID(b.OpenID); err != nil {
+		return err
+	}
+	if b.Role == "" {
+		return fmt.Errorf("%w: binding of %q to %q has no role", ErrInvalid, b.OpenID, b.DeviceID)
+	}
+	if err := validText("role", b.Role); err != nil {
+		return err
+	}
+	if b.BoundAt.IsZero() {
+		return fmt.Errorf("%w: binding of %q to %q has no BoundAt", ErrInvalid, b.OpenID, b.DeviceID)
+	}
+	return nil
+}
+
+// ValidOpenID checks a WeChat OpenID (or any user id): 1..MaxTextBytes of UTF-8 without NUL.
+func ValidOpenID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty OpenID", ErrInvalid)
+	}
+	return validText("OpenID", id)
+}
+
+// ValidatePush checks a push before EnqueuePushes stores it.
+func ValidatePush(p actors.Push) error {
+	if p.ID == "" {
+		return fmt.Errorf("%w: push has no ID", ErrInvalid)
+	}
+	if err := validText("push ID", p.ID); err != nil {
+		return err
+	}
+	if err := ValidOpenID(p.OpenID); err != nil {
+		return err
+	}
+	if p.Kind == "" {
+		return fmt.Errorf("%w: push %q has no kind", ErrInvalid, p.ID)
+	}
+	if err := validText("push kind", p.Kind); err != nil {
+		return err
+	}
+	if err := validText("push status", p.Status); err != nil {
+		return err
+	}
+	if p.CreatedAt.IsZero() {
+		return fmt.Errorf("%w: push %q has no CreatedAt", ErrInvalid, p.ID)
+	}
+	return nil
+}
+
+// CleanText makes free text (an error message from a remote API) storable everywhere: invalid
+// UTF-8 becomes U+FFFD and NUL bytes are dropped, rather than failing the write that carries it.
+func CleanText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}
+
+// ValidateCompletion checks a CompletePush. ok is false when no push can have p.ID: there is
+// nothing to update.
+func ValidateCompletion(p actors.Push) (ok bool, err error) {
+	if p.ID == "" || validText("push ID", p.ID) != nil {
+		return false, nil
+	}
+	if p.Status == "" {
+		return false, fmt.Errorf("%w: push %q completed without a status", ErrInvalid, p.ID)
+	}
+	return true, validText("push status", p.Status)
+}

@@ -26,7 +26,8 @@ import (
 // Closing an already closed store must be harmless.
 type Opener func(t *testing.T) actors.Store
 
-// Run runs the whole contract against the stores open returns, one fresh store per subtest.
+// Run runs the whole contract against the stores open returns, one fresh store per subtest:
+// actors.Store, and actors.UserStore when the store implements it.
 func Run(t *testing.T, open Opener) {
 	tests := []struct {
 		name string
@@ -60,6 +61,7 @@ func Run(t *testing.T, open Opener) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
 	}
+	runUserTests(t, open)
 }
 
 // t0 is the base time of every test: a round microsecond, since stores keep microseconds.

@@ -1,0 +1,229 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
+)
+
+var _ actors.UserStore = (*Store)(nil)
+
+// Bind records a binding; binding an existing pair again keeps its first role and time.
+func (s *Store) Bind(ctx context.Context, b actors.Binding) error {
+	if err := store.ValidateBinding(b); err != nil {
+		return err
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO bindings (device_id, open_id, role, bound_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (device_id, open_id) DO NOTHING`, b.DeviceID, b.OpenID, b.Role, store.Micros(b.BoundAt)); err != nil {
+		return readErr("bind "+b.OpenID+" to "+b.DeviceID, err)
+	}
+	return nil
+}
+
+// Unbind removes a binding; removing a missing one is not an error.
+func (s *Store) Unbind(ctx context.Context, deviceID, openID string) error {
+	if _, err := s.w.ExecContext(ctx, `DELETE FROM bindings WHERE device_id = ? AND open_id = ?`, deviceID, openID); err != nil {
+		return readErr("unbind "+openID+" from "+deviceID, err)
+	}
+	return nil
+}
+
+// DeviceBindings lists a device's users, oldest first (the first is the owner).
+func (s *Store) DeviceBindings(ctx context.Context, deviceID string) ([]actors.Binding, error) {
+	return s.bindings(ctx, `SELECT device_id, open_id, role, bound_at FROM bindings WHERE device_id = ?
+		ORDER BY bound_at, open_id`, deviceID)
+}
+
+// UserBindings lists a user's devices, oldest first.
+func (s *Store) UserBindings(ctx context.Context, openID string) ([]actors.Binding, error) {
+	return s.bindings(ctx, `SELECT device_id, open_id, role, bound_at FROM bindings WHERE open_id = ?
+		ORDER BY bound_at, device_id`, openID)
+}
+
+func (s *Store) bindings(ctx context.Context, q, id string) ([]actors.Binding, error) {
+	rows, err := s.r.QueryContext(ctx, q, id)
+	if err != nil {
+		return nil, readErr("bindings of "+id, err)
+	}
+	defer rows.Close()
+	var out []actors.Binding
+	for rows.Next() {
+		var (
+			b  actors.Binding
+			at int64
+		)
+		if err := rows.Scan(&b.DeviceID, &b.OpenID, &b.Role, &at); err != nil {
+			return nil, readErr("bindings of "+id, err)
+		}
+		b.BoundAt = store.FromMicros(at)
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, readErr("bindings of "+id, err)
+	}
+	return out, nil
+}
+
+// LoadUser returns a user grain's snapshot, nil if none.
+func (s *Store) LoadUser(ctx context.Context, openID string) ([]byte, error) {
+	var snap []byte
+	err := s.r.QueryRowContext(ctx, `SELECT snapshot FROM users WHERE open_id = ?`, openID).Scan(&snap)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, readErr("load user "+openID, err)
+	}
+	if snap == nil {
+		snap = []byte{}
+	}
+	return snap, nil
+}
+
+// SaveUser replaces a user grain's snapshot.
+func (s *Store) SaveUser(ctx context.Context, openID string, snapshot []byte) error {
+	if err := store.ValidOpenID(openID); err != nil {
+		return err
+	}
+	if snapshot == nil {
+		snapshot = []byte{}
+	}
+	if _, err := s.w.ExecContext(ctx, `INSERT INTO users (open_id, snapshot, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (open_id) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at`,
+		openID, snapshot, store.Micros(time.Now())); err != nil {
+		return readErr("save user "+openID, err)
+	}
+	return nil
+}
+
+// EnqueuePushes adds pushes to the outbox in one transaction; an ID already there is ignored.
+func (s *Store) EnqueuePushes(ctx context.Context, ps []actors.Push) (err error) {
+	for _, p := range ps {
+		if err := store.ValidatePush(p); err != nil {
+			return err
+		}
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return readErr("enqueue pushes", err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	for _, p := range ps {
+		status := p.Status
+		if status == "" {
+			status = actors.PushPending
+		}
+		if _, err = tx.ExecContext(ctx, `INSERT INTO pushes
+			(id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+			p.ID, p.OpenID, p.Kind, p.Payload, store.Micros(p.CreatedAt), status, p.Attempts,
+			nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt)); err != nil {
+			return readErr("enqueue push "+p.ID, err)
+		}
+	}
+	if err = tx.Commit(); err != nil {
+		return readErr("enqueue pushes", err)
+	}
+	return nil
+}
+
+const pushColumns = `id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at`
+
+func scanPushes(rows *sql.Rows) ([]actors.Push, error) {
+	defer rows.Close()
+	var out []actors.Push
+	for rows.Next() {
+		var (
+			p             actors.Push
+			created       int64
+			next, sentAt  sql.NullInt64
+			payload       []byte
+			attempts      int64
+			status, lastE string
+		)
+		if err := rows.Scan(&p.ID, &p.OpenID, &p.Kind, &payload, &created, &status, &attempts, &next, &lastE, &sentAt); err != nil {
+			return nil, err
+		}
+		p.Payload, p.Status, p.Attempts, p.LastError = payload, status, int(attempts), lastE
+		p.CreatedAt = store.FromMicros(created)
+		if next.Valid {
+			p.NextAttemptAt = store.FromMicros(next.Int64)
+		}
+		if sentAt.Valid {
+			p.SentAt = store.FromMicros(sentAt.Int64)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// ClaimPushes leases up to limit pending pushes due at now to owner for lease, oldest first.
+func (s *Store) ClaimPushes(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]actors.Push, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	if err := store.ValidOpenID(owner); err != nil {
+		return nil, fmt.Errorf("store/sqlite: claim pushes: owner: %w", err)
+	}
+	at := store.Micros(now)
+	rows, err := s.w.QueryContext(ctx, `UPDATE pushes SET lease_owner = ?1, lease_until = ?3
+		WHERE id IN (SELECT id FROM pushes
+			WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)
+				AND (lease_until IS NULL OR lease_until <= ?2)
+			ORDER BY created_at, id LIMIT ?4)
+		RETURNING `+pushColumns, owner, at, store.Micros(now.Add(lease)), min(limit, store.MaxQueryLimit))
+	if err != nil {
+		return nil, readErr("claim pushes", err)
+	}
+	out, err := scanPushes(rows)
+	if err != nil {
+		return nil, readErr("claim pushes", err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// CompletePush records a push's fate and ends its lease. An unknown ID is ignored.
+func (s *Store) CompletePush(ctx context.Context, p actors.Push) error {
+	if ok, err := store.ValidateCompletion(p); !ok {
+		return err
+	}
+	if _, err := s.w.ExecContext(ctx, `UPDATE pushes SET status = ?, attempts = ?, next_attempt_at = ?,
+			last_error = ?, sent_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?`,
+		p.Status, p.Attempts, nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt), p.ID); err != nil {
+		return readErr("complete push "+p.ID, err)
+	}
+	return nil
+}
+
+// UserPushes lists a user's pushes, newest first; limit <= 0 means MaxQueryLimit.
+func (s *Store) UserPushes(ctx context.Context, openID string, limit int) ([]actors.Push, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+pushColumns+` FROM pushes WHERE open_id = ?
+		ORDER BY created_at DESC, id DESC LIMIT ?`, openID, store.QueryLimit(limit))
+	if err != nil {
+		return nil, readErr("pushes of "+openID, err)
+	}
+	out, err := scanPushes(rows)
+	if err != nil {
+		return nil, readErr(fmt.Sprintf("pushes of %s", openID), err)
+	}
+	return out, nil
+}

@@ -1,0 +1,288 @@
+package storetest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
+)
+
+// userTests are the contract of actors.UserStore, run by Run on stores that implement it.
+var userTests = []struct {
+	name string
+	fn   func(*testing.T, actors.UserStore)
+}{
+	{"BindingsKeepTheFirstRoleAndListOldestFirst", testBindings},
+	{"InvalidBindingIsRefused", testInvalidBinding},
+	{"UserSnapshotIsReplaced", testUserSnapshot},
+	{"PushOutboxLeasesAndCompletes", testPushOutbox},
+	{"ConcurrentClaimsAreDisjoint", testConcurrentClaims},
+}
+
+func runUserTests(t *testing.T, open Opener) {
+	for _, tt := range userTests {
+		t.Run(tt.name, func(t *testing.T) {
+			us, ok := open(t).(actors.UserStore)
+			if !ok {
+				t.Skip("this store does not implement actors.UserStore")
+			}
+			tt.fn(t, us)
+		})
+	}
+}
+
+func checkBindings(t *testing.T, got []actors.Binding, want ...actors.Binding) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %d bindings %+v, want %d %+v", len(got), got, len(want), want)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.DeviceID != w.DeviceID || g.OpenID != w.OpenID || g.Role != w.Role || !g.BoundAt.Equal(w.BoundAt) {
+			t.Fatalf("binding %d:\n got %+v\nwant %+v", i, g, w)
+		}
+	}
+}
+
+func testBindings(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	alice, bob := "oAlice-'\"\\-🌱", "oBob-用户"
+	owner := actors.Binding{DeviceID: "pot-1", OpenID: alice, Role: actors.RoleOwner, BoundAt: at(1)}
+	member := actors.Binding{DeviceID: "pot-1", OpenID: bob, Role: actors.RoleMember, BoundAt: at(2)}
+	second := actors.Binding{DeviceID: "pot-2", OpenID: alice, Role: actors.RoleOwner, BoundAt: at(3)}
+	for _, b := range []actors.Binding{member, owner, second} {
+		if err := s.Bind(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := owner
+	again.Role, again.BoundAt = actors.RoleMember, at(9)
+	if err := s.Bind(ctx, again); err != nil {
+		t.Fatalf("binding an existing pair again: %v", err)
+	}
+	got, err := s.DeviceBindings(ctx, "pot-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBindings(t, got, owner, member)
+	got, _ = s.UserBindings(ctx, alice)
+	checkBindings(t, got, owner, second)
+
+	if err := s.Unbind(ctx, "pot-1", alice); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unbind(ctx, "pot-1", alice); err != nil {
+		t.Fatalf("unbinding a missing binding: %v", err)
+	}
+	got, _ = s.DeviceBindings(ctx, "pot-1")
+	checkBindings(t, got, member)
+	got, _ = s.UserBindings(ctx, alice)
+	checkBindings(t, got, second)
+
+	for _, id := range []string{"nobody", "", "nul\x00", "\xff"} {
+		if got, err := s.DeviceBindings(ctx, id); err != nil || len(got) != 0 {
+			t.Errorf("DeviceBindings(%q) = %v, %v; want none", id, got, err)
+		}
+		if got, err := s.UserBindings(ctx, id); err != nil || len(got) != 0 {
+			t.Errorf("UserBindings(%q) = %v, %v; want none", id, got, err)
+		}
+		if err := s.Unbind(ctx, id, id); err != nil {
+			t.Errorf("Unbind(%q) = %v, want nil", id, err)
+		}
+	}
+}
+
+func testInvalidBinding(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	good := actors.Binding{DeviceID: "pot-1", OpenID: "oAlice", Role: actors.RoleOwner, BoundAt: at(1)}
+	for name, mod := range map[string]func(*actors.Binding){
+		"NUL in device id": func(b *actors.Binding) { b.DeviceID = "pot\x00" },
+		"empty OpenID":     func(b *actors.Binding) { b.OpenID = "" },
+		"NUL in OpenID":    func(b *actors.Binding) { b.OpenID = "o\x00" },
+		"no role":          func(b *actors.Binding) { b.Role = "" },
+		"no time":          func(b *actors.Binding) { b.BoundAt = time.Time{} },
+	} {
+		b := good
+		mod(&b)
+		if err := s.Bind(ctx, b); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("%s: Bind = %v, want ErrInvalid", name, err)
+		}
+	}
+	if got, _ := s.DeviceBindings(ctx, "pot-1"); len(got) != 0 {
+		t.Fatalf("refused bindings were stored: %+v", got)
+	}
+}
+
+func testUserSnapshot(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	if snap, err := s.LoadUser(ctx, "oAlice"); err != nil || snap != nil {
+		t.Fatalf("LoadUser of a new user = %q, %v; want nil", snap, err)
+	}
+	if err := s.SaveUser(ctx, "oAlice", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	v2 := []byte{0, 'v', '2', 0xff, 0}
+	if err := s.SaveUser(ctx, "oAlice", v2); err != nil {
+		t.Fatal(err)
+	}
+	if snap, err := s.LoadUser(ctx, "oAlice"); err != nil || !bytes.Equal(snap, v2) {
+		t.Fatalf("LoadUser = %q, %v; want %q", snap, err, v2)
+	}
+	if snap, _ := s.LoadUser(ctx, "oBob"); snap != nil {
+		t.Fatalf("another user's snapshot: %q", snap)
+	}
+	if err := s.SaveUser(ctx, "o\x00", v2); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("SaveUser with a NUL in the OpenID = %v, want ErrInvalid", err)
+	}
+}
+
+func push(id string, sec int) actors.Push {
+	return actors.Push{ID: id, OpenID: "oAlice", Kind: actors.PushTemplate, Payload: []byte(`{"id":"` + id + `"}`), CreatedAt: at(sec)}
+}
+
+func pushIDs(ps []actors.Push) []string {
+	var ids []string
+	for _, p := range ps {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+func testPushOutbox(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	p3 := push("m3", 3)
+	p3.Payload = []byte{0, 1, 0xff} // opaque bytes
+	if err := s.EnqueuePushes(ctx, []actors.Push{push("m2", 2), push("m1", 1), p3}); err != nil {
+		t.Fatal(err)
+	}
+	dup := push("m1", 50)
+	dup.Payload = []byte(`{"other":true}`)
+	if err := s.EnqueuePushes(ctx, []actors.Push{dup, push("m4", 100)}); err != nil {
+		t.Fatalf("enqueueing a known ID again: %v", err)
+	}
+	now := at(10)
+	claim := func(owner string, now time.Time, limit int) []actors.Push {
+		t.Helper()
+		ps, err := s.ClaimPushes(ctx, owner, now, 30*time.Second, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ps
+	}
+	// m4 is not created yet at "now" but is due: creation time does not gate claiming, NextAttemptAt does.
+	a := claim("pusher-a", now, 2)
+	if !slices.Equal(pushIDs(a), []string{"m1", "m2"}) || a[0].Status != actors.PushPending || string(a[0].Payload) != `{"id":"m1"}` {
+		t.Fatalf("first claim = %+v, want m1, m2 pending, oldest first, m1 as first enqueued", a)
+	}
+	if b := claim("pusher-b", now, 10); !slices.Equal(pushIDs(b), []string{"m3", "m4"}) || !bytes.Equal(b[0].Payload, p3.Payload) {
+		t.Fatalf("second claim = %+v, want m3 (payload kept) and m4: m1, m2 are leased", b)
+	}
+	if c := claim("pusher-b", now.Add(29*time.Second), 10); len(c) != 0 {
+		t.Fatalf("claim before the leases end = %v, want none", pushIDs(c))
+	}
+	if c := claim("pusher-b", now, 0); len(c) != 0 {
+		t.Fatalf("claim with limit 0 = %v", pushIDs(c))
+	}
+
+	sent := a[0]
+	sent.Status, sent.Attempts, sent.SentAt = actors.PushSent, 1, now.Add(time.Second)
+	retry := a[1]
+	retry.Attempts, retry.NextAttemptAt, retry.LastError = 1, now.Add(60*time.Second), "errcode 45015: \"response out of time limit\" \x00\xff"
+	failed := push("m3", 3)
+	failed.Status, failed.Attempts, failed.LastError = actors.PushFailed, 1, "errcode 43004: require subscribe"
+	for _, p := range []actors.Push{sent, retry, failed} {
+		if err := s.CompletePush(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CompletePush(ctx, actors.Push{ID: "unknown", Status: actors.PushSent}); err != nil {
+		t.Fatalf("completing an unknown push: %v", err)
+	}
+	// m4's lease ends at now+30s; m2 is due again at now+60s; m1 and m3 are done.
+	if c := claim("pusher-c", now.Add(31*time.Second), 10); !slices.Equal(pushIDs(c), []string{"m4"}) {
+		t.Fatalf("claim after m4's lease ended = %v, want m4", pushIDs(c))
+	}
+	if c := claim("pusher-c", now.Add(60*time.Second), 10); !slices.Equal(pushIDs(c), []string{"m2"}) || c[0].Attempts != 1 {
+		t.Fatalf("claim when m2 is due again = %+v, want m2 with 1 attempt", c)
+	}
+
+	all, err := s.UserPushes(ctx, "oAlice", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(pushIDs(all), []string{"m4", "m3", "m2", "m1"}) {
+		t.Fatalf("UserPushes = %v, want newest first", pushIDs(all))
+	}
+	m1, m2, m3 := all[3], all[2], all[1]
+	if m1.Status != actors.PushSent || !m1.SentAt.Equal(now.Add(time.Second)) || m1.Attempts != 1 || !m1.CreatedAt.Equal(at(1)) {
+		t.Errorf("m1 = %+v, want sent at %v", m1, now.Add(time.Second))
+	}
+	if m2.Status != actors.PushPending || !m2.NextAttemptAt.Equal(now.Add(60*time.Second)) || m2.LastError != store.CleanText(retry.LastError) {
+		t.Errorf("m2 = %+v, want pending, next attempt at %v, error %q", m2, now.Add(60*time.Second), store.CleanText(retry.LastError))
+	}
+	if m3.Status != actors.PushFailed || m3.LastError != failed.LastError || !bytes.Equal(m3.Payload, p3.Payload) {
+		t.Errorf("m3 = %+v, want failed with its payload", m3)
+	}
+	if some, _ := s.UserPushes(ctx, "oAlice", 2); !slices.Equal(pushIDs(some), []string{"m4", "m3"}) {
+		t.Errorf("UserPushes limit 2 = %v", pushIDs(some))
+	}
+	if none, err := s.UserPushes(ctx, "oBob", 0); err != nil || len(none) != 0 {
+		t.Errorf("another user's pushes: %v, %v", pushIDs(none), err)
+	}
+	bad := push("", 1)
+	if err := s.EnqueuePushes(ctx, []actors.Push{push("m9", 9), bad}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("enqueueing a push without ID = %v, want ErrInvalid", err)
+	}
+	if all, _ := s.UserPushes(ctx, "oAlice", 0); len(all) != 4 {
+		t.Fatalf("a refused enqueue stored part of its pushes: %v", pushIDs(all))
+	}
+}
+
+func testConcurrentClaims(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	var ps []actors.Push
+	for i := range 200 {
+		ps = append(ps, push(fmt.Sprintf("m%03d", i), i))
+	}
+	if err := s.EnqueuePushes(ctx, ps); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		claimed = map[string]string{}
+		wg      sync.WaitGroup
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			owner := fmt.Sprintf("pusher-%d", w)
+			for {
+				got, err := s.ClaimPushes(ctx, owner, at(1000), time.Minute, 7)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(got) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, p := range got {
+					if prev, ok := claimed[p.ID]; ok {
+						t.Errorf("%s claimed by %s and %s", p.ID, prev, owner)
+					}
+					claimed[p.ID] = owner
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(claimed) != len(ps) {
+		t.Fatalf("%d of %d pushes claimed", len(claimed), len(ps))
+	}
+}
