@@ -1,0 +1,486 @@
+package bridge_test
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster"
+	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/edge/wechat"
+	"github.com/sprout-iot/sprout/edge/wechat/api"
+	"github.com/sprout-iot/sprout/edge/wechat/bridge"
+	"github.com/sprout-iot/sprout/edge/wechat/qr"
+	"github.com/sprout-iot/sprout/messages/actorpb"
+	"github.com/sprout-iot/sprout/messages/devicepb"
+	"github.com/sprout-iot/sprout/simulations/plant"
+	"github.com/sprout-iot/sprout/simulations/wechatsim"
+	"github.com/sprout-iot/sprout/store/memory"
+)
+
+var qrKey = []byte("0123456789abcdef0123456789abcdef")
+
+// world is one Sprout node wired to the simulated WeChat platform, as `sprout serve` wires it.
+type world struct {
+	store    *memory.Store
+	member   *cluster.Member
+	edgeAddr string
+	platform *wechatsim.Platform
+	callback string
+	pushes   atomic.Int64
+}
+
+func quiet() *slog.Logger {
+	if os.Getenv("SPROUT_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
+	t.Helper()
+	w := &world{store: memory.New()}
+	log := quiet()
+	so := wechatsim.Options{CallbackTimeout: 4 * time.Second}
+	var pusher atomic.Pointer[bridge.Pusher]
+	uo := actors.UserOptions{Store: w.store, Logger: log, CommandTimeout: 5 * time.Second,
+		VerifyScene: func(scene string) (string, error) {
+			c, err := qr.Verify(qr.KeyMap{"pot": qrKey}, scene, time.Now())
+			return c.Device, err
+		},
+		Pushed: func() {
+			if p := pusher.Load(); p != nil {
+				p.Wake()
+			}
+		}}
+	if tune != nil {
+		tune(&uo, &so)
+	}
+	p, err := wechatsim.NewServer(so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.platform = p
+	t.Cleanup(func() { _ = p.Close() })
+	fetch := &api.Fetcher{BaseURL: p.URL(), AppID: p.AppID(), Secret: p.Secret()}
+	m, err := cluster.Start(cluster.Options{Logger: log, Kinds: []*pcluster.Kind{
+		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log}),
+		actors.NewUserKind(uo),
+		bridge.NewTokenKind(fetch.Fetch, api.CacheOptions{}),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.member = m
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	edge := device.NewServer(m.Cluster, device.Options{Logger: log})
+	go func() { _ = edge.Serve(ln) }()
+	w.edgeAddr = ln.Addr().String()
+
+	h, err := wechat.NewHandler(wechat.Options{AppID: p.AppID(), Token: p.Token(), EncodingAESKey: p.EncodingAESKey(),
+		AccountID: p.AccountID(), Logger: log}, &bridge.Dispatcher{Cluster: m.Cluster, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(hl) }()
+	w.callback = "http://" + hl.Addr().String() + "/wechat"
+	p.SetCallbackURL(w.callback)
+
+	client, _ := api.New(api.Options{BaseURL: p.URL(), Tokens: &bridge.GrainTokens{Cluster: m.Cluster, AppID: p.AppID()}})
+	pu := bridge.NewPusher(w.store, client, bridge.PusherOptions{Logger: log, Poll: 200 * time.Millisecond,
+		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }})
+	pusher.Store(pu)
+	ctx, cancel := context.WithCancel(context.Background())
+	go pu.Run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		_ = srv.Close()
+		_ = edge.Shutdown(context.Background())
+		m.Stop(true)
+	})
+	return w
+}
+
+func (w *world) addDevice(t *testing.T, id string) []byte {
+	t.Helper()
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	if err := w.store.CreateDevice(context.Background(), actors.Device{ID: id, Product: "pot", Secret: secret, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+// connect brings a device online; it answers commands with status after delay (never if status is 0).
+func (w *world) connect(t *testing.T, id string, secret []byte, status devicepb.CommandStatus, commands *atomic.Int64) *plant.Conn {
+	t.Helper()
+	c, err := plant.Dial(w.edgeAddr, "", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.Handshake(plant.Hello{DeviceID: id, Secret: secret}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if status == 0 && commands == nil {
+		return c // a silent device; the test may read the connection itself
+	}
+	go func() {
+		seen := map[string]bool{}
+		for {
+			f, err := c.Recv(0)
+			if err != nil {
+				return
+			}
+			cmd := f.GetCommand()
+			if cmd == nil || seen[cmd.CommandId] {
+				continue
+			}
+			seen[cmd.CommandId] = true
+			if commands != nil {
+				commands.Add(1)
+			}
+			if status != 0 {
+				_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_CommandResult{CommandResult: &devicepb.CommandResult{
+					CommandId: cmd.CommandId, Status: status, WateredMl: cmd.WaterMs / 50}}})
+			}
+		}
+	}()
+	return c
+}
+
+func scene(t *testing.T, device string) string {
+	t.Helper()
+	s, err := qr.Scene(qrKey, qr.Code{Product: "pot", Device: device})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// ctx5 is a simulated user's patience for one callback.
+func ctx5() context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	time.AfterFunc(10*time.Second, cancel)
+	return c
+}
+
+func bind(t *testing.T, w *world, u *wechatsim.User, device string) {
+	t.Helper()
+	r, err := u.ScanSproutQR(ctx5(), scene(t, device))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.Content, "绑定成功") && !strings.Contains(r.Content, "Bound") {
+		t.Fatalf("bind reply: %q", r.Content)
+	}
+}
+
+func waitText(t *testing.T, w *world, openID, sub string, within time.Duration) wechatsim.Entry {
+	t.Helper()
+	e, err := w.platform.WaitFor(openID, within, func(e wechatsim.Entry) bool {
+		return e.Direction == "out" && e.Kind != wechatsim.KindReply && strings.Contains(e.Text, sub)
+	})
+	if err != nil {
+		t.Fatalf("%s never received %q: %v\nconversation: %+v", openID, sub, err, w.platform.Conversation(openID))
+	}
+	return e
+}
+
+func TestBindByScanningThenWaterPushesDone(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	secret := w.addDevice(t, "pot-1")
+	var commands atomic.Int64
+	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, &commands)
+	alice := w.platform.NewUser("alice")
+	bind(t, w, alice, "pot-1")
+	r, err := alice.ClickMenu(ctx5(), actors.MenuWater)
+	if err != nil || !strings.Contains(r.Content, "正在为 pot-1 浇水") {
+		t.Fatalf("tap reply: %q %v", r.Content, err)
+	}
+	waitText(t, w, "alice", "浇水完成（100 毫升）", 3*time.Second)
+	if commands.Load() != 1 {
+		t.Fatalf("device got %d commands", commands.Load())
+	}
+}
+
+func TestEnglishUsersGetEnglish(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	secret := w.addDevice(t, "pot-1")
+	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, nil)
+	bob := w.platform.NewUser("bob")
+	bind(t, w, bob, "pot-1")
+	r, _ := bob.SendText(ctx5(), "water")
+	if !strings.Contains(r.Content, "Got it, watering pot-1") {
+		t.Fatalf("english reply: %q", r.Content)
+	}
+	waitText(t, w, "bob", "watering done", 3*time.Second)
+}
+
+func TestWaterOnOfflineDeviceAnswersAtOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	w.addDevice(t, "pot-1")
+	alice := w.platform.NewUser("alice")
+	bind(t, w, alice, "pot-1")
+	start := time.Now()
+	r, err := alice.ClickMenu(ctx5(), actors.MenuWater)
+	if err != nil || !strings.Contains(r.Content, "离线") {
+		t.Fatalf("offline tap: %q %v", r.Content, err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("offline answer took %v", d)
+	}
+}
+
+func TestSilentDeviceIsReportedTimedOut(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, func(uo *actors.UserOptions, _ *wechatsim.Options) { uo.CommandTimeout = time.Second })
+	secret := w.addDevice(t, "pot-1")
+	w.connect(t, "pot-1", secret, 0, nil)
+	alice := w.platform.NewUser("alice")
+	bind(t, w, alice, "pot-1")
+	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
+	waitText(t, w, "alice", "没有在规定时间内回应", 3*time.Second)
+}
+
+func TestAlertReachesEveryBoundUserOnceAndNoOneElse(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	secret := w.addDevice(t, "pot-1")
+	c := w.connect(t, "pot-1", secret, 0, nil)
+	alice, bob, carol := w.platform.NewUser("alice"), w.platform.NewUser("bob"), w.platform.NewUser("carol")
+	bind(t, w, alice, "pot-1")
+	bind(t, w, bob, "pot-1")
+	_, _ = carol.SendText(ctx5(), "你好") // carol follows the account but has no pot
+	for seq := uint64(1); seq <= 5; seq++ {
+		if err := c.Report(&devicepb.Telemetry{Seq: seq, SoilMoisturePct: 10, TemperatureC: 20, TankLevelPct: 80}, 2*time.Second, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitText(t, w, "alice", "土壤太干", 3*time.Second)
+	waitText(t, w, "bob", "土壤太干", 3*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	for _, u := range []string{"alice", "bob"} {
+		n := 0
+		for _, e := range w.platform.Received(u) {
+			if strings.Contains(e.Text, "土壤太干") {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("%s received the alert %d times", u, n)
+		}
+	}
+	for _, e := range w.platform.Received("carol") {
+		if strings.Contains(e.Text, "土壤太干") {
+			t.Fatal("carol, who is not bound, received the alert")
+		}
+	}
+}
+
+func TestAlertStormBecomesOneSummary(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, func(uo *actors.UserOptions, _ *wechatsim.Options) {
+		uo.AlertBurst, uo.AlertWindow = 2, 500*time.Millisecond
+	})
+	alice := w.platform.NewUser("alice")
+	var conns []*plant.Conn
+	for i := 0; i < 6; i++ {
+		id := "pot-" + string(rune('a'+i))
+		secret := w.addDevice(t, id)
+		conns = append(conns, w.connect(t, id, secret, 0, nil))
+		bind(t, w, alice, id)
+	}
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Add(1)
+		go func(c *plant.Conn) {
+			defer wg.Done()
+			_ = c.Report(&devicepb.Telemetry{Seq: 1, SoilMoisturePct: 5, TemperatureC: 20, TankLevelPct: 80}, 2*time.Second, nil)
+		}(c)
+	}
+	wg.Wait()
+	waitText(t, w, "alice", "你的 4 个花盆需要关注", 3*time.Second)
+	n := 0
+	for _, e := range w.platform.Received("alice") {
+		if strings.Contains(e.Text, "土壤太干") && !strings.Contains(e.Text, "需要关注") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("want 2 single alerts and one summary of 4, got %d singles", n)
+	}
+}
+
+func TestRetriedCallbackActsOnce(t *testing.T) {
+	t.Parallel()
+	// The simulated WeChat gives up on each attempt after 1 ms and retries: Sprout sees the same
+	// tap three times.
+	w := newWorld(t, func(_ *actors.UserOptions, so *wechatsim.Options) { so.CallbackTimeout = time.Millisecond })
+	secret := w.addDevice(t, "pot-1")
+	var commands atomic.Int64
+	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, &commands)
+	alice := w.platform.NewUser("alice")
+	_, _ = alice.ScanSproutQR(ctx5(), scene(t, "pot-1"))
+	waitBound(t, w, "pot-1", "alice")
+	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
+	waitText(t, w, "alice", "浇水完成", 3*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if commands.Load() != 1 {
+		t.Fatalf("one tap watered %d times", commands.Load())
+	}
+	done := 0
+	for _, e := range w.platform.Received("alice") {
+		if strings.Contains(e.Text, "浇水完成") {
+			done++
+		}
+	}
+	if done != 1 {
+		t.Fatalf("alice was told %d times", done)
+	}
+}
+
+func waitBound(t *testing.T, w *world, device, openID string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		bs, _ := w.store.DeviceBindings(context.Background(), device)
+		for _, b := range bs {
+			if b.OpenID == openID {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s never bound to %s", openID, device)
+}
+
+func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	secret := w.addDevice(t, "pot-1")
+	var commands atomic.Int64
+	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, &commands)
+	alice, mallory := w.platform.NewUser("alice"), w.platform.NewUser("mallory")
+	bind(t, w, alice, "pot-1")
+	if r, _ := mallory.SendText(ctx5(), "状态"); !strings.Contains(r.Content, "还没有绑定") {
+		t.Fatalf("status for an unbound user: %q", r.Content)
+	}
+	if r, _ := mallory.SendText(ctx5(), "浇水 pot-1"); !strings.Contains(r.Content, "还没有绑定") {
+		t.Fatalf("water for an unbound user: %q", r.Content)
+	}
+	// Straight at the grain, too: the device grain itself refuses.
+	res, err := w.member.Cluster.Request("pot-1", actors.DeviceKind, &actorpb.SendCommand{CommandId: "m1",
+		Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 1000, RequestedBy: actors.WeChatRequester("mallory")})
+	if err != nil || res.(*actorpb.CommandOutcome).Outcome != actorpb.Outcome_OUTCOME_NOT_BOUND {
+		t.Fatalf("grain let an unbound user command: %v %v", res, err)
+	}
+	st, _ := w.member.Cluster.Request("pot-1", actors.DeviceKind, &actorpb.GetState{OpenId: "mallory"})
+	if s := st.(*actorpb.DeviceState); !s.Denied || s.Latest != nil {
+		t.Fatalf("grain showed state to an unbound user: %v", s)
+	}
+	// Unbinding removes access at once.
+	if r, _ := alice.SendText(ctx5(), "解绑"); !strings.Contains(r.Content, "已解绑") {
+		t.Fatalf("unbind: %q", r.Content)
+	}
+	if r, _ := alice.ClickMenu(ctx5(), actors.MenuWater); !strings.Contains(r.Content, "还没有绑定") {
+		t.Fatalf("after unbinding: %q", r.Content)
+	}
+	if commands.Load() != 0 {
+		t.Fatalf("device got %d commands", commands.Load())
+	}
+}
+
+func TestBindingUnknownRevokedOrForgedCodes(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	w.addDevice(t, "pot-old")
+	_ = w.store.RevokeDevice(context.Background(), "pot-old", time.Now())
+	u := w.platform.NewUser("alice")
+	cases := map[string]struct{ scene, want string }{
+		"unknown": {scene(t, "pot-404"), "找不到这个设备"},
+		"revoked": {scene(t, "pot-old"), "已停用"},
+		"forged":  {strings.Replace(scene(t, "pot-404"), "pot-404", "pot-405", 1), "二维码无效"},
+	}
+	for name, tc := range cases {
+		r, err := u.ScanSproutQR(ctx5(), tc.scene)
+		if err != nil || !strings.Contains(r.Content, tc.want) {
+			t.Errorf("%s: %q %v", name, r.Content, err)
+		}
+	}
+}
+
+func TestTokenGrainFetchesOnceForConcurrentCallers(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	src := &bridge.GrainTokens{Cluster: w.member.Cluster, AppID: w.platform.AppID()}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := src.Token(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := w.platform.TokenFetches(); n != 1 {
+		t.Fatalf("20 concurrent callers caused %d fetches", n)
+	}
+	// An invalidated token is refreshed once and the call succeeds.
+	w.platform.RevokeTokens()
+	client, _ := api.New(api.Options{BaseURL: w.platform.URL(), Tokens: src})
+	u := w.platform.NewUser("alice")
+	_, _ = u.Subscribe(ctx5())
+	_, _ = u.SendText(ctx5(), "hi")
+	if err := client.SendText(context.Background(), "alice", "hello"); err != nil {
+		t.Fatalf("call after revocation: %v", err)
+	}
+	if n := w.platform.TokenFetches(); n != 2 {
+		t.Fatalf("want one refresh, got %d fetches", n)
+	}
+}
+
+func TestBadSignatureChangesNothing(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	secret := w.addDevice(t, "pot-1")
+	var commands atomic.Int64
+	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, &commands)
+	alice := w.platform.NewUser("alice")
+	bind(t, w, alice, "pot-1")
+	body := `<xml><ToUserName><![CDATA[gh_sproutsim0]]></ToUserName><FromUserName><![CDATA[alice]]></FromUserName>` +
+		`<CreateTime>` + time.Now().Format("0405") + `</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[CLICK]]></Event><EventKey><![CDATA[WATER]]></EventKey></xml>`
+	url := strings.Replace(w.platformCallback(), "/wechat", "/wechat?signature=bad&timestamp=1&nonce=2", 1)
+	resp, err := http.Post(url, "text/xml", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
+		t.Fatalf("bad signature: status %d", resp.StatusCode)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if commands.Load() != 0 {
+		t.Fatal("a forged callback watered the pot")
+	}
+}
+
+func (w *world) platformCallback() string { return w.callback }
