@@ -375,7 +375,7 @@ func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {
 			if pid := c.Get(b.OpenID, UserKind); pid != nil {
 				ctx.Send(pid, un)
 			} else {
-				g.log.Warn("user grain unreachable; notice dropped", "user", b.OpenID, "notice", un.NoticeId)
+				g.log.Debug("user grain unreachable; notice dropped", "user", b.OpenID, "notice", un.NoticeId)
 			}
 		}
 	}

@@ -93,7 +93,7 @@ func pickDevice(lang string, devices []Binding, arg string) (string, string, boo
 	case arg == "" && len(devices) == 1:
 		return devices[0].DeviceID, "", true
 	case arg == "":
-		return "", say(lang, "pick_device", deviceList(devices)), false
+		return "", say(lang, "pick_device", deviceList(lang, devices)), false
 	}
 	if n, err := strconv.Atoi(arg); err == nil && n >= 1 && n <= len(devices) {
 		return devices[n-1].DeviceID, "", true
@@ -106,10 +106,10 @@ func pickDevice(lang string, devices []Binding, arg string) (string, string, boo
 	return "", say(lang, "not_yours", arg), false
 }
 
-func deviceList(devices []Binding) string {
+func deviceList(lang string, devices []Binding) string {
 	var b strings.Builder
 	for i, d := range devices {
-		fmt.Fprintf(&b, "%d. %s (%s)\n", i+1, d.DeviceID, d.Role)
+		fmt.Fprintf(&b, "%d. %s (%s)\n", i+1, d.DeviceID, say(lang, "role_"+d.Role))
 	}
 	return strings.TrimRight(b.String(), "\n")
 }

@@ -252,7 +252,7 @@ func (g *userGrain) act(ctx actor.Context, m *actorpb.UserMessage, in intent) *a
 		if len(g.devices) == 0 {
 			return text(say(lang, "no_devices"))
 		}
-		return text(say(lang, "device_list", deviceList(g.devices)))
+		return text(say(lang, "device_list", deviceList(lang, g.devices)))
 	case "status_sub":
 		st, err := g.state(in.arg)
 		connected := err == nil && st.Online

@@ -81,6 +81,7 @@ type node struct {
 // nodeHooks let `sprout demo` observe a node without a second code path.
 type nodeHooks struct {
 	notify func(*actorpb.DeviceNotice)
+	wechat func(*wechatNode) // called before the WeChat side starts
 }
 
 func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks nodeHooks) (*node, error) {
@@ -98,6 +99,9 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	if err != nil {
 		_ = st.Close()
 		return nil, err
+	}
+	if hooks.wechat != nil {
+		hooks.wechat(wx)
 	}
 	m, err := cluster.Start(cluster.Options{
 		Provider: cfg.clusterProvider, ConsulAddr: cfg.consulAddr, Host: cfg.clusterHost, Port: cfg.clusterPort,
