@@ -74,11 +74,13 @@ type storeFlags struct {
 	dataDir      string
 	db           string
 	writeTimeout time.Duration
+	debugDelay   time.Duration
 }
 
 func (s *storeFlags) register(fs *flagSet) {
 	fs.str(&s.dataDir, "data-dir", "./sprout-data", "directory of the embedded store (used when --db is empty)")
 	fs.dur(&s.writeTimeout, "store-write-timeout", 5*time.Second, "longest one durable write may take; past it the frame is refused (not acked) and never written later")
+	fs.dur(&s.debugDelay, "debug-store-delay", 0, "testing only: delay every durable write by this much (the slow-database scenario)")
 	fs.str(&s.db, "db", "", "postgres://... to use Postgres (required for more than one node); empty: the embedded store in --data-dir; \"memory\": nothing is stored (benchmarks only)")
 }
 

@@ -89,6 +89,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	if err != nil {
 		return nil, err
 	}
+	st = withDebugDelay(st, cfg.store.debugDelay)
 	n := &node{log: log, store: st}
 	cfg.grain.Store = st
 	cfg.grain.Logger = log
