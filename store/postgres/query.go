@@ -199,6 +199,10 @@ func (s *Store) Readings(ctx context.Context, deviceID string, from, to time.Tim
 // Buckets returns per-bucket min/avg/max of each metric. Buckets start at from + k*bucket
 // (date_bin with from as origin); only buckets holding readings are returned. NaN metrics (stored
 // as NULL) are left out of the aggregates.
+//
+// Below retention.raw_from (where Maintain has expired the raw readings) the hourly aggregates in
+// reading_hours answer instead, each hour counted whole in the bucket holding its start; a bucket
+// straddling raw_from combines both. Averages combine weighted by each part's count of values.
 func (s *Store) Buckets(ctx context.Context, deviceID string, from, to time.Time, bucket time.Duration) ([]actors.Bucket, error) {
 	width, err := store.BucketWidth(from, to, bucket)
 	if err != nil {
@@ -207,13 +211,28 @@ func (s *Store) Buckets(ctx context.Context, deviceID string, from, to time.Time
 	if store.ValidID(deviceID) != nil {
 		return nil, nil
 	}
-	rows, err := s.pool.Query(ctx, `SELECT date_bin($2::float8 * interval '1 microsecond', received_at, $1) AS b, count(*),
-			min(soil_moisture)::float8, avg(soil_moisture), max(soil_moisture)::float8,
-			min(temperature)::float8, avg(temperature), max(temperature)::float8,
-			min(tank_level)::float8, avg(tank_level), max(tank_level)::float8
-		FROM readings
-		WHERE device_id = $3 AND received_at >= $1 AND received_at < $4
-		GROUP BY b ORDER BY b`, from, width, deviceID, to)
+	rows, err := s.pool.Query(ctx, `WITH cut AS (SELECT coalesce(raw_from, '-infinity') AS raw_from FROM retention),
+		parts AS (
+			SELECT date_bin($2::float8 * interval '1 microsecond', received_at, $1) AS b, count(*) AS c,
+				count(soil_moisture) AS mn, min(soil_moisture) AS mlo, sum(soil_moisture::float8) AS msum, max(soil_moisture) AS mhi,
+				count(temperature) AS tn, min(temperature) AS tlo, sum(temperature::float8) AS tsum, max(temperature) AS thi,
+				count(tank_level) AS kn, min(tank_level) AS klo, sum(tank_level::float8) AS ksum, max(tank_level) AS khi
+			FROM readings
+			WHERE device_id = $3 AND received_at >= greatest($1, (SELECT raw_from FROM cut)) AND received_at < $4
+			GROUP BY b
+			UNION ALL
+			SELECT date_bin($2::float8 * interval '1 microsecond', hour, $1) AS b, sum(count)::bigint,
+				sum(moisture_n)::bigint, min(moisture_min), sum(moisture_avg * moisture_n), max(moisture_max),
+				sum(temp_n)::bigint, min(temp_min), sum(temp_avg * temp_n), max(temp_max),
+				sum(tank_n)::bigint, min(tank_min), sum(tank_avg * tank_n), max(tank_max)
+			FROM reading_hours
+			WHERE device_id = $3 AND hour >= $1 AND hour < least($4, (SELECT raw_from FROM cut))
+			GROUP BY b)
+		SELECT b, sum(c)::bigint,
+			min(mlo)::float8, sum(msum) / nullif(sum(mn), 0)::float8, max(mhi)::float8,
+			min(tlo)::float8, sum(tsum) / nullif(sum(tn), 0)::float8, max(thi)::float8,
+			min(klo)::float8, sum(ksum) / nullif(sum(kn), 0)::float8, max(khi)::float8
+		FROM parts GROUP BY b ORDER BY b`, from, width, deviceID, to)
 	if err != nil {
 		return nil, readErr("buckets of "+deviceID, err)
 	}

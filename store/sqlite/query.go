@@ -216,6 +216,10 @@ func (s *Store) Readings(ctx context.Context, deviceID string, from, to time.Tim
 
 // Buckets returns per-bucket min/avg/max of each metric. Buckets start at from + k*bucket; only
 // buckets holding readings are returned. NaN metrics (stored as NULL) are left out of the aggregates.
+//
+// Below retention.raw_from (where Maintain has expired the raw readings) the hourly aggregates in
+// reading_hours answer instead, each hour counted whole in the bucket holding its start; a bucket
+// straddling raw_from combines both. Averages combine weighted by each part's count of values.
 func (s *Store) Buckets(ctx context.Context, deviceID string, from, to time.Time, bucket time.Duration) ([]actors.Bucket, error) {
 	width, err := store.BucketWidth(from, to, bucket)
 	if err != nil {
@@ -225,13 +229,28 @@ func (s *Store) Buckets(ctx context.Context, deviceID string, from, to time.Time
 		return nil, nil
 	}
 	start := store.Micros(from)
-	rows, err := s.r.QueryContext(ctx, `SELECT (received_at - ?1) / ?2 AS b, count(*),
-			min(soil_moisture), avg(soil_moisture), max(soil_moisture),
-			min(temperature), avg(temperature), max(temperature),
-			min(tank_level), avg(tank_level), max(tank_level)
-		FROM readings
-		WHERE device_id = ?3 AND received_at >= ?1 AND received_at < ?4
-		GROUP BY b ORDER BY b`,
+	rows, err := s.r.QueryContext(ctx, `WITH cut AS (SELECT coalesce(raw_from, -9223372036854775807) AS raw_from FROM retention),
+		parts AS (
+			SELECT (received_at - ?1) / ?2 AS b, count(*) AS c,
+				count(soil_moisture) AS mn, min(soil_moisture) AS mlo, total(soil_moisture) AS msum, max(soil_moisture) AS mhi,
+				count(temperature) AS tn, min(temperature) AS tlo, total(temperature) AS tsum, max(temperature) AS thi,
+				count(tank_level) AS kn, min(tank_level) AS klo, total(tank_level) AS ksum, max(tank_level) AS khi
+			FROM readings
+			WHERE device_id = ?3 AND received_at >= max(?1, (SELECT raw_from FROM cut)) AND received_at < ?4
+			GROUP BY b
+			UNION ALL
+			SELECT (hour - ?1) / ?2 AS b, sum(count),
+				sum(moisture_n), min(moisture_min), total(moisture_avg * moisture_n), max(moisture_max),
+				sum(temp_n), min(temp_min), total(temp_avg * temp_n), max(temp_max),
+				sum(tank_n), min(tank_min), total(tank_avg * tank_n), max(tank_max)
+			FROM reading_hours
+			WHERE device_id = ?3 AND hour >= ?1 AND hour < min(?4, (SELECT raw_from FROM cut))
+			GROUP BY b)
+		SELECT b, sum(c),
+			min(mlo), sum(msum) / sum(mn), max(mhi),
+			min(tlo), sum(tsum) / sum(tn), max(thi),
+			min(klo), sum(ksum) / sum(kn), max(khi)
+		FROM parts GROUP BY b ORDER BY b`,
 		start, width, deviceID, store.Micros(to))
 	if err != nil {
 		return nil, readErr("buckets of "+deviceID, err)

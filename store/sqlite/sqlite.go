@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -72,6 +73,7 @@ type Store struct {
 	r     *sql.DB // query-only connections
 	c     *store.Committer
 	stmts struct{ reading, event, snapshot *sql.Stmt }
+	maint sync.Mutex // one Maintain at a time
 }
 
 var _ actors.Store = (*Store)(nil)

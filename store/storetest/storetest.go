@@ -27,7 +27,7 @@ import (
 type Opener func(t *testing.T) actors.Store
 
 // Run runs the whole contract against the stores open returns, one fresh store per subtest:
-// actors.Store, and actors.UserStore when the store implements it.
+// actors.Store, and actors.UserStore and store.Maintainer when the store implements them.
 func Run(t *testing.T, open Opener) {
 	tests := []struct {
 		name string
@@ -62,6 +62,7 @@ func Run(t *testing.T, open Opener) {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
 	}
 	runUserTests(t, open)
+	runRetentionTests(t, open)
 }
 
 // t0 is the base time of every test: a round microsecond, since stores keep microseconds.

@@ -1,0 +1,213 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/sprout-iot/sprout/store"
+)
+
+var _ store.Maintainer = (*Store)(nil)
+
+const hourMicros = int64(time.Hour / time.Microsecond)
+
+// floorHour is the start of the UTC hour holding us (µs since the epoch).
+func floorHour(us int64) int64 { return store.Micros(store.FromMicros(us).Truncate(time.Hour)) }
+
+// Maintain rolls complete hours up into reading_hours, then deletes expired raw readings and
+// aggregates (see store.Maintainer). Reads run on the query-only connections, writes in chunks of
+// opts.Chunk rows on the writer between group commits, so appends wait for one chunk at most.
+// Calls are serialised; SQLite has one node anyway.
+func (s *Store) Maintain(ctx context.Context, opts store.RetentionOptions) (store.MaintainStats, error) {
+	opts, err := opts.WithDefaults()
+	if err != nil {
+		return store.MaintainStats{}, err
+	}
+	s.maint.Lock()
+	defer s.maint.Unlock()
+	began := time.Now()
+	var st store.MaintainStats
+	rolled, rawFrom, err := s.retentionState(ctx)
+	if err != nil {
+		return st, err
+	}
+	if rolled, err = s.rollUp(ctx, opts, rolled, &st); err != nil {
+		return st, err
+	}
+	// Raw readings expire only once rolled up.
+	cut := min(store.Micros(opts.RawCutoff()), rolled.Int64)
+	if !rawFrom.Valid || cut > rawFrom.Int64 {
+		// Move raw_from first: from now on Buckets reads the aggregates below it, so a half-done
+		// deletion is never visible.
+		if _, err := s.w.ExecContext(ctx, `UPDATE retention SET raw_from = ?`, cut); err != nil {
+			return st, readErr("maintain: set raw_from", err)
+		}
+		rawFrom = sql.NullInt64{Int64: cut, Valid: true}
+	}
+	if st.RawDeleted, err = s.deleteChunks(ctx, opts.Chunk, `DELETE FROM readings WHERE (device_id, seq) IN (
+			SELECT device_id, seq FROM readings AS r WHERE received_at < ?1
+			AND EXISTS (SELECT 1 FROM readings AS n WHERE n.device_id = r.device_id AND n.seq > r.seq)
+			LIMIT ?2)`, rawFrom.Int64); err != nil {
+		return st, readErr("maintain: delete expired readings", err)
+	}
+	if st.AggregatesDeleted, err = s.deleteChunks(ctx, opts.Chunk, `DELETE FROM reading_hours WHERE (device_id, hour) IN (
+			SELECT device_id, hour FROM reading_hours WHERE hour < ?1 LIMIT ?2)`,
+		store.Micros(opts.AggregateCutoff())); err != nil {
+		return st, readErr("maintain: delete expired aggregates", err)
+	}
+	st.RolledUntil = store.FromMicros(rolled.Int64)
+	st.RawFrom = store.FromMicros(rawFrom.Int64)
+	st.Took = time.Since(began)
+	return st, nil
+}
+
+func (s *Store) retentionState(ctx context.Context) (rolled, rawFrom sql.NullInt64, err error) {
+	err = s.r.QueryRowContext(ctx, `SELECT rolled_until, raw_from FROM retention`).Scan(&rolled, &rawFrom)
+	if err != nil {
+		err = readErr("maintain: read retention state", err)
+	}
+	return rolled, rawFrom, err
+}
+
+// rollUp aggregates every hour from rolled until opts.RollUpTo() that holds readings, one hour at
+// a time, and returns the new rolled_until.
+func (s *Store) rollUp(ctx context.Context, opts store.RetentionOptions, rolled sql.NullInt64, st *store.MaintainStats) (sql.NullInt64, error) {
+	limit := store.Micros(opts.RollUpTo())
+	if rolled.Valid && rolled.Int64 >= limit {
+		return rolled, nil
+	}
+	from := int64(-1 << 63)
+	if rolled.Valid {
+		from = rolled.Int64
+	}
+	for {
+		// Skip the hours without readings.
+		var next sql.NullInt64
+		if err := s.r.QueryRowContext(ctx, `SELECT min(received_at) FROM readings WHERE received_at >= ?`, from).Scan(&next); err != nil {
+			return rolled, readErr("maintain: find the next hour to roll up", err)
+		}
+		if !next.Valid || floorHour(next.Int64) >= limit {
+			break
+		}
+		hour := floorHour(next.Int64)
+		n, err := s.rollHour(ctx, hour, opts.Chunk)
+		if err != nil {
+			return rolled, err
+		}
+		st.HoursRolled++
+		st.HourRows += n
+		rolled = sql.NullInt64{Int64: hour + hourMicros, Valid: true}
+		from = rolled.Int64
+	}
+	if !rolled.Valid || rolled.Int64 < limit {
+		if _, err := s.w.ExecContext(ctx, `UPDATE retention SET rolled_until = ?`, limit); err != nil {
+			return rolled, readErr("maintain: set rolled_until", err)
+		}
+		rolled = sql.NullInt64{Int64: limit, Valid: true}
+	}
+	return rolled, nil
+}
+
+type hourRow struct {
+	device string
+	count  int64
+	n      [3]int64
+	agg    [9]*float64 // min, avg, max of moisture, temperature, tank
+}
+
+// rollHour writes the aggregates of the hour starting at hour (µs) and moves rolled_until past it,
+// in the same transaction as the last chunk. Re-rolling an hour replaces its rows.
+func (s *Store) rollHour(ctx context.Context, hour int64, chunk int) (int64, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT device_id, count(*),
+			count(soil_moisture), min(soil_moisture), avg(soil_moisture), max(soil_moisture),
+			count(temperature), min(temperature), avg(temperature), max(temperature),
+			count(tank_level), min(tank_level), avg(tank_level), max(tank_level)
+		FROM readings WHERE received_at >= ? AND received_at < ? GROUP BY device_id`, hour, hour+hourMicros)
+	if err != nil {
+		return 0, readErr("maintain: aggregate an hour", err)
+	}
+	var out []hourRow
+	for rows.Next() {
+		var h hourRow
+		if err := rows.Scan(&h.device, &h.count, &h.n[0], &h.agg[0], &h.agg[1], &h.agg[2],
+			&h.n[1], &h.agg[3], &h.agg[4], &h.agg[5], &h.n[2], &h.agg[6], &h.agg[7], &h.agg[8]); err != nil {
+			rows.Close()
+			return 0, readErr("maintain: aggregate an hour", err)
+		}
+		out = append(out, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, readErr("maintain: aggregate an hour", err)
+	}
+	for i := 0; i < len(out) || i == 0; i += chunk {
+		last := i+chunk >= len(out)
+		if err := s.writeHourRows(ctx, hour, out[i:min(i+chunk, len(out))], last); err != nil {
+			return 0, readErr(fmt.Sprintf("maintain: write the aggregates of %s", store.FromMicros(hour).Format(time.RFC3339)), err)
+		}
+	}
+	return int64(len(out)), nil
+}
+
+func (s *Store) writeHourRows(ctx context.Context, hour int64, rows []hourRow, last bool) (err error) {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if len(rows) > 0 {
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO reading_hours (device_id, hour, count,
+				moisture_n, moisture_min, moisture_avg, moisture_max, temp_n, temp_min, temp_avg, temp_max,
+				tank_n, tank_min, tank_avg, tank_max)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (device_id, hour) DO UPDATE SET count = excluded.count,
+				moisture_n = excluded.moisture_n, moisture_min = excluded.moisture_min,
+				moisture_avg = excluded.moisture_avg, moisture_max = excluded.moisture_max,
+				temp_n = excluded.temp_n, temp_min = excluded.temp_min, temp_avg = excluded.temp_avg,
+				temp_max = excluded.temp_max, tank_n = excluded.tank_n, tank_min = excluded.tank_min,
+				tank_avg = excluded.tank_avg, tank_max = excluded.tank_max`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		for _, h := range rows {
+			if _, err := ins.ExecContext(ctx, h.device, hour, h.count,
+				h.n[0], h.agg[0], h.agg[1], h.agg[2], h.n[1], h.agg[3], h.agg[4], h.agg[5],
+				h.n[2], h.agg[6], h.agg[7], h.agg[8]); err != nil {
+				return err
+			}
+		}
+	}
+	if last {
+		if _, err := tx.ExecContext(ctx, `UPDATE retention SET rolled_until = ?`, hour+hourMicros); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// deleteChunks runs del (with ?1 = arg, ?2 = chunk) until it deletes fewer than chunk rows.
+// Each run is its own transaction on the writer, so the group committer gets in between.
+func (s *Store) deleteChunks(ctx context.Context, chunk int, del string, arg int64) (int64, error) {
+	var total int64
+	for {
+		res, err := s.w.ExecContext(ctx, del, arg, chunk)
+		if err != nil {
+			return total, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < int64(chunk) {
+			return total, nil
+		}
+	}
+}
