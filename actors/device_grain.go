@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -272,12 +273,30 @@ func (g *deviceGrain) sendCommand(ctx actor.Context, m *actorpb.SendCommand) {
 	case commandAnswered:
 		// Answered now; perform publishes it too when it is a new outcome (offline).
 		g.respondOutcome(ctx, out)
+		if len(fx.outcomes) == 0 && ctx.Sender() == nil {
+			g.tellRequester(ctx, out) // a WeChat user's refused or repeated command
+		}
 	case commandStarted, commandJoined:
 		if s := ctx.Sender(); s != nil {
 			g.waiters[m.CommandId] = append(g.waiters[m.CommandId], s)
 		}
 	}
 	g.perform(ctx, fx)
+}
+
+// tellRequester delivers an outcome to the WeChat user who asked, through the cluster: their
+// user grain may live on any member, and may have been reactivated since they asked (the command
+// itself may have survived a failover in this grain's snapshot).
+func (g *deviceGrain) tellRequester(ctx actor.Context, out *actorpb.CommandOutcome) {
+	openID, ok := strings.CutPrefix(out.RequestedBy, wechatRequester)
+	if !ok {
+		return
+	}
+	if pid := cluster.GetCluster(ctx.ActorSystem()).Get(openID, UserKind); pid != nil {
+		ctx.Send(pid, out)
+	} else {
+		g.log.Warn("user grain unreachable; outcome not pushed", "user", openID, "command", out.CommandId)
+	}
 }
 
 func (g *deviceGrain) respondOutcome(ctx actor.Context, out *actorpb.CommandOutcome) {
@@ -346,6 +365,7 @@ func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
 			ctx.Send(w, out)
 		}
 		delete(g.waiters, out.CommandId)
+		g.tellRequester(ctx, out)
 		if cancel, ok := g.timers[out.CommandId]; ok {
 			cancel()
 			delete(g.timers, out.CommandId)

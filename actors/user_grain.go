@@ -352,7 +352,9 @@ func (g *userGrain) water(ctx actor.Context, deviceID, commandID string) *actorp
 	if pid == nil {
 		return text(say(lang, "water_error", deviceID, "unavailable"))
 	}
-	ctx.Request(pid, &actorpb.SendCommand{CommandId: commandID, Kind: devicepb.CommandKind_COMMAND_KIND_WATER,
+	// Sent without a reply address: the outcome comes back through the cluster to whichever
+	// activation of this user grain exists then (see deviceGrain.tellRequester).
+	ctx.Send(pid, &actorpb.SendCommand{CommandId: commandID, Kind: devicepb.CommandKind_COMMAND_KIND_WATER,
 		WaterMs: g.opts.WaterMs, TimeoutMs: uint32(g.opts.CommandTimeout / time.Millisecond),
 		RequestedBy: WeChatRequester(g.openID)})
 	return text(say(lang, "watering", deviceID))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -85,6 +86,10 @@ type nodeHooks struct {
 }
 
 func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks nodeHooks) (*node, error) {
+	if cfg.clusterProvider == cluster.ProviderConsul && !strings.HasPrefix(cfg.store.db, "postgres") {
+		return nil, fmt.Errorf("a multi-node cluster needs one shared store: set SPROUT_DB=postgres://... " +
+			"(the embedded store belongs to one node; several nodes on their own embedded stores would each see a different history)")
+	}
 	st, desc, err := cfg.store.open(ctx)
 	if err != nil {
 		return nil, err
@@ -133,7 +138,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		}
 	}()
 	r := chi.NewRouter()
-	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready}).Routes(r)
+	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address()}).Routes(r)
 	if err := wx.start(m.Cluster, r, m.Address()); err != nil {
 		n.stop(context.Background())
 		return nil, err

@@ -32,7 +32,9 @@ type Options struct {
 	// MaxBodyBytes bounds request bodies (default 64 KiB).
 	MaxBodyBytes int64
 	// Ready reports whether the node is ready (joined, storage reachable, edges listening).
-	Ready  func(ctx context.Context) error
+	Ready func(ctx context.Context) error
+	// Self is this member's cluster address.
+	Self   string
 	Logger *slog.Logger
 }
 
@@ -67,6 +69,7 @@ func (h *Handler) Routes(r chi.Router) {
 		r.Get("/devices/{id}/readings", h.readings)
 		r.Get("/devices/{id}/events", h.events)
 		r.Post("/devices/{id}/revoke", h.revoke)
+		r.Get("/cluster", h.clusterMembers)
 	})
 	// Go's profiler, behind the same token: for operators chasing a slow node.
 	r.With(h.auth).Mount("/debug", middleware.Profiler())
@@ -459,4 +462,12 @@ func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"revoked": id})
 	}
+}
+
+func (h *Handler) clusterMembers(w http.ResponseWriter, _ *http.Request) {
+	var members []string
+	for _, m := range h.cluster.MemberList.Members().Members() {
+		members = append(members, m.Address())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"self": h.opts.Self, "members": members})
 }

@@ -109,6 +109,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
+	stop   chan struct{}
 	lns    []net.Listener
 	closed bool
 
@@ -121,7 +122,37 @@ type Server struct {
 // NewServer returns an edge that reaches device grains through c.
 func NewServer(c *pcluster.Cluster, opts Options) *Server {
 	opts.defaults()
-	return &Server{opts: opts, cluster: c, conns: map[*conn]struct{}{}}
+	s := &Server{opts: opts, cluster: c, conns: map[*conn]struct{}{}, stop: make(chan struct{})}
+	go s.watchdog()
+	return s
+}
+
+// watchdog closes connections whose reports have waited longer than GrainTimeout for their grain
+// (its member died, or it is stuck): the device reconnects, reaches the grain's new activation,
+// and resends what was not acked. One goroutine checks every connection once a second.
+func (s *Server) watchdog() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			limit := now.Add(-s.opts.GrainTimeout).UnixNano()
+			s.mu.Lock()
+			var late []*conn
+			for c := range s.conns {
+				if w := c.waiting.Load(); w != 0 && w < limit {
+					late = append(late, c)
+				}
+			}
+			s.mu.Unlock()
+			for _, c := range late {
+				s.opts.Logger.Warn("device grain did not answer a report in time; closing", "device", c.device)
+				c.close(devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, "server did not store the frame in time; reconnect and resend", 0)
+			}
+		}
+	}
 }
 
 // Serve accepts connections on ln until Shutdown. It returns nil after Shutdown.
@@ -192,6 +223,9 @@ func (s *Server) count(r devicepb.CloseReason) {
 // the sockets, and waits for the connection goroutines (bounded by ctx).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.stop)
+	}
 	s.closed = true
 	for _, ln := range s.lns {
 		_ = ln.Close()
@@ -237,6 +271,7 @@ type conn struct {
 	acks     []*devicepb.Frame // acks the actor holds to write together
 	closed   chan struct{}     // closed with the socket
 	pending  atomic.Int32      // frames delivered to the actor and not yet written
+	waiting  atomic.Int64      // unix ns since when a report has awaited its grain (0: none)
 	reason   atomic.Int32      // the first close reason
 }
 
@@ -442,6 +477,7 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 			case <-c.closed:
 				return devicepb.CloseReason(c.reason.Load()), "closed"
 			}
+			c.waiting.CompareAndSwap(0, time.Now().UnixNano())
 			root.RequestWithCustomSender(c.grainPID, report, c.pid)
 		}
 	}
@@ -533,6 +569,11 @@ func (a *connActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actorpb.ReportAck:
 		<-c.inflight
+		if len(c.inflight) == 0 {
+			c.waiting.Store(0)
+		} else {
+			c.waiting.Store(time.Now().UnixNano()) // progress: the next answer gets a fresh deadline
+		}
 		if m.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
 			c.flushAcks()
 			c.close(m.Close, m.Detail, 0)
