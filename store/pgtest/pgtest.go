@@ -1,7 +1,8 @@
 // Package pgtest starts real Postgres servers for tests: a throwaway data directory, initdb, a
 // server on a free loopback port, and a fresh database per test. Sprout's tests do not mock the
 // database, and there is no Docker on CI machines, so this runs the distribution's own binaries
-// (Debian package `postgresql`). It is for tests only; nothing in production imports it.
+// (Debian package `postgresql`). It is for tests and benchmarks only (simulations/bench starts a
+// durable server with NewServer and CreateDatabase); nothing in production imports it.
 //
 // One server per test binary (RunMain in TestMain, then Server.NewDatabase per test) costs one
 // initdb (~1 s); a fresh database on it costs tens of milliseconds. A test that stops and starts
@@ -270,22 +271,45 @@ var unsafeName = regexp.MustCompile(`[^a-z0-9_]+`)
 // ends. It returns the database's DSN.
 func (s *Server) NewDatabase(t testing.TB) string {
 	t.Helper()
-	name := unsafeName.ReplaceAllString(strings.ToLower(t.Name()), "_")
-	if len(name) > 40 {
-		name = name[len(name)-40:]
-	}
-	name = fmt.Sprintf("t%d_%s", s.dbs.Add(1), name)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := s.exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database %s: %v", name, err)
+	name := s.uniqueName(t.Name())
+	dsn, err := s.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		s.exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`)
+		s.DropDatabase(ctx, name)
 	})
-	return s.DSN(name)
+	return dsn
+}
+
+// uniqueName makes a database name from base that no other database of this server has.
+func (s *Server) uniqueName(base string) string {
+	name := unsafeName.ReplaceAllString(strings.ToLower(base), "_")
+	if len(name) > 40 {
+		name = name[len(name)-40:]
+	}
+	return fmt.Sprintf("t%d_%s", s.dbs.Add(1), name)
+}
+
+// CreateDatabase creates an empty database and returns its DSN; for programs that are not tests
+// (the benchmark driver). Tests use NewDatabase, which also drops it.
+func (s *Server) CreateDatabase(ctx context.Context, name string) (string, error) {
+	if err := s.exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("pgtest: create database %s: %w", name, err)
+	}
+	return s.DSN(name), nil
+}
+
+// DropDatabase drops a database, closing its connections first.
+func (s *Server) DropDatabase(ctx context.Context, name string) error {
+	if err := s.exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`); err != nil {
+		return fmt.Errorf("pgtest: drop database %s: %w", name, err)
+	}
+	return nil
 }
 
 func (s *Server) exec(ctx context.Context, sql string) error {
