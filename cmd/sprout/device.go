@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/api"
+	"github.com/sprout-iot/sprout/edge/wechat/qr"
 )
 
 func runDevice(args []string) error {
@@ -30,7 +32,9 @@ func runDevice(args []string) error {
 // credential is one line of `sprout device add --json`, the format `sprout sim --creds` reads.
 type credential struct {
 	ID     string `json:"id"`
-	Secret string `json:"secret"` // hex
+	Secret string `json:"secret"`           // hex
+	QR     string `json:"qr,omitempty"`     // the signed Sprout QR content (a WeChat scene string)
+	QRURL  string `json:"qr_url,omitempty"` // the same as a URL, with --qr-url
 }
 
 func runDeviceAdd(args []string) error {
@@ -40,6 +44,9 @@ func runDeviceAdd(args []string) error {
 		prefix           string
 		count            int
 		asJSON           bool
+		qrKeys, qrPNG    string
+		qrBase           string
+		qrTTL            time.Duration
 	)
 	fs := newFlagSet("device add", "Provisions devices: generates an id and a secret for each and prints them.\nWrite the secret into the device (vdev --secret, or the factory's NVS image); it is the only copy outside the store.")
 	sf.register(fs)
@@ -49,6 +56,10 @@ func runDeviceAdd(args []string) error {
 	fs.str(&prefix, "prefix", "", "with --count: ids are PREFIX0001, PREFIX0002, ...")
 	fs.int(&count, "count", 1, "how many devices to provision")
 	fs.BoolVar(&asJSON, "json", false, "print a JSON array of {id, secret} (what sprout sim --creds reads)")
+	fs.str(&qrKeys, "qr-keys", "", "product=hexkey[,...]: also print each device's signed Sprout QR content (the same keys serve verifies with)")
+	fs.str(&qrPNG, "qr-png", "", "with --qr-keys: write each device's QR code as DIR/ID.png")
+	fs.str(&qrBase, "qr-url", "", "with --qr-keys: also print the URL form (an H5 page of yours, e.g. https://example.com/bind)")
+	fs.dur(&qrTTL, "qr-ttl", 0, "with --qr-keys: the codes expire after this long (0: never)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -65,6 +76,10 @@ func runDeviceAdd(args []string) error {
 		return err
 	}
 	defer st.Close()
+	keys, err := parseQRKeys(qrKeys)
+	if err != nil {
+		return err
+	}
 	var out []credential
 	for i := 1; i <= count; i++ {
 		did := id
@@ -78,7 +93,34 @@ func runDeviceAdd(args []string) error {
 		if err != nil {
 			return fmt.Errorf("adding device %q: %w", did, err)
 		}
-		out = append(out, credential{ID: d.ID, Secret: hex.EncodeToString(d.Secret)})
+		c := credential{ID: d.ID, Secret: hex.EncodeToString(d.Secret)}
+		if key, ok := keys[product]; ok {
+			code := qr.Code{Product: product, Device: d.ID}
+			if qrTTL > 0 {
+				code.Expires = time.Now().Add(qrTTL)
+			}
+			if c.QR, err = qr.Scene(key, code); err != nil {
+				return fmt.Errorf("QR for %s: %w", d.ID, err)
+			}
+			if qrBase != "" {
+				c.QRURL = qr.URL(qrBase, c.QR)
+			}
+			if qrPNG != "" {
+				png, err := qr.PNG(c.QR, 256)
+				if err != nil {
+					return err
+				}
+				if err := os.MkdirAll(qrPNG, 0o755); err != nil {
+					return err
+				}
+				if err := os.WriteFile(filepath.Join(qrPNG, d.ID+".png"), png, 0o644); err != nil {
+					return err
+				}
+			}
+		} else if qrKeys != "" {
+			return fmt.Errorf("--qr-keys has no key for product %q", product)
+		}
+		out = append(out, c)
 	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -86,7 +128,14 @@ func runDeviceAdd(args []string) error {
 		return enc.Encode(out)
 	}
 	for _, c := range out {
-		fmt.Printf("id=%s secret=%s\n", c.ID, c.Secret)
+		fmt.Printf("id=%s secret=%s", c.ID, c.Secret)
+		if c.QR != "" {
+			fmt.Printf(" qr=%s", c.QR)
+		}
+		if c.QRURL != "" {
+			fmt.Printf(" qr_url=%s", c.QRURL)
+		}
+		fmt.Println()
 	}
 	return nil
 }

@@ -300,3 +300,10 @@ func randHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// ClearFailures drops every failure FailNext injected that has not happened yet.
+func (p *Platform) ClearFailures() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures = nil
+}

@@ -144,7 +144,8 @@ type PusherOptions struct {
 	Owner string
 	// Poll is how often the outbox is read when nothing wakes the pusher (default 1 s).
 	Poll time.Duration
-	// Lease is how long a claimed push is this node's before another may take it (default 30 s).
+	// Lease is how long a claimed push is this node's before another may take it (default 15 s,
+	// three times SendTimeout).
 	Lease time.Duration
 	// Batch is how many pushes one claim takes (default 100); Workers send them concurrently (default 16).
 	Batch, Workers int
@@ -152,7 +153,7 @@ type PusherOptions struct {
 	// retries back off from MinBackoff (1 s) doubling to MaxBackoff (5 min), with jitter.
 	MaxAttempts            int
 	MinBackoff, MaxBackoff time.Duration
-	// SendTimeout bounds one API call (default 10 s).
+	// SendTimeout bounds one API call (default 5 s).
 	SendTimeout time.Duration
 	Now         func() time.Time
 	Logger      *slog.Logger
@@ -175,7 +176,7 @@ func NewPusher(st actors.UserStore, client *api.Client, o PusherOptions) *Pusher
 		o.Poll = time.Second
 	}
 	if o.Lease == 0 {
-		o.Lease = 30 * time.Second
+		o.Lease = 15 * time.Second
 	}
 	if o.Batch == 0 {
 		o.Batch = 100
@@ -193,7 +194,7 @@ func NewPusher(st actors.UserStore, client *api.Client, o PusherOptions) *Pusher
 		o.MaxBackoff = 5 * time.Minute
 	}
 	if o.SendTimeout == 0 {
-		o.SendTimeout = 10 * time.Second
+		o.SendTimeout = 5 * time.Second
 	}
 	if o.Now == nil {
 		o.Now = time.Now
