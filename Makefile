@@ -8,7 +8,7 @@ STATICCHECK_VERSION   := v0.8.2
 FUZZTIME  ?= 10s
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run test test-go test-firmware fuzz proto proto-check lint bench deps tools clean
+.PHONY: all build run cluster test test-go test-firmware fuzz proto proto-check lint bench deps tools clean
 
 all: build
 
@@ -18,6 +18,10 @@ build:
 ## run: one node on the embedded store, a simulated WeChat platform and simulated plants (Ctrl-C stops).
 run:
 	$(GO) run ./cmd/sprout demo
+
+## cluster: a local 3-node cluster (Consul dev agent, Postgres, three nodes); Ctrl-C stops it.
+cluster:
+	$(GO) run ./cluster/devcluster
 
 ## test: every test (Go, fuzz smoke, proto drift, firmware). Installs what it needs first.
 test: deps proto-check test-go fuzz test-firmware
