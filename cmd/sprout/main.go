@@ -18,6 +18,7 @@ Usage:
   sprout migrate          apply storage migrations and exit
   sprout sim              run simulated plants against a server
   sprout demo             one node, simulated WeChat and simulated plants (make run)
+  sprout scenario run F   run a scenario file (--short, --out DIR); see docs/simulations.md
 
 Every command takes --help.
 `
@@ -39,6 +40,8 @@ func main() {
 		err = runSim(os.Args[2:])
 	case "demo":
 		err = runDemo(os.Args[2:])
+	case "scenario":
+		err = runScenario(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
