@@ -12,6 +12,7 @@ import (
 	"github.com/asynkron/protoactor-go/cluster"
 	"github.com/asynkron/protoactor-go/scheduler"
 
+	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
@@ -75,6 +76,7 @@ type deviceGrain struct {
 	idleTimer   scheduler.CancelFunc
 	lastActive  time.Time
 	log         *slog.Logger
+	deviceTrace // the current message's span and the commands' traces (trace.go)
 }
 
 // commandDeadline is sent by the grain to itself when a command's deadline passes.
@@ -85,6 +87,8 @@ type commandDeadline struct{ commandID string }
 type idleCheck struct{}
 
 func (g *deviceGrain) Receive(ctx actor.Context) {
+	g.beginSpan(ctx)
+	defer g.endSpan()
 	if _, ok := ctx.Message().(idleCheck); !ok && g.core != nil {
 		g.lastActive = g.opts.Now()
 	}
@@ -277,6 +281,9 @@ func (g *deviceGrain) sendCommand(ctx actor.Context, m *actorpb.SendCommand) {
 			g.tellRequester(ctx, out) // a WeChat user's refused or repeated command
 		}
 	case commandStarted, commandJoined:
+		if decision == commandStarted {
+			g.startCommand(m)
+		}
 		if s := ctx.Sender(); s != nil {
 			g.waiters[m.CommandId] = append(g.waiters[m.CommandId], s)
 		}
@@ -293,7 +300,7 @@ func (g *deviceGrain) tellRequester(ctx actor.Context, out *actorpb.CommandOutco
 		return
 	}
 	if pid := cluster.GetCluster(ctx.ActorSystem()).Get(openID, UserKind); pid != nil {
-		ctx.Send(pid, out)
+		ctx.Send(pid, g.traced(out))
 	} else {
 		g.log.Warn("user grain unreachable; outcome not pushed", "user", openID, "command", out.CommandId)
 	}
@@ -338,7 +345,10 @@ func (g *deviceGrain) persist(fx effects) error {
 	}
 	// The store bounds every Append itself (its WriteTimeout), and guarantees a timed-out step is
 	// never written later; a context deadline here would only cost a timer per frame.
-	if err := g.opts.Store.Append(context.Background(), g.core.id, b); err != nil {
+	actx, span := g.appendSpan()
+	err := g.opts.Store.Append(actx, g.core.id, b)
+	observe.End(span, err)
+	if err != nil {
 		return fmt.Errorf("device %s: %w", g.core.id, err)
 	}
 	return nil
@@ -352,7 +362,7 @@ func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
 			Reason: devicepb.CloseReason_CLOSE_REASON_REPLACED, Detail: "replaced by a newer connection"}})
 	}
 	if len(fx.frames) > 0 && g.connPID != nil {
-		ctx.Send(g.connPID, &actorpb.Deliver{SessionId: g.core.conn.GetSessionId(), Frames: fx.frames})
+		ctx.Send(g.connPID, &actorpb.Deliver{SessionId: g.core.conn.GetSessionId(), Frames: fx.frames, Trace: observe.Inject(g.tctx)})
 	}
 	for _, t := range fx.timers {
 		if cancel, ok := g.timers[t.commandID]; ok {
@@ -361,6 +371,7 @@ func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
 		g.timers[t.commandID] = g.sched.SendOnce(t.at.Sub(g.opts.Now()), ctx.Self(), &commandDeadline{commandID: t.commandID})
 	}
 	for _, out := range fx.outcomes {
+		g.finishCommand(out)
 		for _, w := range g.waiters[out.CommandId] {
 			ctx.Send(w, out)
 		}
@@ -379,6 +390,8 @@ func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
 }
 
 func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {
+	nctx, span := g.noticeSpan(n)
+	defer span.End()
 	for _, s := range g.subscribers {
 		ctx.Send(s, n)
 	}
@@ -389,6 +402,7 @@ func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {
 		return
 	}
 	if un := g.core.userNotice(n); un != nil {
+		un.Trace = observe.Inject(nctx)
 		c := cluster.GetCluster(ctx.ActorSystem())
 		for _, b := range g.core.users {
 			// Fire and forget: the user grain dedupes by notice id and owns the push from there.

@@ -13,6 +13,7 @@ import (
 	"github.com/asynkron/protoactor-go/scheduler"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
@@ -98,6 +99,7 @@ type PushPayload struct {
 	DeviceID   string            `json:"device_id,omitempty"`   // PushStatus, PushCompel*
 	DeviceType string            `json:"device_type,omitempty"`
 	Connected  bool              `json:"connected,omitempty"`
+	Trace      string            `json:"traceparent,omitempty"` // the W3C trace the push belongs to
 }
 
 // userGrain is a WeChat user: their bound devices, language, conversation window, push limits.
@@ -111,11 +113,15 @@ type userGrain struct {
 	sched   *scheduler.TimerScheduler
 	summary scheduler.CancelFunc
 	log     *slog.Logger
+	// the current message's span (trace.go)
+	grainTrace
 }
 
 type flushSummary struct{}
 
 func (g *userGrain) Receive(ctx actor.Context) {
+	g.beginSpan(ctx)
+	defer g.endSpan()
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		id := cluster.GetClusterIdentity(ctx)
@@ -356,7 +362,7 @@ func (g *userGrain) water(ctx actor.Context, deviceID, commandID string) *actorp
 	// activation of this user grain exists then (see deviceGrain.tellRequester).
 	ctx.Send(pid, &actorpb.SendCommand{CommandId: commandID, Kind: devicepb.CommandKind_COMMAND_KIND_WATER,
 		WaterMs: g.opts.WaterMs, TimeoutMs: uint32(g.opts.CommandTimeout / time.Millisecond),
-		RequestedBy: WeChatRequester(g.openID)})
+		RequestedBy: WeChatRequester(g.openID), Trace: observe.Inject(g.tctx)})
 	return text(say(lang, "watering", deviceID))
 }
 
@@ -430,7 +436,10 @@ func (g *userGrain) enqueue(p Push) {
 	p.OpenID = g.openID
 	p.CreatedAt = g.opts.Now()
 	p.Status = PushPending
-	c, cancel := context.WithTimeout(context.Background(), g.opts.RequestTimeout)
+	ectx, span := observe.Child(g.tctx, "outbox.enqueue")
+	defer span.End()
+	p.Payload = tracedPayload(ectx, p.Payload)
+	c, cancel := context.WithTimeout(ectx, g.opts.RequestTimeout)
 	defer cancel()
 	if err := g.opts.Store.EnqueuePushes(c, []Push{p}); err != nil {
 		g.log.Error("enqueuing a push failed; it is lost", "push", p.ID, "err", err)

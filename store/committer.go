@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster/observe"
 )
 
 // CommitOptions are the limits of the group committer. Every backend's Options embeds them; the
@@ -322,6 +323,7 @@ func (c *Committer) write(reqs []*Request) {
 			}
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		start := time.Now()
 		err := c.backend.WriteBatch(ctx, reqs)
 		cancel()
 		if err == nil {
@@ -333,6 +335,7 @@ func (c *Committer) write(reqs []*Request) {
 			c.stats.transactions.Add(1)
 			c.stats.requests.Add(uint64(len(reqs)))
 			c.stats.rows.Add(uint64(rows))
+			observe.Committed(rows, time.Since(start))
 			return
 		}
 		if !c.backend.Transient(err) && !errors.Is(err, context.DeadlineExceeded) {

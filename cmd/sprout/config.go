@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/store"
 	"github.com/sprout-iot/sprout/store/memory"
 	"github.com/sprout-iot/sprout/store/postgres"
@@ -124,7 +125,7 @@ func newLogger(format, level string) *slog.Logger {
 	_ = lv.UnmarshalText([]byte(level))
 	o := &slog.HandlerOptions{Level: lv}
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, o))
+		return slog.New(observe.LogHandler(slog.NewTextHandler(os.Stderr, o)))
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, o))
+	return slog.New(observe.LogHandler(slog.NewJSONHandler(os.Stderr, o)))
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
+	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/edge/api"
 	"github.com/sprout-iot/sprout/edge/device"
 	"github.com/sprout-iot/sprout/messages/actorpb"
@@ -38,9 +39,10 @@ type serveConfig struct {
 	clusterPort     int
 	advertise       string
 
-	edge  device.Options
-	grain actors.DeviceOptions
-	wx    wechatConfig
+	edge      device.Options
+	grain     actors.DeviceOptions
+	wx        wechatConfig
+	retention retentionConfig
 }
 
 func (c *serveConfig) register(fs *flagSet) {
@@ -64,6 +66,7 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.dur(&c.edge.GrainTimeout, "grain-timeout", 5*time.Second, "longest the edge waits for a device grain")
 	fs.dur(&c.grain.IdleTimeout, "grain-idle-timeout", 10*time.Minute, "an offline device grain with nothing to do is passivated after this")
 	c.wx.register(fs)
+	c.retention.register(fs)
 }
 
 // node is one running Sprout node.
@@ -75,6 +78,7 @@ type node struct {
 	http   *http.Server
 	router chi.Router
 	wx     *wechatNode
+	tel    *observe.Telemetry
 
 	EdgeAddr, HTTPAddr string
 }
@@ -118,6 +122,10 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		return nil, fmt.Errorf("joining the cluster: %w", err)
 	}
 	n.member = m
+	if n.tel, err = observe.Setup(ctx, observe.Options{Node: m.Address()}); err != nil {
+		n.stop(context.Background())
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
 	edgeLn, err := net.Listen("tcp", cfg.edgeAddr)
 	if err != nil {
 		n.stop(context.Background())
@@ -139,6 +147,11 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	}()
 	r := chi.NewRouter()
 	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address()}).Routes(r)
+	r.Method(http.MethodGet, "/metrics", n.tel.Handler())
+	if err := registerNodeMetrics(n.tel, n); err != nil {
+		n.stop(context.Background())
+		return nil, err
+	}
 	if err := wx.start(m.Cluster, r, m.Address()); err != nil {
 		n.stop(context.Background())
 		return nil, err
@@ -151,14 +164,18 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			log.Error("HTTP stopped", "err", err)
 		}
 	}()
+	startMaintenance(ctx, st, cfg.retention.every, cfg.retention.options(), log)
 	log.Info("sprout node started", "store", desc, "edge", n.EdgeAddr, "http", n.HTTPAddr,
-		"cluster", cfg.clusterProvider, "member", m.Address())
+		"cluster", cfg.clusterProvider, "member", m.Address(), "traces", n.tel.Exporter, "sampler", n.tel.Sampler)
 	return n, nil
 }
 
 func (n *node) ready(ctx context.Context) error {
 	if n.member.Cluster.MemberList.Length() < 1 {
 		return errors.New("not joined to the cluster")
+	}
+	if n.edge == nil || !n.edge.Listening() {
+		return errors.New("device edge not listening")
 	}
 	if _, err := n.store.ListDevices(ctx, actors.ListQuery{Limit: 1}); err != nil {
 		return fmt.Errorf("storage: %w", err)
@@ -183,6 +200,11 @@ func (n *node) stop(ctx context.Context) {
 	}
 	if err := n.store.Close(); err != nil {
 		n.log.Error("closing the store", "err", err)
+	}
+	if n.tel != nil {
+		if err := n.tel.Shutdown(ctx); err != nil {
+			n.log.Warn("flushing telemetry", "err", err)
+		}
 	}
 }
 

@@ -22,8 +22,10 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
@@ -117,6 +119,7 @@ type Server struct {
 	sockets                                  atomic.Int64
 	reasons                                  sync.Map // string -> *atomic.Int64
 	wg                                       sync.WaitGroup
+	listening                                atomic.Int32 // Serve calls accepting now
 }
 
 // NewServer returns an edge that reaches device grains through c.
@@ -164,6 +167,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.lns = append(s.lns, ln)
 	s.mu.Unlock()
+	s.listening.Add(1)
+	defer s.listening.Add(-1)
 	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -273,6 +278,8 @@ type conn struct {
 	pending  atomic.Int32      // frames delivered to the actor and not yet written
 	waiting  atomic.Int64      // unix ns since when a report has awaited its grain (0: none)
 	reason   atomic.Int32      // the first close reason
+	// cmdTraces holds, for traced commands written to the device, their trace (trace.go).
+	cmdTraces sync.Map
 }
 
 func (s *Server) handle(nc net.Conn) {
@@ -356,7 +363,9 @@ func (c *conn) handshake() bool {
 	_, _ = crand.Read(sid)
 	c.session = hex.EncodeToString(sid)
 	c.pid = s.cluster.ActorSystem.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &connActor{c: c} }))
-	res, err := s.cluster.Request(c.device, actors.DeviceKind, &actorpb.Authenticate{
+	hctx, span := observe.StartRoot(context.Background(), "edge.handshake", trace.SpanKindServer)
+	defer span.End()
+	res, err := s.cluster.Request(c.device, actors.DeviceKind, &actorpb.Authenticate{Trace: observe.Inject(hctx),
 		DeviceId: hello.DeviceId, DeviceNonce: hello.DeviceNonce, ServerNonce: serverNonce, Mac: auth.Mac,
 		FirmwareVersion: hello.FirmwareVersion, ProtocolVersion: hello.ProtocolVersion, RemoteAddr: c.remote,
 		Conn: &actorpb.ConnRef{Address: c.pid.Address, Id: c.pid.Id, SessionId: c.session, Edge: c.nc.LocalAddr().String()},
@@ -460,7 +469,7 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 				return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "command result field too long"
 			}
 			// Same sender, same grain: it sees results and reports in the device's order.
-			root.Send(c.grainPID, &actorpb.DeliverResult{SessionId: c.session, Result: b.CommandResult})
+			root.Send(c.grainPID, &actorpb.DeliverResult{SessionId: c.session, Result: b.CommandResult, Trace: c.resultTrace(b.CommandResult.CommandId)})
 		case *devicepb.Frame_Ping:
 			if !c.write(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: b.Ping.Nonce}}}) {
 				return devicepb.CloseReason(c.reason.Load()), "write failed"
@@ -478,7 +487,9 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 				return devicepb.CloseReason(c.reason.Load()), "closed"
 			}
 			c.waiting.CompareAndSwap(0, time.Now().UnixNano())
+			span := c.frameSpan(report)
 			root.RequestWithCustomSender(c.grainPID, report, c.pid)
+			span.End()
 		}
 	}
 }
@@ -517,6 +528,7 @@ func (c *conn) writeLocked(frames ...*devicepb.Frame) bool {
 // fail ends a connection during the handshake.
 func (c *conn) fail(r devicepb.CloseReason, detail string) {
 	c.s.opts.Logger.Info("handshake failed", "reason", r.String(), "detail", detail, "device", c.device, "remote", c.remote)
+	observe.HandshakeFailed(r.String())
 	c.close(r, detail, 0)
 }
 
@@ -598,6 +610,7 @@ func (a *connActor) Receive(ctx actor.Context) {
 				c.close(devicepb.CloseReason_CLOSE_REASON_SLOW_CONSUMER, "too many frames pending", 0)
 				return
 			}
+			span := c.deliverSpan(m)
 			c.wmu.Lock()
 			if !c.welcomed {
 				c.queued = append(c.queued, m.Frames...)
@@ -605,6 +618,7 @@ func (a *connActor) Receive(ctx actor.Context) {
 				c.writeLocked(m.Frames...)
 			}
 			c.wmu.Unlock()
+			span.End()
 			c.pending.Add(-int32(len(m.Frames)))
 		}
 		if m.Close != nil {

@@ -467,6 +467,7 @@ type Deliver struct {
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	Frames        []*devicepb.Frame      `protobuf:"bytes,2,rep,name=frames,proto3" json:"frames,omitempty"`
 	Close         *devicepb.Close        `protobuf:"bytes,3,opt,name=close,proto3" json:"close,omitempty"`
+	Trace         *TraceContext          `protobuf:"bytes,4,opt,name=trace,proto3" json:"trace,omitempty"` // the command's trace, when a traced command is among the frames
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -518,6 +519,13 @@ func (x *Deliver) GetFrames() []*devicepb.Frame {
 func (x *Deliver) GetClose() *devicepb.Close {
 	if x != nil {
 		return x.Close
+	}
+	return nil
+}
+
+func (x *Deliver) GetTrace() *TraceContext {
+	if x != nil {
+		return x.Trace
 	}
 	return nil
 }
@@ -910,6 +918,7 @@ type CommandOutcome struct {
 	AtMs          int64                  `protobuf:"varint,6,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
 	RequestedBy   string                 `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	Kind          devicepb.CommandKind   `protobuf:"varint,8,opt,name=kind,proto3,enum=sprout.device.v1.CommandKind" json:"kind,omitempty"`
+	Trace         *TraceContext          `protobuf:"bytes,9,opt,name=trace,proto3" json:"trace,omitempty"` // set on the copy sent to the requester, never stored
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -998,6 +1007,13 @@ func (x *CommandOutcome) GetKind() devicepb.CommandKind {
 		return x.Kind
 	}
 	return devicepb.CommandKind(0)
+}
+
+func (x *CommandOutcome) GetTrace() *TraceContext {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
 }
 
 // GetState asks the grain for its device's current state. With open_id set, the grain answers
@@ -2237,12 +2253,13 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x06reason\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x123\n" +
 	"\awelcome\x18\x04 \x01(\v2\x19.sprout.device.v1.WelcomeR\awelcome\x12<\n" +
-	"\rafter_welcome\x18\x05 \x03(\v2\x17.sprout.device.v1.FrameR\fafterWelcome\"\x88\x01\n" +
+	"\rafter_welcome\x18\x05 \x03(\v2\x17.sprout.device.v1.FrameR\fafterWelcome\"\xbd\x01\n" +
 	"\aDeliver\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12/\n" +
 	"\x06frames\x18\x02 \x03(\v2\x17.sprout.device.v1.FrameR\x06frames\x12-\n" +
-	"\x05close\x18\x03 \x01(\v2\x17.sprout.device.v1.CloseR\x05close\"\xd2\x01\n" +
+	"\x05close\x18\x03 \x01(\v2\x17.sprout.device.v1.CloseR\x05close\x123\n" +
+	"\x05trace\x18\x04 \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xd2\x01\n" +
 	"\x06Report\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12;\n" +
@@ -2273,7 +2290,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12!\n" +
 	"\frequested_by\x18\x06 \x01(\tR\vrequestedBy\x123\n" +
-	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xa2\x02\n" +
+	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xd7\x02\n" +
 	"\x0eCommandOutcome\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
@@ -2284,7 +2301,8 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"watered_ml\x18\x05 \x01(\rR\twateredMl\x12\x13\n" +
 	"\x05at_ms\x18\x06 \x01(\x03R\x04atMs\x12!\n" +
 	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x121\n" +
-	"\x04kind\x18\b \x01(\x0e2\x1d.sprout.device.v1.CommandKindR\x04kind\"#\n" +
+	"\x04kind\x18\b \x01(\x0e2\x1d.sprout.device.v1.CommandKindR\x04kind\x123\n" +
+	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"#\n" +
 	"\bGetState\x12\x17\n" +
 	"\aopen_id\x18\x01 \x01(\tR\x06openId\"\x9e\x01\n" +
 	"\x05Alert\x12.\n" +
@@ -2476,41 +2494,43 @@ var file_actorpb_actor_proto_depIdxs = []int32{
 	31, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
 	31, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
 	32, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	33, // 7: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	34, // 8: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	26, // 9: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	29, // 10: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	35, // 11: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	26, // 12: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	29, // 13: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	36, // 14: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	37, // 15: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	26, // 16: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
-	0,  // 17: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	36, // 18: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	1,  // 19: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	33, // 20: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	14, // 21: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	37, // 22: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	3,  // 23: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	12, // 24: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	12, // 25: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	26, // 26: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	2,  // 27: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	14, // 28: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	25, // 29: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	33, // 30: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	26, // 31: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	14, // 32: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	12, // 33: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	25, // 34: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	26, // 35: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	29, // 36: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	37, // [37:37] is the sub-list for method output_type
-	37, // [37:37] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	26, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
+	33, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	34, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	26, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	29, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	35, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	26, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	29, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	36, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	37, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	26, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	0,  // 18: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
+	36, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	26, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	1,  // 21: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
+	33, // 22: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	14, // 23: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	37, // 24: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	3,  // 25: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	12, // 26: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	12, // 27: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	26, // 28: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	2,  // 29: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	14, // 30: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	25, // 31: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	33, // 32: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	26, // 33: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	14, // 34: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	12, // 35: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	25, // 36: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	26, // 37: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	29, // 38: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }

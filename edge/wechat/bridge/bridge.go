@@ -15,8 +15,11 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/edge/wechat"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
 	"github.com/sprout-iot/sprout/messages/actorpb"
@@ -53,8 +56,13 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.R
 	if timeout <= 0 {
 		return wechat.Success(), nil
 	}
+	ctx, span := observe.StartRoot(ctx, "wechat.callback", trace.SpanKindServer)
+	defer span.End()
+	span.SetAttributes(attribute.String("wechat.msg_type", m.MsgType), attribute.String("wechat.event", m.Event))
+	um.Trace = observe.Inject(ctx)
 	res, err := d.Cluster.Request(m.FromUserName, actors.UserKind, um, pcluster.WithTimeout(timeout))
 	if err != nil {
+		observe.Fail(span, err)
 		return nil, fmt.Errorf("user grain %s: %w", m.FromUserName, err)
 	}
 	r, ok := res.(*actorpb.UserReply)
@@ -260,6 +268,8 @@ func (p *Pusher) drain(ctx context.Context) bool {
 func (p *Pusher) send(ctx context.Context, push actors.Push) {
 	var pl actors.PushPayload
 	err := json.Unmarshal(push.Payload, &pl)
+	ctx, span := p.span(ctx, push, pl)
+	defer span.End()
 	if err == nil {
 		c, cancel := context.WithTimeout(ctx, p.opts.SendTimeout)
 		err = p.call(c, push, pl)
@@ -272,10 +282,15 @@ func (p *Pusher) send(ctx context.Context, push actors.Push) {
 	switch {
 	case err == nil:
 		push.Status, push.SentAt, push.LastError = actors.PushSent, now, ""
+		observe.Pushed(observe.PushSent, push.Kind)
 	case errors.Is(err, api.ErrPermanent) || push.Attempts >= p.opts.MaxAttempts:
 		push.Status, push.LastError = actors.PushFailed, err.Error()
-		p.opts.Logger.Warn("push failed for good", "push", push.ID, "kind", push.Kind, "attempts", push.Attempts, "err", err)
+		observe.Pushed(observe.PushFailed, push.Kind)
+		observe.Fail(span, err)
+		p.opts.Logger.WarnContext(ctx, "push failed for good", "push", push.ID, "kind", push.Kind, "attempts", push.Attempts, "err", err)
 	default:
+		observe.Pushed(observe.PushRetried, push.Kind)
+		observe.Fail(span, err)
 		wait := p.opts.MinBackoff << min(push.Attempts-1, 20)
 		if ra, ok := api.RetryAfter(err); ok && ra > wait {
 			wait = ra
@@ -294,7 +309,21 @@ func (p *Pusher) send(ctx context.Context, push actors.Push) {
 	}
 }
 
-func (p *Pusher) call(ctx context.Context, push actors.Push, pl actors.PushPayload) error {
+// span traces one push attempt under the trace its payload carries (the action that caused it);
+// the API call is a child span.
+func (p *Pusher) span(ctx context.Context, push actors.Push, pl actors.PushPayload) (context.Context, trace.Span) {
+	if pl.Trace == "" {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	ctx, span := observe.Start(ctx, &actorpb.TraceContext{Traceparent: pl.Trace}, "outbox.push", trace.SpanKindProducer)
+	span.SetAttributes(attribute.String("push.id", push.ID), attribute.String("push.kind", push.Kind),
+		attribute.Int("push.attempt", push.Attempts+1))
+	return ctx, span
+}
+
+func (p *Pusher) call(ctx context.Context, push actors.Push, pl actors.PushPayload) (err error) {
+	ctx, span := observe.Child(ctx, "wechat.api "+push.Kind)
+	defer func() { observe.End(span, err) }()
 	switch push.Kind {
 	case actors.PushText:
 		return p.client.SendText(ctx, push.OpenID, pl.Text)
