@@ -19,8 +19,10 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
@@ -352,8 +354,10 @@ func (h *Handler) sendCommand(w http.ResponseWriter, r *http.Request) {
 	if req.TimeoutMs != 0 {
 		timeout = time.Duration(req.TimeoutMs) * time.Millisecond
 	}
+	tctx, span := observe.StartRoot(r.Context(), "api.command", trace.SpanKindServer)
+	defer span.End()
 	res, err := h.cluster.Request(id, actors.DeviceKind, &actorpb.SendCommand{CommandId: req.CommandID, Kind: kind,
-		WaterMs: req.WaterMs, TimeoutMs: req.TimeoutMs, RequestedBy: "api"}, pcluster.WithTimeout(timeout+5*time.Second))
+		WaterMs: req.WaterMs, TimeoutMs: req.TimeoutMs, RequestedBy: "api", Trace: observe.Inject(tctx)}, pcluster.WithTimeout(timeout+5*time.Second))
 	out, ok := res.(*actorpb.CommandOutcome)
 	if err != nil || !ok {
 		writeErr(w, http.StatusServiceUnavailable, "grain_unavailable", fmt.Sprintf("no outcome from the device grain: %v", err))
