@@ -158,6 +158,12 @@ func run() error {
 		{"sprout, no storage (memory)", func() (*proc, error) {
 			return startSprout(bin, tmp, "memory", cs[:*devices])
 		}},
+		{"sprout, memory, tracing off", func() (*proc, error) {
+			return startSprout(bin, tmp, "memory", cs[:*devices], "OTEL_TRACES_EXPORTER=none")
+		}},
+		{"sprout, memory, tracing on (1 %, OTLP)", func() (*proc, error) {
+			return startSprout(bin, tmp, "memory", cs[:*devices], tracingEnv("0.01")...)
+		}},
 		{"sprout, embedded SQLite", func() (*proc, error) {
 			return startSprout(bin, filepath.Join(tmp, "sqlite"), "", cs[:*devices])
 		}},
