@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -67,6 +68,11 @@ type deviceGrain struct {
 	core   *deviceCore
 	device Device
 	loaded bool
+	// epoch fences this activation's writes: claimed on its first write, so a duplicate activation
+	// elsewhere (a membership change race) makes this one's writes fail with ErrFenced.
+	epoch   uint64
+	claimed bool
+	fenced  bool // another activation owns the device now: this one stops after the current message
 
 	connPID     *actor.PID
 	waiters     map[string][]*actor.PID // command id -> requesters waiting for its outcome
@@ -92,6 +98,13 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 	if _, ok := ctx.Message().(idleCheck); !ok && g.core != nil {
 		g.lastActive = g.opts.Now()
 	}
+	defer func() {
+		if g.fenced {
+			g.fenced = false
+			g.log.Warn("another activation of this device claimed it; this one stops")
+			ctx.Stop(ctx.Self())
+		}
+	}()
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		id := cluster.GetClusterIdentity(ctx)
@@ -101,6 +114,7 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 			return
 		}
 		g.core = newDeviceCore(id.Identity)
+		g.epoch = uint64(rand.Int64()) | 1
 		g.log = g.opts.Logger.With("device", id.Identity)
 		g.waiters = map[string][]*actor.PID{}
 		g.timers = map[string]scheduler.CancelFunc{}
@@ -202,6 +216,13 @@ func (g *deviceGrain) load(ctx actor.Context) {
 		}
 		g.core.users = users
 	}
+	// Claim the device now, not at the first change: a duplicate activation elsewhere (created by
+	// a read during a membership change) must fence the old one before it serves another frame.
+	if err := g.opts.Store.Append(c, g.core.id, Batch{Epoch: g.epoch, Claim: true}); err != nil {
+		g.log.Warn("claiming the device failed", "err", err)
+		return
+	}
+	g.claimed = true
 	g.device, g.loaded = d, true
 	g.apply(ctx, fx)
 }
@@ -339,7 +360,7 @@ func (g *deviceGrain) persist(fx effects) error {
 	if !fx.persists() {
 		return nil
 	}
-	b := Batch{Readings: fx.readings, Events: fx.events}
+	b := Batch{Readings: fx.readings, Events: fx.events, Epoch: g.epoch, Claim: !g.claimed}
 	if fx.snapshot {
 		b.Snapshot = g.core.snapshot()
 	}
@@ -349,8 +370,12 @@ func (g *deviceGrain) persist(fx effects) error {
 	err := g.opts.Store.Append(actx, g.core.id, b)
 	observe.End(span, err)
 	if err != nil {
+		if errors.Is(err, ErrFenced) {
+			g.fenced = true
+		}
 		return fmt.Errorf("device %s: %w", g.core.id, err)
 	}
+	g.claimed = true
 	return nil
 }
 

@@ -45,6 +45,9 @@ var (
 	ErrUnknownDevice = errors.New("unknown device")
 	ErrDeviceExists  = errors.New("device already exists")
 	ErrUnavailable   = errors.New("storage unavailable")
+	// ErrFenced refuses a write from a grain activation that another activation of the same device
+	// has since claimed (a duplicate activation while the cluster's membership changed).
+	ErrFenced = errors.New("device claimed by a newer grain activation")
 )
 
 // Device is a registry entry.
@@ -102,6 +105,11 @@ type Batch struct {
 	Readings []Reading
 	Events   []Event
 	Snapshot []byte // nil: keep the previous snapshot
+	// Epoch fences duplicate activations. Each activation of a device grain picks a random nonzero
+	// epoch and claims the device with it on its first write (Claim); every later write with that
+	// epoch is refused with ErrFenced once another activation has claimed the device. Zero: no fencing.
+	Epoch uint64
+	Claim bool
 }
 
 // Recovered is the persisted state of a device grain.

@@ -81,6 +81,9 @@ func (o CommitOptions) WithDefaults() CommitOptions {
 type Request struct {
 	DeviceID string
 	Batch    actors.Batch
+	// Fenced is set by the backend inside WriteBatch when the request's epoch no longer owns the
+	// device: the request is not written and its caller gets actors.ErrFenced.
+	Fenced bool
 
 	rows     int
 	deadline time.Time
@@ -116,7 +119,7 @@ type Committer struct {
 	closing chan struct{}
 	wg      sync.WaitGroup
 
-	stats struct{ transactions, requests, rows, retries, refused, timedOut, queueFull atomic.Uint64 }
+	stats struct{ transactions, requests, rows, retries, refused, timedOut, queueFull, fenced atomic.Uint64 }
 }
 
 // CommitStats are counters since the committer started, for metrics and benchmarks.
@@ -128,6 +131,7 @@ type CommitStats struct {
 	Refused      uint64 // appends the database refused (after isolating them)
 	TimedOut     uint64 // appends failed with ErrUnavailable after WriteTimeout
 	QueueFull    uint64 // appends failed with ErrUnavailable because the queue was full
+	Fenced       uint64 // appends refused because a newer activation of the device claimed it
 }
 
 // Stats returns the committer's counters.
@@ -135,7 +139,7 @@ func (c *Committer) Stats() CommitStats {
 	return CommitStats{
 		Transactions: c.stats.transactions.Load(), Requests: c.stats.requests.Load(), Rows: c.stats.rows.Load(),
 		Retries: c.stats.retries.Load(), Refused: c.stats.refused.Load(), TimedOut: c.stats.timedOut.Load(),
-		QueueFull: c.stats.queueFull.Load(),
+		QueueFull: c.stats.queueFull.Load(), Fenced: c.stats.fenced.Load(),
 	}
 }
 
@@ -167,7 +171,7 @@ func (c *Committer) Append(ctx context.Context, deviceID string, b actors.Batch)
 		return err
 	}
 	rows := len(b.Readings) + len(b.Events)
-	if b.Snapshot != nil {
+	if b.Snapshot != nil || b.Claim {
 		rows++
 	}
 	if rows == 0 {
@@ -324,11 +328,19 @@ func (c *Committer) write(reqs []*Request) {
 		}
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		start := time.Now()
+		for _, r := range reqs {
+			r.Fenced = false
+		}
 		err := c.backend.WriteBatch(ctx, reqs)
 		cancel()
 		if err == nil {
 			rows := 0
 			for _, r := range reqs {
+				if r.Fenced {
+					c.stats.fenced.Add(1)
+					r.done <- fmt.Errorf("store: append for device %q: %w", r.DeviceID, actors.ErrFenced)
+					continue
+				}
 				rows += r.rows
 				r.done <- nil
 			}

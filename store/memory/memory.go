@@ -4,6 +4,7 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ type Store struct {
 }
 
 type deviceData struct {
+	epoch    uint64
 	snapshot []byte
 	lastSeq  uint64
 	readings []actors.Reading
@@ -109,6 +111,12 @@ func (s *Store) Append(_ context.Context, id string, b actors.Batch) error {
 	if dd == nil {
 		dd = &deviceData{seqs: map[uint64]bool{}}
 		s.data[id] = dd
+	}
+	switch {
+	case b.Claim:
+		dd.epoch = b.Epoch
+	case b.Epoch != 0 && b.Epoch != dd.epoch:
+		return fmt.Errorf("memory: append for device %q: %w", id, actors.ErrFenced)
 	}
 	for _, r := range b.Readings {
 		if dd.seqs[r.Seq] {

@@ -144,10 +144,101 @@ func (b backend) Transient(err error) bool { return transient(err) }
 // WriteBatch sends the batch's three statements in one round trip. Postgres runs the statements of
 // one pipeline (up to its Sync) as one implicit transaction: all are stored or none.
 func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) error {
+	for _, r := range reqs {
+		if r.Batch.Epoch != 0 {
+			return b.writeFenced(ctx, reqs)
+		}
+	}
+	batch := buildBatch(reqs)
+	if batch.Len() == 0 {
+		return nil
+	}
+	return b.pool.SendBatch(ctx, batch).Close()
+}
+
+// writeFenced is WriteBatch for requests that carry activation epochs: in one transaction it first
+// applies the claims, then locks the other devices' rows (FOR SHARE, so a concurrent claim waits)
+// and marks the requests whose epoch was superseded, then writes the rest.
+func (b backend) writeFenced(ctx context.Context, reqs []*store.Request) (err error) {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
+	claims := map[string]int64{}
+	var check []string
+	for _, r := range reqs {
+		switch {
+		case r.Batch.Claim:
+			claims[r.DeviceID] = int64(r.Batch.Epoch)
+		case r.Batch.Epoch != 0:
+			check = append(check, r.DeviceID)
+		}
+	}
+	if len(claims) > 0 {
+		ids := slices.Sorted(maps.Keys(claims))
+		epochs := make([]int64, len(ids))
+		for i, id := range ids {
+			epochs[i] = claims[id]
+		}
+		if _, err = tx.Exec(ctx, `UPDATE devices d SET epoch = u.e FROM unnest($1::text[], $2::bigint[]) AS u(id, e) WHERE d.id = u.id`, ids, epochs); err != nil {
+			return fmt.Errorf("claim devices: %w", err)
+		}
+	}
+	if len(check) > 0 {
+		slices.Sort(check)
+		rows, qerr := tx.Query(ctx, `SELECT id, epoch FROM devices WHERE id = ANY($1) ORDER BY id FOR SHARE`, check)
+		if qerr != nil {
+			return fmt.Errorf("check device epochs: %w", qerr)
+		}
+		current := map[string]int64{}
+		for rows.Next() {
+			var id string
+			var e int64
+			if err = rows.Scan(&id, &e); err != nil {
+				rows.Close()
+				return err
+			}
+			current[id] = e
+		}
+		rows.Close()
+		if err = rows.Err(); err != nil {
+			return err
+		}
+		for _, r := range reqs {
+			if !r.Batch.Claim && r.Batch.Epoch != 0 {
+				if e, ok := claims[r.DeviceID]; ok {
+					current[r.DeviceID] = e // claimed earlier in this very batch
+				}
+				r.Fenced = current[r.DeviceID] != int64(r.Batch.Epoch)
+			}
+		}
+	}
+	if batch := buildBatch(reqs); batch.Len() > 0 {
+		if err = tx.SendBatch(ctx, batch).Close(); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// buildBatch turns the batch's unfenced requests into three multi-row statements.
+func buildBatch(reqs []*store.Request) *pgx.Batch {
 	var (
 		nr, ne int
 		snaps  = map[string][]byte{} // the last snapshot per device wins
 	)
+	live := reqs[:0:0]
+	for _, r := range reqs {
+		if !r.Fenced {
+			live = append(live, r)
+		}
+	}
+	reqs = live
 	for _, r := range reqs {
 		nr += len(r.Batch.Readings)
 		ne += len(r.Batch.Events)
@@ -211,10 +302,7 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) error {
 		}
 		batch.Queue(upsertSnapshots, ids, bodies)
 	}
-	if batch.Len() == 0 {
-		return nil
-	}
-	return b.pool.SendBatch(ctx, batch).Close()
+	return batch
 }
 
 func metric(f float32) pgtype.Float4 { return pgtype.Float4{Float32: f, Valid: f == f} }

@@ -72,7 +72,7 @@ type Store struct {
 	w     *sql.DB // exactly one connection: the writer
 	r     *sql.DB // query-only connections
 	c     *store.Committer
-	stmts struct{ reading, event, snapshot *sql.Stmt }
+	stmts struct{ reading, event, snapshot, claim, epoch *sql.Stmt }
 	maint sync.Mutex // one Maintain at a time
 }
 
@@ -145,6 +145,8 @@ func (s *Store) open(opts Options) error {
 		VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, seq) WHERE seq > 0 DO NOTHING`)
 	s.stmts.snapshot = prepare(`INSERT INTO snapshots (device_id, body, updated_at) VALUES (?, ?, ?)
 		ON CONFLICT (device_id) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at`)
+	s.stmts.claim = prepare(`UPDATE devices SET epoch = ? WHERE id = ?`)
+	s.stmts.epoch = prepare(`SELECT epoch FROM devices WHERE id = ?`)
 	if err != nil {
 		return fmt.Errorf("store/sqlite: prepare statements: %w", err)
 	}
@@ -161,7 +163,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeDBs() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.stmts.reading, s.stmts.event, s.stmts.snapshot} {
+	for _, st := range []*sql.Stmt{s.stmts.reading, s.stmts.event, s.stmts.snapshot, s.stmts.claim, s.stmts.epoch} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -202,8 +204,27 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) (err err
 	insReading := tx.StmtContext(ctx, s.stmts.reading)
 	insEvent := tx.StmtContext(ctx, s.stmts.event)
 	putSnapshot := tx.StmtContext(ctx, s.stmts.snapshot)
+	claim := tx.StmtContext(ctx, s.stmts.claim)
+	epochOf := tx.StmtContext(ctx, s.stmts.epoch)
 	now := store.Micros(time.Now())
 	for _, r := range reqs {
+		// Fencing: SQLite has one writer, so claims and checks inside this transaction are ordered
+		// with every other write.
+		if r.Batch.Claim {
+			if _, err = claim.ExecContext(ctx, int64(r.Batch.Epoch), r.DeviceID); err != nil {
+				return fmt.Errorf("claim %q: %w", r.DeviceID, err)
+			}
+		} else if r.Batch.Epoch != 0 {
+			var cur int64
+			if err = epochOf.QueryRowContext(ctx, r.DeviceID).Scan(&cur); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("epoch of %q: %w", r.DeviceID, err)
+			}
+			err = nil
+			if uint64(cur) != r.Batch.Epoch {
+				r.Fenced = true
+				continue
+			}
+		}
 		for i := range r.Batch.Readings {
 			rd := &r.Batch.Readings[i]
 			if _, err = insReading.ExecContext(ctx, r.DeviceID, int64(rd.Seq), nullMicros(rd.DeviceTime),

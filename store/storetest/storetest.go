@@ -57,6 +57,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentAppendsAreAllDurable", testConcurrentAppends},
 		{"CancelledAppendIsNotStored", testCancelledAppend},
 		{"AppendAfterCloseIsUnavailable", testAppendAfterClose},
+		{"SupersededActivationIsFenced", testFencing},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
