@@ -46,6 +46,9 @@ type UserOptions struct {
 	RequestTimeout time.Duration
 	// StatusPushes enables transmsg device-status pushes on presence changes.
 	StatusPushes bool
+	// CompelBind tells WeChat's device platform about bindings made through Sprout's own QR codes
+	// (compel_bind / compel_unbind), for accounts with WeChat's device APIs enabled.
+	CompelBind bool
 	// DeviceType is the WeChat device type (the account's gh_ id) used in status pushes.
 	DeviceType string
 	// Pushed, if set, is called after pushes are enqueued (wakes the node's pusher at once).
@@ -314,7 +317,7 @@ func (g *userGrain) bind(deviceID, via string) *actorpb.UserReply {
 		return text(say(lang, "bound_already", deviceID))
 	}
 	g.devices = append(g.devices, Binding{DeviceID: deviceID, OpenID: g.openID, Role: br.Role, BoundAt: g.opts.Now()})
-	if via == "sprout_qr" {
+	if via == "sprout_qr" && g.opts.CompelBind {
 		// Tell WeChat's device platform too, so the device shows in the user's WeChat device list.
 		g.enqueue(Push{ID: pushID("compel_bind", g.openID, deviceID), Kind: PushCompelBind,
 			Payload: mustJSON(PushPayload{DeviceID: deviceID})})
@@ -336,6 +339,10 @@ func (g *userGrain) unbind(deviceID string, reply bool) *actorpb.UserReply {
 			g.devices = append(g.devices[:i:i], g.devices[i+1:]...)
 			break
 		}
+	}
+	if g.opts.CompelBind {
+		g.enqueue(Push{ID: pushID("compel_unbind", g.openID, deviceID, g.opts.Now().String()), Kind: PushCompelUnbind,
+			Payload: mustJSON(PushPayload{DeviceID: deviceID})})
 	}
 	if !reply {
 		return &actorpb.UserReply{}

@@ -255,7 +255,11 @@ func waitAllOnline(t *testing.T, s *server, creds []fleet.Credential, within tim
 		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
+		ids := make([]string, 0, len(pending))
 		for id := range pending {
+			ids = append(ids, id)
+		}
+		for _, id := range ids {
 			wg.Add(1)
 			go func(id string) {
 				defer wg.Done()

@@ -93,7 +93,7 @@ func newWeChat(cfg *wechatConfig, users actors.UserStore, log *slog.Logger) (*we
 	}
 	uo := actors.UserOptions{
 		Store: users, Logger: log, AlertTemplateID: cfg.tplAlert, OutcomeTemplateID: cfg.tplOutcome,
-		StatusPushes: cfg.statusPushes == "true", DeviceType: cfg.account, WaterMs: uint32(cfg.waterMs),
+		StatusPushes: cfg.statusPushes == "true", CompelBind: cfg.deviceAPI == "true", DeviceType: cfg.account, WaterMs: uint32(cfg.waterMs),
 		CommandTimeout: cfg.commandTimeout, AlertBurst: cfg.alertBurst, AlertWindow: cfg.alertWindow,
 		VerifyScene: func(scene string) (string, error) {
 			c, err := qr.Verify(keys, scene, time.Now())

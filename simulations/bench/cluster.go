@@ -175,7 +175,11 @@ func waitAllOnlineBench(p *proc, cs []fleet.Credential, within time.Duration) er
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 32)
+		ids := make([]string, 0, len(pending))
 		for id := range pending {
+			ids = append(ids, id)
+		}
+		for _, id := range ids {
 			wg.Add(1)
 			sem <- struct{}{}
 			go func(id string) {
