@@ -3,7 +3,6 @@ package actors
 import (
 	"fmt"
 	"strings"
-	"time"
 	"unicode"
 
 	"github.com/sprout-iot/sprout/messages/actorpb"
@@ -170,16 +169,5 @@ func outcomeText(lang string, o *actorpb.CommandOutcome) string {
 		return say(lang, "water_denied", d)
 	default:
 		return say(lang, "water_error", d, o.Detail)
-	}
-}
-
-func durationText(d time.Duration) string {
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	default:
-		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
 }

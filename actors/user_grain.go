@@ -79,7 +79,9 @@ func (o *UserOptions) defaults() {
 		o.RequestTimeout = 2 * time.Second
 	}
 	if o.VerifyScene == nil {
-		o.VerifyScene = func(string) (string, error) { return "", errors.New("Sprout QR codes are not configured") }
+		o.VerifyScene = func(string) (string, error) {
+			return "", errors.New("sprout QR codes are not configured (SPROUT_QR_KEYS)")
+		}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -22,7 +22,6 @@ import (
 // help lists both.
 type flagSet struct {
 	*flag.FlagSet
-	envs []string
 }
 
 func newFlagSet(name, summary string) *flagSet {

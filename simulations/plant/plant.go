@@ -197,8 +197,6 @@ type Plant struct {
 	stats   *Stats
 	started atomic.Bool
 
-	emitMu sync.Mutex // keeps Observer calls in order
-
 	mu          sync.Mutex
 	ctx         context.Context
 	realStart   time.Time

@@ -303,7 +303,7 @@ func testMaintainBesideAppends(t *testing.T, s actors.Store, m store.Maintainer)
 		if err != nil {
 			errc <- err
 		} else if st.RawDeleted != old-1 || st.HoursRolled != 5 {
-			errc <- fmt.Errorf("Maintain: %+v; want %d raw readings deleted in chunks of 7, 5 hours rolled", st, old-1)
+			errc <- fmt.Errorf("maintain: %+v; want %d raw readings deleted in chunks of 7, 5 hours rolled", st, old-1)
 		}
 	})
 	wg.Wait()

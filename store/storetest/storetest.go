@@ -822,7 +822,7 @@ func testConcurrentAppends(t *testing.T, s actors.Store) {
 					return
 				}
 				if _, err := s.Readings(ctx, id, at(0), at(1000), 100); err != nil {
-					errc <- fmt.Errorf("Readings during appends: %w", err)
+					errc <- fmt.Errorf("readings during appends: %w", err)
 					return
 				}
 			}
