@@ -1,0 +1,145 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// page is what every template gets.
+type page struct {
+	Lang    string
+	Q       string // "?lang=en" when the language was chosen in the URL, kept on links
+	OtherQ  string // the link to the other language
+	CSRF    string
+	Plants  []plantView
+	Live    bool // open the live stream
+	Chart   *chart
+	Message string
+	Status  int
+}
+
+// cardData is one plant card: the plant and the page it is on.
+type cardData struct {
+	plantView
+	P *page
+}
+
+// Cards returns the page's plants as cards.
+func (p *page) Cards() []cardData {
+	out := make([]cardData, len(p.Plants))
+	for i, v := range p.Plants {
+		out[i] = cardData{plantView: v, P: p}
+	}
+	return out
+}
+
+// T translates a key for the page's language.
+func (p *page) T(key string) string { return tr(p.Lang, key) }
+
+func (h *Handler) newPage(r *http.Request, s session) *page {
+	p := &page{Lang: langOf(r)}
+	if r.URL.Query().Get("lang") != "" {
+		p.Q = "?lang=" + p.Lang
+	}
+	p.OtherQ = "?lang=" + tr(p.Lang, "lang_other_q")
+	if s.OpenID != "" {
+		p.CSRF = h.csrfToken(s)
+	}
+	return p
+}
+
+func parsePages() map[string]*template.Template {
+	out := map[string]*template.Template{}
+	for _, name := range []string{"plants.html", "plant.html", "message.html"} {
+		out[name] = template.Must(template.New(name).ParseFS(templateFS, "templates/layout.html", "templates/"+name))
+	}
+	return out
+}
+
+func (h *Handler) render(w http.ResponseWriter, status int, name string, p *page) {
+	var buf bytes.Buffer
+	if err := h.pages[name].ExecuteTemplate(&buf, name, p); err != nil {
+		h.opts.Logger.Error("web: rendering", "page", name, "err", err)
+		http.Error(w, "rendering failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (h *Handler) messagePage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	p := h.newPage(r, sessionFrom(r.Context()))
+	p.Message, p.Status = msg, status
+	h.render(w, status, "message.html", p)
+}
+
+func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	h.messagePage(w, r, status, msg)
+}
+
+// chart is the 24 h history of one plant as SVG polylines (soil moisture 0..100 %, temperature
+// 0..50 °C), drawn by the server so the page needs no charting library.
+type chart struct {
+	W, H        int
+	Moisture    string // polyline points
+	Temperature string
+	Empty       bool
+	Ticks       []tick
+}
+
+type tick struct {
+	X     int
+	Label string
+}
+
+const (
+	chartW, chartH = 340, 120
+	chartSpan      = 24 * time.Hour
+	chartBucket    = 30 * time.Minute
+)
+
+func (h *Handler) chart(ctx context.Context, deviceID string) *chart {
+	c := &chart{W: chartW, H: chartH, Empty: true}
+	if h.opts.Store == nil {
+		return c
+	}
+	to := h.opts.Now()
+	from := to.Add(-chartSpan)
+	bs, err := h.opts.Store.Buckets(ctx, deviceID, from, to, chartBucket)
+	if err != nil {
+		h.opts.Logger.Warn("web: reading buckets", "device", deviceID, "err", err)
+		return c
+	}
+	var m, t []string
+	for _, b := range bs {
+		if b.Count == 0 {
+			continue
+		}
+		x := float64(b.Start.Add(chartBucket/2).Sub(from)) / float64(chartSpan) * chartW
+		x = min(max(x, 0), chartW)
+		m = append(m, fmt.Sprintf("%.1f,%.1f", x, scale(b.MoistureAvg, 100)))
+		t = append(t, fmt.Sprintf("%.1f,%.1f", x, scale(b.TempAvg, 50)))
+	}
+	if len(m) == 1 { // one point draws nothing: widen it to a short dash
+		m = append(m, m[0])
+		t = append(t, t[0])
+	}
+	c.Moisture, c.Temperature, c.Empty = strings.Join(m, " "), strings.Join(t, " "), len(m) == 0
+	for i := 0; i <= 4; i++ {
+		at := from.Add(time.Duration(i) * chartSpan / 4)
+		c.Ticks = append(c.Ticks, tick{X: i * chartW / 4, Label: at.In(chinaTime).Format("15:04")})
+	}
+	return c
+}
+
+func scale(v float32, top float64) float64 {
+	y := chartH - float64(v)/top*chartH
+	return min(max(y, 0), chartH)
+}
