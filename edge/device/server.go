@@ -283,27 +283,29 @@ type conn struct {
 }
 
 func (s *Server) handle(nc net.Conn) {
-	defer s.wg.Done()
-	defer s.sockets.Add(-1)
 	c := &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, 512), remote: nc.RemoteAddr().String(),
 		inflight: make(chan struct{}, s.opts.MaxInFlight), closed: make(chan struct{})}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		_ = nc.Close()
+		s.sockets.Add(-1)
+		s.wg.Done()
 		return
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
-
 	if !c.handshake() {
+		s.release(c)
 		return
 	}
+	// The handshake ran the deep cluster-request path and grew this goroutine's stack; the
+	// connection's long idle life goes on in a fresh goroutine with a small one (memory per device).
+	go s.serve(c)
+}
+
+func (s *Server) serve(c *conn) {
+	defer s.release(c)
 	s.connected.Add(1)
 	reason, detail := c.readLoop()
 	s.connected.Add(-1)
@@ -312,6 +314,15 @@ func (s *Server) handle(nc net.Conn) {
 	// termination (which it watches, so it also learns when this whole member dies).
 	s.cluster.ActorSystem.Root.Send(s.grain(c.device), &actorpb.Detach{SessionId: c.session, Reason: devicepb.CloseReason(c.reason.Load())})
 	s.cluster.ActorSystem.Root.Stop(c.pid)
+}
+
+// release forgets a finished connection.
+func (s *Server) release(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.sockets.Add(-1)
+	s.wg.Done()
 }
 
 func (s *Server) grain(id string) *actor.PID {
