@@ -92,6 +92,11 @@ type chart struct {
 	Temperature string
 	Empty       bool
 	Ticks       []tick
+	Dots        []dot // each bucket's averages, so a lone bucket still shows
+}
+
+type dot struct {
+	X, M, T float64
 }
 
 type tick struct {
@@ -124,12 +129,10 @@ func (h *Handler) chart(ctx context.Context, deviceID string) *chart {
 		}
 		x := float64(b.Start.Add(chartBucket/2).Sub(from)) / float64(chartSpan) * chartW
 		x = min(max(x, 0), chartW)
-		m = append(m, fmt.Sprintf("%.1f,%.1f", x, scale(b.MoistureAvg, 100)))
-		t = append(t, fmt.Sprintf("%.1f,%.1f", x, scale(b.TempAvg, 50)))
-	}
-	if len(m) == 1 { // one point draws nothing: widen it to a short dash
-		m = append(m, m[0])
-		t = append(t, t[0])
+		d := dot{X: x, M: scale(b.MoistureAvg, 100), T: scale(b.TempAvg, 50)}
+		c.Dots = append(c.Dots, d)
+		m = append(m, fmt.Sprintf("%.1f,%.1f", d.X, d.M))
+		t = append(t, fmt.Sprintf("%.1f,%.1f", d.X, d.T))
 	}
 	c.Moisture, c.Temperature, c.Empty = strings.Join(m, " "), strings.Join(t, " "), len(m) == 0
 	for i := 0; i <= 4; i++ {

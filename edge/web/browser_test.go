@@ -1,0 +1,152 @@
+package web
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/sprout-iot/sprout/messages/devicepb"
+)
+
+// chromiumPath is Debian's Chromium; SPROUT_CHROMIUM overrides it.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("SPROUT_CHROMIUM")
+	if p == "" {
+		p = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the browser tests need Chromium at %s: install Debian's package `chromium` (apt-get install chromium) or set SPROUT_CHROMIUM", p)
+	}
+	return p
+}
+
+// browser starts a headless phone-sized Chromium with the flags this closed network needs.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)), chromedp.NoSandbox, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true), chromedp.WindowSize(390, 844),
+		// a phone in China: Accept-Language zh-CN (headless Chromium otherwise says en-US)
+		chromedp.Flag("lang", "zh-CN"), chromedp.Flag("accept-lang", "zh-CN"))
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	ctx, cancelT := context.WithTimeout(ctx, 40*time.Second)
+	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
+	return ctx
+}
+
+// shot saves a phone-size screenshot as docs/images/app-NAME.png when SPROUT_WEB_SCREENSHOTS
+// names the directory (`make` docs refresh; off in ordinary test runs).
+func shot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("SPROUT_WEB_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app-"+name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ''`))
+		t.Fatalf("%s: %v\npage text:\n%s", what, err, body)
+	}
+}
+
+// signInBrowser opens /app, lands on the simulated WeChat consent page and picks the user there.
+func signInBrowser(t *testing.T, ctx context.Context, w *world, openID string) {
+	t.Helper()
+	w.platform.NewUser(openID)
+	link := `document.querySelector('a[href*="sim_openid=` + openID + `"]')`
+	do(t, ctx, "open the app", chromedp.Navigate(w.url+"/app/"),
+		chromedp.Poll[chromedp.Void](link, chromedp.WithPollingTimeout(5*time.Second)))
+	// Follow the user's link as a tap would (a click inside Evaluate races the navigation).
+	href, err := chromedp.Run(ctx, chromedp.Evaluate[string](link+`.href`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, ctx, "sign in as "+openID, chromedp.Navigate(href),
+		chromedp.Poll[chromedp.Void](`location.pathname === '/app/' && document.querySelector('main')`, chromedp.WithPollingTimeout(5*time.Second)))
+}
+
+func TestBrowserSignInLiveReadingWaterAndIsolation(t *testing.T) {
+	chromiumPath(t) // fail before starting a node
+	w := newWorld(t, func(o *Options) { o.StreamInterval = 300 * time.Millisecond })
+	secret := w.addPot(t, "pot-balcony", "oAlice")
+	w.addPot(t, "pot-kitchen", "oAlice")
+	w.addPot(t, "pot-bob", "oBob")
+	pot := w.connect(t, "pot-balcony", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE)
+	pot.report(t, 41, 22.5, 80)
+	// A little history for the chart: the memory store buckets whatever it holds.
+	for i, m := range []float32{48, 46, 45, 43} {
+		pot.report(t, m, 21+float32(i), 80)
+	}
+	pot.report(t, 41, 22.5, 80)
+
+	ctx := browser(t)
+	do(t, ctx, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
+	signInBrowser(t, ctx, w, "oAlice")
+	moisture := `document.querySelector('#plant-pot-balcony [data-f=moisture]')`
+	do(t, ctx, "alice sees her plant", chromedp.Poll[chromedp.Void](moisture+` && `+moisture+`.textContent === '41%'`,
+		chromedp.WithPollingTimeout(5*time.Second)))
+	text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
+	if !strings.Contains(text, "在线") || !strings.Contains(text, "pot-kitchen") || strings.Contains(text, "pot-bob") {
+		t.Fatalf("alice's page:\n%s", text)
+	}
+	shot(t, ctx, "plants")
+
+	// The pot reports a dry soil: the open page updates without a reload.
+	pot.report(t, 12, 24, 80)
+	do(t, ctx, "live reading", chromedp.Poll[chromedp.Void](moisture+`.textContent === '12%' && document.querySelector('#plant-pot-balcony').classList.contains('alerting')`,
+		chromedp.WithPollingTimeout(5*time.Second)))
+
+	msg := `document.querySelector('#plant-pot-balcony .msg')`
+	do(t, ctx, "water now",
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#plant-pot-balcony form.water button').click()`),
+		chromedp.Poll[chromedp.Void](msg+`.dataset.outcome === 'done'`, chromedp.WithPollingTimeout(8*time.Second)))
+	if got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](msg+`.textContent`)); got != "浇水完成" {
+		t.Fatalf("after the tap the page says %q, want 浇水完成", got)
+	}
+	if pot.commands.Load() != 1 {
+		t.Fatalf("the pot got %d commands, want 1", pot.commands.Load())
+	}
+	shot(t, ctx, "watered")
+
+	do(t, ctx, "plant page", chromedp.Navigate(w.url+"/app/plants/pot-balcony"),
+		chromedp.Poll[chromedp.Void](`document.querySelector('polyline.moisture')`, chromedp.WithPollingTimeout(5*time.Second)))
+	shot(t, ctx, "plant")
+	do(t, ctx, "english", chromedp.Navigate(w.url+"/app/?lang=en"),
+		chromedp.Poll[chromedp.Void](`document.body.innerText.includes('Water now')`, chromedp.WithPollingTimeout(5*time.Second)))
+	shot(t, ctx, "plants-en")
+
+	// Bob, in his own browser profile, sees only his pot and gets 404 for Alice's.
+	bctx, cancel := chromedp.NewContext(ctx, chromedp.WithNewBrowserContext())
+	defer cancel()
+	signInBrowser(t, bctx, w, "oBob")
+	text, _ = chromedp.Run(bctx, chromedp.Evaluate[string](`document.body.innerText`))
+	if strings.Contains(text, "pot-balcony") || !strings.Contains(text, "pot-bob") {
+		t.Fatalf("bob's page shows alice's plant or lacks his own:\n%s", text)
+	}
+	res, err := chromedp.Run(bctx, chromedp.NavigateResponse(w.url+"/app/plants/pot-balcony"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 404 {
+		t.Fatalf("bob opening alice's plant: HTTP %d, want 404", res.Status)
+	}
+	shot(t, bctx, "not-found")
+}
