@@ -21,6 +21,7 @@ import (
 	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/edge/api"
 	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/edge/web"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 )
 
@@ -151,6 +152,12 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	if err := registerNodeMetrics(n.tel, n); err != nil {
 		n.stop(context.Background())
 		return nil, err
+	}
+	if cfg.wx.appID != "" && users != nil {
+		web.New(web.Options{Cluster: m.Cluster, Store: st, Users: users, Logger: log, CookieKey: cfg.wx.cookieKey(),
+			PublicURL: cfg.wx.publicURL,
+			OAuth:     web.OAuth{AppID: cfg.wx.appID, Secret: cfg.wx.secret, APIBase: cfg.wx.apiBase, AuthorizeBase: cfg.wx.authorizeBase()},
+			WaterMs:   uint32(cfg.wx.waterMs), CommandTimeout: cfg.wx.commandTimeout}).Routes(r)
 	}
 	if err := wx.start(m.Cluster, r, m.Address()); err != nil {
 		n.stop(context.Background())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,27 @@ type wechatConfig struct {
 	commandTimeout                                 time.Duration
 	alertBurst                                     int
 	alertWindow                                    time.Duration
+	webCookieKey, publicURL                        string
+}
+
+// cookieKey signs the pages' session cookies: SPROUT_WEB_COOKIE_KEY (hex, 32+ bytes), or one
+// derived from the account's AppID and secret, so that every node agrees without another setting
+// (rotating the secret then signs everyone out).
+func (c *wechatConfig) cookieKey() []byte {
+	if k, err := hex.DecodeString(c.webCookieKey); err == nil && len(k) >= 32 {
+		return k
+	}
+	k := sha256.Sum256([]byte("sprout web cookies|" + c.appID + "|" + c.secret))
+	return k[:]
+}
+
+// authorizeBase is where the pages send users to sign in: WeChat's own OAuth page, or the
+// simulated platform's when the API base points at it.
+func (c *wechatConfig) authorizeBase() string {
+	if c.apiBase != api.DefaultBaseURL {
+		return c.apiBase
+	}
+	return ""
 }
 
 func (c *wechatConfig) register(fs *flagSet) {
@@ -47,6 +69,8 @@ func (c *wechatConfig) register(fs *flagSet) {
 	fs.dur(&c.commandTimeout, "command-timeout", 30*time.Second, "deadline of a user's water command (1s..300s)")
 	fs.int(&c.alertBurst, "alert-burst", 3, "alert pushes per user per --alert-window before they are summarised")
 	fs.dur(&c.alertWindow, "alert-window", time.Minute, "the alert rate-limit window")
+	fs.str(&c.webCookieKey, "web-cookie-key", "", "hex key (16+ bytes) signing the /app pages' session cookies; empty: derived from the AppID and secret (never logged)")
+	fs.str(&c.publicURL, "public-url", "", "the URL users reach this service at (OAuth redirects for /app); empty: taken from each request")
 }
 
 // parseQRKeys reads product=hexkey pairs.
