@@ -1,0 +1,198 @@
+package console
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	sessionCookie = "sprout_console"
+	// loginCookie carries a random nonce from the sign-in form to its POST: the form's CSRF
+	// token is the nonce's MAC, so a page elsewhere cannot post a token into the console.
+	loginCookie = "sprout_console_login"
+	cookiePath  = "/console"
+)
+
+// session is a signed-in admin: the payload of the cookie, "expiry-unix|nonce", signed.
+type session struct {
+	Payload string
+	Expires time.Time
+}
+
+type ctxKey struct{}
+
+func sessionFrom(ctx context.Context) session {
+	s, _ := ctx.Value(ctxKey{}).(session)
+	return s
+}
+
+// mac is HMAC-SHA256(key, purpose|payload): a value signed for one purpose cannot be replayed as another.
+func (h *Handler) mac(purpose, payload string) []byte {
+	m := hmac.New(sha256.New, h.key)
+	m.Write([]byte(purpose + "|" + payload))
+	return m.Sum(nil)
+}
+
+func (h *Handler) sign(purpose, payload string) string {
+	p := base64.RawURLEncoding.EncodeToString([]byte(payload))
+	return p + "." + base64.RawURLEncoding.EncodeToString(h.mac(purpose, p))
+}
+
+func (h *Handler) verify(purpose, value string) (string, bool) {
+	p, sig, ok := strings.Cut(value, ".")
+	if !ok {
+		return "", false
+	}
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil || !hmac.Equal(got, h.mac(purpose, p)) {
+		return "", false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(p)
+	return string(raw), err == nil
+}
+
+func nonce() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (h *Handler) newSession() session {
+	exp := h.opts.Now().Add(h.opts.SessionTTL).Truncate(time.Second)
+	return session{Payload: strconv.FormatInt(exp.Unix(), 10) + "|" + nonce(), Expires: exp}
+}
+
+func (h *Handler) decodeSession(v string) (session, bool) {
+	payload, ok := h.verify("session", v)
+	if !ok {
+		return session{}, false
+	}
+	exp, _, _ := strings.Cut(payload, "|")
+	sec, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil {
+		return session{}, false
+	}
+	s := session{Payload: payload, Expires: time.Unix(sec, 0)}
+	return s, h.opts.Now().Before(s.Expires)
+}
+
+// csrfToken is tied to one session: a token from an earlier sign-in is refused.
+func (h *Handler) csrfToken(s session) string {
+	return base64.RawURLEncoding.EncodeToString(h.mac("csrf", s.Payload))
+}
+
+func checkToken(r *http.Request, want string) bool {
+	got := r.PostFormValue("csrf")
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func secure(r *http.Request) bool {
+	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
+}
+
+func setCookie(w http.ResponseWriter, r *http.Request, name, value string, expires time.Time) {
+	c := &http.Cookie{Name: name, Value: value, Path: cookiePath, HttpOnly: true, SameSite: http.SameSiteStrictMode,
+		Secure: secure(r), Expires: expires}
+	if expires.IsZero() {
+		c.MaxAge = -1
+	} else {
+		c.MaxAge = int(time.Until(expires) / time.Second)
+	}
+	http.SetCookie(w, c)
+}
+
+// session lets signed-in admins through, sends page views to the sign-in form and refuses
+// anything else with 401; every POST must carry the session's CSRF token.
+func (h *Handler) session(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var s session
+		ok := false
+		if c, err := r.Cookie(sessionCookie); err == nil {
+			s, ok = h.decodeSession(c.Value)
+		}
+		if !ok {
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/console/login", http.StatusFound)
+				return
+			}
+			http.Error(w, "not signed in", http.StatusUnauthorized)
+			return
+		}
+		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+			if !checkToken(r, h.csrfToken(s)) {
+				http.Error(w, "bad CSRF token: reload the page and try again", http.StatusForbidden)
+				return
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, s)))
+	})
+}
+
+func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) {
+	n := nonce()
+	setCookie(w, r, loginCookie, n, h.opts.Now().Add(time.Hour))
+	p := h.newPage(r)
+	p.CSRF = base64.RawURLEncoding.EncodeToString(h.mac("login", n))
+	h.render(w, http.StatusOK, "login.html", p)
+}
+
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	c, err := r.Cookie(loginCookie)
+	if err != nil || !checkToken(r, base64.RawURLEncoding.EncodeToString(h.mac("login", c.Value))) {
+		http.Error(w, "bad CSRF token: reload the sign-in page and try again", http.StatusForbidden)
+		return
+	}
+	if !h.loginAllowed() {
+		w.Header().Set("Retry-After", "60")
+		h.messagePage(w, r, http.StatusTooManyRequests, "too_many")
+		return
+	}
+	tok := r.PostFormValue("token")
+	if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(h.opts.AdminToken)) != 1 {
+		h.loginFailed()
+		h.opts.Logger.Warn("console: wrong admin token", "remote", r.RemoteAddr)
+		p := h.newPage(r)
+		n := nonce()
+		setCookie(w, r, loginCookie, n, h.opts.Now().Add(time.Hour))
+		p.CSRF = base64.RawURLEncoding.EncodeToString(h.mac("login", n))
+		p.Message = p.T("wrong_token")
+		h.render(w, http.StatusUnauthorized, "login.html", p)
+		return
+	}
+	s := h.newSession()
+	setCookie(w, r, loginCookie, "", time.Time{})
+	setCookie(w, r, sessionCookie, h.sign("session", s.Payload), s.Expires)
+	h.opts.Logger.Info("console: admin signed in", "remote", r.RemoteAddr)
+	http.Redirect(w, r, "/console/", http.StatusSeeOther)
+}
+
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	setCookie(w, r, sessionCookie, "", time.Time{})
+	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+}
+
+func (h *Handler) loginAllowed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.opts.Now().Sub(h.failWindow) >= time.Minute {
+		h.failures, h.failWindow = 0, h.opts.Now()
+	}
+	return h.failures < h.opts.MaxLoginFailures
+}
+
+func (h *Handler) loginFailed() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failures++
+}
