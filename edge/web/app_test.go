@@ -22,7 +22,10 @@ func outcomeOf(t *testing.T, body string) commandResult {
 
 // One node serves every case here: starting a cluster member costs a second.
 func TestApp(t *testing.T) {
-	w := newWorld(t, func(o *Options) { o.CommandInterval = 2 * time.Second })
+	w := newWorld(t, func(o *Options) {
+		o.CommandInterval = 2 * time.Second
+		o.VerifyScene = testVerifyScene
+	})
 	secretA := w.addPot(t, "pot-alice", "oAlice")
 	w.addPot(t, "pot-offline", "oAlice")
 	w.addPot(t, "pot-bob", "oBob")
@@ -185,4 +188,6 @@ func TestApp(t *testing.T) {
 			t.Fatalf("12%% soil should raise the dry alert in the stream:\n%s", got)
 		}
 	})
+
+	testManage(t, w)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -182,6 +183,7 @@ func (h *Handler) plant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Plants = []plantView{newPlantView(p.Lang, b.Role, st)}
+	h.fillManage(r, p, s, st)
 	p.Live = true
 	p.Chart = h.chart(r.Context(), id)
 	h.render(w, http.StatusOK, "plant.html", p)
@@ -195,18 +197,8 @@ type commandResult struct {
 
 func (h *Handler) water(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
-	lang := langOf(r)
 	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
-	reply := func(status int, outcome, key string) {
-		msg := tr(lang, key)
-		if strings.Contains(r.Header.Get("Accept"), "application/json") {
-			w.Header().Set("Content-Type", "application/json; charset=utf-8")
-			w.WriteHeader(status)
-			_ = json.NewEncoder(w).Encode(commandResult{Outcome: outcome, Message: msg})
-			return
-		}
-		h.messagePage(w, r, status, msg)
-	}
+	reply := func(status int, outcome, key string) { h.reply(w, r, status, outcome, key) }
 	if !h.checkCSRF(r, s) {
 		reply(http.StatusForbidden, "forbidden", "err_state")
 		return
@@ -245,6 +237,8 @@ func (h *Handler) water(w http.ResponseWriter, r *http.Request) {
 		reply(http.StatusOK, name, name)
 	}
 }
+
+func writeJSON(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
 
 // allowCommand admits one command per user per CommandInterval.
 func (h *Handler) allowCommand(openID string) bool {

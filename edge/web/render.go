@@ -21,6 +21,17 @@ type page struct {
 	Chart   *chart
 	Message string
 	Status  int
+	Links   []link
+
+	Device   string // the plant a management page is about
+	Owner    bool
+	Settings *settingsView
+	Members  []memberView
+	Invite   *inviteView
+	Confirm  *confirmView
+	CanBind  bool
+	Code     string
+	JSSDK    *JSConfig
 }
 
 // cardData is one plant card: the plant and the page it is on.
@@ -55,7 +66,7 @@ func (h *Handler) newPage(r *http.Request, s session) *page {
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"plants.html", "plant.html", "message.html"} {
+	for _, name := range []string{"plants.html", "plant.html", "message.html", "confirm.html", "invite.html", "bind.html", "wifi.html"} {
 		out[name] = template.Must(template.New(name).ParseFS(templateFS, "templates/layout.html", "templates/"+name))
 	}
 	return out

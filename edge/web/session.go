@@ -132,8 +132,8 @@ func (h *Handler) session(next http.Handler) http.Handler {
 		_, _ = rand.Read(b)
 		state := hex.EncodeToString(b)
 		back := r.URL.Path
-		if q := r.URL.Query().Get("lang"); q != "" {
-			back += "?lang=" + langOf(r)
+		if r.URL.RawQuery != "" && len(r.URL.RawQuery) <= 1024 { // e.g. an invite's token, ?lang=en
+			back += "?" + r.URL.RawQuery
 		}
 		h.setCookie(w, r, stateCookie, h.sign("state", state+"|"+back), "/app", h.opts.Now().Add(stateTTL))
 		redirect := h.publicURL(r) + "/app/oauth"

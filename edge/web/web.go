@@ -9,6 +9,7 @@
 package web
 
 import (
+	"context"
 	"embed"
 	"html/template"
 	"io/fs"
@@ -70,7 +71,17 @@ type Options struct {
 	MaxStreams int
 	// MaxPlants bounds the plants shown to one user (default 50).
 	MaxPlants int
-	Logger    *slog.Logger
+	// InviteTTL is how long an owner's invite link stays valid (default 24 h).
+	InviteTTL time.Duration
+	// VerifyScene checks the code printed on a pot (a Sprout QR token, or its URL form) and returns
+	// the device it names; wire it to qr.Verify with the product QR keys. Nil: "bind a plant" is
+	// not offered.
+	VerifyScene func(code string) (deviceID string, err error)
+	// JSSDK returns wx.config for a page URL (a signature over the account's jsapi_ticket). Nil:
+	// the "scan" and "configure WiFi in WeChat" buttons are not shown (typing the code and the
+	// AirKiss / ESP-TOUCH instructions still work).
+	JSSDK  func(ctx context.Context, pageURL string) (*JSConfig, error)
+	Logger *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -99,6 +110,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxPlants <= 0 {
 		o.MaxPlants = 50
+	}
+	if o.InviteTTL <= 0 {
+		o.InviteTTL = 24 * time.Hour
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -151,6 +165,16 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Get("/", h.plants)
 			r.Get("/plants/{id}", h.plant)
 			r.Post("/plants/{id}/water", h.water)
+			r.Post("/plants/{id}/settings", h.settings)
+			r.Get("/plants/{id}/unbind", h.unbindConfirm)
+			r.Post("/plants/{id}/unbind", h.unbind)
+			r.Post("/plants/{id}/members/remove", h.removeMember)
+			r.Get("/plants/{id}/invite", h.invite)
+			r.Get("/join", h.joinConfirm)
+			r.Post("/join", h.join)
+			r.Get("/bind", h.bindForm)
+			r.Post("/bind", h.bindCode)
+			r.Get("/wifi", h.wifi)
 			r.Get("/events", h.events)
 			r.Post("/logout", h.logout)
 		})

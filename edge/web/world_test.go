@@ -166,6 +166,14 @@ func (p *pot) report(t *testing.T, moisture, temp, tank float32) {
 // page, and returns a client holding the session cookie.
 func (w *world) signIn(t *testing.T, openID string) *http.Client {
 	t.Helper()
+	c, _ := w.signInAt(t, openID, "/app/")
+	return c
+}
+
+// signInAt opens target (a path with its query) signed out, goes through OAuth as openID and
+// expects to land back on target; it returns the client and the page.
+func (w *world) signInAt(t *testing.T, openID, target string) (*http.Client, string) {
+	t.Helper()
 	w.platform.NewUser(openID)
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar, Timeout: 10 * time.Second,
@@ -177,16 +185,49 @@ func (w *world) signIn(t *testing.T, openID string) *http.Client {
 			}
 			return nil
 		}}
-	res, err := c.Get(w.url + "/app/")
+	res, err := c.Get(w.url + target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != http.StatusOK || res.Request.URL.Path != "/app/" {
+	if res.StatusCode != http.StatusOK || res.Request.URL.RequestURI() != target {
 		t.Fatalf("sign-in ended at %s with %d: %s", res.Request.URL, res.StatusCode, body)
 	}
-	return c
+	return c, string(body)
+}
+
+// post submits a form as the page's script does (JSON answer), adding the session's CSRF token
+// unless vals has one; the client follows redirects.
+func (w *world) post(t *testing.T, c *http.Client, openID, path string, vals url.Values) (int, string) {
+	t.Helper()
+	if vals == nil {
+		vals = url.Values{}
+	}
+	if _, ok := vals["csrf"]; !ok {
+		vals.Set("csrf", w.web.csrfToken(w.sessionOf(t, c, openID)))
+	}
+	req, _ := http.NewRequest(http.MethodPost, w.url+path, strings.NewReader(vals.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// users asks the device grain for the bound OpenIDs (owner first) and the config.
+func (w *world) users(t *testing.T, id string) *actorpb.DeviceState {
+	t.Helper()
+	res, err := w.member.Cluster.Request(id, actors.DeviceKind, &actorpb.GetState{}, pcluster.WithTimeout(5*time.Second))
+	st, ok := res.(*actorpb.DeviceState)
+	if err != nil || !ok {
+		t.Fatalf("state of %s: %v %v", id, res, err)
+	}
+	return st
 }
 
 func get(t *testing.T, c *http.Client, u string) (int, string) {
