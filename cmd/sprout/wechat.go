@@ -101,6 +101,14 @@ type wechatNode struct {
 	cancel context.CancelFunc
 	// sent, if set before start, observes every push's recorded fate (the demo's display).
 	sent func(actors.Push)
+	// qrKeys verify Sprout's own QR codes (scanned in WeChat, or typed into the pages).
+	qrKeys qr.KeyMap
+}
+
+// verifyScene turns a scanned or typed Sprout QR code into its device id.
+func (w *wechatNode) verifyScene(scene string) (string, error) {
+	c, err := qr.Verify(w.qrKeys, scene, time.Now())
+	return c.Device, err
 }
 
 func newWeChat(cfg *wechatConfig, users actors.UserStore, log *slog.Logger) (*wechatNode, error) {
@@ -115,14 +123,12 @@ func newWeChat(cfg *wechatConfig, users actors.UserStore, log *slog.Logger) (*we
 	if err != nil {
 		return nil, err
 	}
+	w.qrKeys = keys
 	uo := actors.UserOptions{
 		Store: users, Logger: log, AlertTemplateID: cfg.tplAlert, OutcomeTemplateID: cfg.tplOutcome,
 		StatusPushes: cfg.statusPushes == "true", CompelBind: cfg.deviceAPI == "true", DeviceType: cfg.account, WaterMs: uint32(cfg.waterMs),
 		CommandTimeout: cfg.commandTimeout, AlertBurst: cfg.alertBurst, AlertWindow: cfg.alertWindow,
-		VerifyScene: func(scene string) (string, error) {
-			c, err := qr.Verify(keys, scene, time.Now())
-			return c.Device, err
-		},
+		VerifyScene: w.verifyScene,
 		Pushed: func() {
 			if p := w.pusher.Load(); p != nil {
 				p.Wake()
