@@ -171,7 +171,7 @@ var textsEN = map[string]string{
 	"unknown_device": "No such device",
 	"unavailable":    "Temporarily unavailable, try again shortly",
 	"back":           "Back",
-	"done":           "done",
+	"done":           "the device carried it out",
 	"failed":         "failed",
 	"rejected":       "the device refused the command",
 	"busy":           "the device is busy",
