@@ -20,6 +20,7 @@ import (
 	"github.com/sprout-iot/sprout/cluster"
 	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/edge/api"
+	"github.com/sprout-iot/sprout/edge/console"
 	"github.com/sprout-iot/sprout/edge/device"
 	"github.com/sprout-iot/sprout/edge/web"
 	"github.com/sprout-iot/sprout/messages/actorpb"
@@ -148,6 +149,15 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	}()
 	r := chi.NewRouter()
 	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address()}).Routes(r)
+	if cfg.adminToken != "" {
+		qrKeys, err := parseQRKeys(cfg.wx.qrKeys)
+		if err != nil {
+			n.stop(context.Background())
+			return nil, err
+		}
+		console.New(console.Options{Cluster: m.Cluster, Store: st, AdminToken: cfg.adminToken,
+			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, Logger: log}).Routes(r)
+	}
 	r.Method(http.MethodGet, "/metrics", n.tel.Handler())
 	if err := registerNodeMetrics(n.tel, n); err != nil {
 		n.stop(context.Background())
