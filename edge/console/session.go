@@ -2,9 +2,7 @@ package console
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
@@ -12,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sprout-iot/sprout/edge/signed"
 )
 
 const (
@@ -35,29 +35,15 @@ func sessionFrom(ctx context.Context) session {
 	return s
 }
 
-// mac is HMAC-SHA256(key, purpose|payload): a value signed for one purpose cannot be replayed as another.
-func (h *Handler) mac(purpose, payload string) []byte {
-	m := hmac.New(sha256.New, h.key)
-	m.Write([]byte(purpose + "|" + payload))
-	return m.Sum(nil)
-}
+// mac, sign and verify use the console's key for one purpose each (see package signed).
+func (h *Handler) mac(purpose, payload string) []byte { return signed.Key(h.key).MAC(purpose, payload) }
 
 func (h *Handler) sign(purpose, payload string) string {
-	p := base64.RawURLEncoding.EncodeToString([]byte(payload))
-	return p + "." + base64.RawURLEncoding.EncodeToString(h.mac(purpose, p))
+	return signed.Key(h.key).Sign(purpose, payload)
 }
 
 func (h *Handler) verify(purpose, value string) (string, bool) {
-	p, sig, ok := strings.Cut(value, ".")
-	if !ok {
-		return "", false
-	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, h.mac(purpose, p)) {
-		return "", false
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(p)
-	return string(raw), err == nil
+	return signed.Key(h.key).Verify(purpose, value)
 }
 
 func nonce() string {
@@ -95,19 +81,8 @@ func checkToken(r *http.Request, want string) bool {
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
-func secure(r *http.Request) bool {
-	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
-}
-
 func setCookie(w http.ResponseWriter, r *http.Request, name, value string, expires time.Time) {
-	c := &http.Cookie{Name: name, Value: value, Path: cookiePath, HttpOnly: true, SameSite: http.SameSiteStrictMode,
-		Secure: secure(r), Expires: expires}
-	if expires.IsZero() {
-		c.MaxAge = -1
-	} else {
-		c.MaxAge = int(time.Until(expires) / time.Second)
-	}
-	http.SetCookie(w, c)
+	signed.SetCookie(w, r, name, value, cookiePath, http.SameSiteStrictMode, expires)
 }
 
 // session lets signed-in admins through, sends page views to the sign-in form and refuses

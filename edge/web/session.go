@@ -2,9 +2,7 @@ package web
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
@@ -13,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sprout-iot/sprout/edge/signed"
 )
 
 const (
@@ -37,30 +37,17 @@ func sessionFrom(ctx context.Context) session {
 
 var errBadSession = errors.New("bad or expired session")
 
-// sign returns "payload.mac", both base64url, MAC = HMAC-SHA256(key, purpose|payload): a cookie
-// for one purpose cannot be replayed as another.
+// sign, mac and verify use the cookie key for one purpose each (see package signed).
 func (h *Handler) sign(purpose, payload string) string {
-	p := base64.RawURLEncoding.EncodeToString([]byte(payload))
-	return p + "." + base64.RawURLEncoding.EncodeToString(h.mac(purpose, p))
+	return signed.Key(h.opts.CookieKey).Sign(purpose, payload)
 }
 
 func (h *Handler) mac(purpose, payload string) []byte {
-	m := hmac.New(sha256.New, h.opts.CookieKey)
-	m.Write([]byte(purpose + "|" + payload))
-	return m.Sum(nil)
+	return signed.Key(h.opts.CookieKey).MAC(purpose, payload)
 }
 
 func (h *Handler) verify(purpose, value string) (string, bool) {
-	p, sig, ok := strings.Cut(value, ".")
-	if !ok {
-		return "", false
-	}
-	got, err := base64.RawURLEncoding.DecodeString(sig)
-	if err != nil || !hmac.Equal(got, h.mac(purpose, p)) {
-		return "", false
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(p)
-	return string(raw), err == nil
+	return signed.Key(h.opts.CookieKey).Verify(purpose, value)
 }
 
 // encodeSession is "openid|expiry-unix", signed.
@@ -99,19 +86,8 @@ func (h *Handler) checkCSRF(r *http.Request, s session) bool {
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(h.csrfToken(s))) == 1
 }
 
-func secure(r *http.Request) bool {
-	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
-}
-
 func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value, path string, expires time.Time) {
-	c := &http.Cookie{Name: name, Value: value, Path: path, HttpOnly: true, SameSite: http.SameSiteLaxMode,
-		Secure: secure(r), Expires: expires}
-	if expires.IsZero() {
-		c.MaxAge = -1
-	} else {
-		c.MaxAge = int(time.Until(expires) / time.Second)
-	}
-	http.SetCookie(w, c)
+	signed.SetCookie(w, r, name, value, path, http.SameSiteLaxMode, expires)
 }
 
 // session lets signed-in users through and sends others to WeChat's consent page (snsapi_base:
@@ -146,7 +122,7 @@ func (h *Handler) publicURL(r *http.Request) string {
 		return strings.TrimRight(h.opts.PublicURL, "/")
 	}
 	scheme := "http"
-	if secure(r) {
+	if signed.Secure(r) {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host
