@@ -106,13 +106,14 @@ Sprout demo: %d plants, %d WeChat users, one node (embedded store in %s).
 
   users' WeChat conversations  http://%s/_sim/conversations   (as the simulated WeChat recorded them)
   a user's plant pages         http://%s/app/   (sign in as one of the simulated users)
+  the manufacturer's console   http://%s/console/   (sign in with the admin token below)
   Sprout API                   http://%s/api/v1/devices/pot-0001   (Authorization: Bearer %s)
   health                       http://%s/readyz
   device edge                  %s   (try: go run ./cmd/sprout sim --server %s ...)
 
 Ctrl-C stops everything.
 
-`, plants, users, dataDir, strings.TrimPrefix(platform.URL(), "http://"), n.HTTPAddr, n.HTTPAddr, token, n.HTTPAddr, n.EdgeAddr, n.EdgeAddr)
+`, plants, users, dataDir, strings.TrimPrefix(platform.URL(), "http://"), n.HTTPAddr, n.HTTPAddr, n.HTTPAddr, token, n.HTTPAddr, n.EdgeAddr, n.EdgeAddr)
 
 	// The plants: some start dry so that alerts come early; a few have flaky pumps.
 	fctx, fcancel := context.WithCancel(ctx)
