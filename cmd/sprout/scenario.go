@@ -21,7 +21,9 @@ Runs a scenario file (simulations/scenarios/*.yaml): starts "sprout serve" as a 
 simulated WeChat platform, provisions the plants through the API, runs the fleet and the users,
 samples every second, checks the scenario's pass criteria, and writes report.json, report.html
 and summary.txt to the output directory. Exits 1 when a criterion is missed, naming it.
-A scenario that requires a cluster is skipped (exit 0, with a message) without --cluster.
+A scenario that requires a cluster runs against a local cluster it starts (Consul, Postgres, N nodes;
+set SPROUT_CONSUL_BIN outside the repository); it is skipped (exit 0, with a message) when
+Consul or Postgres cannot be found.
 
 Flags:
 `
@@ -36,7 +38,7 @@ func runScenario(args []string) error {
 	short := fs.Bool("short", false, "run the short form (a few seconds, tens of plants)")
 	out := fs.String("out", "", "directory for the report (default scenario-reports/NAME-TIME)")
 	bin := fs.String("sprout", "", "the sprout binary to run as the node (default: this executable)")
-	cluster := fs.String("cluster", "", "comma-separated node HTTP addresses of a cluster target (cluster scenarios)")
+	cluster := fs.String("cluster", "", "comma-separated node HTTP addresses of an external cluster target (not implemented; without it, cluster scenarios start a local cluster)")
 	keep := fs.Bool("keep", false, "keep the node's data directory and log in the output directory")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), scenarioUsage)

@@ -127,9 +127,13 @@ func (n *node) tail() string {
 }
 
 // stop sends SIGTERM, waits up to 10 s for a clean stop, then kills.
-func (n *node) stop() {
+func (n *node) stop() { n.signal(syscall.SIGTERM) }
+
+// signal sends sig (SIGKILL: the node dies without warning), waits up to 10 s for the process to
+// exit, then kills it. Only the first stop or signal does anything.
+func (n *node) signal(sig syscall.Signal) {
 	n.stopOnce.Do(func() {
-		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		_ = n.cmd.Process.Signal(sig)
 		select {
 		case <-n.exited:
 		case <-time.After(10 * time.Second):
@@ -182,18 +186,19 @@ func (n *node) provision(ctx context.Context, creds []fleet.Credential) error {
 	})
 }
 
-// storedSeqs returns the seqs the node holds for a device: its readings and the Event frames in
-// its event log, between from and to (received time), paging past the API's limit.
-func (n *node) storedSeqs(ctx context.Context, id string, from, to time.Time) (map[uint64]bool, uint64, error) {
+// storedSeqs returns the seqs the node holds for a device, with how many times each is stored:
+// its readings and the Event frames in its event log, between from and to (received time), paging
+// past the API's limit.
+func (n *node) storedSeqs(ctx context.Context, id string, from, to time.Time) (map[uint64]int, uint64, error) {
 	var st struct {
 		LastSeq uint64 `json:"last_seq"`
 	}
 	if err := n.api(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id), nil, &st); err != nil {
 		return nil, 0, err
 	}
-	seqs := map[uint64]bool{}
+	seqs := map[uint64]int{}
 	const page = 10000
-	for at := from; ; {
+	for at, first := from, true; ; first = false {
 		var rs struct {
 			Readings []struct {
 				Seq uint64    `json:"seq"`
@@ -205,7 +210,12 @@ func (n *node) storedSeqs(ctx context.Context, id string, from, to time.Time) (m
 			return nil, 0, err
 		}
 		for _, r := range rs.Readings {
-			seqs[r.Seq] = true
+			// A later page starts at the second the previous one ended in: readings of that second
+			// may be read twice, so they are not counted again.
+			if !first && seqs[r.Seq] > 0 && !r.At.Truncate(time.Second).After(at) {
+				continue
+			}
+			seqs[r.Seq]++
 		}
 		if len(rs.Readings) < page {
 			break
@@ -228,7 +238,7 @@ func (n *node) storedSeqs(ctx context.Context, id string, from, to time.Time) (m
 	}
 	for _, e := range evs.Events {
 		if e.Kind == "device_event" && e.Seq > 0 {
-			seqs[e.Seq] = true
+			seqs[e.Seq]++
 		}
 	}
 	return seqs, st.LastSeq, nil

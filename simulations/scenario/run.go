@@ -4,6 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/sprout-iot/sprout/edge/wechat/qr"
@@ -33,7 +35,9 @@ type Options struct {
 	Binary string
 	// WorkDir holds the node's data and log; empty: a temporary directory, removed afterwards.
 	WorkDir string
-	// Cluster names the nodes of a cluster target, for scenarios that require one.
+	// Cluster names the nodes of an external cluster target. Not implemented: without it, a
+	// scenario that requires a cluster runs against a local one the runner starts (Consul,
+	// Postgres, Parameters.Nodes `sprout serve` processes).
 	Cluster []string
 	// Progress, if set, is called once a second with the latest point.
 	Progress func(Progress)
@@ -62,8 +66,8 @@ func (p Progress) Line() string {
 
 // Run runs sc and returns its report. The error is non-nil when the run could not be carried
 // out, or when it was and missed a criterion (then the report says which, and so does the
-// error). A scenario that requires a cluster returns a SKIPPED report and ErrNeedsCluster unless
-// Options.Cluster is set.
+// error). A scenario that requires a cluster runs against a local cluster; it returns a SKIPPED
+// report and ErrNeedsCluster when Consul or Postgres cannot be found.
 func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 	p, err := sc.Params(o.Short)
 	if err != nil {
@@ -75,12 +79,12 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 	}
 	rep := &report.Report{Scenario: sc.Name, Description: sc.Description, File: sc.File, Short: o.Short,
 		Started: time.Now(), Parameters: p.Describe()}
-	if sc.Requires == "cluster" {
-		if len(o.Cluster) == 0 {
-			rep.Verdict = report.Skipped
-			return rep, fmt.Errorf("%w: %s needs several nodes (node failure); give a cluster target to run it: skipped", ErrNeedsCluster, sc.Name)
-		}
-		return nil, fmt.Errorf("scenario %s: runs against a cluster target are not implemented yet (the cluster issue); nothing was run", sc.Name)
+	if sc.Requires == "cluster" && len(o.Cluster) > 0 {
+		return nil, fmt.Errorf("scenario %s: runs against an external cluster target are not implemented (leave the target out: the runner starts a local cluster); nothing was run", sc.Name)
+	}
+	if sc.Requires == "cluster" && p.Nodes == 0 {
+		p.Nodes = 3
+		rep.Parameters = p.Describe()
 	}
 	logf := func(format string, args ...any) {
 		if o.Log != nil {
@@ -133,12 +137,30 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 	for k, v := range p.Env {
 		env[k] = v
 	}
-	logf("starting %s serve...", bin)
-	n, err := startNode(ctx, bin, dir, env)
-	if err != nil {
-		return nil, err
+	var nodes []*node
+	if sc.Requires == "cluster" {
+		cl, err := startCluster(ctx, bin, dir, p.Nodes, env, logf)
+		if errors.Is(err, ErrNeedsCluster) {
+			rep.Verdict = report.Skipped
+			return rep, fmt.Errorf("%s: %w: skipped", sc.Name, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("starting the cluster: %w", err)
+		}
+		defer cl.close()
+		nodes = cl.nodes
+	} else {
+		logf("starting %s serve...", bin)
+		n, err := startNode(ctx, bin, dir, env)
+		if err != nil {
+			return nil, err
+		}
+		defer n.stop()
+		nodes = []*node{n}
 	}
-	defer n.stop()
+	// Node 1 takes the WeChat callbacks, provisions, and is read for the checks; a node failure
+	// kills another.
+	n := nodes[0]
 	if o.WorkDir != "" {
 		rep.ServerLog = n.logPath
 	}
@@ -160,7 +182,10 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 		return nil, err
 	}
 
-	servers := []string{n.edge}
+	var servers []string
+	for _, nd := range nodes {
+		servers = append(servers, nd.edge)
+	}
 	var px *proxy
 	if p.Blip != nil {
 		if px, err = newProxy(n.edge); err != nil {
@@ -170,15 +195,17 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 		servers = []string{px.addr()}
 	}
 
-	r := &runState{p: p, crit: crit, rep: rep, users: users, platform: platform, tr: newTracker(p.Plants)}
+	r := &runState{p: p, crit: crit, rep: rep, users: users, platform: platform, tr: newTracker(p.Plants), nodes: nodes}
 	logf("running %s for %s...", sc.Name, p.Duration)
 	if err := r.run(ctx, creds, servers, dry, px, o.Progress); err != nil {
 		return nil, err
 	}
 	logf("checking every acked frame is stored...")
 	r.verifyStored(ctx, n, creds)
-	logf("stopping the node...")
-	n.stop()
+	logf("stopping the node(s)...")
+	for _, nd := range nodes {
+		nd.stop()
+	}
 	r.finish()
 	return rep, rep.Err()
 }
@@ -227,6 +254,7 @@ func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, cr
 	for _, su := range users {
 		su.scan(platform)
 		su.pushes, su.alerts, su.summaries = 0, 0, 0
+		clear(su.raised)
 	}
 	return users, nil
 }
@@ -240,6 +268,7 @@ type runState struct {
 	platform *wechatsim.Platform
 	tr       *tracker
 	start    time.Time
+	nodes    []*node // node 1 first
 
 	fleetRep *fleet.Report
 
@@ -255,6 +284,12 @@ type runState struct {
 	storedFailed []string
 	storedCount  int
 	lastSeqFails []string
+	duplicates   []string
+	killed       bool // a node was killed
+	killedAt     time.Time
+	failover     time.Duration // kill to every device online again; -1: not within the wait
+	failoverAPI  time.Duration // kill to every device online per node 1's API
+	failoverErr  string
 
 	connectedFinal int64
 }
@@ -404,6 +439,15 @@ func (r *runState) run(ctx context.Context, creds []fleet.Credential, servers []
 		}()
 	}
 
+	var failing sync.WaitGroup
+	if f := p.NodeFailure; f != nil && len(r.nodes) > 1 {
+		failing.Add(1)
+		go func() {
+			defer failing.Done()
+			r.failNode(runCtx, fctx, creds, f)
+		}()
+	}
+
 	<-runCtx.Done()
 	bg.Wait()
 	if ctx.Err() != nil {
@@ -427,6 +471,7 @@ func (r *runState) run(ctx context.Context, creds []fleet.Credential, servers []
 			return ctx.Err()
 		}
 	}
+	failing.Wait()
 	close(sampleStop)
 	<-sampleDone
 	r.rep.Seconds = time.Since(r.start).Seconds()
@@ -440,6 +485,56 @@ func (r *runState) run(ctx context.Context, creds []fleet.Credential, servers []
 		r.scanUser(u)
 	}
 	return nil
+}
+
+// failNode kills node 2 at the failure's time and measures how long until every device is
+// online again: per node 1's API (GET /api/v1/devices/{id}, all polled) and per the plants
+// (as many welcomed as before the kill). It gives up DevicesBackWithin + 15 s after the kill.
+func (r *runState) failNode(runCtx, ctx context.Context, creds []fleet.Credential, f *NodeFailure) {
+	r.failover = -1
+	if !sleepCtx(runCtx, f.At.D()) {
+		return
+	}
+	sig, name := syscall.SIGKILL, "SIGKILL"
+	if f.Signal == "TERM" {
+		sig, name = syscall.SIGTERM, "SIGTERM"
+	}
+	before := r.tr.connected.Load()
+	victim := r.nodes[1]
+	r.mark(name + " node 2")
+	killed := time.Now()
+	if sig == syscall.SIGKILL {
+		_ = victim.cmd.Process.Kill() // at once, not after the signal helper's bookkeeping
+	}
+	victim.signal(sig)
+	r.mu.Lock()
+	r.killed, r.killedAt = true, killed
+	r.mu.Unlock()
+	limit := 15 * time.Second
+	if w := r.crit.DevicesBackWithin.D(); w > 0 {
+		limit += w
+	}
+	wctx, cancel := context.WithDeadline(ctx, killed.Add(limit))
+	defer cancel()
+	// The survivors learn of the death from Consul: give them a moment, or the API still shows
+	// the victim's devices online.
+	sleepCtx(wctx, 300*time.Millisecond)
+	_, err := waitOnline(wctx, r.nodes[0], creds)
+	api := time.Since(killed)
+	for err == nil && r.tr.connected.Load() < before {
+		if !sleepCtx(wctx, 20*time.Millisecond) {
+			err = fmt.Errorf("plants: %d of %d welcomed again", r.tr.connected.Load(), before)
+		}
+	}
+	back := time.Since(killed)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.failoverErr = err.Error()
+		return
+	}
+	r.failover, r.failoverAPI = back, api
+	r.rep.Marks = append(r.rep.Marks, report.Mark{T: r.since(), Label: fmt.Sprintf("all online again (%.1fs)", back.Seconds())})
 }
 
 func (r *runState) answerWithin() time.Duration {
@@ -516,7 +611,7 @@ func (r *runState) sample() report.Point {
 
 // verifyStored checks, for every device, that each seq a plant saw acked is in the store.
 func (r *runState) verifyStored(ctx context.Context, n *node, creds []fleet.Credential) {
-	if !r.crit.NoLostAckedFrames {
+	if !r.crit.NoLostAckedFrames && !r.crit.NoDuplicateFrames {
 		return
 	}
 	from, to := r.start.Add(-time.Minute), time.Now().Add(time.Minute)
@@ -531,7 +626,10 @@ func (r *runState) verifyStored(ctx context.Context, n *node, creds []fleet.Cred
 		mu.Lock()
 		defer mu.Unlock()
 		for _, s := range acked {
-			if !seqs[s] {
+			if seqs[s] > 1 {
+				r.duplicates = append(r.duplicates, fmt.Sprintf("%s seq %d stored %d times", id, s, seqs[s]))
+			}
+			if seqs[s] == 0 {
 				r.storedFailed = append(r.storedFailed, fmt.Sprintf("%s seq %d", id, s))
 			} else {
 				r.storedCount++
@@ -629,12 +727,29 @@ func (r *runState) judge() []report.Criterion {
 	}
 	if c.EveryTapAnswered {
 		var detail []string
+		// Under a node failure, taps tapped within the grace after the kill may go without a pot's
+		// answer (see Criteria.TapGraceAfterKill): they are counted, not failed.
+		r.mu.Lock()
+		killedAt := r.killedAt
+		r.mu.Unlock()
+		excused, strict := 0, 0
 		for _, u := range r.users {
 			if u.unanswered > 0 {
 				detail = append(detail, fmt.Sprintf("%s: %d accepted taps without a pushed outcome", u.u.OpenID, u.unanswered))
 			}
-			if n := u.outcomes["no_reply"]; n > 0 {
-				detail = append(detail, fmt.Sprintf("%s: %d taps without a passive reply", u.u.OpenID, n))
+			if p.NodeFailure == nil {
+				if n := u.outcomes["no_reply"]; n > 0 {
+					detail = append(detail, fmt.Sprintf("%s: %d taps without a passive reply", u.u.OpenID, n))
+				}
+				continue
+			}
+			for _, b := range u.bad {
+				if !killedAt.IsZero() && b.at.After(killedAt.Add(-time.Second)) && b.at.Before(killedAt.Add(c.TapGraceAfterKill.D())) {
+					excused++
+					continue
+				}
+				strict++
+				detail = append(detail, fmt.Sprintf("%s: tap at %.1fs: %s", u.u.OpenID, b.at.Sub(r.start).Seconds(), b.why))
 			}
 		}
 		noReply := t.Outcomes["no_reply"]
@@ -650,9 +765,13 @@ func (r *runState) judge() []report.Criterion {
 		if slow > 0 {
 			detail = append(detail, fmt.Sprintf("%d outcomes came later than %s", slow, within))
 		}
-		add("every_tap_answered", fmt.Sprintf("all, outcome within %s", within),
-			fmt.Sprintf("%d taps: %d no reply, %d no outcome, %d late", t.Taps, noReply, t.Unanswered, slow),
-			t.Taps > 0 && len(detail) == 0, detail)
+		want := fmt.Sprintf("all, outcome within %s", within)
+		got := fmt.Sprintf("%d taps: %d no reply, %d no outcome, %d late", t.Taps, noReply, t.Unanswered, slow)
+		if p.NodeFailure != nil {
+			want = fmt.Sprintf("all answered by the pot (done, offline, timed out, rejected, busy, failed), outcome within %s; grace %s after the kill", within, c.TapGraceAfterKill)
+			got = fmt.Sprintf("%d taps: %d without the pot's answer (%d in the grace), %d no outcome, %d late", t.Taps, strict+excused, excused, t.Unanswered, slow)
+		}
+		add("every_tap_answered", want, got, t.Taps > 0 && len(detail) == 0, detail)
 	}
 	if c.AckP99Max > 0 {
 		got := time.Duration(t.AckLatency.P99 * float64(time.Millisecond))
@@ -726,8 +845,37 @@ func (r *runState) judge() []report.Criterion {
 		add("max_alert_pushes_per_user", fmt.Sprintf("<= %d", c.MaxAlertPushesPerUser), fmt.Sprintf("%d (%s)", most, who),
 			len(detail) == 0, detail)
 	}
+	if c.NoDuplicateFrames {
+		got := fmt.Sprintf("%d of %d acked frames stored more than once", len(r.duplicates), r.storedCount)
+		add("no_duplicate_frames", "every acked frame stored once", got, len(r.duplicates) == 0 && r.storedCount > 0, r.duplicates)
+	}
+	if c.NoDuplicateAlerts {
+		var detail []string
+		raised := 0
+		for _, u := range r.users {
+			for pot, n := range u.raised {
+				raised += n
+				if n > 1 {
+					detail = append(detail, fmt.Sprintf("%s: %d alerts about %s", u.u.OpenID, n, pot))
+				}
+			}
+		}
+		add("no_duplicate_alerts", "no pot's alert pushed twice to a user",
+			fmt.Sprintf("%d alert pushes, %d repeated", raised, len(detail)), len(detail) == 0, detail)
+	}
 	if c.DevicesBackWithin > 0 {
-		add("devices_back_within", "<= "+c.DevicesBackWithin.String(), "needs a cluster", false, nil)
+		r.mu.Lock()
+		killed, back, api, ferr := r.killed, r.failover, r.failoverAPI, r.failoverErr
+		r.mu.Unlock()
+		got := "no node was killed"
+		switch {
+		case killed && back >= 0:
+			got = fmt.Sprintf("%s (node 1's API: %s; %d devices)", back.Round(time.Millisecond), api.Round(time.Millisecond), p.Plants)
+		case killed:
+			got = "not all back: " + ferr
+		}
+		add("devices_back_within", "<= "+c.DevicesBackWithin.String()+" after the kill", got,
+			killed && back >= 0 && back <= c.DevicesBackWithin.D(), nil)
 	}
 	return out
 }

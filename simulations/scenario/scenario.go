@@ -30,8 +30,9 @@ var ErrNeedsCluster = errors.New("scenario requires a cluster")
 type Scenario struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
-	// Requires is "" (one node, started by the runner) or "cluster" (several nodes; skipped unless
-	// Options.Cluster is given).
+	// Requires is "" (one node, started by the runner) or "cluster": the runner starts a local
+	// cluster of Parameters.Nodes nodes (a Consul agent, a Postgres database, `sprout serve` with
+	// SPROUT_CLUSTER=consul), or skips the scenario when Consul or Postgres cannot be found.
 	Requires   string     `json:"requires"`
 	Parameters Parameters `json:"parameters"`
 	Criteria   Criteria   `json:"criteria"`
@@ -66,7 +67,10 @@ type Parameters struct {
 	// Blip drops every device connection at once and keeps the network down for a while: the
 	// reconnect storm.
 	Blip *Blip `json:"blip,omitempty"`
-	// NodeFailure kills one node of a cluster (cluster scenarios only).
+	// Nodes is the size of the cluster (cluster scenarios only; default 3).
+	Nodes int `json:"nodes"`
+	// NodeFailure kills one node of a cluster (node 2: node 1 takes the WeChat callbacks and
+	// serves the API the run reads) (cluster scenarios only).
 	NodeFailure *NodeFailure `json:"node_failure,omitempty"`
 	// StoreDelay slows every durable write of the node (SPROUT_DEBUG_STORE_DELAY): the slow database.
 	StoreDelay     Duration `json:"store_delay"`
@@ -105,6 +109,12 @@ type Criteria struct {
 	// pushed outcome within TapAnsweredWithin of the tap.
 	EveryTapAnswered  bool     `json:"every_tap_answered"`
 	TapAnsweredWithin Duration `json:"tap_answered_within"` // default command_timeout + 5s
+	// TapGraceAfterKill (node failure): with a node failure, EveryTapAnswered also wants every tap
+	// answered by the pot or its grain (done, offline, timed out, rejected, busy, failed), not "cannot
+	// do that right now" nor left without a passive reply; taps from 1 s before the kill to this
+	// long after it are exempt (counted in the report). Sprout's grain requests to a dead member
+	// fail only after the cluster's 5 s request timeout, the time WeChat waits for a reply.
+	TapGraceAfterKill Duration `json:"tap_grace_after_kill"`
 	// AckP99Max bounds the whole run's p99 ack latency (tap to pushed outcome is TapAnsweredWithin).
 	AckP99Max Duration `json:"ack_p99_max"`
 	// AllConnected: every plant connected, and all were connected when the run ended.
@@ -120,9 +130,15 @@ type Criteria struct {
 	// MaxAlertPushesPerUser bounds alert pushes (single alerts plus summaries) to any one user:
 	// the rate limit held during the storm.
 	MaxAlertPushesPerUser int `json:"max_alert_pushes_per_user"`
-	// DevicesBackWithin (cluster scenarios): after a node fails, its devices are connected to
-	// another node within this long.
+	// DevicesBackWithin (cluster scenarios): after a node fails, every device is online again
+	// (GET /api/v1/devices/{id} on a surviving node, and the plants' own count) within this long
+	// of the kill.
 	DevicesBackWithin Duration `json:"devices_back_within"`
+	// NoDuplicateFrames: no acked frame is stored twice (same seq twice in a device's readings or
+	// event log). Checked with NoLostAckedFrames' read of the store.
+	NoDuplicateFrames bool `json:"no_duplicate_frames"`
+	// NoDuplicateAlerts: no user received the same pot's alert push twice.
+	NoDuplicateAlerts bool `json:"no_duplicate_alerts"`
 }
 
 // Duration is a time.Duration written as a Go duration string in scenario files (a bare number
@@ -203,6 +219,9 @@ func Parse(js []byte) (*Scenario, error) {
 	if sc.Parameters.NodeFailure != nil && sc.Requires != "cluster" {
 		return nil, errors.New("parameters: node_failure needs requires: cluster")
 	}
+	if sc.Parameters.Nodes != 0 && sc.Requires != "cluster" {
+		return nil, errors.New("parameters: nodes needs requires: cluster")
+	}
 	if sc.Requires != "" && sc.Requires != "cluster" {
 		return nil, fmt.Errorf("requires: %q is not known (want \"cluster\" or nothing)", sc.Requires)
 	}
@@ -254,6 +273,12 @@ func (p Parameters) validate() error {
 		return errors.New("parameters: blip.at must fall inside the duration")
 	case p.TapBurst != nil && (p.TapBurst.At <= 0 || p.TapBurst.At >= p.Duration):
 		return errors.New("parameters: tap_burst.at must fall inside the duration")
+	case p.NodeFailure != nil && (p.NodeFailure.At <= 0 || p.NodeFailure.At >= p.Duration):
+		return errors.New("parameters: node_failure.at must fall inside the duration")
+	case p.NodeFailure != nil && p.NodeFailure.Signal != "" && p.NodeFailure.Signal != "KILL" && p.NodeFailure.Signal != "TERM":
+		return fmt.Errorf("parameters: node_failure.signal %q: want KILL or TERM", p.NodeFailure.Signal)
+	case p.Nodes < 0 || p.Nodes == 1:
+		return errors.New("parameters: nodes must be at least 2")
 	}
 	for k := range p.Env {
 		if !strings.HasPrefix(k, "SPROUT_") {
@@ -314,7 +339,14 @@ func (p Parameters) Describe() map[string]string {
 		m["tap_burst"] = fmt.Sprintf("%d per user at %s", b.TapsPerUser, b.At)
 	}
 	if f := p.NodeFailure; f != nil {
-		m["node_failure"] = "at " + f.At.String()
+		sig := f.Signal
+		if sig == "" {
+			sig = "KILL"
+		}
+		m["node_failure"] = "SIG" + sig + " node 2 at " + f.At.String()
+	}
+	if p.Nodes > 0 {
+		m["nodes"] = strconv.Itoa(p.Nodes)
 	}
 	if b := p.Blip; b != nil {
 		m["blip"] = fmt.Sprintf("at %s, down %s", b.At, b.Down)

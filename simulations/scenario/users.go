@@ -26,6 +26,7 @@ var (
 		{"error", "cannot do that right now"}, {"error", "暂时无法执行"},
 	}
 	alertTexts   = []string{" alert: ", "提醒：", "is back to normal", "已恢复正常"}
+	raisedTexts  = []string{" alert: ", "提醒："} // an alert raised (not cleared)
 	summaryTexts = []string{"need attention", "需要关注"}
 	boundTexts   = []string{"Bound:", "绑定成功", "already bound", "已经绑定过了"}
 )
@@ -63,13 +64,15 @@ type simUser struct {
 	accepted   int
 	outcomes   map[string]int
 	alerts     int
+	raised     map[string]int // pot -> alert pushes raising an alert about it
+	bad        []badTap       // taps that ended without an answer from the pot or its grain
 	summaries  int
 	pushes     int
 	unanswered int
 }
 
 func newSimUser(u *wechatsim.User, pots []string) *simUser {
-	return &simUser{u: u, pots: pots, pending: map[string][]time.Time{}, early: map[string][]time.Time{}, outcomes: map[string]int{}}
+	return &simUser{u: u, pots: pots, pending: map[string][]time.Time{}, early: map[string][]time.Time{}, outcomes: map[string]int{}, raised: map[string]int{}}
 }
 
 // device finds which of the user's pots a text is about.
@@ -81,6 +84,16 @@ func (s *simUser) device(text string) string {
 	}
 	return ""
 }
+
+// badTap is a tap that got no passive reply, a reply that is neither "watering" nor "offline",
+// or a pushed outcome that is not the pot's (an error): what a failover may cause.
+type badTap struct {
+	at  time.Time // when it was tapped (for a push that beat its reply: when the push came)
+	why string
+}
+
+// potAnswers are the outcomes that come from the pot or from its grain knowing it is offline.
+var potAnswers = map[string]bool{"done": true, "offline": true, "timed_out": true, "rejected": true, "busy": true, "failed": true}
 
 // tapResult is what one tap came to, for the run's counters.
 type tapResult struct {
@@ -105,6 +118,7 @@ func (s *simUser) tap(ctx context.Context, n int, deliver func(tapResult)) {
 	defer func() { s.mu.Unlock(); deliver(res) }()
 	if err != nil || r == nil || r.Empty {
 		s.outcomes["no_reply"]++
+		s.bad = append(s.bad, badTap{start, "no passive reply"})
 		return
 	}
 	res.replied = true
@@ -126,6 +140,7 @@ func (s *simUser) tap(ctx context.Context, n int, deliver func(tapResult)) {
 	default:
 		res.final = "reply: " + firstWords(r.Content, 4)
 		s.outcomes["other_reply"]++
+		s.bad = append(s.bad, badTap{start, res.final})
 	}
 }
 
@@ -171,6 +186,9 @@ func (s *simUser) scan(p *wechatsim.Platform) scanned {
 			out.alerts++
 		case containsAny(text, alertTexts):
 			s.alerts++
+			if containsAny(text, raisedTexts) {
+				s.raised[s.device(text)]++
+			}
 			out.alerts++
 		default:
 			kind := outcomeKind(text)
@@ -180,11 +198,16 @@ func (s *simUser) scan(p *wechatsim.Platform) scanned {
 			s.outcomes[kind]++
 			out.outcomes++
 			d := s.device(text)
+			at := e.At
 			if q := s.pending[d]; len(q) > 0 {
 				out.latency = append(out.latency, e.At.Sub(q[0]))
+				at = q[0]
 				s.pending[d] = q[1:]
 			} else {
 				s.early[d] = append(s.early[d], e.At)
+			}
+			if !potAnswers[kind] {
+				s.bad = append(s.bad, badTap{at, "pushed " + kind})
 			}
 		}
 	}
