@@ -88,6 +88,13 @@ func TestApp(t *testing.T) {
 		}
 	})
 
+	t.Run("PlantPageShowsTheDayAndTheWeek", func(t *testing.T) {
+		code, body := get(t, alice, w.url+"/app/plants/pot-alice")
+		if code != 200 || !strings.Contains(body, "最近 24 小时") || !strings.Contains(body, "最近 7 天") || !strings.Contains(body, "<polyline") {
+			t.Fatalf("pot-alice's page (%d) should chart the last day and the last week:\n%s", code, body)
+		}
+	})
+
 	t.Run("UserSeesOnlyTheirPlants", func(t *testing.T) {
 		code, body := get(t, alice, w.url+"/app/")
 		if code != 200 || !strings.Contains(body, "pot-alice") || !strings.Contains(body, "pot-offline") || strings.Contains(body, "pot-bob") {

@@ -185,7 +185,7 @@ func (h *Handler) plant(w http.ResponseWriter, r *http.Request) {
 	p.Plants = []plantView{newPlantView(p.Lang, b.Role, st)}
 	h.fillManage(r, p, s, st)
 	p.Live = true
-	p.Chart = h.chart(r.Context(), id)
+	p.Charts = h.charts(r.Context(), id)
 	h.render(w, http.StatusOK, "plant.html", p)
 }
 

@@ -18,7 +18,7 @@ type page struct {
 	CSRF    string
 	Plants  []plantView
 	Live    bool // open the live stream
-	Chart   *chart
+	Charts  []*chart
 	Message string
 	Status  int
 	Links   []link
@@ -95,9 +95,11 @@ func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, status int, 
 	h.messagePage(w, r, status, msg)
 }
 
-// chart is the 24 h history of one plant as SVG polylines (soil moisture 0..100 %, temperature
+// chart is one plant's history (the last day or week) as SVG polylines (soil moisture 0..100 %, temperature
 // 0..50 °C), drawn by the server so the page needs no charting library.
 type chart struct {
+	Title       string // i18n key
+	EmptyText   string // i18n key
 	W, H        int
 	Moisture    string // polyline points
 	Temperature string
@@ -115,14 +117,28 @@ type tick struct {
 	Label string
 }
 
-const (
-	chartW, chartH = 340, 120
-	chartSpan      = 24 * time.Hour
-	chartBucket    = 30 * time.Minute
-)
+const chartW, chartH = 340, 120
 
-func (h *Handler) chart(ctx context.Context, deviceID string) *chart {
-	c := &chart{W: chartW, H: chartH, Empty: true}
+// The plant page's two charts: the last day in half hours and the last week in six hours (the
+// week reads hourly aggregates once raw readings have expired).
+var chartSpecs = []struct {
+	title, empty, tickFormat string
+	span, bucket             time.Duration
+}{
+	{"chart", "chart_empty", "15:04", 24 * time.Hour, 30 * time.Minute},
+	{"chart_week", "chart_week_empty", "01-02", 7 * 24 * time.Hour, 6 * time.Hour},
+}
+
+func (h *Handler) charts(ctx context.Context, deviceID string) []*chart {
+	out := make([]*chart, 0, len(chartSpecs))
+	for _, sp := range chartSpecs {
+		out = append(out, h.chart(ctx, deviceID, sp.title, sp.empty, sp.tickFormat, sp.span, sp.bucket))
+	}
+	return out
+}
+
+func (h *Handler) chart(ctx context.Context, deviceID, title, empty, tickFormat string, chartSpan, chartBucket time.Duration) *chart {
+	c := &chart{Title: title, EmptyText: empty, W: chartW, H: chartH, Empty: true}
 	if h.opts.Store == nil {
 		return c
 	}
@@ -148,7 +164,7 @@ func (h *Handler) chart(ctx context.Context, deviceID string) *chart {
 	c.Moisture, c.Temperature, c.Empty = strings.Join(m, " "), strings.Join(t, " "), len(m) == 0
 	for i := 0; i <= 4; i++ {
 		at := from.Add(time.Duration(i) * chartSpan / 4)
-		c.Ticks = append(c.Ticks, tick{X: i * chartW / 4, Label: at.In(chinaTime).Format("15:04")})
+		c.Ticks = append(c.Ticks, tick{X: i * chartW / 4, Label: at.In(chinaTime).Format(tickFormat)})
 	}
 	return c
 }
