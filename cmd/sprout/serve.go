@@ -167,7 +167,8 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		web.New(web.Options{Cluster: m.Cluster, Store: st, Users: users, Logger: log, CookieKey: cfg.wx.cookieKey(),
 			PublicURL: cfg.wx.publicURL,
 			OAuth:     web.OAuth{AppID: cfg.wx.appID, Secret: cfg.wx.secret, APIBase: cfg.wx.apiBase, AuthorizeBase: cfg.wx.authorizeBase()},
-			WaterMs:   uint32(cfg.wx.waterMs), CommandTimeout: cfg.wx.commandTimeout, VerifyScene: wx.verifyScene}).Routes(r)
+			WaterMs:   uint32(cfg.wx.waterMs), CommandTimeout: cfg.wx.commandTimeout, VerifyScene: wx.verifyScene,
+			JSSDK: wx.jsConfig(m.Cluster)}).Routes(r)
 	}
 	if err := wx.start(m.Cluster, r, m.Address()); err != nil {
 		n.stop(context.Background())

@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/edge/web"
 	"github.com/sprout-iot/sprout/edge/wechat"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
 	"github.com/sprout-iot/sprout/edge/wechat/bridge"
@@ -173,5 +174,21 @@ func (w *wechatNode) start(c *pcluster.Cluster, r chi.Router, owner string) erro
 func (w *wechatNode) stop() {
 	if w.cancel != nil {
 		w.cancel()
+	}
+}
+
+// jsConfig signs wx.config for the pages (JS-SDK: scanQRCode, configWXDeviceWiFi).
+func (w *wechatNode) jsConfig(c *pcluster.Cluster) func(ctx context.Context, pageURL string) (*web.JSConfig, error) {
+	client, err := api.New(api.Options{BaseURL: w.cfg.apiBase, Tokens: &bridge.GrainTokens{Cluster: c, AppID: w.cfg.appID}})
+	if err != nil {
+		return nil
+	}
+	j := &bridge.JSSDK{Client: client, AppID: w.cfg.appID}
+	return func(ctx context.Context, pageURL string) (*web.JSConfig, error) {
+		cfg, err := j.Config(ctx, pageURL)
+		if err != nil {
+			return nil, err
+		}
+		return &web.JSConfig{AppID: cfg.AppID, Timestamp: cfg.Timestamp, NonceStr: cfg.NonceStr, Signature: cfg.Signature}, nil
 	}
 }

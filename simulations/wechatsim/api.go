@@ -40,6 +40,7 @@ func (p *Platform) Handler() http.Handler {
 	mux.HandleFunc("/cgi-bin/message/template/send", p.api(p.templateSend))
 	mux.HandleFunc("/cgi-bin/message/custom/send", p.api(p.customSend))
 	mux.HandleFunc("/cgi-bin/qrcode/create", p.api(p.qrcodeCreate))
+	mux.HandleFunc("/cgi-bin/ticket/getticket", p.api(p.getTicket))
 	mux.HandleFunc("/device/transmsg", p.api(p.transmsg))
 	mux.HandleFunc("/device/getqrcode", p.api(p.getQRCode))
 	mux.HandleFunc("/device/authorize_device", p.api(p.authorizeDevice))
@@ -335,6 +336,30 @@ func (p *Platform) transmsg(r *http.Request, body []byte) any {
 	p.record(Entry{OpenID: req.OpenID, Direction: Out, Kind: KindTransMsg, DeviceType: req.DeviceType,
 		DeviceID: req.DeviceID, Payload: data})
 	return map[string]any{"ret": 0, "ret_info": "this is ok"}
+}
+
+// getTicket hands out the JS-SDK ticket (type=jsapi); like WeChat it returns the same ticket
+// until it expires.
+func (p *Platform) getTicket(r *http.Request, _ []byte) any {
+	if r.URL.Query().Get("type") != "jsapi" {
+		return errBody(40097) // invalid args
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.jsTicket == "" || !p.now().Before(p.jsTicketExp) {
+		p.jsTicket = "sim_jsapi_" + randHex(16)
+		p.jsTicketExp = p.now().Add(p.opts.TokenTTL)
+		p.jsTicketFetches++
+	}
+	return ok(map[string]any{"ticket": p.jsTicket, "expires_in": int(p.jsTicketExp.Sub(p.now()) / time.Second)})
+}
+
+// JSTicket is the JS-SDK ticket the platform last issued, for tests that check wx.config
+// signatures, and how many were issued.
+func (p *Platform) JSTicket() (string, int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.jsTicket, p.jsTicketFetches
 }
 
 func (p *Platform) getQRCode(r *http.Request, body []byte) any {

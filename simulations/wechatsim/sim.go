@@ -79,6 +79,10 @@ type Platform struct {
 
 	mu          sync.Mutex
 	callbackURL string
+
+	jsTicket        string
+	jsTicketExp     time.Time
+	jsTicketFetches int
 	tokens      map[string]time.Time // valid access tokens -> expiry
 	current     string               // the latest /cgi-bin/token token (a new one revokes it)
 	stable      string

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 // TemplateValue is one field of a template message.
@@ -217,4 +218,23 @@ func (c *Client) CreateQRCode(ctx context.Context, r QRCodeRequest) (QRCode, err
 	var out QRCode
 	err := c.call(ctx, http.MethodPost, "/cgi-bin/qrcode/create", nil, body, &out)
 	return out, err
+}
+
+// JSTicket is a JS-SDK ticket and when it expires.
+type JSTicket struct {
+	Value     string
+	ExpiresAt time.Time
+}
+
+// JSAPITicket fetches the JS-SDK ticket (/cgi-bin/ticket/getticket?type=jsapi) that signs
+// wx.config on the account's H5 pages.
+func (c *Client) JSAPITicket(ctx context.Context) (JSTicket, error) {
+	var out struct {
+		Ticket    string `json:"ticket"`
+		ExpiresIn int    `json:"expires_in"`
+	}
+	if err := c.call(ctx, http.MethodGet, "/cgi-bin/ticket/getticket", url.Values{"type": {"jsapi"}}, nil, &out); err != nil {
+		return JSTicket{}, err
+	}
+	return JSTicket{Value: out.Ticket, ExpiresAt: time.Now().Add(time.Duration(out.ExpiresIn) * time.Second)}, nil
 }

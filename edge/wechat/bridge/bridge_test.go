@@ -484,3 +484,28 @@ func TestBadSignatureChangesNothing(t *testing.T) {
 }
 
 func (w *world) platformCallback() string { return w.callback }
+
+func TestJSSDKSignsPagesWithOneTicket(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	client, _ := api.New(api.Options{BaseURL: w.platform.URL(), Tokens: &bridge.GrainTokens{Cluster: w.member.Cluster, AppID: w.platform.AppID()}})
+	j := &bridge.JSSDK{Client: client, AppID: w.platform.AppID()}
+	for i := 0; i < 3; i++ {
+		c, err := j.Config(context.Background(), "https://pots.example.com/app/bind?x=1#frag")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ticket, fetches := w.platform.JSTicket()
+		if fetches != 1 {
+			t.Fatalf("%d ticket fetches, want 1", fetches)
+		}
+		if want := bridge.JSSignature(ticket, c.NonceStr, c.Timestamp, "https://pots.example.com/app/bind?x=1"); c.Signature != want || c.AppID != w.platform.AppID() {
+			t.Fatalf("wx.config %+v, want signature %s", c, want)
+		}
+	}
+	// The documented example: jsapi_ticket, noncestr, timestamp and url from WeChat's JS-SDK guide.
+	if got := bridge.JSSignature("sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg",
+		"Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value"); got != "0f9de62fce790f9a083d5c99e95740ceb90c27ed" {
+		t.Fatalf("JS-SDK example signature: %s", got)
+	}
+}
