@@ -25,6 +25,10 @@ import (
 	"github.com/sprout-iot/sprout/messages/actorpb"
 )
 
+// Busy is the passive reply when a user's grain cannot answer within WeChat's time (in both
+// languages: the grain that knows the user's language is the one not answering).
+const Busy = "系统繁忙，请稍后再试。Busy, please try again in a moment."
+
 // Dispatcher implements wechat.Dispatcher: each callback goes to the sender's user grain, which
 // dedupes WeChat's retries cluster-wide and answers within the budget.
 type Dispatcher struct {
@@ -63,6 +67,15 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.R
 	res, err := d.Cluster.Request(m.FromUserName, actors.UserKind, um, pcluster.WithTimeout(timeout))
 	if err != nil {
 		observe.Fail(span, err)
+		// The user's grain did not answer in time (its member just died, or the cluster is
+		// overloaded). The user still hears back, at once: nothing was done, try again. A retry of
+		// the same callback reaches the grain's new activation, which acts on it once.
+		if d.Logger != nil {
+			d.Logger.Warn("user grain did not answer in time; told the user to try again", "user", m.FromUserName, "err", err)
+		}
+		if m.MsgType == wechat.MsgTypeText || m.MsgType == wechat.MsgTypeEvent {
+			return wechat.TextReply(Busy), nil
+		}
 		return nil, fmt.Errorf("user grain %s: %w", m.FromUserName, err)
 	}
 	r, ok := res.(*actorpb.UserReply)
