@@ -85,7 +85,7 @@ func signInBrowser(t *testing.T, ctx context.Context, w *world, openID string) {
 
 func TestBrowserSignInLiveReadingWaterAndIsolation(t *testing.T) {
 	chromiumPath(t) // fail before starting a node
-	w := newWorld(t, func(o *Options) { o.StreamInterval = 300 * time.Millisecond })
+	w := newWorld(t, func(o *Options) { o.StreamInterval, o.CommandInterval = 300*time.Millisecond, 100*time.Millisecond })
 	secret := w.addPot(t, "pot-balcony", "oAlice")
 	w.addPot(t, "pot-kitchen", "oAlice")
 	w.addPot(t, "pot-bob", "oBob")
@@ -129,6 +129,20 @@ func TestBrowserSignInLiveReadingWaterAndIsolation(t *testing.T) {
 	do(t, ctx, "plant page", chromedp.Navigate(w.url+"/app/plants/pot-balcony"),
 		chromedp.Poll[chromedp.Void](`document.querySelector('polyline.moisture')`, chromedp.WithPollingTimeout(5*time.Second)))
 	shot(t, ctx, "plant")
+
+	// The owner raises the dry threshold: the pot takes the new config, and the page shows it.
+	setMsg := `document.querySelector('section.settings .msg')`
+	do(t, ctx, "change a threshold",
+		chromedp.Evaluate[chromedp.Void](`document.querySelector("section.settings input[name=moisture_min]").value = "30"`),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('section.settings button[type=submit]').click()`),
+		chromedp.Poll[chromedp.Void](setMsg+` && `+setMsg+`.textContent.length > 0 && !`+setMsg+`.textContent.includes('…')`,
+			chromedp.WithPollingTimeout(8*time.Second)))
+	if got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](setMsg+`.textContent`)); !strings.Contains(got, "已保存") {
+		t.Fatalf("after saving the threshold the page says %q", got)
+	}
+	do(t, ctx, "threshold kept", chromedp.Navigate(w.url+"/app/plants/pot-balcony"),
+		chromedp.Poll[chromedp.Void](`document.querySelector('section.settings input[name=moisture_min]').value === '30'`,
+			chromedp.WithPollingTimeout(5*time.Second)))
 	do(t, ctx, "english", chromedp.Navigate(w.url+"/app/?lang=en"),
 		chromedp.Poll[chromedp.Void](`document.body.innerText.includes('Water now')`, chromedp.WithPollingTimeout(5*time.Second)))
 	shot(t, ctx, "plants-en")
