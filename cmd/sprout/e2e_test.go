@@ -322,3 +322,32 @@ func TestSecondServerOnTheSameDataDirIsRefused(t *testing.T) {
 		t.Fatalf("a second node on the same SQLite data dir must be refused with a clear message: %v %s", err, out)
 	}
 }
+
+// TestSimSpreadsPlantsOverProcesses: `sprout sim --processes 3` runs the plants in three child
+// processes on their own source addresses and merges their reports.
+func TestSimSpreadsPlantsOverProcesses(t *testing.T) {
+	dir := t.TempDir()
+	creds := provisionDevices(t, dir, "mp-", 30)
+	credFile := filepath.Join(dir, "creds.json")
+	b, _ := json.Marshal(creds)
+	_ = os.WriteFile(credFile, b, 0o600)
+	s := newServer(t, dir)
+	s.start(t)
+	repFile := filepath.Join(dir, "report.json")
+	out, err := exec.Command(sproutBin, "sim", "--processes", "3", "--server", s.edge, "--creds", credFile, "--devices", "30",
+		"--duration", "3s", "--report-interval", "100ms", "--json", repFile, "--quiet").CombinedOutput()
+	if err != nil {
+		t.Fatalf("sim: %v\n%s", err, out)
+	}
+	var rep fleet.Report
+	rb, _ := os.ReadFile(repFile)
+	if err := json.Unmarshal(rb, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Devices != 30 || rep.ConnectedMax != 30 || rep.FramesAcked == 0 {
+		t.Fatalf("merged report: devices %d connected %d acked %d\n%s", rep.Devices, rep.ConnectedMax, rep.FramesAcked, out)
+	}
+	if !bytes.Contains(out, []byte("3 processes")) {
+		t.Fatalf("summary: %s", out)
+	}
+}

@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -21,7 +23,7 @@ import (
 func runSim(args []string) error {
 	var (
 		server, creds, apiURL, token, prefix, jsonOut, localIPs string
-		devices, window                                         int
+		devices, window, processes                              int
 		duration, interval                                      time.Duration
 		quiet                                                   bool
 	)
@@ -40,6 +42,7 @@ func runSim(args []string) error {
 	fs.str(&localIPs, "local-ips", "", "source addresses, comma-separated (default 127.0.0.1-8 for loopback servers)")
 	fs.str(&jsonOut, "json", "", "write the JSON report to this file")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines")
+	fs.int(&processes, "processes", 1, "spread the plants over this many processes (one process holds about 19,990 sockets here), each on its own loopback source addresses")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -48,6 +51,9 @@ func runSim(args []string) error {
 	cs, err := simCredentials(ctx, creds, apiURL, token, prefix, devices)
 	if err != nil {
 		return err
+	}
+	if processes > 1 {
+		return simProcesses(ctx, cs, processes, args, jsonOut)
 	}
 	o := fleet.Options{Devices: cs, Servers: strings.Split(server, ","), ReportInterval: interval, Window: window, Duration: duration}
 	if localIPs != "" {
@@ -136,4 +142,96 @@ func provision(ctx context.Context, apiURL, token, id string) (fleet.Credential,
 		return fleet.Credential{}, fmt.Errorf("provisioning %s: bad secret in reply", id)
 	}
 	return fleet.Credential{ID: out.ID, Secret: secret}, nil
+}
+
+// simProcesses runs the fleet as n child `sprout sim` processes, each with a share of the
+// credentials and its own source addresses (127.0.0.<8i+1>..<8i+8>), and merges their reports.
+func simProcesses(ctx context.Context, cs []fleet.Credential, n int, args []string, jsonOut string) error {
+	dir, err := os.MkdirTemp("", "sprout-sim")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// The children take every flag but these, which the parent sets per child.
+	var pass []string
+	skip := map[string]bool{"processes": true, "creds": true, "devices": true, "json": true, "local-ips": true, "api": true}
+	for i := 0; i < len(args); i++ {
+		name := strings.TrimLeft(args[i], "-")
+		name, _, hasValue := strings.Cut(name, "=")
+		if skip[name] {
+			if !hasValue && i+1 < len(args) && name != "quiet" {
+				i++
+			}
+			continue
+		}
+		pass = append(pass, args[i])
+	}
+	type child struct {
+		cmd  *exec.Cmd
+		json string
+	}
+	var kids []child
+	per := (len(cs) + n - 1) / n
+	for i := 0; i < n && i*per < len(cs); i++ {
+		part := cs[i*per : min((i+1)*per, len(cs))]
+		credFile := filepath.Join(dir, fmt.Sprintf("creds-%d.json", i))
+		if err := fleet.SaveCredentials(credFile, part); err != nil {
+			return err
+		}
+		var ips []string
+		for k := 1; k <= 8; k++ {
+			ips = append(ips, fmt.Sprintf("127.0.%d.%d", i/31, (i%31)*8+k))
+		}
+		c := child{json: filepath.Join(dir, fmt.Sprintf("report-%d.json", i))}
+		c.cmd = exec.CommandContext(ctx, self, append([]string{"sim", "--creds", credFile, "--devices", fmt.Sprint(len(part)),
+			"--json", c.json, "--local-ips", strings.Join(ips, ","), "--quiet"}, pass...)...)
+		c.cmd.Stderr = os.Stderr
+		if err := c.cmd.Start(); err != nil {
+			return err
+		}
+		kids = append(kids, c)
+	}
+	var merged fleet.Report
+	var errs []error
+	for i, c := range kids {
+		if err := c.cmd.Wait(); err != nil && ctx.Err() == nil {
+			errs = append(errs, fmt.Errorf("process %d: %w", i, err))
+		}
+		b, err := os.ReadFile(c.json)
+		if err != nil {
+			continue
+		}
+		var r fleet.Report
+		if json.Unmarshal(b, &r) != nil {
+			continue
+		}
+		merged.Devices += r.Devices
+		merged.Servers = r.Servers
+		merged.ConnectedMax += r.ConnectedMax
+		merged.ConnectedFinal += r.ConnectedFinal
+		merged.FramesSent += r.FramesSent
+		merged.FramesAcked += r.FramesAcked
+		merged.FramesPerSecond += r.FramesPerSecond
+		merged.SteadyFramesPerSecond += r.SteadyFramesPerSecond
+		merged.Reconnects += r.Reconnects
+		merged.Elapsed = max(merged.Elapsed, r.Elapsed)
+		// Percentiles do not add up: the merged report keeps the worst process's.
+		if r.AckLatency.P99 > merged.AckLatency.P99 {
+			merged.AckLatency = r.AckLatency
+		}
+	}
+	fmt.Printf("%d processes: %d devices, connected max %d, frames sent %d, acked %d, %.0f frames/s (steady %.0f), worst process ack p99 %v, reconnects %d\n",
+		len(kids), merged.Devices, merged.ConnectedMax, merged.FramesSent, merged.FramesAcked, merged.FramesPerSecond,
+		merged.SteadyFramesPerSecond, merged.AckLatency.P99, merged.Reconnects)
+	if jsonOut != "" {
+		b, _ := json.MarshalIndent(merged, "", " ")
+		if err := os.WriteFile(jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
 }
