@@ -83,22 +83,22 @@ type Platform struct {
 	jsTicket        string
 	jsTicketExp     time.Time
 	jsTicketFetches int
-	tokens      map[string]time.Time // valid access tokens -> expiry
-	current     string               // the latest /cgi-bin/token token (a new one revokes it)
-	stable      string
-	fetches     int
-	stableFetch int
-	calls       map[string]int
-	failures    []failure
-	users       map[string]*userState
-	devices     map[string]*device // by device id
-	deviceQR    map[string]string  // device QR ticket -> device id
-	sceneQR     map[string]string  // parametric QR scene -> ticket
-	codes       map[string]*oauthCode
-	templateIDs map[string]int64 // touser|client_msg_id -> msgid
-	entries     map[string][]Entry
-	changed     chan struct{}
-	seq         int64
+	tokens          map[string]time.Time // valid access tokens -> expiry
+	current         string               // the latest /cgi-bin/token token (a new one revokes it)
+	stable          string
+	fetches         int
+	stableFetch     int
+	calls           map[string]int
+	failures        []failure
+	users           map[string]*userState
+	devices         map[string]*device // by device id
+	deviceQR        map[string]string  // device QR ticket -> device id
+	sceneQR         map[string]string  // parametric QR scene -> ticket
+	codes           map[string]*oauthCode
+	templateIDs     map[string]int64 // touser|client_msg_id -> msgid
+	entries         map[string][]Entry
+	changed         chan struct{}
+	seq             int64
 
 	srv *http.Server
 	ln  net.Listener
