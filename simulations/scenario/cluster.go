@@ -95,14 +95,6 @@ func startCluster(ctx context.Context, bin, dir string, n int, env map[string]st
 	return c, nil
 }
 
-func (c *localCluster) edges() []string {
-	var out []string
-	for _, n := range c.nodes {
-		out = append(out, n.edge)
-	}
-	return out
-}
-
 // close stops the nodes (in parallel), then the agent and the database server.
 func (c *localCluster) close() {
 	var wg sync.WaitGroup
