@@ -2,66 +2,25 @@ package console
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/sprout-iot/sprout/edge/webtest"
 )
 
-// chromiumPath is Debian's Chromium; SPROUT_CHROMIUM overrides it.
-func chromiumPath(t *testing.T) string {
-	t.Helper()
-	p := os.Getenv("SPROUT_CHROMIUM")
-	if p == "" {
-		p = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the browser tests need Chromium at %s: install Debian's package `chromium` (apt-get install chromium) or set SPROUT_CHROMIUM", p)
-	}
-	return p
-}
+// The browser helpers live in edge/webtest; these keep the tests' short names.
+func chromiumPath(t *testing.T) string { return webtest.ChromiumPath(t) }
 
-// browser starts a headless desktop-sized Chromium with the flags this closed network needs.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath(t)), chromedp.NoSandbox, chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-component-update", true), chromedp.WindowSize(1200, 800),
-		chromedp.Flag("lang", "en-US"), chromedp.Flag("accept-lang", "en-US"))
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancel := chromedp.NewContext(alloc)
-	ctx, cancelT := context.WithTimeout(ctx, 40*time.Second)
-	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
-	return ctx
-}
+func browser(t *testing.T) context.Context { return webtest.Start(t, 1200, 800, "en-US") }
 
-// shot saves a screenshot as docs/images/console-NAME.png when SPROUT_WEB_SCREENSHOTS names the
-// directory (the docs refresh; off in ordinary test runs).
-func shot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	dir := os.Getenv("SPROUT_WEB_SCREENSHOTS")
-	if dir == "" {
-		return
-	}
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", name, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "console-"+name+".png"), png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+func shot(t *testing.T, ctx context.Context, name string) { webtest.Shot(t, ctx, "console-"+name) }
 
 func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	if err := chromedp.Do(ctx, steps...); err != nil {
-		body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ''`))
-		t.Fatalf("%s: %v\npage text:\n%s", what, err, body)
-	}
+	webtest.Do(t, ctx, what, steps...)
 }
 
 // waitFor evaluates expr until it is true, riding out navigations (a form POST answered with a
