@@ -2,43 +2,15 @@ package console
 
 import (
 	"net/http"
-	"strings"
+
+	"github.com/sprout-iot/sprout/edge/lang"
 )
 
-// langOf picks the page language: ?lang=en|zh, else Accept-Language, else Chinese. The choice
-// in the URL is kept on the language link; the console is used from a few desks, so it does
-// not remember more than that.
-func langOf(r *http.Request) string {
-	switch q := r.URL.Query().Get("lang"); {
-	case strings.HasPrefix(q, "en"):
-		return "en"
-	case strings.HasPrefix(q, "zh"):
-		return "zh"
-	}
-	for _, part := range strings.Split(r.Header.Get("Accept-Language"), ",") {
-		tag := strings.ToLower(strings.TrimSpace(strings.SplitN(part, ";", 2)[0]))
-		switch {
-		case strings.HasPrefix(tag, "zh"):
-			return "zh"
-		case strings.HasPrefix(tag, "en"):
-			return "en"
-		}
-	}
-	return "zh"
-}
+// langOf picks the page language (package lang: ?lang=, Accept-Language, else Chinese).
+func langOf(r *http.Request) string { return lang.Of(r) }
 
-// tr is the text for key in lang (Chinese when English lacks it, the key when both do).
-func tr(lang, key string) string {
-	if lang == "en" {
-		if s, ok := textsEN[key]; ok {
-			return s
-		}
-	}
-	if s, ok := textsZH[key]; ok {
-		return s
-	}
-	return key
-}
+// tr is the text for key in l (Chinese when English lacks it, the key when both do).
+func tr(l, key string) string { return lang.Text(textsZH, textsEN, l, key) }
 
 var textsZH = map[string]string{
 	"title":          "Sprout 控制台",
