@@ -43,7 +43,8 @@ func signInBrowser(t *testing.T, ctx context.Context, w *world, openID string) {
 
 func TestBrowserSignInLiveReadingWaterAndIsolation(t *testing.T) {
 	chromiumPath(t) // fail before starting a node
-	w := newWorld(t, func(o *Options) { o.StreamInterval, o.CommandInterval = 300*time.Millisecond, 100*time.Millisecond })
+	// The command rate limit has its own test (TestApp); here watering and saving follow each other.
+	w := newWorld(t, func(o *Options) { o.StreamInterval, o.CommandInterval = 300*time.Millisecond, time.Nanosecond })
 	secret := w.addPot(t, "pot-balcony", "oAlice")
 	w.addPot(t, "pot-kitchen", "oAlice")
 	w.addPot(t, "pot-bob", "oBob")
