@@ -471,14 +471,21 @@ func TestSilentDeviceTimesOutAtTheDeadline(t *testing.T) {
 	if took < time.Second || took > 2*time.Second {
 		t.Fatalf("timed out after %v, want about 1 s", took)
 	}
+	// The timeout is pushed to whoever asked exactly once. The notice travels apart from the
+	// command's reply, so wait for it before sending the late result.
+	waitOutcomeNotice(t, n, actorpb.Outcome_OUTCOME_TIMED_OUT)
 	// The late result is recorded but not delivered again.
-	drainNotices(n)
 	_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_CommandResult{CommandResult: &devicepb.CommandResult{
 		CommandId: "cmd-1", Status: devicepb.CommandStatus_COMMAND_STATUS_DONE}}})
-	time.Sleep(100 * time.Millisecond)
-	for len(n.notices) > 0 {
-		if o := (<-n.notices).GetOutcome(); o != nil {
-			t.Fatalf("late result delivered again: %v", o)
+	quiet := time.After(300 * time.Millisecond)
+	for waiting := true; waiting; {
+		select {
+		case dn := <-n.notices:
+			if o := dn.GetOutcome(); o != nil {
+				t.Fatalf("late result delivered again: %v", o)
+			}
+		case <-quiet:
+			waiting = false
 		}
 	}
 	evs, _ := n.store.Events(context.Background(), "pot-1", time.Time{}, time.Now().Add(time.Hour), 100)
@@ -496,9 +503,22 @@ func TestSilentDeviceTimesOutAtTheDeadline(t *testing.T) {
 	}
 }
 
-func drainNotices(n *node) {
-	for len(n.notices) > 0 {
-		<-n.notices
+// waitOutcomeNotice waits for the notice that carries a command's outcome, skipping others.
+func waitOutcomeNotice(t *testing.T, n *node, want actorpb.Outcome) {
+	t.Helper()
+	deadline := time.After(3 * time.Second)
+	for {
+		select {
+		case dn := <-n.notices:
+			if o := dn.GetOutcome(); o != nil {
+				if o.Outcome != want {
+					t.Fatalf("want a %v notice, got %v", want, o)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no %v notice within 3 s", want)
+		}
 	}
 }
 
