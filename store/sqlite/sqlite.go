@@ -2,9 +2,11 @@
 // single node (a multi-node cluster needs store/postgres). It implements actors.Store.
 //
 // Durability: WAL with synchronous=FULL, so an Append that returned nil survives SIGKILL and power
-// loss. Writes go through one connection (SQLite has one writer anyway) fed by the group committer;
-// reads use a small pool of query-only connections that WAL lets run beside the writer. An exclusive
-// lock on the data directory keeps a second process from opening it.
+// loss. Writes go through one connection (SQLite has one writer anyway) fed by the group committer
+// (grain steps) and a coalescer (user snapshots, bindings, the push outbox), so that concurrent
+// writers share transactions and fsyncs; reads use a small pool of query-only connections that WAL
+// lets run beside the writer. An exclusive lock on the data directory keeps a second process from
+// opening it.
 package sqlite
 
 import (
@@ -72,6 +74,7 @@ type Store struct {
 	w     *sql.DB // exactly one connection: the writer
 	r     *sql.DB // query-only connections
 	c     *store.Committer
+	tx    *store.Coalescer[*sql.Tx] // small writes (users, bindings, the outbox) share transactions
 	stmts struct{ reading, event, snapshot, claim, epoch *sql.Stmt }
 	maint sync.Mutex // one Maintain at a time
 }
@@ -96,6 +99,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.c = store.NewCommitter(opts.CommitOptions, backend{s})
+	s.tx = store.NewCoalescer[*sql.Tx](store.CoalesceOptions{Timeout: opts.WriteTimeout}, txBackend{s.w})
 	return s, nil
 }
 
@@ -156,6 +160,7 @@ func (s *Store) open(opts Options) error {
 // Close writes every queued Append, then closes the database and releases the data directory.
 func (s *Store) Close() error {
 	s.c.Close()
+	s.tx.Close()
 	err := s.closeDBs()
 	s.lock.release()
 	return err
@@ -183,6 +188,25 @@ func (s *Store) closeDBs() error {
 // Append queues one grain step for the next group commit and returns once it is durable.
 func (s *Store) Append(ctx context.Context, deviceID string, b actors.Batch) error {
 	return s.c.Append(ctx, deviceID, b)
+}
+
+// txBackend is the coalescer's view of the writer connection.
+type txBackend struct{ w *sql.DB }
+
+func (b txBackend) Begin(ctx context.Context) (*sql.Tx, error) { return b.w.BeginTx(ctx, nil) }
+func (b txBackend) Commit(_ context.Context, tx *sql.Tx) error { return tx.Commit() }
+func (b txBackend) Rollback(tx *sql.Tx)                        { _ = tx.Rollback() }
+func (b txBackend) Exec(ctx context.Context, tx *sql.Tx, stmt string) error {
+	_, err := tx.ExecContext(ctx, stmt)
+	return err
+}
+
+// write runs op in a transaction shared with other small writes (see store.Coalescer).
+func (s *Store) write(ctx context.Context, what string, op store.TxOp[*sql.Tx]) error {
+	if err := s.tx.Do(ctx, op); err != nil {
+		return readErr(what, err)
+	}
+	return nil
 }
 
 // backend is the committer's view of the store.

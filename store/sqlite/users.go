@@ -19,19 +19,19 @@ func (s *Store) Bind(ctx context.Context, b actors.Binding) error {
 	if err := store.ValidateBinding(b); err != nil {
 		return err
 	}
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO bindings (device_id, open_id, role, bound_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (device_id, open_id) DO NOTHING`, b.DeviceID, b.OpenID, b.Role, store.Micros(b.BoundAt)); err != nil {
-		return readErr("bind "+b.OpenID+" to "+b.DeviceID, err)
-	}
-	return nil
+	return s.write(ctx, "bind "+b.OpenID+" to "+b.DeviceID, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO bindings (device_id, open_id, role, bound_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (device_id, open_id) DO NOTHING`, b.DeviceID, b.OpenID, b.Role, store.Micros(b.BoundAt))
+		return err
+	})
 }
 
 // Unbind removes a binding; removing a missing one is not an error.
 func (s *Store) Unbind(ctx context.Context, deviceID, openID string) error {
-	if _, err := s.w.ExecContext(ctx, `DELETE FROM bindings WHERE device_id = ? AND open_id = ?`, deviceID, openID); err != nil {
-		return readErr("unbind "+openID+" from "+deviceID, err)
-	}
-	return nil
+	return s.write(ctx, "unbind "+openID+" from "+deviceID, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM bindings WHERE device_id = ? AND open_id = ?`, deviceID, openID)
+		return err
+	})
 }
 
 // DeviceBindings lists a device's users, oldest first (the first is the owner).
@@ -94,16 +94,16 @@ func (s *Store) SaveUser(ctx context.Context, openID string, snapshot []byte) er
 	if snapshot == nil {
 		snapshot = []byte{}
 	}
-	if _, err := s.w.ExecContext(ctx, `INSERT INTO users (open_id, snapshot, updated_at) VALUES (?, ?, ?)
-		ON CONFLICT (open_id) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at`,
-		openID, snapshot, store.Micros(time.Now())); err != nil {
-		return readErr("save user "+openID, err)
-	}
-	return nil
+	return s.write(ctx, "save user "+openID, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO users (open_id, snapshot, updated_at) VALUES (?, ?, ?)
+			ON CONFLICT (open_id) DO UPDATE SET snapshot = excluded.snapshot, updated_at = excluded.updated_at`,
+			openID, snapshot, store.Micros(time.Now()))
+		return err
+	})
 }
 
 // EnqueuePushes adds pushes to the outbox in one transaction; an ID already there is ignored.
-func (s *Store) EnqueuePushes(ctx context.Context, ps []actors.Push) (err error) {
+func (s *Store) EnqueuePushes(ctx context.Context, ps []actors.Push) error {
 	for _, p := range ps {
 		if err := store.ValidatePush(p); err != nil {
 			return err
@@ -112,32 +112,22 @@ func (s *Store) EnqueuePushes(ctx context.Context, ps []actors.Push) (err error)
 	if len(ps) == 0 {
 		return nil
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return readErr("enqueue pushes", err)
-	}
-	defer func() {
-		if err != nil {
-			tx.Rollback()
+	return s.write(ctx, "enqueue pushes", func(ctx context.Context, tx *sql.Tx) error {
+		for _, p := range ps {
+			status := p.Status
+			if status == "" {
+				status = actors.PushPending
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO pushes
+				(id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+				p.ID, p.OpenID, p.Kind, p.Payload, store.Micros(p.CreatedAt), status, p.Attempts,
+				nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt)); err != nil {
+				return fmt.Errorf("push %s: %w", p.ID, err)
+			}
 		}
-	}()
-	for _, p := range ps {
-		status := p.Status
-		if status == "" {
-			status = actors.PushPending
-		}
-		if _, err = tx.ExecContext(ctx, `INSERT INTO pushes
-			(id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
-			p.ID, p.OpenID, p.Kind, p.Payload, store.Micros(p.CreatedAt), status, p.Attempts,
-			nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt)); err != nil {
-			return readErr("enqueue push "+p.ID, err)
-		}
-	}
-	if err = tx.Commit(); err != nil {
-		return readErr("enqueue pushes", err)
-	}
-	return nil
+		return nil
+	})
 }
 
 const pushColumns = `id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at`
@@ -206,12 +196,12 @@ func (s *Store) CompletePush(ctx context.Context, p actors.Push) error {
 	if ok, err := store.ValidateCompletion(p); !ok {
 		return err
 	}
-	if _, err := s.w.ExecContext(ctx, `UPDATE pushes SET status = ?, attempts = ?, next_attempt_at = ?,
-			last_error = ?, sent_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?`,
-		p.Status, p.Attempts, nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt), p.ID); err != nil {
-		return readErr("complete push "+p.ID, err)
-	}
-	return nil
+	return s.write(ctx, "complete push "+p.ID, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE pushes SET status = ?, attempts = ?, next_attempt_at = ?,
+				last_error = ?, sent_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?`,
+			p.Status, p.Attempts, nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt), p.ID)
+		return err
+	})
 }
 
 // UserPushes lists a user's pushes, newest first; limit <= 0 means MaxQueryLimit.
