@@ -22,8 +22,14 @@ type CommitOptions struct {
 	// committed. A single Append larger than this is committed alone. Default 1000.
 	MaxBatch int
 	// MaxWait is how long the committer waits, after the first request of a batch, for more to
-	// arrive. Negative means do not wait: commit whatever is queued. Default 2 ms.
+	// arrive, when load is high (see WaitAfterRows). Negative means never wait: commit whatever is
+	// queued. Default 2 ms.
 	MaxWait time.Duration
+	// WaitAfterRows: the committer waits MaxWait only when its previous batch had at least this
+	// many rows, that is when writes arrive faster than transactions commit and waiting buys bigger
+	// batches. Under light load a request is committed at once, so a lone command or reading pays
+	// no wait (what queued during the previous commit still joins). Default 64; 1 always waits.
+	WaitAfterRows int
 	// WriteTimeout bounds one Append from queueing to durable: past it, Append returns
 	// ErrUnavailable (the database is down or too slow) and the step is guaranteed not to be
 	// written later. Default 5 s.
@@ -42,6 +48,7 @@ const (
 	DefaultQueueSize       = 16384
 	DefaultMaxBatch        = 1000
 	DefaultMaxWait         = 2 * time.Millisecond
+	DefaultWaitAfterRows   = 64
 	DefaultWriteTimeout    = 5 * time.Second
 	DefaultRetryBackoff    = 20 * time.Millisecond
 	DefaultMaxRetryBackoff = 500 * time.Millisecond
@@ -57,6 +64,9 @@ func (o CommitOptions) WithDefaults() CommitOptions {
 	}
 	if o.MaxWait == 0 {
 		o.MaxWait = DefaultMaxWait
+	}
+	if o.WaitAfterRows <= 0 {
+		o.WaitAfterRows = DefaultWaitAfterRows
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
@@ -235,6 +245,7 @@ func (c *Committer) run() {
 	batch := make([]*Request, 0, 64)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	prevRows := 0 // rows in the previous batch: the load
 	for {
 		first := carry
 		carry = nil
@@ -251,13 +262,14 @@ func (c *Committer) run() {
 		}
 		batch = append(batch[:0], first)
 		rows := first.rows
-		if c.opts.MaxWait > 0 {
+		wait := c.opts.MaxWait > 0 && prevRows >= c.opts.WaitAfterRows
+		if wait {
 			timer.Reset(c.opts.MaxWait)
 		}
 	collect:
 		for rows < c.opts.MaxBatch {
 			var r *Request
-			if c.opts.MaxWait > 0 {
+			if wait {
 				select {
 				case r = <-c.queue:
 				case <-timer.C:
@@ -283,12 +295,13 @@ func (c *Committer) run() {
 			batch = append(batch, r)
 			rows += r.rows
 		}
-		if c.opts.MaxWait > 0 && !timer.Stop() {
+		if wait && !timer.Stop() {
 			select {
 			case <-timer.C:
 			default:
 			}
 		}
+		prevRows = rows
 		c.commit(batch)
 		clear(batch)
 	}

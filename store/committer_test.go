@@ -78,9 +78,25 @@ func appendAll(c *store.Committer, n int, prefix string) []error {
 	return errs
 }
 
+func TestALoneAppendUnderLightLoadDoesNotWait(t *testing.T) {
+	f := newFake()
+	// A wait far longer than any commit: if the committer waited, the appends below would take it.
+	c := store.NewCommitter(store.CommitOptions{MaxWait: time.Second}, f)
+	defer c.Close()
+	start := time.Now()
+	for i := range 5 {
+		if err := c.Append(context.Background(), "pot", step(uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took >= time.Second {
+		t.Fatalf("5 appends one after another took %v: the committer waited for company under light load", took)
+	}
+}
+
 func TestConcurrentAppendsShareTransactions(t *testing.T) {
 	f := newFake()
-	c := store.NewCommitter(store.CommitOptions{MaxBatch: 100, MaxWait: 20 * time.Millisecond}, f)
+	c := store.NewCommitter(store.CommitOptions{MaxBatch: 100, MaxWait: 20 * time.Millisecond, WaitAfterRows: 1}, f)
 	defer c.Close()
 	for i, err := range appendAll(c, 1000, "pot") {
 		if err != nil {

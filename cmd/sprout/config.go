@@ -74,12 +74,14 @@ type storeFlags struct {
 	dataDir      string
 	db           string
 	writeTimeout time.Duration
+	commitWait   time.Duration
 	debugDelay   time.Duration
 }
 
 func (s *storeFlags) register(fs *flagSet) {
 	fs.str(&s.dataDir, "data-dir", "./sprout-data", "directory of the embedded store (used when --db is empty)")
 	fs.dur(&s.writeTimeout, "store-write-timeout", 5*time.Second, "longest one durable write may take; past it the frame is refused (not acked) and never written later")
+	fs.dur(&s.commitWait, "store-commit-wait", store.DefaultMaxWait, "how long a group commit waits after its first write for more to join it; 0: no wait (only what queued during the previous commit joins)")
 	fs.dur(&s.debugDelay, "debug-store-delay", 0, "testing only: delay every durable write by this much (the slow-database scenario)")
 	fs.str(&s.db, "db", "", "postgres://... to use Postgres (required for more than one node); empty: the embedded store in --data-dir; \"memory\": nothing is stored (benchmarks only)")
 }
@@ -92,17 +94,25 @@ func (s *storeFlags) open(ctx context.Context) (actors.Store, string, error) {
 		if !strings.HasPrefix(s.db, "postgres://") && !strings.HasPrefix(s.db, "postgresql://") {
 			return nil, "", fmt.Errorf("--db must be a postgres:// URL, got %q", redact(s.db))
 		}
-		st, err := postgres.Open(ctx, s.db, postgres.Options{CommitOptions: store.CommitOptions{WriteTimeout: s.writeTimeout}})
+		st, err := postgres.Open(ctx, s.db, postgres.Options{CommitOptions: s.commitOptions()})
 		if err != nil {
 			return nil, "", fmt.Errorf("opening Postgres %s: %w", redact(s.db), err)
 		}
 		return st, "postgres " + redact(s.db), nil
 	}
-	st, err := sqlite.Open(s.dataDir, sqlite.Options{CommitOptions: store.CommitOptions{WriteTimeout: s.writeTimeout}})
+	st, err := sqlite.Open(s.dataDir, sqlite.Options{CommitOptions: s.commitOptions()})
 	if err != nil {
 		return nil, "", err
 	}
 	return st, "embedded store in " + s.dataDir, nil
+}
+
+func (s *storeFlags) commitOptions() store.CommitOptions {
+	o := store.CommitOptions{WriteTimeout: s.writeTimeout, MaxWait: s.commitWait}
+	if s.commitWait <= 0 {
+		o.MaxWait = -1 // CommitOptions: negative means do not wait (zero means the default)
+	}
+	return o
 }
 
 // redact hides the password of a database URL.

@@ -168,7 +168,7 @@ func TestMigrateReportsTheSchemaVersion(t *testing.T) {
 // commit are stored.
 func TestRowRefusedByTheDatabaseFailsAlone(t *testing.T) {
 	dsn := pg.NewDatabase(t)
-	s := open(t, dsn, postgres.Options{CommitOptions: store.CommitOptions{MaxWait: 50 * time.Millisecond}})
+	s := open(t, dsn, postgres.Options{CommitOptions: store.CommitOptions{MaxWait: 50 * time.Millisecond, WaitAfterRows: 1}})
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)

@@ -208,7 +208,7 @@ func TestDatabaseUsesWALAndFullSync(t *testing.T) {
 // added for the test): that Append fails, the others in the same group commit are stored.
 func TestRowRefusedByTheDatabaseFailsAlone(t *testing.T) {
 	dir := t.TempDir()
-	s, err := sqlite.Open(dir, sqlite.Options{CommitOptions: store.CommitOptions{MaxWait: 50 * time.Millisecond}})
+	s, err := sqlite.Open(dir, sqlite.Options{CommitOptions: store.CommitOptions{MaxWait: 50 * time.Millisecond, WaitAfterRows: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
