@@ -65,9 +65,14 @@ type Options struct {
 	// ReadingsShown and EventsShown are how many of the latest readings (last 24 h) and events
 	// (last 7 days) the device page shows (defaults 20 and 50).
 	ReadingsShown, EventsShown int
-	// MaxLoginFailures is how many wrong tokens the sign-in form takes per minute, from everyone
-	// together, before it answers 429 (default 10): the token is the whole fleet's key.
+	// MaxLoginFailures is how many wrong tokens the sign-in form takes per minute from one client
+	// address before it answers that address 429 (default 5): the token is the whole fleet's key.
+	// Other addresses can still sign in, so one guesser cannot lock the operators out.
 	MaxLoginFailures int
+	// MaxLoginFailuresTotal caps wrong tokens per minute from all addresses together (default 100),
+	// against guessing spread over many addresses. (Behind a reverse proxy every client has the
+	// proxy's address; X-Forwarded-For is not trusted, since a guesser could set it.)
+	MaxLoginFailuresTotal int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -105,7 +110,10 @@ func (o *Options) defaults() {
 		o.EventsShown = 50
 	}
 	if o.MaxLoginFailures <= 0 {
-		o.MaxLoginFailures = 10
+		o.MaxLoginFailures = 5
+	}
+	if o.MaxLoginFailuresTotal <= 0 {
+		o.MaxLoginFailuresTotal = 100
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -122,10 +130,19 @@ type Handler struct {
 	pages  map[string]*template.Template
 	static http.Handler
 
-	mu         sync.Mutex
-	failures   int       // wrong tokens since failWindow
-	failWindow time.Time // start of the current minute of failures
+	mu       sync.Mutex
+	failures map[string]*failWindow // wrong tokens by client address, this minute
+	allFails failWindow             // wrong tokens from everyone, this minute
 }
+
+// failWindow counts wrong tokens during the minute that began at since.
+type failWindow struct {
+	n     int
+	since time.Time
+}
+
+// maxFailAddrs bounds the per-address failure table; past it, new addresses count only in the total.
+const maxFailAddrs = 10000
 
 // New returns the console's handler. It panics if the embedded templates do not parse (a build
 // error, caught by the tests) or if CookieKey is shorter than 32 bytes.

@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -242,13 +243,36 @@ func TestConsoleDisabledWithoutAdminToken(t *testing.T) {
 }
 
 func TestWrongTokensAreRateLimited(t *testing.T) {
-	w := newWorld(t, func(o *Options) { o.MaxLoginFailures = 2 })
+	w := newWorld(t, func(o *Options) { o.MaxLoginFailures, o.MaxLoginFailuresTotal = 2, 3 })
+	from := func(ip string) *http.Client {
+		c := client()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c.Transport = &http.Transport{DialContext: d.DialContext}
+		return c
+	}
+	signIn := func(c *http.Client, token string) int {
+		_, body := get(t, c, w.url+"/console/login")
+		status, _ := post(t, c, w.url+"/console/login", url.Values{"csrf": {csrfOf(t, body)}, "token": {token}})
+		return status
+	}
+	guesser, operator, other := from("127.0.0.2"), from("127.0.0.3"), from("127.0.0.4")
 	for i := 0; i < 2; i++ {
-		if _, status := w.signIn(t, "guess"); status != http.StatusUnauthorized {
+		if status := signIn(guesser, "guess"); status != http.StatusUnauthorized {
 			t.Fatalf("guess %d: %d, want 401", i, status)
 		}
 	}
-	if _, status := w.signIn(t, testToken); status != http.StatusTooManyRequests {
-		t.Fatalf("after 2 wrong guesses in a minute: %d, want 429", status)
+	if status := signIn(guesser, testToken); status != http.StatusTooManyRequests {
+		t.Fatalf("the guesser after 2 wrong tokens in a minute: %d, want 429", status)
+	}
+	// The guesser does not lock the operators out: another address still signs in.
+	if status := signIn(operator, testToken); status != http.StatusSeeOther {
+		t.Fatalf("an operator at another address: %d, want 303 (signed in)", status)
+	}
+	// Guessing spread over addresses meets the total cap (3 a minute here).
+	if status := signIn(other, "guess"); status != http.StatusUnauthorized {
+		t.Fatalf("a third address's first guess: %d, want 401", status)
+	}
+	if status := signIn(operator, testToken); status != http.StatusTooManyRequests {
+		t.Fatalf("after 3 wrong tokens from everyone in a minute: %d, want 429", status)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -128,14 +129,15 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad CSRF token: reload the sign-in page and try again", http.StatusForbidden)
 		return
 	}
-	if !h.loginAllowed() {
+	addr := clientAddr(r)
+	if !h.loginAllowed(addr) {
 		w.Header().Set("Retry-After", "60")
 		h.messagePage(w, r, http.StatusTooManyRequests, "too_many")
 		return
 	}
 	tok := r.PostFormValue("token")
 	if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(h.opts.AdminToken)) != 1 {
-		h.loginFailed()
+		h.loginFailed(addr)
 		h.opts.Logger.Warn("console: wrong admin token", "remote", r.RemoteAddr)
 		p := h.newPage(r)
 		n := nonce()
@@ -157,17 +159,56 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 }
 
-func (h *Handler) loginAllowed() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.opts.Now().Sub(h.failWindow) >= time.Minute {
-		h.failures, h.failWindow = 0, h.opts.Now()
+// clientAddr is the IP a request came from (the TCP peer; forwarded headers are not trusted).
+func clientAddr(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
 	}
-	return h.failures < h.opts.MaxLoginFailures
+	return r.RemoteAddr
 }
 
-func (h *Handler) loginFailed() {
+// loginAllowed reports whether addr may try a token now: fewer than MaxLoginFailures wrong ones
+// from it, and fewer than MaxLoginFailuresTotal from everyone, in the current minute.
+func (h *Handler) loginAllowed(addr string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.failures++
+	now := h.opts.Now()
+	if h.allFails.n >= h.opts.MaxLoginFailuresTotal && now.Sub(h.allFails.since) < time.Minute {
+		return false
+	}
+	w := h.failures[addr]
+	return w == nil || now.Sub(w.since) >= time.Minute || w.n < h.opts.MaxLoginFailures
+}
+
+func (h *Handler) loginFailed(addr string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.opts.Now()
+	h.allFails.add(now)
+	if h.failures == nil {
+		h.failures = map[string]*failWindow{}
+	}
+	w := h.failures[addr]
+	if w == nil {
+		if len(h.failures) >= maxFailAddrs {
+			for a, old := range h.failures {
+				if now.Sub(old.since) >= time.Minute {
+					delete(h.failures, a)
+				}
+			}
+			if len(h.failures) >= maxFailAddrs {
+				return // counted in the total only
+			}
+		}
+		w = &failWindow{}
+		h.failures[addr] = w
+	}
+	w.add(now)
+}
+
+func (w *failWindow) add(now time.Time) {
+	if now.Sub(w.since) >= time.Minute {
+		w.n, w.since = 0, now
+	}
+	w.n++
 }
