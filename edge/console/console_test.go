@@ -1,7 +1,10 @@
 package console
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/csv"
 	"net"
 	"net/http"
 	"net/url"
@@ -196,6 +199,25 @@ func TestConsole(t *testing.T) {
 		if !regexp.MustCompile(`(?s)pot-c0006</td><td><code>[0-9a-f]{64}`).MatchString(body) || !strings.Contains(body, hexOf(d.Secret)) {
 			t.Fatalf("the page does not show pot-c0006's stored secret:\n%s", body)
 		}
+		// The batch downloads as CSV (built into the page; the secrets are kept nowhere else).
+		m := regexp.MustCompile(`href="data:text/csv;charset=utf-8;base64,([A-Za-z0-9+/=]+)" download="(sprout-sprout-pot-[0-9-]+-3\.csv)"`).FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("no CSV download on the batch page:\n%s", body)
+		}
+		raw, err := base64.StdEncoding.DecodeString(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := csv.NewReader(bytes.NewReader(raw)).ReadAll()
+		if err != nil || len(rows) != 4 || strings.Join(rows[0], ",") != "device_id,secret_hex,product,qr" {
+			t.Fatalf("CSV: %v\n%s", err, raw)
+		}
+		for _, row := range rows[1:] {
+			d, err := w.store.GetDevice(context.Background(), row[0])
+			if err != nil || row[1] != hexOf(d.Secret) || row[2] != "sprout-pot" || row[3] == "" {
+				t.Fatalf("CSV row %v does not match the stored device (%v)", row, err)
+			}
+		}
 		for _, bad := range []url.Values{{"count": {"0"}}, {"count": {"100000"}}, {"count": {"1"}, "prefix": {"a b"}}} {
 			bad.Set("csrf", csrfOf(t, page))
 			if status, _ := post(t, c, w.url+"/console/provision", bad); status != http.StatusBadRequest {
@@ -274,5 +296,16 @@ func TestWrongTokensAreRateLimited(t *testing.T) {
 	}
 	if status := signIn(operator, testToken); status != http.StatusTooManyRequests {
 		t.Fatalf("after 3 wrong tokens from everyone in a minute: %d, want 429", status)
+	}
+}
+
+func TestBatchCSVCellsAreNotFormulas(t *testing.T) {
+	// Ids may start with '-' (a prefix like "-1+1"); a spreadsheet must not evaluate them.
+	rows, err := csv.NewReader(bytes.NewReader(batchCSV("pot", []credential{{ID: "-1+1", Secret: "ab"}, {ID: "pot-1", Secret: "cd"}}))).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows[1][0] != "'-1+1" || rows[2][0] != "pot-1" {
+		t.Fatalf("cells: %q", rows)
 	}
 }

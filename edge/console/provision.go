@@ -1,7 +1,9 @@
 package console
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/csv"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -30,7 +32,9 @@ type batchView struct {
 	Product string
 	Devices []credential
 	HasQR   bool
-	Err     string // why the batch stopped early
+	Err     string       // why the batch stopped early
+	CSV     template.URL // data:text/csv;base64,... of Devices, for the factory's flashing line
+	CSVName string       // the file name the browser saves it under
 }
 
 type credential struct {
@@ -125,6 +129,11 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) {
 		b.Devices = append(b.Devices, c)
 	}
 	h.opts.Logger.Info("console: provisioned devices", "count", len(b.Devices), "product", product, "prefix", prefix)
+	if len(b.Devices) > 0 {
+		// Built into the page, not kept on the server: the secrets exist only in this answer.
+		b.CSV = template.URL("data:text/csv;charset=utf-8;base64," + base64.StdEncoding.EncodeToString(batchCSV(product, b.Devices)))
+		b.CSVName = fmt.Sprintf("sprout-%s-%s-%d.csv", product, h.opts.Now().UTC().Format("20060102-150405"), len(b.Devices))
+	}
 	p.Batch = b
 	status := http.StatusCreated
 	if b.Err != "" {
@@ -134,4 +143,25 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	h.render(w, status, "provision.html", p)
+}
+
+// batchCSV is a batch as CSV: device_id, secret_hex, product, qr (the signed QR content, empty
+// without a QR key), with a header row. A cell that a spreadsheet would read as a formula (it
+// starts with = + - @ or a tab) is prefixed with ' (device ids may start with '-').
+func batchCSV(product string, ds []credential) []byte {
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	_ = w.Write([]string{"device_id", "secret_hex", "product", "qr"})
+	for _, d := range ds {
+		_ = w.Write([]string{csvCell(d.ID), d.Secret, csvCell(product), csvCell(d.QR)})
+	}
+	w.Flush()
+	return buf.Bytes()
+}
+
+func csvCell(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
 }
