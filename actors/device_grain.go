@@ -74,22 +74,26 @@ type deviceGrain struct {
 	claimed bool
 	fenced  bool // another activation owns the device now: this one stops after the current message
 
-	connPID     *actor.PID
+	connPID *actor.PID
+	// The maps are made on first use: most grains never hold a command or a subscriber.
 	waiters     map[string][]*actor.PID // command id -> requesters waiting for its outcome
 	timers      map[string]scheduler.CancelFunc
 	subscribers map[string]*actor.PID
 	sched       *scheduler.TimerScheduler
-	idleTimer   scheduler.CancelFunc
+	idleTimer   scheduler.CancelFunc // armed only while idle() (see idleCheck)
 	lastActive  time.Time
-	log         *slog.Logger
-	deviceTrace // the current message's span and the commands' traces (trace.go)
+	stopping    bool
+	log         *slog.Logger // made on first use (logger): most grains never log
+	deviceTrace              // the current message's span and the commands' traces (trace.go)
 }
 
 // commandDeadline is sent by the grain to itself when a command's deadline passes.
 type commandDeadline struct{ commandID string }
 
-// idleCheck is sent by the grain to itself every IdleTimeout (cheaper than a receive timeout,
-// which re-arms a timer on every message).
+// idleCheck is sent by the grain to itself once IdleTimeout after it last became idle (cheaper
+// than a receive timeout, which re-arms a timer on every message). The timer exists only while
+// the grain could passivate (offline, no open command): an online grain holds none (memory per
+// device).
 type idleCheck struct{}
 
 func (g *deviceGrain) Receive(ctx actor.Context) {
@@ -101,9 +105,11 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 	defer func() {
 		if g.fenced {
 			g.fenced = false
-			g.log.Warn("another activation of this device claimed it; this one stops")
+			g.logger().Warn("another activation of this device claimed it; this one stops")
 			ctx.Stop(ctx.Self())
+			return
 		}
+		g.armIdle(ctx)
 	}()
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
@@ -115,24 +121,22 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		}
 		g.core = newDeviceCore(id.Identity)
 		g.epoch = uint64(rand.Int64()) | 1
-		g.log = g.opts.Logger.With("device", id.Identity)
-		g.waiters = map[string][]*actor.PID{}
-		g.timers = map[string]scheduler.CancelFunc{}
-		g.subscribers = map[string]*actor.PID{}
 		g.sched = scheduler.NewTimerScheduler(ctx)
 		g.lastActive = g.opts.Now()
-		g.idleTimer = g.sched.SendRepeatedly(g.opts.IdleTimeout, g.opts.IdleTimeout, ctx.Self(), idleCheck{})
 		g.load(ctx)
 	case *actor.Stopping:
+		g.stopping = true
 		for _, cancel := range g.timers {
 			cancel()
 		}
 		if g.idleTimer != nil {
 			g.idleTimer()
+			g.idleTimer = nil
 		}
 	case idleCheck:
 		// Passivate an offline grain with nothing to do; its state is in storage.
-		if !g.core.online && len(g.core.open) == 0 && g.opts.Now().Sub(g.lastActive) >= g.opts.IdleTimeout {
+		g.idleTimer = nil
+		if g.idle() && g.opts.Now().Sub(g.lastActive) >= g.opts.IdleTimeout {
 			ctx.Stop(ctx.Self())
 		}
 		return
@@ -172,6 +176,9 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		g.unbind(ctx, m)
 	case *actorpb.Subscribe:
 		pid := actor.NewPID(m.Address, m.Id)
+		if g.subscribers == nil {
+			g.subscribers = map[string]*actor.PID{}
+		}
 		g.subscribers[pid.String()] = pid
 		ctx.Watch(pid)
 		if ctx.Sender() != nil {
@@ -181,6 +188,35 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		pid := actor.NewPID(m.Address, m.Id)
 		delete(g.subscribers, pid.String())
 		ctx.Unwatch(pid)
+	}
+}
+
+func (g *deviceGrain) logger() *slog.Logger {
+	if g.log == nil {
+		id := ""
+		if g.core != nil {
+			id = g.core.id
+		}
+		g.log = g.opts.Logger.With("device", id)
+	}
+	return g.log
+}
+
+// idle reports whether the grain could passivate: offline with no open command.
+func (g *deviceGrain) idle() bool {
+	return g.core != nil && !g.core.online && len(g.core.open) == 0
+}
+
+// armIdle runs after every message: it holds an idle timer exactly while the grain is idle.
+func (g *deviceGrain) armIdle(ctx actor.Context) {
+	switch {
+	case g.stopping || g.sched == nil:
+	case g.idle() && g.idleTimer == nil:
+		wait := max(g.opts.IdleTimeout-g.opts.Now().Sub(g.lastActive), time.Millisecond)
+		g.idleTimer = g.sched.SendOnce(wait, ctx.Self(), idleCheck{})
+	case !g.idle() && g.idleTimer != nil:
+		g.idleTimer()
+		g.idleTimer = nil
 	}
 }
 
@@ -195,23 +231,23 @@ func (g *deviceGrain) load(ctx actor.Context) {
 		return
 	}
 	if err != nil {
-		g.log.Warn("loading device failed", "err", err)
+		g.logger().Warn("loading device failed", "err", err)
 		return
 	}
 	r, err := g.opts.Store.LoadDevice(c, g.core.id)
 	if err != nil {
-		g.log.Warn("loading device state failed", "err", err)
+		g.logger().Warn("loading device state failed", "err", err)
 		return
 	}
 	fx, err := g.core.recover(d, r, g.opts.Now())
 	if err != nil {
-		g.log.Error("recovering device state failed", "err", err)
+		g.logger().Error("recovering device state failed", "err", err)
 		return
 	}
 	if g.opts.Users != nil {
 		users, err := g.opts.Users.DeviceBindings(c, g.core.id)
 		if err != nil {
-			g.log.Warn("loading device bindings failed", "err", err)
+			g.logger().Warn("loading device bindings failed", "err", err)
 			return
 		}
 		g.core.users = users
@@ -219,7 +255,7 @@ func (g *deviceGrain) load(ctx actor.Context) {
 	// Claim the device now, not at the first change: a duplicate activation elsewhere (created by
 	// a read during a membership change) must fence the old one before it serves another frame.
 	if err := g.opts.Store.Append(c, g.core.id, Batch{Epoch: g.epoch, Claim: true}); err != nil {
-		g.log.Warn("claiming the device failed", "err", err)
+		g.logger().Warn("claiming the device failed", "err", err)
 		return
 	}
 	g.claimed = true
@@ -243,7 +279,7 @@ func (g *deviceGrain) authenticate(ctx actor.Context, m *actorpb.Authenticate) {
 	cp := g.core.checkpoint()
 	res, fx := g.core.authenticate(m, g.device.Secret, m.Conn.GetSessionId(), now)
 	if !res.Ok {
-		g.log.Info("handshake refused", "reason", res.Reason.String(), "remote", m.RemoteAddr)
+		g.logger().Info("handshake refused", "reason", res.Reason.String(), "remote", m.RemoteAddr)
 		ctx.Respond(res)
 		return
 	}
@@ -306,6 +342,9 @@ func (g *deviceGrain) sendCommand(ctx actor.Context, m *actorpb.SendCommand) {
 			g.startCommand(m)
 		}
 		if s := ctx.Sender(); s != nil {
+			if g.waiters == nil {
+				g.waiters = map[string][]*actor.PID{}
+			}
 			g.waiters[m.CommandId] = append(g.waiters[m.CommandId], s)
 		}
 	}
@@ -323,7 +362,7 @@ func (g *deviceGrain) tellRequester(ctx actor.Context, out *actorpb.CommandOutco
 	if pid := cluster.GetCluster(ctx.ActorSystem()).Get(openID, UserKind); pid != nil {
 		ctx.Send(pid, g.traced(out))
 	} else {
-		g.log.Warn("user grain unreachable; outcome not pushed", "user", openID, "command", out.CommandId)
+		g.logger().Warn("user grain unreachable; outcome not pushed", "user", openID, "command", out.CommandId)
 	}
 }
 
@@ -348,9 +387,9 @@ func (g *deviceGrain) terminated(ctx actor.Context, who *actor.PID) {
 // possible and logged (timer- and disconnect-driven steps have no one to answer).
 func (g *deviceGrain) apply(ctx actor.Context, fx effects) {
 	if err := g.persist(fx); err != nil {
-		g.log.Error("persisting device step failed; retrying once", "err", err)
+		g.logger().Error("persisting device step failed; retrying once", "err", err)
 		if err = g.persist(fx); err != nil {
-			g.log.Error("persisting device step failed again; the step is kept in memory", "err", err)
+			g.logger().Error("persisting device step failed again; the step is kept in memory", "err", err)
 		}
 	}
 	g.perform(ctx, fx)
@@ -393,6 +432,9 @@ func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
 		if cancel, ok := g.timers[t.commandID]; ok {
 			cancel()
 		}
+		if g.timers == nil {
+			g.timers = map[string]scheduler.CancelFunc{}
+		}
 		g.timers[t.commandID] = g.sched.SendOnce(t.at.Sub(g.opts.Now()), ctx.Self(), &commandDeadline{commandID: t.commandID})
 	}
 	for _, out := range fx.outcomes {
@@ -434,7 +476,7 @@ func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {
 			if pid := c.Get(b.OpenID, UserKind); pid != nil {
 				ctx.Send(pid, un)
 			} else {
-				g.log.Debug("user grain unreachable; notice dropped", "user", b.OpenID, "notice", un.NoticeId)
+				g.logger().Debug("user grain unreachable; notice dropped", "user", b.OpenID, "notice", un.NoticeId)
 			}
 		}
 	}
@@ -450,7 +492,7 @@ func (g *deviceGrain) bind(ctx actor.Context, m *actorpb.BindDevice) {
 		c, cancel := context.WithTimeout(context.Background(), loadTimeout)
 		defer cancel()
 		if err := g.opts.Users.Bind(c, *b); err != nil {
-			g.log.Warn("binding failed", "err", err)
+			g.logger().Warn("binding failed", "err", err)
 			ctx.Respond(&actorpb.BindResult{Error: "storage"})
 			return
 		}
@@ -472,7 +514,7 @@ func (g *deviceGrain) unbind(ctx actor.Context, m *actorpb.UnbindDevice) {
 	c, cancel := context.WithTimeout(context.Background(), loadTimeout)
 	defer cancel()
 	if err := g.opts.Users.Unbind(c, g.core.id, m.OpenId); err != nil {
-		g.log.Warn("unbinding failed", "err", err)
+		g.logger().Warn("unbinding failed", "err", err)
 		ctx.Respond(&actorpb.BindResult{Error: "storage"})
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,14 +43,22 @@ func quietLogger() *slog.Logger {
 
 func startNode(t *testing.T, st actors.Store, opts device.Options) *node {
 	t.Helper()
+	return startNodeWith(t, st, actors.DeviceOptions{}, opts)
+}
+
+// startNodeWith is startNode with the device grains' options too.
+func startNodeWith(t *testing.T, st actors.Store, grains actors.DeviceOptions, opts device.Options) *node {
+	t.Helper()
 	n := &node{store: st, notices: make(chan *actorpb.DeviceNotice, 1024)}
 	log := quietLogger()
-	kind := actors.NewDeviceKind(actors.DeviceOptions{Store: st, Logger: log, Notify: func(dn *actorpb.DeviceNotice) {
+	grains.Store, grains.Logger = st, log
+	grains.Notify = func(dn *actorpb.DeviceNotice) {
 		select {
 		case n.notices <- dn:
 		default:
 		}
-	}})
+	}
+	kind := actors.NewDeviceKind(grains)
 	m, err := cluster.Start(cluster.Options{Kinds: []*pcluster.Kind{kind}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -589,3 +598,39 @@ func TestGracefulShutdownTellsDevicesToReconnect(t *testing.T) {
 }
 
 func macOf(secret, dn, sn []byte, id string) []byte { return messages.MAC(secret, dn, sn, id) }
+
+// loadCounter counts device grain activations: each one loads its device from the store.
+type loadCounter struct {
+	actors.Store
+	loads atomic.Int64
+}
+
+func (l *loadCounter) GetDevice(ctx context.Context, id string) (actors.Device, error) {
+	l.loads.Add(1)
+	return l.Store.GetDevice(ctx, id)
+}
+
+func TestIdleGrainsPassivateAndOnlineOnesStay(t *testing.T) {
+	t.Parallel()
+	st := &loadCounter{Store: memory.New()}
+	const idle = 200 * time.Millisecond
+	n := startNodeWith(t, st, actors.DeviceOptions{IdleTimeout: idle}, device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	go runDevice(c, devicepb.CommandStatus_COMMAND_STATUS_DONE, 0, nil)
+	// Online for five idle timeouts: the grain stays (one activation).
+	time.Sleep(5 * idle)
+	if !n.state(t, "pot-1").Online || st.loads.Load() != 1 {
+		t.Fatalf("an online grain passivated: online=%v, activations=%d", n.state(t, "pot-1").Online, st.loads.Load())
+	}
+	// Offline and idle: the grain passivates; asking again activates it anew from storage.
+	_ = c.Close()
+	waitFor(t, "the pot offline", func() bool { return !n.state(t, "pot-1").Online })
+	time.Sleep(5 * idle)
+	if s := n.state(t, "pot-1"); !s.Known || s.Online {
+		t.Fatalf("after passivation: %v", s)
+	}
+	if got := st.loads.Load(); got != 2 {
+		t.Fatalf("%d activations, want 2: the offline grain did not passivate", got)
+	}
+}
