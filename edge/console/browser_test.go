@@ -48,7 +48,7 @@ func TestBrowserSignInSeesFleet(t *testing.T) {
 	w.addDevice(t, "pot-2026a-0002")
 	w.addDevice(t, "pot-2026a-0003")
 	p := w.connect(t, "pot-2026a-0001", secret)
-	p.report(t, 41, 22.5, 80)
+	p.Report(t, 41, 22.5, 80)
 
 	ctx := browser(t)
 	do(t, ctx, "open the console", chromedp.Navigate(w.url+"/console/"),

@@ -39,7 +39,7 @@ func TestConsole(t *testing.T) {
 	w.addDevice(t, "pot-a0002")
 	w.addDevice(t, "pot-b0001")
 	p := w.connect(t, "pot-a0001", secret)
-	p.report(t, 41, 22.5, 80)
+	p.Report(t, 41, 22.5, 80)
 
 	t.Run("SignInRequired", func(t *testing.T) {
 		c := client()
@@ -55,8 +55,8 @@ func TestConsole(t *testing.T) {
 			}
 		}
 		status, _ := post(t, c, w.url+"/console/devices/pot-a0001/commands", url.Values{"kind": {"water"}})
-		if status != http.StatusUnauthorized || p.commands.Load() != 0 {
-			t.Fatalf("command signed out: HTTP %d, %d commands sent; want 401 and none", status, p.commands.Load())
+		if status != http.StatusUnauthorized || p.Commands() != 0 {
+			t.Fatalf("command signed out: HTTP %d, %d commands sent; want 401 and none", status, p.Commands())
 		}
 	})
 
@@ -147,8 +147,8 @@ func TestConsole(t *testing.T) {
 		if d, _ := w.store.GetDevice(context.Background(), "pot-a0002"); status != http.StatusForbidden || d.Revoked() {
 			t.Fatalf("revoke without CSRF: HTTP %d, revoked=%v", status, d.Revoked())
 		}
-		if p.commands.Load() != 0 {
-			t.Fatalf("%d commands reached the device without a CSRF token", p.commands.Load())
+		if p.Commands() != 0 {
+			t.Fatalf("%d commands reached the device without a CSRF token", p.Commands())
 		}
 	})
 
@@ -161,7 +161,7 @@ func TestConsole(t *testing.T) {
 		if status != http.StatusOK || !strings.Contains(body, `data-outcome="done"`) {
 			t.Fatalf("water from the device page: HTTP %d:\n%s", status, body)
 		}
-		if k := <-p.kinds; k != devicepb.CommandKind_COMMAND_KIND_WATER {
+		if k := <-p.Kinds(); k != devicepb.CommandKind_COMMAND_KIND_WATER {
 			t.Fatalf("the device got %v, want water", k)
 		}
 		if !strings.Contains(body, "command_sent") || !strings.Contains(body, `console`) {

@@ -30,7 +30,7 @@ func TestApp(t *testing.T) {
 	w.addPot(t, "pot-offline", "oAlice")
 	w.addPot(t, "pot-bob", "oBob")
 	potA := w.connect(t, "pot-alice", secretA, devicepb.CommandStatus_COMMAND_STATUS_DONE)
-	potA.report(t, 41, 22.5, 80)
+	potA.Report(t, 41, 22.5, 80)
 	alice := w.signIn(t, "oAlice")
 	bob := w.signIn(t, "oBob")
 
@@ -115,7 +115,7 @@ func TestApp(t *testing.T) {
 		if code, body := w.water(t, bob, "oBob", "pot-alice"); code != http.StatusNotFound {
 			t.Fatalf("bob watering alice's plant: %d %s, want 404", code, body)
 		}
-		if potA.commands.Load() != 0 {
+		if potA.Commands() != 0 {
 			t.Fatal("a command reached alice's pot on bob's tap")
 		}
 	})
@@ -143,8 +143,8 @@ func TestApp(t *testing.T) {
 			t.Fatal(err)
 		}
 		res.Body.Close()
-		if res.StatusCode != http.StatusForbidden || potA.commands.Load() != 0 {
-			t.Fatalf("bad CSRF token: %d, %d commands sent; want 403 and none", res.StatusCode, potA.commands.Load())
+		if res.StatusCode != http.StatusForbidden || potA.Commands() != 0 {
+			t.Fatalf("bad CSRF token: %d, %d commands sent; want 403 and none", res.StatusCode, potA.Commands())
 		}
 	})
 
@@ -157,7 +157,7 @@ func TestApp(t *testing.T) {
 		if r := outcomeOf(t, body); code != http.StatusTooManyRequests || r.Outcome != "rate_limited" {
 			t.Fatalf("second tap within the interval: %d %s, want 429", code, body)
 		}
-		if n := potA.commands.Load(); n != 1 {
+		if n := potA.Commands(); n != 1 {
 			t.Fatalf("pot got %d commands, want 1", n)
 		}
 		time.Sleep(2 * time.Second)
@@ -177,7 +177,7 @@ func TestApp(t *testing.T) {
 		if ct := res.Header.Get("Content-Type"); ct != "text/event-stream" {
 			t.Fatalf("stream content type %q", ct)
 		}
-		potA.report(t, 12, 30, 5)
+		potA.Report(t, 12, 30, 5)
 		buf := make([]byte, 64<<10)
 		var got string
 		deadline := time.Now().Add(5 * time.Second)

@@ -49,12 +49,12 @@ func TestBrowserSignInLiveReadingWaterAndIsolation(t *testing.T) {
 	w.addPot(t, "pot-kitchen", "oAlice")
 	w.addPot(t, "pot-bob", "oBob")
 	pot := w.connect(t, "pot-balcony", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE)
-	pot.report(t, 41, 22.5, 80)
+	pot.Report(t, 41, 22.5, 80)
 	// A little history for the chart: the memory store buckets whatever it holds.
 	for i, m := range []float32{48, 46, 45, 43} {
-		pot.report(t, m, 21+float32(i), 80)
+		pot.Report(t, m, 21+float32(i), 80)
 	}
-	pot.report(t, 41, 22.5, 80)
+	pot.Report(t, 41, 22.5, 80)
 
 	ctx := browser(t)
 	do(t, ctx, "phone viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2)))
@@ -69,7 +69,7 @@ func TestBrowserSignInLiveReadingWaterAndIsolation(t *testing.T) {
 	shot(t, ctx, "plants")
 
 	// The pot reports a dry soil: the open page updates without a reload.
-	pot.report(t, 12, 24, 80)
+	pot.Report(t, 12, 24, 80)
 	do(t, ctx, "live reading", chromedp.Poll[chromedp.Void](moisture+`.textContent === '12%' && document.querySelector('#plant-pot-balcony').classList.contains('alerting')`,
 		chromedp.WithPollingTimeout(5*time.Second)))
 
@@ -80,8 +80,8 @@ func TestBrowserSignInLiveReadingWaterAndIsolation(t *testing.T) {
 	if got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](msg+`.textContent`)); got != "浇水完成" {
 		t.Fatalf("after the tap the page says %q, want 浇水完成", got)
 	}
-	if pot.commands.Load() != 1 {
-		t.Fatalf("the pot got %d commands, want 1", pot.commands.Load())
+	if pot.Commands() != 1 {
+		t.Fatalf("the pot got %d commands, want 1", pot.Commands())
 	}
 	shot(t, ctx, "watered")
 

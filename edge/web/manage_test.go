@@ -43,7 +43,7 @@ func testManage(t *testing.T, w *world) {
 		if !strings.Contains(body, `name="moisture_min"`) || !strings.Contains(body, `value="20"`) || !strings.Contains(body, "/app/plants/pot-fam/invite") {
 			t.Fatalf("the owner's plant page lacks the settings form (with the current values) or the invite:\n%s", body)
 		}
-		if code, body := w.post(t, danC, dan, "/app/plants/pot-fam/settings", url.Values{"moisture_min": {"150"}, "temp_max": {"30"}, "tank_empty": {"10"}}); code != http.StatusBadRequest || fam.commands.Load() != 0 {
+		if code, body := w.post(t, danC, dan, "/app/plants/pot-fam/settings", url.Values{"moisture_min": {"150"}, "temp_max": {"30"}, "tank_empty": {"10"}}); code != http.StatusBadRequest || fam.Commands() != 0 {
 			t.Fatalf("moisture 150%%: %d %s, want 400 and nothing sent", code, body)
 		}
 		code, body := w.post(t, danC, dan, "/app/plants/pot-fam/settings", url.Values{"moisture_min": {"30"}, "temp_max": {"32.5"}, "tank_empty": {"10"}})
@@ -96,7 +96,7 @@ func testManage(t *testing.T, w *world) {
 		if code != 200 || strings.Contains(body, `name="moisture_min"`) || strings.Contains(body, "/invite") || strings.Contains(body, "members/remove") {
 			t.Fatalf("a member's plant page (%d) must show no settings, invite or family forms:\n%s", code, body)
 		}
-		before := fam.commands.Load()
+		before := fam.Commands()
 		if code, body := w.post(t, eveC, eve, "/app/plants/pot-fam/settings", url.Values{"moisture_min": {"10"}, "temp_max": {"40"}, "tank_empty": {"1"}}); code != http.StatusForbidden {
 			t.Fatalf("member settings: %d %s, want 403", code, body)
 		}
@@ -106,7 +106,7 @@ func testManage(t *testing.T, w *world) {
 		if code, body := w.post(t, eveC, eve, "/app/plants/pot-fam/members/remove", url.Values{"member": {w.web.memberRef("pot-fam", dan)}}); code != http.StatusForbidden {
 			t.Fatalf("member removing the owner: %d %s, want 403", code, body)
 		}
-		if fam.commands.Load() != before || len(w.users(t, "pot-fam").Users) != 2 {
+		if fam.Commands() != before || len(w.users(t, "pot-fam").Users) != 2 {
 			t.Fatal("a member's refused request changed something")
 		}
 	})

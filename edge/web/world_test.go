@@ -1,30 +1,21 @@
 package web
 
 import (
-	"context"
 	"crypto/rand"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
-	"os"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	pcluster "github.com/asynkron/protoactor-go/cluster"
-	"github.com/go-chi/chi/v5"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
-	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
-	"github.com/sprout-iot/sprout/simulations/plant"
 	"github.com/sprout-iot/sprout/simulations/wechatsim"
 	"github.com/sprout-iot/sprout/store/memory"
 )
@@ -40,69 +31,36 @@ type world struct {
 	url      string // the app's origin
 }
 
-func quiet() *slog.Logger {
-	level := slog.LevelError
-	if os.Getenv("SPROUT_TEST_LOG") != "" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-}
-
 func newWorld(t *testing.T, tune func(*Options)) *world {
 	t.Helper()
 	w := &world{store: memory.New()}
-	log := quiet()
+	log := edgetest.Quiet()
 	p, err := wechatsim.NewServer(wechatsim.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
 	w.platform = p
-	m, err := cluster.Start(cluster.Options{Logger: log, Kinds: []*pcluster.Kind{
-		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log}),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.member = m
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	edge := device.NewServer(m.Cluster, device.Options{Logger: log})
-	go func() { _ = edge.Serve(ln) }()
-	w.edgeAddr = ln.Addr().String()
+	w.member, w.edgeAddr = edgetest.StartNode(t, log,
+		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log}))
 
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	o := Options{Cluster: m.Cluster, Store: w.store, Users: w.store, CookieKey: key, Logger: log,
+	o := Options{Cluster: w.member.Cluster, Store: w.store, Users: w.store, CookieKey: key, Logger: log,
 		OAuth:          OAuth{AppID: p.AppID(), Secret: p.Secret(), APIBase: p.URL(), AuthorizeBase: p.URL()},
 		CommandTimeout: 3 * time.Second, StreamInterval: 200 * time.Millisecond}
 	if tune != nil {
 		tune(&o)
 	}
 	w.web = New(o)
-	r := chi.NewRouter()
-	w.web.Routes(r)
-	srv := httptest.NewServer(r)
-	w.url = srv.URL
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		_ = edge.Shutdown(context.Background())
-		m.Stop(true)
-	})
+	w.url = edgetest.Serve(t, w.web.Routes)
 	return w
 }
 
 // addPot provisions a pot and binds it to the given users (the first is the owner).
 func (w *world) addPot(t *testing.T, id string, openIDs ...string) []byte {
 	t.Helper()
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	if err := w.store.CreateDevice(context.Background(), actors.Device{ID: id, Product: "pot", Secret: secret, CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	secret := edgetest.AddDevice(t, w.store, id, "pot")
 	for _, o := range openIDs {
 		res, err := w.member.Cluster.Request(id, actors.DeviceKind, &actorpb.BindDevice{OpenId: o, Via: "test"},
 			pcluster.WithTimeout(5*time.Second))
@@ -113,53 +71,10 @@ func (w *world) addPot(t *testing.T, id string, openIDs ...string) []byte {
 	return secret
 }
 
-// pot is an online test device: it answers every command with status (DONE by default) and
-// pings with pongs, and reports readings on demand.
-type pot struct {
-	c        *plant.Conn
-	seq      atomic.Uint64
-	commands atomic.Int64
-}
-
-func (w *world) connect(t *testing.T, id string, secret []byte, status devicepb.CommandStatus) *pot {
+// connect brings a pot online that answers every command with status and pings with pongs.
+func (w *world) connect(t *testing.T, id string, secret []byte, status devicepb.CommandStatus) *edgetest.Pot {
 	t.Helper()
-	c, err := plant.Dial(w.edgeAddr, "", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	if _, err := c.Handshake(plant.Hello{DeviceID: id, Secret: secret}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	p := &pot{c: c}
-	go func() {
-		for {
-			f, err := c.Recv(0)
-			if err != nil {
-				return
-			}
-			switch b := f.Body.(type) {
-			case *devicepb.Frame_Command:
-				p.commands.Add(1)
-				_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_CommandResult{CommandResult: &devicepb.CommandResult{
-					CommandId: b.Command.CommandId, Status: status, WateredMl: b.Command.WaterMs / 50}}})
-			case *devicepb.Frame_Ping:
-				_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: b.Ping.Nonce}}})
-			}
-		}
-	}()
-	return p
-}
-
-// report sends one reading (the reader goroutine swallows its Ack).
-func (p *pot) report(t *testing.T, moisture, temp, tank float32) {
-	t.Helper()
-	err := p.c.Send(&devicepb.Frame{Body: &devicepb.Frame_Telemetry{Telemetry: &devicepb.Telemetry{
-		Seq: p.seq.Add(1), DeviceTimeMs: time.Now().UnixMilli(), SoilMoisturePct: moisture, TemperatureC: temp,
-		TankLevelPct: tank, SupplyMv: 3300}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	return edgetest.Connect(t, w.edgeAddr, id, secret, edgetest.PotOptions{Status: status})
 }
 
 // signIn walks the OAuth flow as a browser would, choosing openID on the simulated consent
@@ -207,17 +122,11 @@ func (w *world) post(t *testing.T, c *http.Client, openID, path string, vals url
 	if _, ok := vals["csrf"]; !ok {
 		vals.Set("csrf", w.web.csrfToken(w.sessionOf(t, c, openID)))
 	}
-	req, _ := http.NewRequest(http.MethodPost, w.url+path, strings.NewReader(vals.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	res, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(b)
+	return edgetest.PostForm(t, c, w.url+path, vals, jsonAnswer)
 }
+
+// jsonAnswer is what the page's script accepts.
+var jsonAnswer = http.Header{"Accept": {"application/json"}}
 
 // users asks the device grain for the bound OpenIDs (owner first) and the config.
 func (w *world) users(t *testing.T, id string) *actorpb.DeviceState {
@@ -232,30 +141,13 @@ func (w *world) users(t *testing.T, id string) *actorpb.DeviceState {
 
 func get(t *testing.T, c *http.Client, u string) (int, string) {
 	t.Helper()
-	res, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(b)
+	return edgetest.Get(t, c, u, nil)
 }
 
 // water taps "water now" as the page's script does.
 func (w *world) water(t *testing.T, c *http.Client, openID, device string) (int, string) {
 	t.Helper()
-	s := w.sessionOf(t, c, openID)
-	req, _ := http.NewRequest(http.MethodPost, w.url+"/app/plants/"+device+"/water",
-		strings.NewReader(url.Values{"csrf": {w.web.csrfToken(s)}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "application/json")
-	res, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(b)
+	return w.post(t, c, openID, "/app/plants/"+device+"/water", nil)
 }
 
 func (w *world) sessionOf(t *testing.T, c *http.Client, openID string) session {

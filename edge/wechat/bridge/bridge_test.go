@@ -2,11 +2,9 @@ package bridge_test
 
 import (
 	"context"
-	"crypto/rand"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +15,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
-	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/edge/wechat"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
 	"github.com/sprout-iot/sprout/edge/wechat/bridge"
@@ -41,20 +39,28 @@ type world struct {
 	pushes   atomic.Int64
 }
 
-func quiet() *slog.Logger {
-	if os.Getenv("SPROUT_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-}
-
 func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
 	t.Helper()
 	w := &world{store: memory.New()}
-	log := quiet()
+	log := edgetest.Quiet()
 	so := wechatsim.Options{CallbackTimeout: 4 * time.Second}
 	var pusher atomic.Pointer[bridge.Pusher]
-	uo := actors.UserOptions{Store: w.store, Logger: log, CommandTimeout: 5 * time.Second,
+	uo := w.userOptions(log, &pusher)
+	if tune != nil {
+		tune(&uo, &so)
+	}
+	w.startPlatform(t, so)
+	w.member, w.edgeAddr = edgetest.StartNode(t, log,
+		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log}),
+		actors.NewUserKind(uo), w.tokenKind())
+	w.serveWeChat(t, log, &pusher)
+	return w
+}
+
+// userOptions are the user grains' options: QR codes signed with qrKey, and every push wakes the
+// pusher that serveWeChat stores in pusher.
+func (w *world) userOptions(log *slog.Logger, pusher *atomic.Pointer[bridge.Pusher]) actors.UserOptions {
+	return actors.UserOptions{Store: w.store, Logger: log, CommandTimeout: 5 * time.Second,
 		VerifyScene: func(scene string) (string, error) {
 			c, err := qr.Verify(qr.KeyMap{"pot": qrKey}, scene, time.Now())
 			return c.Device, err
@@ -64,42 +70,45 @@ func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) 
 				p.Wake()
 			}
 		}}
-	if tune != nil {
-		tune(&uo, &so)
-	}
+}
+
+// startPlatform starts the simulated WeChat platform, closed when the test ends.
+func (w *world) startPlatform(t *testing.T, so wechatsim.Options) {
+	t.Helper()
 	p, err := wechatsim.NewServer(so)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.platform = p
 	t.Cleanup(func() { _ = p.Close() })
-	fetch := &api.Fetcher{BaseURL: p.URL(), AppID: p.AppID(), Secret: p.Secret()}
-	m, err := cluster.Start(cluster.Options{Logger: log, Kinds: []*pcluster.Kind{
-		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log}),
-		actors.NewUserKind(uo),
-		bridge.NewTokenKind(fetch.Fetch, api.CacheOptions{}),
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.member = m
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	edge := device.NewServer(m.Cluster, device.Options{Logger: log})
-	go func() { _ = edge.Serve(ln) }()
-	w.edgeAddr = ln.Addr().String()
+}
 
+// tokenKind is the access-token grain, fetching from the simulated platform.
+func (w *world) tokenKind() *pcluster.Kind {
+	fetch := &api.Fetcher{BaseURL: w.platform.URL(), AppID: w.platform.AppID(), Secret: w.platform.Secret()}
+	return bridge.NewTokenKind(fetch.Fetch, api.CacheOptions{})
+}
+
+// serveWeChat serves the WeChat callback on w.member and points the platform at it, and runs the
+// pusher (stored in pusher); both stop when the test ends.
+func (w *world) serveWeChat(t *testing.T, log *slog.Logger, pusher *atomic.Pointer[bridge.Pusher]) {
+	t.Helper()
+	p, c := w.platform, w.member.Cluster
 	h, err := wechat.NewHandler(wechat.Options{AppID: p.AppID(), Token: p.Token(), EncodingAESKey: p.EncodingAESKey(),
-		AccountID: p.AccountID(), Logger: log}, &bridge.Dispatcher{Cluster: m.Cluster, Logger: log})
+		AccountID: p.AccountID(), Logger: log}, &bridge.Dispatcher{Cluster: c, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl, _ := net.Listen("tcp", "127.0.0.1:0")
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv := &http.Server{Handler: h}
 	go func() { _ = srv.Serve(hl) }()
 	w.callback = "http://" + hl.Addr().String() + "/wechat"
 	p.SetCallbackURL(w.callback)
 
-	client, _ := api.New(api.Options{BaseURL: p.URL(), Tokens: &bridge.GrainTokens{Cluster: m.Cluster, AppID: p.AppID()}})
+	client, _ := api.New(api.Options{BaseURL: p.URL(), Tokens: &bridge.GrainTokens{Cluster: c, AppID: p.AppID()}})
 	pu := bridge.NewPusher(w.store, client, bridge.PusherOptions{Logger: log, Poll: 200 * time.Millisecond,
 		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }})
 	pusher.Store(pu)
@@ -108,58 +117,25 @@ func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) 
 	t.Cleanup(func() {
 		cancel()
 		_ = srv.Close()
-		_ = edge.Shutdown(context.Background())
-		m.Stop(true)
 	})
-	return w
 }
 
 func (w *world) addDevice(t *testing.T, id string) []byte {
 	t.Helper()
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	if err := w.store.CreateDevice(context.Background(), actors.Device{ID: id, Product: "pot", Secret: secret, CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	return secret
+	return edgetest.AddDevice(t, w.store, id, "pot")
 }
 
-// connect brings a device online; it answers commands with status after delay (never if status is 0).
-func (w *world) connect(t *testing.T, id string, secret []byte, status devicepb.CommandStatus, commands *atomic.Int64) *plant.Conn {
+// connect brings a device online that answers each command (once per id, as the firmware does)
+// with DONE.
+func (w *world) connect(t *testing.T, id string, secret []byte) *edgetest.Pot {
 	t.Helper()
-	c, err := plant.Dial(w.edgeAddr, "", time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	if _, err := c.Handshake(plant.Hello{DeviceID: id, Secret: secret}, 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if status == 0 && commands == nil {
-		return c // a silent device; the test may read the connection itself
-	}
-	go func() {
-		seen := map[string]bool{}
-		for {
-			f, err := c.Recv(0)
-			if err != nil {
-				return
-			}
-			cmd := f.GetCommand()
-			if cmd == nil || seen[cmd.CommandId] {
-				continue
-			}
-			seen[cmd.CommandId] = true
-			if commands != nil {
-				commands.Add(1)
-			}
-			if status != 0 {
-				_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_CommandResult{CommandResult: &devicepb.CommandResult{
-					CommandId: cmd.CommandId, Status: status, WateredMl: cmd.WaterMs / 50}}})
-			}
-		}
-	}()
-	return c
+	return edgetest.Connect(t, w.edgeAddr, id, secret, edgetest.PotOptions{OncePerID: true})
+}
+
+// silent brings a device online that answers nothing; the test reads the connection itself.
+func (w *world) silent(t *testing.T, id string, secret []byte) *plant.Conn {
+	t.Helper()
+	return edgetest.Dial(t, w.edgeAddr, id, secret)
 }
 
 func scene(t *testing.T, device string) string {
@@ -204,8 +180,7 @@ func TestBindByScanningThenWaterPushesDone(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
 	secret := w.addDevice(t, "pot-1")
-	var commands atomic.Int64
-	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, &commands)
+	pot := w.connect(t, "pot-1", secret)
 	alice := w.platform.NewUser("alice")
 	bind(t, w, alice, "pot-1")
 	r, err := alice.ClickMenu(ctx5(), actors.MenuWater)
@@ -213,8 +188,8 @@ func TestBindByScanningThenWaterPushesDone(t *testing.T) {
 		t.Fatalf("tap reply: %q %v", r.Content, err)
 	}
 	waitText(t, w, "alice", "浇水完成（100 毫升）", 3*time.Second)
-	if commands.Load() != 1 {
-		t.Fatalf("device got %d commands", commands.Load())
+	if pot.Commands() != 1 {
+		t.Fatalf("device got %d commands", pot.Commands())
 	}
 }
 
@@ -222,7 +197,7 @@ func TestEnglishUsersGetEnglish(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
 	secret := w.addDevice(t, "pot-1")
-	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, nil)
+	w.connect(t, "pot-1", secret)
 	bob := w.platform.NewUser("bob")
 	bind(t, w, bob, "pot-1")
 	r, _ := bob.SendText(ctx5(), "water")
@@ -252,7 +227,7 @@ func TestSilentDeviceIsReportedTimedOut(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, func(uo *actors.UserOptions, _ *wechatsim.Options) { uo.CommandTimeout = time.Second })
 	secret := w.addDevice(t, "pot-1")
-	w.connect(t, "pot-1", secret, 0, nil)
+	w.silent(t, "pot-1", secret)
 	alice := w.platform.NewUser("alice")
 	bind(t, w, alice, "pot-1")
 	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
@@ -263,7 +238,7 @@ func TestAlertReachesEveryBoundUserOnceAndNoOneElse(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
 	secret := w.addDevice(t, "pot-1")
-	c := w.connect(t, "pot-1", secret, 0, nil)
+	c := w.silent(t, "pot-1", secret)
 	alice, bob, carol := w.platform.NewUser("alice"), w.platform.NewUser("bob"), w.platform.NewUser("carol")
 	bind(t, w, alice, "pot-1")
 	bind(t, w, bob, "pot-1")
@@ -304,7 +279,7 @@ func TestAlertStormBecomesOneSummary(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		id := "pot-" + string(rune('a'+i))
 		secret := w.addDevice(t, id)
-		conns = append(conns, w.connect(t, id, secret, 0, nil))
+		conns = append(conns, w.silent(t, id, secret))
 		bind(t, w, alice, id)
 	}
 	var wg sync.WaitGroup
@@ -334,16 +309,15 @@ func TestRetriedCallbackActsOnce(t *testing.T) {
 	// tap three times.
 	w := newWorld(t, func(_ *actors.UserOptions, so *wechatsim.Options) { so.CallbackTimeout = time.Millisecond })
 	secret := w.addDevice(t, "pot-1")
-	var commands atomic.Int64
-	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, &commands)
+	pot := w.connect(t, "pot-1", secret)
 	alice := w.platform.NewUser("alice")
 	_, _ = alice.ScanSproutQR(ctx5(), scene(t, "pot-1"))
 	waitBound(t, w, "pot-1", "alice")
 	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
 	waitText(t, w, "alice", "浇水完成", 3*time.Second)
 	time.Sleep(300 * time.Millisecond)
-	if commands.Load() != 1 {
-		t.Fatalf("one tap watered %d times", commands.Load())
+	if pot.Commands() != 1 {
+		t.Fatalf("one tap watered %d times", pot.Commands())
 	}
 	done := 0
 	for _, e := range w.platform.Received("alice") {
@@ -375,8 +349,7 @@ func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
 	secret := w.addDevice(t, "pot-1")
-	var commands atomic.Int64
-	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, &commands)
+	pot := w.connect(t, "pot-1", secret)
 	alice, mallory := w.platform.NewUser("alice"), w.platform.NewUser("mallory")
 	bind(t, w, alice, "pot-1")
 	if r, _ := mallory.SendText(ctx5(), "状态"); !strings.Contains(r.Content, "还没有绑定") {
@@ -402,8 +375,8 @@ func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
 	if r, _ := alice.ClickMenu(ctx5(), actors.MenuWater); !strings.Contains(r.Content, "还没有绑定") {
 		t.Fatalf("after unbinding: %q", r.Content)
 	}
-	if commands.Load() != 0 {
-		t.Fatalf("device got %d commands", commands.Load())
+	if pot.Commands() != 0 {
+		t.Fatalf("device got %d commands", pot.Commands())
 	}
 }
 
@@ -462,8 +435,7 @@ func TestBadSignatureChangesNothing(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t, nil)
 	secret := w.addDevice(t, "pot-1")
-	var commands atomic.Int64
-	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, &commands)
+	pot := w.connect(t, "pot-1", secret)
 	alice := w.platform.NewUser("alice")
 	bind(t, w, alice, "pot-1")
 	body := `<xml><ToUserName><![CDATA[gh_sproutsim0]]></ToUserName><FromUserName><![CDATA[alice]]></FromUserName>` +
@@ -478,7 +450,7 @@ func TestBadSignatureChangesNothing(t *testing.T) {
 		t.Fatalf("bad signature: status %d", resp.StatusCode)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if commands.Load() != 0 {
+	if pot.Commands() != 0 {
 		t.Fatal("a forged callback watered the pot")
 	}
 }

@@ -2,8 +2,6 @@ package bridge_test
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,12 +14,8 @@ import (
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
 	"github.com/sprout-iot/sprout/cluster/observe"
-	"github.com/sprout-iot/sprout/edge/device"
-	"github.com/sprout-iot/sprout/edge/wechat"
-	"github.com/sprout-iot/sprout/edge/wechat/api"
+	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/edge/wechat/bridge"
-	"github.com/sprout-iot/sprout/edge/wechat/qr"
-	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/simulations/wechatsim"
 	"github.com/sprout-iot/sprout/store/memory"
 )
@@ -32,37 +26,14 @@ import (
 func newTwoMemberWorld(t *testing.T) (w *world, front, back *cluster.Member) {
 	t.Helper()
 	w = &world{store: memory.New()}
-	log := quiet()
-	p, err := wechatsim.NewServer(wechatsim.Options{CallbackTimeout: 4 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.platform = p
-	t.Cleanup(func() { _ = p.Close() })
+	log := edgetest.Quiet()
+	w.startPlatform(t, wechatsim.Options{CallbackTimeout: 4 * time.Second})
 	var pusher atomic.Pointer[bridge.Pusher]
-	uo := actors.UserOptions{Store: w.store, Logger: log, CommandTimeout: 5 * time.Second,
-		VerifyScene: func(scene string) (string, error) {
-			c, err := qr.Verify(qr.KeyMap{"pot": qrKey}, scene, time.Now())
-			return c.Device, err
-		},
-		Pushed: func() {
-			if p := pusher.Load(); p != nil {
-				p.Wake()
-			}
-		}}
 	agent := test.NewInMemAgent()
-	fetch := &api.Fetcher{BaseURL: p.URL(), AppID: p.AppID(), Secret: p.Secret()}
-	front, err = cluster.Start(cluster.Options{Logger: log, LocalAgent: agent, Kinds: []*pcluster.Kind{
-		actors.NewUserKind(uo), bridge.NewTokenKind(fetch.Fetch, api.CacheOptions{})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	back, err = cluster.Start(cluster.Options{Logger: log, LocalAgent: agent, Kinds: []*pcluster.Kind{
+	front = edgetest.StartMember(t, cluster.Options{Logger: log, LocalAgent: agent, Kinds: []*pcluster.Kind{
+		actors.NewUserKind(w.userOptions(log, &pusher)), w.tokenKind()}})
+	back = edgetest.StartMember(t, cluster.Options{Logger: log, LocalAgent: agent, Kinds: []*pcluster.Kind{
 		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log})}})
-	if err != nil {
-		front.Stop(true)
-		t.Fatal(err)
-	}
 	deadline := time.Now().Add(10 * time.Second)
 	for front.Cluster.MemberList.Length() < 2 || back.Cluster.MemberList.Length() < 2 {
 		if time.Now().After(deadline) {
@@ -71,33 +42,8 @@ func newTwoMemberWorld(t *testing.T) (w *world, front, back *cluster.Member) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	w.member = front
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	edge := device.NewServer(front.Cluster, device.Options{Logger: log})
-	go func() { _ = edge.Serve(ln) }()
-	w.edgeAddr = ln.Addr().String()
-	h, err := wechat.NewHandler(wechat.Options{AppID: p.AppID(), Token: p.Token(), EncodingAESKey: p.EncodingAESKey(),
-		AccountID: p.AccountID(), Logger: log}, &bridge.Dispatcher{Cluster: front.Cluster, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl, _ := net.Listen("tcp", "127.0.0.1:0")
-	srv := &http.Server{Handler: h}
-	go func() { _ = srv.Serve(hl) }()
-	w.callback = "http://" + hl.Addr().String() + "/wechat"
-	p.SetCallbackURL(w.callback)
-	client, _ := api.New(api.Options{BaseURL: p.URL(), Tokens: &bridge.GrainTokens{Cluster: front.Cluster, AppID: p.AppID()}})
-	pu := bridge.NewPusher(w.store, client, bridge.PusherOptions{Logger: log, Poll: 200 * time.Millisecond,
-		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }})
-	pusher.Store(pu)
-	ctx, cancel := context.WithCancel(context.Background())
-	go pu.Run(ctx)
-	t.Cleanup(func() {
-		cancel()
-		_ = srv.Close()
-		_ = edge.Shutdown(context.Background())
-		back.Stop(true)
-		front.Stop(true)
-	})
+	w.edgeAddr = edgetest.ServeDevices(t, front, log)
+	w.serveWeChat(t, log, &pusher)
 	return w, front, back
 }
 
@@ -114,7 +60,7 @@ func TestTapWaterIsOneTraceAcrossTwoMembers(t *testing.T) {
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
 	w, front, back := newTwoMemberWorld(t)
 	secret := w.addDevice(t, "pot-1")
-	w.connect(t, "pot-1", secret, devicepb.CommandStatus_COMMAND_STATUS_DONE, nil)
+	w.connect(t, "pot-1", secret)
 	alice := w.platform.NewUser("alice")
 	bind(t, w, alice, "pot-1")
 	if _, err := alice.ClickMenu(ctx5(), actors.MenuWater); err != nil {
