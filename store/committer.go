@@ -25,11 +25,15 @@ type CommitOptions struct {
 	// arrive, when load is high (see WaitAfterRows). Negative means never wait: commit whatever is
 	// queued. Default 2 ms.
 	MaxWait time.Duration
-	// WaitAfterRows: the committer waits MaxWait only when its previous batch had at least this
-	// many rows, that is when writes arrive faster than transactions commit and waiting buys bigger
-	// batches. Under light load a request is committed at once, so a lone command or reading pays
-	// no wait (what queued during the previous commit still joins). Default 64; 1 always waits.
+	// WaitAfterRows and WaitWhenBusy say when load is high enough to wait MaxWait for company:
+	// when the previous batch had at least WaitAfterRows rows (default 64), or when the database
+	// was busy with this committer's transactions (begin to commit, including waiting for the
+	// connection) for at least WaitWhenBusy of the recent time (default 0.5). Under light load a
+	// request is committed at once, so a lone command or reading pays no wait (what queued during
+	// the previous commit still joins); under load, waiting buys fewer, bigger transactions, which
+	// is what keeps a busy single-writer SQLite ahead. WaitAfterRows 1 always waits.
 	WaitAfterRows int
+	WaitWhenBusy  float64
 	// WriteTimeout bounds one Append from queueing to durable: past it, Append returns
 	// ErrUnavailable (the database is down or too slow) and the step is guaranteed not to be
 	// written later. Default 5 s.
@@ -49,6 +53,7 @@ const (
 	DefaultMaxBatch        = 1000
 	DefaultMaxWait         = 2 * time.Millisecond
 	DefaultWaitAfterRows   = 64
+	DefaultWaitWhenBusy    = 0.5
 	DefaultWriteTimeout    = 5 * time.Second
 	DefaultRetryBackoff    = 20 * time.Millisecond
 	DefaultMaxRetryBackoff = 500 * time.Millisecond
@@ -67,6 +72,9 @@ func (o CommitOptions) WithDefaults() CommitOptions {
 	}
 	if o.WaitAfterRows <= 0 {
 		o.WaitAfterRows = DefaultWaitAfterRows
+	}
+	if o.WaitWhenBusy <= 0 {
+		o.WaitWhenBusy = DefaultWaitWhenBusy
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = DefaultWriteTimeout
@@ -245,7 +253,11 @@ func (c *Committer) run() {
 	batch := make([]*Request, 0, 64)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	prevRows := 0 // rows in the previous batch: the load
+	prevRows := 0 // rows in the previous batch
+	var (
+		busy    float64   // recent share of time spent in transactions (moving average)
+		lastEnd time.Time // when the previous batch was written
+	)
 	for {
 		first := carry
 		carry = nil
@@ -260,9 +272,15 @@ func (c *Committer) run() {
 				}
 			}
 		}
+		// Idle time: from the previous commit to this batch's first request (a request already
+		// waiting counts none). The deliberate wait below is not idle: the database is wanted.
+		idle := time.Duration(0)
+		if !lastEnd.IsZero() {
+			idle = max(time.Since(lastEnd), 0)
+		}
 		batch = append(batch[:0], first)
 		rows := first.rows
-		wait := c.opts.MaxWait > 0 && prevRows >= c.opts.WaitAfterRows
+		wait := c.opts.MaxWait > 0 && (prevRows >= c.opts.WaitAfterRows || busy >= c.opts.WaitWhenBusy)
 		if wait {
 			timer.Reset(c.opts.MaxWait)
 		}
@@ -302,7 +320,12 @@ func (c *Committer) run() {
 			}
 		}
 		prevRows = rows
+		start := time.Now()
 		c.commit(batch)
+		lastEnd = time.Now()
+		if d := lastEnd.Sub(start); d+idle > 0 {
+			busy = 0.8*busy + 0.2*float64(d)/float64(d+idle)
+		}
 		clear(batch)
 	}
 }

@@ -69,12 +69,25 @@ func (fs *flagSet) int(p *int, name string, def int, help string) {
 	fs.IntVar(p, name, def, help+" ["+env+"]")
 }
 
+func (fs *flagSet) float(p *float64, name string, def float64, help string) {
+	env := envName(name)
+	if v, ok := os.LookupEnv(env); ok {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			def = f
+		} else {
+			fmt.Fprintf(os.Stderr, "sprout: ignoring %s=%q: %v\n", env, v, err)
+		}
+	}
+	fs.Float64Var(p, name, def, help+" ["+env+"]")
+}
+
 // storeFlags selects and opens the store.
 type storeFlags struct {
 	dataDir      string
 	db           string
 	writeTimeout time.Duration
 	commitWait   time.Duration
+	commitBusy   float64
 	debugDelay   time.Duration
 }
 
@@ -82,6 +95,7 @@ func (s *storeFlags) register(fs *flagSet) {
 	fs.str(&s.dataDir, "data-dir", "./sprout-data", "directory of the embedded store (used when --db is empty)")
 	fs.dur(&s.writeTimeout, "store-write-timeout", 5*time.Second, "longest one durable write may take; past it the frame is refused (not acked) and never written later")
 	fs.dur(&s.commitWait, "store-commit-wait", store.DefaultMaxWait, "how long a group commit waits after its first write for more to join it; 0: no wait (only what queued during the previous commit joins)")
+	fs.float(&s.commitBusy, "store-commit-busy", store.DefaultWaitWhenBusy, "share of recent time the database spent in group commits (0..1) from which a commit waits --store-commit-wait for more writes; above 1: only after large batches")
 	fs.dur(&s.debugDelay, "debug-store-delay", 0, "testing only: delay every durable write by this much (the slow-database scenario)")
 	fs.str(&s.db, "db", "", "postgres://... to use Postgres (required for more than one node); empty: the embedded store in --data-dir; \"memory\": nothing is stored (benchmarks only)")
 }
@@ -108,7 +122,7 @@ func (s *storeFlags) open(ctx context.Context) (actors.Store, string, error) {
 }
 
 func (s *storeFlags) commitOptions() store.CommitOptions {
-	o := store.CommitOptions{WriteTimeout: s.writeTimeout, MaxWait: s.commitWait}
+	o := store.CommitOptions{WriteTimeout: s.writeTimeout, MaxWait: s.commitWait, WaitWhenBusy: s.commitBusy}
 	if s.commitWait <= 0 {
 		o.MaxWait = -1 // CommitOptions: negative means do not wait (zero means the default)
 	}
