@@ -43,9 +43,9 @@ func waitFor(t *testing.T, ctx context.Context, what, expr string, timeout time.
 
 func TestBrowserSignInSeesFleet(t *testing.T) {
 	chromiumPath(t) // fail before starting a node
-	w := newWorld(t, nil)
+	w := newWorld(t, func(o *Options) { o.RefreshEvery = 300 * time.Millisecond })
 	secret := w.addDevice(t, "pot-2026a-0001")
-	w.addDevice(t, "pot-2026a-0002")
+	secret2 := w.addDevice(t, "pot-2026a-0002")
 	w.addDevice(t, "pot-2026a-0003")
 	p := w.connect(t, "pot-2026a-0001", secret)
 	p.Report(t, 41, 22.5, 80)
@@ -63,6 +63,11 @@ func TestBrowserSignInSeesFleet(t *testing.T) {
 	row := `document.querySelector('#device-pot-2026a-0001')`
 	do(t, ctx, "the fleet shows the device online", chromedp.Poll[chromedp.Void](row+` && `+row+`.dataset.online === 'true'`,
 		chromedp.WithPollingTimeout(5*time.Second)))
+	// The open page follows the fleet without a reload: a second pot comes online.
+	do(t, ctx, "mark the page", chromedp.Evaluate[chromedp.Void](`window.sameDocument = true`))
+	w.connect(t, "pot-2026a-0002", secret2)
+	row2 := `document.querySelector('#device-pot-2026a-0002')`
+	waitFor(t, ctx, "the second pot online in place", `window.sameDocument && `+row2+`.dataset.online === 'true' && document.getElementById('online-count').textContent === '2'`, 5*time.Second)
 	text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText`))
 	if !strings.Contains(text, "pot-2026a-0003") || !strings.Contains(text, "1.4.2") || !strings.Contains(text, "online") {
 		t.Fatalf("the fleet page:\n%s", text)

@@ -73,6 +73,10 @@ type Options struct {
 	// against guessing spread over many addresses. (Behind a reverse proxy every client has the
 	// proxy's address; X-Forwarded-For is not trusted, since a guesser could set it.)
 	MaxLoginFailuresTotal int
+	// RefreshEvery is how often an open fleet page reloads its rows in place (each reload asks
+	// the page's grains for their state again, at most PageSize of them); default 5 s, negative:
+	// never (the operator reloads).
+	RefreshEvery time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -111,6 +115,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxLoginFailures <= 0 {
 		o.MaxLoginFailures = 5
+	}
+	if o.RefreshEvery == 0 {
+		o.RefreshEvery = 5 * time.Second
 	}
 	if o.MaxLoginFailuresTotal <= 0 {
 		o.MaxLoginFailuresTotal = 100

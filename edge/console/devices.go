@@ -38,6 +38,8 @@ type fleetView struct {
 	Online  int
 	NextURL string // empty on the last page
 	Paged   bool   // not the first page
+	// RefreshMs is how often the page reloads its rows in place (static/fleet.js); 0: never.
+	RefreshMs int64
 }
 
 // state asks a device grain for its full state (no OpenID: the operator's view).
@@ -128,7 +130,7 @@ func (h *Handler) fleet(w http.ResponseWriter, r *http.Request) {
 		h.messagePage(w, r, http.StatusServiceUnavailable, "unavailable")
 		return
 	}
-	f := &fleetView{Query: q, Rows: h.rows(ds), Paged: after != ""}
+	f := &fleetView{Query: q, Rows: h.rows(ds), Paged: after != "", RefreshMs: max(h.opts.RefreshEvery.Milliseconds(), 0)}
 	for _, x := range f.Rows {
 		if x.Online {
 			f.Online++
