@@ -63,6 +63,7 @@ lint: $(BIN)/staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(BIN)/staticcheck ./...
+	$(GO) mod tidy -diff
 
 ## bench: every benchmark; writes docs/benchmarks.md.
 bench: build
