@@ -11,7 +11,7 @@ import (
 // periodically (cmd/sprout: every --maintenance-interval).
 type Maintainer interface {
 	// Maintain rolls every complete hour not yet rolled up into the hourly aggregates, then
-	// deletes raw readings and aggregates past their retention, in chunks of opts.Chunk rows, each
+	// deletes raw readings, aggregates and finished pushes past their retention, in chunks of opts.Chunk rows, each
 	// its own short transaction. Running it again with the same options changes nothing.
 	Maintain(ctx context.Context, opts RetentionOptions) (MaintainStats, error)
 }
@@ -24,6 +24,10 @@ type RetentionOptions struct {
 	Raw time.Duration
 	// Aggregates is how long hourly aggregates are kept. Default 400 days; at least Raw.
 	Aggregates time.Duration
+	// Pushes is how long the outbox keeps a push whose fate is recorded (sent, or failed for
+	// good), by CreatedAt: what an operator reads when a user says "I got nothing". Pending pushes
+	// never expire. Default 30 days, at least 1 hour.
+	Pushes time.Duration
 	// Now is the time retention is measured from. Zero: time.Now(). Tests set it.
 	Now time.Time
 	// Settle is how long after an hour ends before it is rolled up: appends received during the
@@ -40,6 +44,7 @@ type RetentionOptions struct {
 const (
 	DefaultRawRetention       = 30 * 24 * time.Hour
 	DefaultAggregateRetention = 400 * 24 * time.Hour
+	DefaultPushRetention      = 30 * 24 * time.Hour
 	DefaultSettle             = time.Minute
 	DefaultChunk              = 5000
 )
@@ -53,6 +58,9 @@ func (o RetentionOptions) WithDefaults() (RetentionOptions, error) {
 	if o.Aggregates == 0 {
 		o.Aggregates = max(DefaultAggregateRetention, o.Raw)
 	}
+	if o.Pushes == 0 {
+		o.Pushes = DefaultPushRetention
+	}
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
@@ -65,6 +73,8 @@ func (o RetentionOptions) WithDefaults() (RetentionOptions, error) {
 	switch {
 	case o.Raw < time.Hour:
 		return o, fmt.Errorf("%w: raw retention %s is shorter than an hour", ErrInvalid, o.Raw)
+	case o.Pushes < time.Hour:
+		return o, fmt.Errorf("%w: push retention %s is shorter than an hour", ErrInvalid, o.Pushes)
 	case o.Aggregates < o.Raw:
 		return o, fmt.Errorf("%w: aggregate retention %s is shorter than raw retention %s", ErrInvalid, o.Aggregates, o.Raw)
 	case o.Settle < 0 || o.Settle > time.Hour:
@@ -86,6 +96,9 @@ func (o RetentionOptions) AggregateCutoff() time.Time {
 	return o.Now.Add(-o.Aggregates).Truncate(time.Hour)
 }
 
+// PushCutoff is the time before which sent and failed pushes have expired.
+func (o RetentionOptions) PushCutoff() time.Time { return o.Now.Add(-o.Pushes) }
+
 // MaintainStats says what one Maintain did.
 type MaintainStats struct {
 	// Skipped: another node was maintaining the same database (Postgres); this one did nothing.
@@ -96,6 +109,8 @@ type MaintainStats struct {
 	// RawDeleted and AggregatesDeleted count the rows deleted past their retention.
 	RawDeleted        int64
 	AggregatesDeleted int64
+	// PushesDeleted counts sent and failed pushes deleted past their retention.
+	PushesDeleted int64
 	// RolledUntil: every hour before it is in the aggregates. RawFrom: raw readings before it
 	// have expired (apart from each device's latest), and Buckets answers from the aggregates.
 	// Zero until the first rollup and the first expiry.

@@ -83,6 +83,10 @@ func (s *Store) Maintain(ctx context.Context, opts store.RetentionOptions) (stor
 			SELECT device_id, hour FROM reading_hours WHERE hour < $1 LIMIT $2)`, opts.AggregateCutoff()); err != nil {
 		return st, readErr("maintain: delete expired aggregates", err)
 	}
+	if st.PushesDeleted, err = deleteChunks(ctx, conn, opts.Chunk, `DELETE FROM pushes WHERE id IN (
+			SELECT id FROM pushes WHERE status <> 'pending' AND created_at < $1 LIMIT $2)`, opts.PushCutoff()); err != nil {
+		return st, readErr("maintain: delete expired pushes", err)
+	}
 	st.RolledUntil = rolled.Time.UTC()
 	st.RawFrom = rawFrom.Time.UTC()
 	st.Took = time.Since(began)

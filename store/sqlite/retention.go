@@ -57,6 +57,11 @@ func (s *Store) Maintain(ctx context.Context, opts store.RetentionOptions) (stor
 		store.Micros(opts.AggregateCutoff())); err != nil {
 		return st, readErr("maintain: delete expired aggregates", err)
 	}
+	if st.PushesDeleted, err = s.deleteChunks(ctx, opts.Chunk, `DELETE FROM pushes WHERE id IN (
+			SELECT id FROM pushes WHERE status <> 'pending' AND created_at < ?1 LIMIT ?2)`,
+		store.Micros(opts.PushCutoff())); err != nil {
+		return st, readErr("maintain: delete expired pushes", err)
+	}
 	st.RolledUntil = store.FromMicros(rolled.Int64)
 	st.RawFrom = store.FromMicros(rawFrom.Int64)
 	st.Took = time.Since(began)

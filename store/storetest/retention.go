@@ -25,6 +25,7 @@ var retentionTests = []struct {
 	{"FinerBucketsOverExpiredRangesCountWholeHours", testFineBucketsOverExpired},
 	{"MaintainDeletesInChunksBesideAppends", testMaintainBesideAppends},
 	{"MaintainRefusesBadOptions", testMaintainBadOptions},
+	{"FinishedPushesExpirePendingOnesStay", testPushesExpire},
 }
 
 func runRetentionTests(t *testing.T, open Opener) {
@@ -332,6 +333,7 @@ func testMaintainBadOptions(t *testing.T, s actors.Store, m store.Maintainer) {
 		{Raw: 30 * time.Minute},
 		{Raw: -time.Hour},
 		{Raw: 48 * time.Hour, Aggregates: 24 * time.Hour},
+		{Pushes: 30 * time.Minute},
 		{Chunk: -1},
 		{Settle: -time.Second},
 	} {
@@ -342,5 +344,44 @@ func testMaintainBadOptions(t *testing.T, s actors.Store, m store.Maintainer) {
 	}
 	if rs, err := s.Readings(ctxFor(t), "pot-1", hr(0, 0), hr(7, 0), 0); err != nil || len(rs) != 21 {
 		t.Fatalf("after refused Maintains: %d readings, %v; want all 21", len(rs), err)
+	}
+}
+
+func testPushesExpire(t *testing.T, st actors.Store, m store.Maintainer) {
+	s, ok := st.(actors.UserStore)
+	if !ok {
+		t.Skip("this store does not implement actors.UserStore")
+	}
+	ctx := ctxFor(t)
+	const user = "o-retention-user"
+	push := func(id string, at time.Time) actors.Push {
+		return actors.Push{ID: id, OpenID: user, Kind: actors.PushText, Payload: []byte(`{"text":"x"}`), CreatedAt: at}
+	}
+	if err := s.EnqueuePushes(ctx, []actors.Push{push("old-sent", hr(0, 0)), push("old-failed", hr(0, 10)),
+		push("old-pending", hr(0, 20)), push("new-sent", hr(40, 0))}); err != nil {
+		t.Fatal(err)
+	}
+	for id, status := range map[string]string{"old-sent": actors.PushSent, "old-failed": actors.PushFailed, "new-sent": actors.PushSent} {
+		if err := s.CompletePush(ctx, actors.Push{ID: id, Status: status, Attempts: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := store.RetentionOptions{Now: hr(48, 0), Pushes: 24 * time.Hour}
+	if st := maintain(t, m, o); st.PushesDeleted != 2 {
+		t.Fatalf("PushesDeleted = %d, want 2 (the sent and the failed push older than a day)", st.PushesDeleted)
+	}
+	ps, err := s.UserPushes(ctx, user, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]string{}
+	for _, p := range ps {
+		left[p.ID] = p.Status
+	}
+	if len(left) != 2 || left["old-pending"] != actors.PushPending || left["new-sent"] != actors.PushSent {
+		t.Fatalf("after expiry: %v; want the old pending push (still to be sent) and the recent sent one", left)
+	}
+	if st := maintain(t, m, o); st.PushesDeleted != 0 {
+		t.Fatalf("a second Maintain deleted %d more pushes", st.PushesDeleted)
 	}
 }
