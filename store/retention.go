@@ -11,7 +11,8 @@ import (
 // periodically (cmd/sprout: every --maintenance-interval).
 type Maintainer interface {
 	// Maintain rolls every complete hour not yet rolled up into the hourly aggregates, then
-	// deletes raw readings, aggregates and finished pushes past their retention, in chunks of opts.Chunk rows, each
+	// deletes raw readings, aggregates, device events and finished pushes past their retention,
+	// in chunks of opts.Chunk rows, each
 	// its own short transaction. Running it again with the same options changes nothing.
 	Maintain(ctx context.Context, opts RetentionOptions) (MaintainStats, error)
 }
@@ -28,6 +29,11 @@ type RetentionOptions struct {
 	// good), by CreatedAt: what an operator reads when a user says "I got nothing". Pending pushes
 	// never expire. Default 30 days, at least 1 hour.
 	Pushes time.Duration
+	// Events is how long the device event log is kept (alerts, commands and their outcomes,
+	// presence, bindings, device events), by At. Each device's event with the highest seq is kept
+	// whatever its age (with the latest reading it is how a grain knows the last seq it acked).
+	// Default 400 days, at least 1 day.
+	Events time.Duration
 	// Now is the time retention is measured from. Zero: time.Now(). Tests set it.
 	Now time.Time
 	// Settle is how long after an hour ends before it is rolled up: appends received during the
@@ -45,6 +51,7 @@ const (
 	DefaultRawRetention       = 30 * 24 * time.Hour
 	DefaultAggregateRetention = 400 * 24 * time.Hour
 	DefaultPushRetention      = 30 * 24 * time.Hour
+	DefaultEventRetention     = 400 * 24 * time.Hour
 	DefaultSettle             = time.Minute
 	DefaultChunk              = 5000
 )
@@ -61,6 +68,9 @@ func (o RetentionOptions) WithDefaults() (RetentionOptions, error) {
 	if o.Pushes == 0 {
 		o.Pushes = DefaultPushRetention
 	}
+	if o.Events == 0 {
+		o.Events = DefaultEventRetention
+	}
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
@@ -75,6 +85,8 @@ func (o RetentionOptions) WithDefaults() (RetentionOptions, error) {
 		return o, fmt.Errorf("%w: raw retention %s is shorter than an hour", ErrInvalid, o.Raw)
 	case o.Pushes < time.Hour:
 		return o, fmt.Errorf("%w: push retention %s is shorter than an hour", ErrInvalid, o.Pushes)
+	case o.Events < 24*time.Hour:
+		return o, fmt.Errorf("%w: event retention %s is shorter than a day", ErrInvalid, o.Events)
 	case o.Aggregates < o.Raw:
 		return o, fmt.Errorf("%w: aggregate retention %s is shorter than raw retention %s", ErrInvalid, o.Aggregates, o.Raw)
 	case o.Settle < 0 || o.Settle > time.Hour:
@@ -96,6 +108,9 @@ func (o RetentionOptions) AggregateCutoff() time.Time {
 	return o.Now.Add(-o.Aggregates).Truncate(time.Hour)
 }
 
+// EventCutoff is the time before which device events have expired.
+func (o RetentionOptions) EventCutoff() time.Time { return o.Now.Add(-o.Events) }
+
 // PushCutoff is the time before which sent and failed pushes have expired.
 func (o RetentionOptions) PushCutoff() time.Time { return o.Now.Add(-o.Pushes) }
 
@@ -109,8 +124,10 @@ type MaintainStats struct {
 	// RawDeleted and AggregatesDeleted count the rows deleted past their retention.
 	RawDeleted        int64
 	AggregatesDeleted int64
-	// PushesDeleted counts sent and failed pushes deleted past their retention.
+	// PushesDeleted counts sent and failed pushes deleted past their retention; EventsDeleted
+	// device events.
 	PushesDeleted int64
+	EventsDeleted int64
 	// RolledUntil: every hour before it is in the aggregates. RawFrom: raw readings before it
 	// have expired (apart from each device's latest), and Buckets answers from the aggregates.
 	// Zero until the first rollup and the first expiry.

@@ -87,6 +87,12 @@ func (s *Store) Maintain(ctx context.Context, opts store.RetentionOptions) (stor
 			SELECT id FROM pushes WHERE status <> 'pending' AND created_at < $1 LIMIT $2)`, opts.PushCutoff()); err != nil {
 		return st, readErr("maintain: delete expired pushes", err)
 	}
+	if st.EventsDeleted, err = deleteChunks(ctx, conn, opts.Chunk, `DELETE FROM device_events WHERE id IN (
+			SELECT id FROM device_events AS e WHERE at < $1
+			AND NOT (seq > 0 AND NOT EXISTS (SELECT 1 FROM device_events AS n WHERE n.device_id = e.device_id AND n.seq > 0 AND n.seq > e.seq))
+			LIMIT $2)`, opts.EventCutoff()); err != nil {
+		return st, readErr("maintain: delete expired events", err)
+	}
 	st.RolledUntil = rolled.Time.UTC()
 	st.RawFrom = rawFrom.Time.UTC()
 	st.Took = time.Since(began)

@@ -62,6 +62,12 @@ func (s *Store) Maintain(ctx context.Context, opts store.RetentionOptions) (stor
 		store.Micros(opts.PushCutoff())); err != nil {
 		return st, readErr("maintain: delete expired pushes", err)
 	}
+	if st.EventsDeleted, err = s.deleteChunks(ctx, opts.Chunk, `DELETE FROM device_events WHERE id IN (
+			SELECT id FROM device_events AS e WHERE at < ?1
+			AND NOT (seq > 0 AND NOT EXISTS (SELECT 1 FROM device_events AS n WHERE n.device_id = e.device_id AND n.seq > 0 AND n.seq > e.seq))
+			LIMIT ?2)`, store.Micros(opts.EventCutoff())); err != nil {
+		return st, readErr("maintain: delete expired events", err)
+	}
 	st.RolledUntil = store.FromMicros(rolled.Int64)
 	st.RawFrom = store.FromMicros(rawFrom.Int64)
 	st.Took = time.Since(began)

@@ -26,6 +26,7 @@ var retentionTests = []struct {
 	{"MaintainDeletesInChunksBesideAppends", testMaintainBesideAppends},
 	{"MaintainRefusesBadOptions", testMaintainBadOptions},
 	{"FinishedPushesExpirePendingOnesStay", testPushesExpire},
+	{"EventsExpireButEachDevicesLastSeqStays", testEventsExpire},
 }
 
 func runRetentionTests(t *testing.T, open Opener) {
@@ -334,6 +335,7 @@ func testMaintainBadOptions(t *testing.T, s actors.Store, m store.Maintainer) {
 		{Raw: -time.Hour},
 		{Raw: 48 * time.Hour, Aggregates: 24 * time.Hour},
 		{Pushes: 30 * time.Minute},
+		{Events: 12 * time.Hour},
 		{Chunk: -1},
 		{Settle: -time.Second},
 	} {
@@ -383,5 +385,47 @@ func testPushesExpire(t *testing.T, st actors.Store, m store.Maintainer) {
 	}
 	if st := maintain(t, m, o); st.PushesDeleted != 0 {
 		t.Fatalf("a second Maintain deleted %d more pushes", st.PushesDeleted)
+	}
+}
+
+func testEventsExpire(t *testing.T, s actors.Store, m store.Maintainer) {
+	ctx := ctxFor(t)
+	ev := func(at time.Time, kind string, seq uint64) actors.Event {
+		return actors.Event{At: at, Kind: kind, Seq: seq, Body: []byte(`{}`)}
+	}
+	// pot-1: two old device events (seq 3 and 5), an old grain event, a recent grain event.
+	// pot-2: one old device event, its last.
+	mustAppend(t, s, "pot-1", actors.Batch{Events: []actors.Event{ev(hr(0, 0), actors.EventKindDevice, 3),
+		ev(hr(0, 5), actors.EventKindDevice, 5), ev(hr(1, 0), actors.EventKindCommandSent, 0)}})
+	mustAppend(t, s, "pot-1", actors.Batch{Events: []actors.Event{ev(hr(40, 0), actors.EventKindOnline, 0)}})
+	mustAppend(t, s, "pot-2", actors.Batch{Events: []actors.Event{ev(hr(0, 0), actors.EventKindDevice, 7)}})
+	o := store.RetentionOptions{Now: hr(48, 0), Events: 24 * time.Hour}
+	if st := maintain(t, m, o); st.EventsDeleted != 2 {
+		t.Fatalf("EventsDeleted = %d, want 2 (pot-1's seq 3 and its old command_sent)", st.EventsDeleted)
+	}
+	kinds := func(id string) []string {
+		es, err := s.Events(ctx, id, hr(-1, 0), hr(49, 0), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range es {
+			out = append(out, fmt.Sprintf("%s/%d", e.Kind, e.Seq))
+		}
+		return out
+	}
+	if got := fmt.Sprint(kinds("pot-1")); got != "[device_event/5 online/0]" {
+		t.Fatalf("pot-1 after expiry: %s; want its last device event and the recent one", got)
+	}
+	if got := fmt.Sprint(kinds("pot-2")); got != "[device_event/7]" {
+		t.Fatalf("pot-2 after expiry: %s; want its only (last) device event kept", got)
+	}
+	for id, want := range map[string]uint64{"pot-1": 5, "pot-2": 7} {
+		if rec, err := s.LoadDevice(ctx, id); err != nil || rec.LastSeq != want {
+			t.Fatalf("%s recovers LastSeq %d (%v), want %d", id, rec.LastSeq, err, want)
+		}
+	}
+	if st := maintain(t, m, o); st.EventsDeleted != 0 {
+		t.Fatalf("a second Maintain deleted %d more events", st.EventsDeleted)
 	}
 }
