@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/api"
+	wxapi "github.com/sprout-iot/sprout/edge/wechat/api"
 	"github.com/sprout-iot/sprout/edge/wechat/qr"
 )
 
@@ -35,6 +37,9 @@ type credential struct {
 	Secret string `json:"secret"`           // hex
 	QR     string `json:"qr,omitempty"`     // the signed Sprout QR content (a WeChat scene string)
 	QRURL  string `json:"qr_url,omitempty"` // the same as a URL, with --qr-url
+	// WeChatQR is the device QR from WeChat's /device/getqrcode (with --wechat-product): scanning
+	// it in WeChat binds the pot through WeChat's device platform.
+	WeChatQR string `json:"wechat_qr,omitempty"`
 }
 
 func runDeviceAdd(args []string) error {
@@ -47,6 +52,8 @@ func runDeviceAdd(args []string) error {
 		qrKeys, qrPNG    string
 		qrBase           string
 		qrTTL            time.Duration
+		wx               wechatConfig
+		wxProduct, macs  string
 	)
 	fs := newFlagSet("device add", "Provisions devices: generates an id and a secret for each and prints them.\nWrite the secret into the device (vdev --secret, or the factory's NVS image); it is the only copy outside the store.")
 	sf.register(fs)
@@ -60,8 +67,23 @@ func runDeviceAdd(args []string) error {
 	fs.str(&qrPNG, "qr-png", "", "with --qr-keys: write each device's QR code as DIR/ID.png")
 	fs.str(&qrBase, "qr-url", "", "with --qr-keys: also print the URL form (an H5 page of yours, e.g. https://example.com/bind)")
 	fs.dur(&qrTTL, "qr-ttl", 0, "with --qr-keys: the codes expire after this long (0: never)")
+	fs.str(&wxProduct, "wechat-product", "", "also register each device with WeChat's device platform under this product id: its id is then the one WeChat allocates (/device/getqrcode), it is authorised (/device/authorize_device) and its WeChat device QR is printed; needs --wechat-appid, --wechat-secret and --wechat-macs")
+	fs.str(&macs, "wechat-macs", "", "with --wechat-product: the devices' WiFi MACs (12 hex digits each, comma-separated, one per device in --count order)")
+	fs.str(&wx.appID, "wechat-appid", "", "with --wechat-product: the official account's AppID")
+	fs.str(&wx.secret, "wechat-secret", "", "with --wechat-product: the account's AppSecret (never logged)")
+	fs.str(&wx.apiBase, "wechat-api-base", wxapi.DefaultBaseURL, "with --wechat-product: WeChat API base URL")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	var wxDevices *wechatDevices
+	if wxProduct != "" {
+		if id != "" || prefix != "" {
+			return fmt.Errorf("--wechat-product: WeChat allocates the ids; drop --id and --prefix")
+		}
+		var err error
+		if wxDevices, err = newWeChatDevices(wx, wxProduct, macs, count); err != nil {
+			return err
+		}
 	}
 	var secret []byte
 	if sec != "" {
@@ -89,11 +111,23 @@ func runDeviceAdd(args []string) error {
 				did = fmt.Sprintf("%s%04d", prefix, i)
 			}
 		}
+		var wxQR string
+		if wxDevices != nil {
+			// WeChat first: a device WeChat refused is not created here either.
+			if did, wxQR, err = wxDevices.register(ctx, i-1); err != nil {
+				return fmt.Errorf("device %d of %d: %w (devices before it were provisioned and printed above)", i, count, err)
+			}
+		}
 		d, err := api.NewDevice(ctx, st, did, product, secret)
 		if err != nil {
 			return fmt.Errorf("adding device %q: %w", did, err)
 		}
-		c := credential{ID: d.ID, Secret: hex.EncodeToString(d.Secret)}
+		c := credential{ID: d.ID, Secret: hex.EncodeToString(d.Secret), WeChatQR: wxQR}
+		if wxQR != "" && qrPNG != "" {
+			if err := writePNG(qrPNG, d.ID+".wechat.png", wxQR); err != nil {
+				return err
+			}
+		}
 		if key, ok := keys[product]; ok {
 			code := qr.Code{Product: product, Device: d.ID}
 			if qrTTL > 0 {
@@ -106,14 +140,7 @@ func runDeviceAdd(args []string) error {
 				c.QRURL = qr.URL(qrBase, c.QR)
 			}
 			if qrPNG != "" {
-				png, err := qr.PNG(c.QR, 256)
-				if err != nil {
-					return err
-				}
-				if err := os.MkdirAll(qrPNG, 0o755); err != nil {
-					return err
-				}
-				if err := os.WriteFile(filepath.Join(qrPNG, d.ID+".png"), png, 0o644); err != nil {
+				if err := writePNG(qrPNG, d.ID+".png", c.QR); err != nil {
 					return err
 				}
 			}
@@ -135,9 +162,80 @@ func runDeviceAdd(args []string) error {
 		if c.QRURL != "" {
 			fmt.Printf(" qr_url=%s", c.QRURL)
 		}
+		if c.WeChatQR != "" {
+			fmt.Printf(" wechat_qr=%s", c.WeChatQR)
+		}
 		fmt.Println()
 	}
 	return nil
+}
+
+// writePNG writes content as a 256-pixel QR code to dir/name.
+func writePNG(dir, name, content string) error {
+	png, err := qr.PNG(content, 256)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, name), png, 0o644)
+}
+
+// wechatDevices registers devices with WeChat's device platform for `device add --wechat-product`.
+type wechatDevices struct {
+	client  *wxapi.Client
+	product string
+	macs    []string
+}
+
+func newWeChatDevices(cfg wechatConfig, product, macs string, count int) (*wechatDevices, error) {
+	if cfg.appID == "" || cfg.secret == "" {
+		return nil, fmt.Errorf("--wechat-product needs --wechat-appid and --wechat-secret")
+	}
+	var list []string
+	for _, m := range strings.Split(macs, ",") {
+		m = strings.ToLower(strings.NewReplacer(":", "", "-", "").Replace(strings.TrimSpace(m)))
+		if m == "" {
+			continue
+		}
+		if b, err := hex.DecodeString(m); err != nil || len(b) != 6 {
+			return nil, fmt.Errorf("--wechat-macs: %q is not a MAC (12 hex digits)", m)
+		}
+		list = append(list, m)
+	}
+	if len(list) != count {
+		return nil, fmt.Errorf("--wechat-macs lists %d MACs for %d devices (--count); give one per device", len(list), count)
+	}
+	// stable_token: a token of its own, so that this command never revokes the one the running
+	// nodes use (a /cgi-bin/token fetch would).
+	f := &wxapi.Fetcher{BaseURL: cfg.apiBase, AppID: cfg.appID, Secret: cfg.secret, Stable: true}
+	client, err := wxapi.New(wxapi.Options{BaseURL: cfg.apiBase, Tokens: wxapi.NewTokenCache(f.Fetch, wxapi.CacheOptions{})})
+	if err != nil {
+		return nil, err
+	}
+	return &wechatDevices{client: client, product: product, macs: list}, nil
+}
+
+// register allocates the i-th device's id and QR ticket and authorises it as a WiFi device.
+func (w *wechatDevices) register(ctx context.Context, i int) (id, qrTicket string, err error) {
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	q, err := w.client.GetQRCode(c, w.product)
+	if err != nil {
+		return "", "", fmt.Errorf("WeChat getqrcode: %w", err)
+	}
+	res, err := w.client.AuthorizeDevice(c, wxapi.AuthorizeRequest{Devices: []wxapi.DeviceAuth{wxapi.WiFiDevice(q.DeviceID, w.macs[i])},
+		ProductID: w.product})
+	if err != nil {
+		return "", "", fmt.Errorf("WeChat authorize_device %s: %w", q.DeviceID, err)
+	}
+	for _, r := range res {
+		if r.ErrCode != 0 {
+			return "", "", fmt.Errorf("WeChat refused device %s: %d %s", q.DeviceID, r.ErrCode, r.ErrMsg)
+		}
+	}
+	return q.DeviceID, q.QRTicket, nil
 }
 
 func runDeviceList(args []string) error {
