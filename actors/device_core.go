@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"fmt"
 	"maps"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -68,6 +69,17 @@ type deviceCore struct {
 	recent []*actorpb.CommandOutcome
 
 	users []Binding // bound WeChat users, owner first
+
+	flap        flapLimit
+	connects    []time.Time // recent authenticated connects, within flap.window
+	bannedUntil time.Time   // refused until then: it reconnected too often
+}
+
+// flapLimit: more than connects authenticated connects within window bans the device for ban
+// (DeviceOptions.FlapConnects); connects <= 0 is off.
+type flapLimit struct {
+	connects    int
+	window, ban time.Duration
 }
 
 type openCommand struct {
@@ -251,6 +263,9 @@ func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessio
 	case !macEqual(messages.MAC(secret, m.DeviceNonce, m.ServerNonce, m.DeviceId), m.Mac):
 		return fail(devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED, "authentication failed")
 	}
+	if res, banned := c.flapping(now, &fx); banned {
+		return res, fx
+	}
 	if c.online && c.conn != nil && c.conn.SessionId != m.Conn.GetSessionId() {
 		fx.closeConn = c.conn
 	}
@@ -267,6 +282,37 @@ func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessio
 	return &actorpb.AuthResult{Ok: true, Welcome: &devicepb.Welcome{
 		SessionId: sessionID, ServerTimeMs: now.UnixMilli(), Config: c.config, LastSeq: c.lastSeq,
 	}}, fx
+}
+
+// flapping counts an authenticated connect and reports whether the device must be refused: it is
+// banned, or this connect is one too many within the window (which starts a ban, recorded once).
+func (c *deviceCore) flapping(now time.Time, fx *effects) (*actorpb.AuthResult, bool) {
+	refuse := func() (*actorpb.AuthResult, bool) {
+		left := c.bannedUntil.Sub(now).Round(time.Second)
+		return &actorpb.AuthResult{Reason: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE,
+			Detail:       fmt.Sprintf("reconnecting too often; retry in %s", left),
+			RetryAfterMs: uint32(min(c.bannedUntil.Sub(now).Milliseconds()+1, math.MaxUint32))}, true
+	}
+	if now.Before(c.bannedUntil) {
+		return refuse()
+	}
+	if c.flap.connects <= 0 {
+		return nil, false
+	}
+	keep := c.connects[:0]
+	for _, t := range c.connects {
+		if now.Sub(t) < c.flap.window {
+			keep = append(keep, t)
+		}
+	}
+	c.connects = append(keep, now)
+	if len(c.connects) <= c.flap.connects {
+		return nil, false
+	}
+	c.connects = nil
+	c.bannedUntil = now.Add(c.flap.ban)
+	fx.event(now, EventKindFlapping, 0, &actorpb.Presence{Online: false, Reason: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE})
+	return refuse()
 }
 
 // detach handles the end of a connection; a stale session (already replaced) changes nothing.

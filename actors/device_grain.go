@@ -35,6 +35,15 @@ type DeviceOptions struct {
 	// IdleTimeout passivates a grain that is offline, has no open command and received nothing
 	// for this long (default 10 min).
 	IdleTimeout time.Duration
+	// FlapConnects, FlapWindow and FlapBan stop a pot that reconnects in a loop (a firmware bug, a
+	// WiFi link that drops every few seconds) from flooding its event log, its users' presence
+	// notices and the edge with handshakes: after more than FlapConnects authenticated connects
+	// within FlapWindow the device is refused for FlapBan (Close with CLOSE_REASON_UNAVAILABLE and
+	// reconnect_after_ms set to the time left), and the event log records it once. Defaults 15,
+	// 1 min, 5 min; a negative FlapConnects turns it off. Only connects that passed the MAC
+	// check count, so no one without the secret can lock a pot out.
+	FlapConnects        int
+	FlapWindow, FlapBan time.Duration
 	// Notify, if set, is called on the grain's goroutine for every notice (alerts, outcomes, presence).
 	// It must not block; node-local consumers (the WeChat notifier) hand notices to their own queue.
 	Notify func(*actorpb.DeviceNotice)
@@ -47,6 +56,15 @@ func (o *DeviceOptions) defaults() {
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 10 * time.Minute
+	}
+	if o.FlapConnects == 0 {
+		o.FlapConnects = 15
+	}
+	if o.FlapWindow <= 0 {
+		o.FlapWindow = time.Minute
+	}
+	if o.FlapBan <= 0 {
+		o.FlapBan = 5 * time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -120,6 +138,7 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 			return
 		}
 		g.core = newDeviceCore(id.Identity)
+		g.core.flap = flapLimit{connects: g.opts.FlapConnects, window: g.opts.FlapWindow, ban: g.opts.FlapBan}
 		g.epoch = uint64(rand.Int64()) | 1
 		g.sched = scheduler.NewTimerScheduler(ctx)
 		g.lastActive = g.opts.Now()
@@ -279,7 +298,12 @@ func (g *deviceGrain) authenticate(ctx actor.Context, m *actorpb.Authenticate) {
 	cp := g.core.checkpoint()
 	res, fx := g.core.authenticate(m, g.device.Secret, m.Conn.GetSessionId(), now)
 	if !res.Ok {
-		g.logger().Info("handshake refused", "reason", res.Reason.String(), "remote", m.RemoteAddr)
+		g.logger().Info("handshake refused", "reason", res.Reason.String(), "detail", res.Detail, "remote", m.RemoteAddr)
+		if fx.persists() { // the start of a flapping ban: recorded once
+			if err := g.persist(fx); err != nil {
+				g.logger().Warn("recording a flapping ban failed", "err", err)
+			}
+		}
 		ctx.Respond(res)
 		return
 	}

@@ -67,6 +67,9 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.int(&c.edge.MaxConnections, "max-connections", 10000, "most device connections this node holds")
 	fs.dur(&c.edge.GrainTimeout, "grain-timeout", 5*time.Second, "longest the edge waits for a device grain")
 	fs.dur(&c.grain.IdleTimeout, "grain-idle-timeout", 10*time.Minute, "an offline device grain with nothing to do is passivated after this")
+	fs.int(&c.grain.FlapConnects, "flap-connects", 15, "a pot that connects more often than this within --flap-window is refused for --flap-ban (negative: never)")
+	fs.dur(&c.grain.FlapWindow, "flap-window", time.Minute, "the window of --flap-connects")
+	fs.dur(&c.grain.FlapBan, "flap-ban", 5*time.Minute, "how long a pot that reconnects in a loop is refused (it is told when to come back)")
 	c.wx.register(fs)
 	c.retention.register(fs)
 }

@@ -390,7 +390,7 @@ func (c *conn) handshake() bool {
 	}
 	if !ar.Ok {
 		s.cluster.ActorSystem.Root.Stop(c.pid)
-		c.fail(ar.Reason, ar.Detail)
+		c.failAfter(ar.Reason, ar.Detail, ar.RetryAfterMs)
 		return false
 	}
 	c.grainPID = s.grain(c.device)
@@ -537,10 +537,13 @@ func (c *conn) writeLocked(frames ...*devicepb.Frame) bool {
 }
 
 // fail ends a connection during the handshake.
-func (c *conn) fail(r devicepb.CloseReason, detail string) {
+func (c *conn) fail(r devicepb.CloseReason, detail string) { c.failAfter(r, detail, 0) }
+
+// failAfter is fail with a reconnect hint for the device (0: its own backoff).
+func (c *conn) failAfter(r devicepb.CloseReason, detail string, reconnectMs uint32) {
 	c.s.opts.Logger.Info("handshake failed", "reason", r.String(), "detail", detail, "device", c.device, "remote", c.remote)
 	observe.HandshakeFailed(r.String())
-	c.close(r, detail, 0)
+	c.close(r, truncate(detail, messages.MaxDetailBytes), reconnectMs)
 }
 
 // close writes Close (once, best effort) and closes the socket; the read loop then ends.

@@ -1,6 +1,7 @@
 package device_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -632,5 +634,57 @@ func TestIdleGrainsPassivateAndOnlineOnesStay(t *testing.T) {
 	}
 	if got := st.loads.Load(); got != 2 {
 		t.Fatalf("%d activations, want 2: the offline grain did not passivate", got)
+	}
+}
+
+func TestAPotThatReconnectsInALoopIsHeldOff(t *testing.T) {
+	t.Parallel()
+	const ban = 1500 * time.Millisecond
+	n := startNodeWith(t, memory.New(), actors.DeviceOptions{FlapConnects: 3, FlapWindow: time.Minute, FlapBan: ban}, device.Options{})
+	secret := n.addDevice(t, "pot-1")
+	dial := func(s []byte) error {
+		c, err := plant.Dial(n.addr, "", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, err = c.Handshake(plant.Hello{DeviceID: "pot-1", Secret: s}, 5*time.Second)
+		return err
+	}
+	// Wrong secrets do not count: no one without the secret can lock the pot out.
+	wrong := bytes.Repeat([]byte{7}, 32)
+	for range 5 {
+		if err := dial(wrong); err == nil {
+			t.Fatal("a wrong secret was accepted")
+		}
+	}
+	for i := range 3 {
+		if err := dial(secret); err != nil {
+			t.Fatalf("connect %d of 3 within the limit: %v", i+1, err)
+		}
+	}
+	// The fourth within the minute is refused, with a hint to come back when the ban ends.
+	var ce *plant.ErrClosed
+	if err := dial(secret); !errors.As(err, &ce) || ce.Reason != devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE ||
+		ce.ReconnectAfterMs == 0 || ce.ReconnectAfterMs > uint32(ban/time.Millisecond)+1 || !strings.Contains(ce.Detail, "too often") {
+		t.Fatalf("a fourth connect within a minute: want Close(UNAVAILABLE) with a reconnect hint <= %v, got %v (%+v)", ban, err, ce)
+	}
+	if err := dial(secret); !errors.As(err, &ce) || ce.Reason != devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE {
+		t.Fatalf("during the ban: want Close(UNAVAILABLE), got %v", err)
+	}
+	// The ban is in the event log, once.
+	evs, _ := n.store.Events(context.Background(), "pot-1", time.Time{}, time.Now().Add(time.Hour), 100)
+	bans := 0
+	for _, e := range evs {
+		if e.Kind == actors.EventKindFlapping {
+			bans++
+		}
+	}
+	if bans != 1 {
+		t.Fatalf("%d flapping events in the log, want 1", bans)
+	}
+	time.Sleep(ban)
+	if err := dial(secret); err != nil {
+		t.Fatalf("after the ban: %v", err)
 	}
 }

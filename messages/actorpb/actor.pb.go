@@ -390,8 +390,9 @@ type AuthResult struct {
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
 	Reason        devicepb.CloseReason   `protobuf:"varint,2,opt,name=reason,proto3,enum=sprout.device.v1.CloseReason" json:"reason,omitempty"` // when !ok
 	Detail        string                 `protobuf:"bytes,3,opt,name=detail,proto3" json:"detail,omitempty"`
-	Welcome       *devicepb.Welcome      `protobuf:"bytes,4,opt,name=welcome,proto3" json:"welcome,omitempty"`                               // when ok
-	AfterWelcome  []*devicepb.Frame      `protobuf:"bytes,5,rep,name=after_welcome,json=afterWelcome,proto3" json:"after_welcome,omitempty"` // frames to write right after Welcome (open commands)
+	Welcome       *devicepb.Welcome      `protobuf:"bytes,4,opt,name=welcome,proto3" json:"welcome,omitempty"`                                  // when ok
+	AfterWelcome  []*devicepb.Frame      `protobuf:"bytes,5,rep,name=after_welcome,json=afterWelcome,proto3" json:"after_welcome,omitempty"`    // frames to write right after Welcome (open commands)
+	RetryAfterMs  uint32                 `protobuf:"varint,6,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // when !ok: the reconnect hint for the device's Close (0: none)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,6 +460,13 @@ func (x *AuthResult) GetAfterWelcome() []*devicepb.Frame {
 		return x.AfterWelcome
 	}
 	return nil
+}
+
+func (x *AuthResult) GetRetryAfterMs() uint32 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
 }
 
 // Deliver asks a connection actor to write frames to its device, then optionally close it.
@@ -2246,14 +2254,15 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x04conn\x18\a \x01(\v2\x18.sprout.actor.v1.ConnRefR\x04conn\x12\x1f\n" +
 	"\vremote_addr\x18\b \x01(\tR\n" +
 	"remoteAddr\x123\n" +
-	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xde\x01\n" +
+	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\x84\x02\n" +
 	"\n" +
 	"AuthResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x125\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x06reason\x12\x16\n" +
 	"\x06detail\x18\x03 \x01(\tR\x06detail\x123\n" +
 	"\awelcome\x18\x04 \x01(\v2\x19.sprout.device.v1.WelcomeR\awelcome\x12<\n" +
-	"\rafter_welcome\x18\x05 \x03(\v2\x17.sprout.device.v1.FrameR\fafterWelcome\"\xbd\x01\n" +
+	"\rafter_welcome\x18\x05 \x03(\v2\x17.sprout.device.v1.FrameR\fafterWelcome\x12$\n" +
+	"\x0eretry_after_ms\x18\x06 \x01(\rR\fretryAfterMs\"\xbd\x01\n" +
 	"\aDeliver\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12/\n" +

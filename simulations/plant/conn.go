@@ -18,8 +18,9 @@ import (
 
 // ErrClosed is returned by Conn.Handshake when the server closes the connection with a reason.
 type ErrClosed struct {
-	Reason devicepb.CloseReason
-	Detail string
+	Reason           devicepb.CloseReason
+	Detail           string
+	ReconnectAfterMs uint32 // the server's hint, 0 if none
 }
 
 func (e *ErrClosed) Error() string {
@@ -124,7 +125,7 @@ func (c *Conn) Handshake(h Hello, timeout time.Duration) (*devicepb.Welcome, err
 		return nil, err
 	}
 	if cl := f.GetClose(); cl != nil {
-		return nil, &ErrClosed{Reason: cl.Reason, Detail: cl.Detail}
+		return nil, &ErrClosed{Reason: cl.Reason, Detail: cl.Detail, ReconnectAfterMs: cl.ReconnectAfterMs}
 	}
 	ch := f.GetChallenge()
 	if ch == nil {
@@ -139,7 +140,7 @@ func (c *Conn) Handshake(h Hello, timeout time.Duration) (*devicepb.Welcome, err
 		return nil, err
 	}
 	if cl := f.GetClose(); cl != nil {
-		return nil, &ErrClosed{Reason: cl.Reason, Detail: cl.Detail}
+		return nil, &ErrClosed{Reason: cl.Reason, Detail: cl.Detail, ReconnectAfterMs: cl.ReconnectAfterMs}
 	}
 	w := f.GetWelcome()
 	if w == nil {
@@ -179,7 +180,7 @@ func (c *Conn) AwaitAck(seq uint64, timeout time.Duration, other func(*devicepb.
 				return nil
 			}
 		case *devicepb.Frame_Close:
-			return &ErrClosed{Reason: b.Close.Reason, Detail: b.Close.Detail}
+			return &ErrClosed{Reason: b.Close.Reason, Detail: b.Close.Detail, ReconnectAfterMs: b.Close.ReconnectAfterMs}
 		case *devicepb.Frame_Ping:
 			_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: b.Ping.Nonce}}})
 		default:

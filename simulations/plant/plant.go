@@ -396,7 +396,7 @@ func (p *Plant) Run(ctx context.Context) error {
 			wait := p.backoff(failures)
 			var ce *ErrClosed
 			if errors.As(err, &ce) {
-				wait = p.waitAfterClose(&devicepb.Close{Reason: ce.Reason}, failures)
+				wait = p.waitAfterClose(&devicepb.Close{Reason: ce.Reason, ReconnectAfterMs: ce.ReconnectAfterMs}, failures)
 			}
 			p.stats.Error(errorKind(err))
 			p.observe(Observation{Kind: Closed, Server: addr, Err: err, Reason: closeReason(err)})
