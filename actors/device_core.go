@@ -311,7 +311,10 @@ func (c *deviceCore) flapping(now time.Time, fx *effects) (*actorpb.AuthResult, 
 	}
 	c.connects = nil
 	c.bannedUntil = now.Add(c.flap.ban)
-	fx.event(now, EventKindFlapping, 0, &actorpb.Presence{Online: false, Reason: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE})
+	f := &actorpb.Flapping{UntilMs: c.bannedUntil.UnixMilli(), Connects: uint32(c.flap.connects),
+		WindowS: uint32(c.flap.window / time.Second)}
+	fx.event(now, EventKindFlapping, 0, f)
+	fx.notices = append(fx.notices, c.notice(now, &actorpb.DeviceNotice{Body: &actorpb.DeviceNotice_Flapping{Flapping: f}}))
 	return refuse()
 }
 

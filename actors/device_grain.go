@@ -299,10 +299,11 @@ func (g *deviceGrain) authenticate(ctx actor.Context, m *actorpb.Authenticate) {
 	res, fx := g.core.authenticate(m, g.device.Secret, m.Conn.GetSessionId(), now)
 	if !res.Ok {
 		g.logger().Info("handshake refused", "reason", res.Reason.String(), "detail", res.Detail, "remote", m.RemoteAddr)
-		if fx.persists() { // the start of a flapping ban: recorded once
+		if fx.persists() { // the start of a flapping ban: recorded once, its users told once
 			if err := g.persist(fx); err != nil {
 				g.logger().Warn("recording a flapping ban failed", "err", err)
 			}
+			g.perform(ctx, fx)
 		}
 		ctx.Respond(res)
 		return

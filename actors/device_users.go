@@ -80,7 +80,8 @@ func (c *deviceCore) userIDs() []string {
 	return out
 }
 
-// userNotice turns a device notice into what each bound user hears: alerts and presence changes.
+// userNotice turns a device notice into what each bound user hears: alerts, presence changes, and
+// a pot held off for reconnecting in a loop.
 // Command outcomes go only to their requester (as the reply to SendCommand).
 func (c *deviceCore) userNotice(n *actorpb.DeviceNotice) *actorpb.UserNotice {
 	u := &actorpb.UserNotice{DeviceId: c.id, AtMs: n.AtMs, Latest: c.latest, Trace: n.Trace}
@@ -91,6 +92,9 @@ func (c *deviceCore) userNotice(n *actorpb.DeviceNotice) *actorpb.UserNotice {
 	case *actorpb.DeviceNotice_Presence:
 		u.Body = &actorpb.UserNotice_Presence{Presence: b.Presence}
 		u.NoticeId = fmt.Sprintf("%s/presence/%v/%d", c.id, b.Presence.Online, n.AtMs)
+	case *actorpb.DeviceNotice_Flapping:
+		u.Body = &actorpb.UserNotice_Flapping{Flapping: b.Flapping}
+		u.NoticeId = fmt.Sprintf("%s/flapping/%d", c.id, b.Flapping.UntilMs)
 	default:
 		return nil
 	}

@@ -96,7 +96,7 @@ const (
 	EventKindCommandOutcome = "command_outcome" // body: actorpb.CommandOutcome
 	EventKindOnline         = "online"          // body: actorpb.ConnRef
 	EventKindOffline        = "offline"         // body: actorpb.Presence
-	EventKindFlapping       = "flapping"        // body: actorpb.Presence; connects refused for DeviceOptions.FlapBan
+	EventKindFlapping       = "flapping"        // body: actorpb.Flapping; connects refused until its until_ms
 	EventKindBound          = "bound"           // body: actorpb.BindDevice
 	EventKindUnbound        = "unbound"         // body: actorpb.UnbindDevice
 )

@@ -409,6 +409,12 @@ func (g *userGrain) notice(ctx actor.Context, n *actorpb.UserNotice) {
 		}
 		g.enqueue(g.messagePush(pushID("notice", g.openID, n.NoticeId), g.opts.AlertTemplateID, msg,
 			map[string]string{"device": n.DeviceId, "alert": alertText(lang, a.Kind), "detail": msg}))
+	case *actorpb.UserNotice_Flapping:
+		f := b.Flapping
+		mins := max((f.UntilMs-now.UnixMilli()+59_999)/60_000, 1)
+		msg := say(lang, "flapping", n.DeviceId, f.WindowS, f.Connects, mins)
+		g.enqueue(g.messagePush(pushID("notice", g.openID, n.NoticeId), g.opts.AlertTemplateID, msg,
+			map[string]string{"device": n.DeviceId, "alert": say(lang, "flapping_short"), "detail": msg}))
 	case *actorpb.UserNotice_Presence:
 		if g.opts.StatusPushes {
 			g.enqueue(Push{ID: pushID("status", g.openID, n.NoticeId), Kind: PushStatus,

@@ -1688,6 +1688,7 @@ type UserNotice struct {
 	//
 	//	*UserNotice_Alert
 	//	*UserNotice_Presence
+	//	*UserNotice_Flapping
 	Body          isUserNotice_Body   `protobuf_oneof:"body"`
 	Latest        *devicepb.Telemetry `protobuf:"bytes,6,opt,name=latest,proto3" json:"latest,omitempty"`
 	Trace         *TraceContext       `protobuf:"bytes,7,opt,name=trace,proto3" json:"trace,omitempty"`
@@ -1771,6 +1772,15 @@ func (x *UserNotice) GetPresence() *Presence {
 	return nil
 }
 
+func (x *UserNotice) GetFlapping() *Flapping {
+	if x != nil {
+		if x, ok := x.Body.(*UserNotice_Flapping); ok {
+			return x.Flapping
+		}
+	}
+	return nil
+}
+
 func (x *UserNotice) GetLatest() *devicepb.Telemetry {
 	if x != nil {
 		return x.Latest
@@ -1797,9 +1807,15 @@ type UserNotice_Presence struct {
 	Presence *Presence `protobuf:"bytes,5,opt,name=presence,proto3,oneof"`
 }
 
+type UserNotice_Flapping struct {
+	Flapping *Flapping `protobuf:"bytes,8,opt,name=flapping,proto3,oneof"`
+}
+
 func (*UserNotice_Alert) isUserNotice_Body() {}
 
 func (*UserNotice_Presence) isUserNotice_Body() {}
+
+func (*UserNotice_Flapping) isUserNotice_Body() {}
 
 // Subscribe registers a PID for DeviceNotice messages from one device grain until Unsubscribe or
 // until the subscriber stops. Delivery is at most once; durable consumers read the event log.
@@ -1917,6 +1933,7 @@ type DeviceNotice struct {
 	//	*DeviceNotice_Alert
 	//	*DeviceNotice_Outcome
 	//	*DeviceNotice_Presence
+	//	*DeviceNotice_Flapping
 	Body          isDeviceNotice_Body `protobuf_oneof:"body"`
 	Trace         *TraceContext       `protobuf:"bytes,6,opt,name=trace,proto3" json:"trace,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2001,6 +2018,15 @@ func (x *DeviceNotice) GetPresence() *Presence {
 	return nil
 }
 
+func (x *DeviceNotice) GetFlapping() *Flapping {
+	if x != nil {
+		if x, ok := x.Body.(*DeviceNotice_Flapping); ok {
+			return x.Flapping
+		}
+	}
+	return nil
+}
+
 func (x *DeviceNotice) GetTrace() *TraceContext {
 	if x != nil {
 		return x.Trace
@@ -2024,11 +2050,79 @@ type DeviceNotice_Presence struct {
 	Presence *Presence `protobuf:"bytes,5,opt,name=presence,proto3,oneof"`
 }
 
+type DeviceNotice_Flapping struct {
+	Flapping *Flapping `protobuf:"bytes,7,opt,name=flapping,proto3,oneof"`
+}
+
 func (*DeviceNotice_Alert) isDeviceNotice_Body() {}
 
 func (*DeviceNotice_Outcome) isDeviceNotice_Body() {}
 
 func (*DeviceNotice_Presence) isDeviceNotice_Body() {}
+
+func (*DeviceNotice_Flapping) isDeviceNotice_Body() {}
+
+// Flapping: the device connected more than `connects` times within `window_s` seconds and is
+// refused until until_ms (DeviceOptions.FlapConnects).
+type Flapping struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UntilMs       int64                  `protobuf:"varint,1,opt,name=until_ms,json=untilMs,proto3" json:"until_ms,omitempty"`
+	Connects      uint32                 `protobuf:"varint,2,opt,name=connects,proto3" json:"connects,omitempty"`
+	WindowS       uint32                 `protobuf:"varint,3,opt,name=window_s,json=windowS,proto3" json:"window_s,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Flapping) Reset() {
+	*x = Flapping{}
+	mi := &file_actorpb_actor_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Flapping) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Flapping) ProtoMessage() {}
+
+func (x *Flapping) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Flapping.ProtoReflect.Descriptor instead.
+func (*Flapping) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Flapping) GetUntilMs() int64 {
+	if x != nil {
+		return x.UntilMs
+	}
+	return 0
+}
+
+func (x *Flapping) GetConnects() uint32 {
+	if x != nil {
+		return x.Connects
+	}
+	return 0
+}
+
+func (x *Flapping) GetWindowS() uint32 {
+	if x != nil {
+		return x.WindowS
+	}
+	return 0
+}
 
 type Presence struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2040,7 +2134,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2146,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2159,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Presence) GetOnline() bool {
@@ -2093,7 +2187,7 @@ type TraceContext struct {
 
 func (x *TraceContext) Reset() {
 	*x = TraceContext{}
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2199,7 @@ func (x *TraceContext) String() string {
 func (*TraceContext) ProtoMessage() {}
 
 func (x *TraceContext) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2212,7 @@ func (x *TraceContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceContext.ProtoReflect.Descriptor instead.
 func (*TraceContext) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TraceContext) GetTraceparent() string {
@@ -2146,7 +2240,7 @@ type TokenRequest struct {
 
 func (x *TokenRequest) Reset() {
 	*x = TokenRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2158,7 +2252,7 @@ func (x *TokenRequest) String() string {
 func (*TokenRequest) ProtoMessage() {}
 
 func (x *TokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2171,7 +2265,7 @@ func (x *TokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRequest.ProtoReflect.Descriptor instead.
 func (*TokenRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TokenRequest) GetInvalidate() string {
@@ -2191,7 +2285,7 @@ type TokenReply struct {
 
 func (x *TokenReply) Reset() {
 	*x = TokenReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2203,7 +2297,7 @@ func (x *TokenReply) String() string {
 func (*TokenReply) ProtoMessage() {}
 
 func (x *TokenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2216,7 +2310,7 @@ func (x *TokenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenReply.ProtoReflect.Descriptor instead.
 func (*TokenReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TokenReply) GetToken() string {
@@ -2380,14 +2474,15 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
-	"\aalready\x18\x04 \x01(\bR\aalready\"\xb6\x02\n" +
+	"\aalready\x18\x04 \x01(\bR\aalready\"\xef\x02\n" +
 	"\n" +
 	"UserNotice\x12\x1b\n" +
 	"\tnotice_id\x18\x01 \x01(\tR\bnoticeId\x12\x1b\n" +
 	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x13\n" +
 	"\x05at_ms\x18\x03 \x01(\x03R\x04atMs\x12.\n" +
 	"\x05alert\x18\x04 \x01(\v2\x16.sprout.actor.v1.AlertH\x00R\x05alert\x127\n" +
-	"\bpresence\x18\x05 \x01(\v2\x19.sprout.actor.v1.PresenceH\x00R\bpresence\x123\n" +
+	"\bpresence\x18\x05 \x01(\v2\x19.sprout.actor.v1.PresenceH\x00R\bpresence\x127\n" +
+	"\bflapping\x18\b \x01(\v2\x19.sprout.actor.v1.FlappingH\x00R\bflapping\x123\n" +
 	"\x06latest\x18\x06 \x01(\v2\x1b.sprout.device.v1.TelemetryR\x06latest\x123\n" +
 	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05traceB\x06\n" +
 	"\x04body\"5\n" +
@@ -2396,15 +2491,20 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\"7\n" +
 	"\vUnsubscribe\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x0e\n" +
-	"\x02id\x18\x02 \x01(\tR\x02id\"\xa3\x02\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\xdc\x02\n" +
 	"\fDeviceNotice\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x13\n" +
 	"\x05at_ms\x18\x02 \x01(\x03R\x04atMs\x12.\n" +
 	"\x05alert\x18\x03 \x01(\v2\x16.sprout.actor.v1.AlertH\x00R\x05alert\x12;\n" +
 	"\aoutcome\x18\x04 \x01(\v2\x1f.sprout.actor.v1.CommandOutcomeH\x00R\aoutcome\x127\n" +
-	"\bpresence\x18\x05 \x01(\v2\x19.sprout.actor.v1.PresenceH\x00R\bpresence\x123\n" +
+	"\bpresence\x18\x05 \x01(\v2\x19.sprout.actor.v1.PresenceH\x00R\bpresence\x127\n" +
+	"\bflapping\x18\a \x01(\v2\x19.sprout.actor.v1.FlappingH\x00R\bflapping\x123\n" +
 	"\x05trace\x18\x06 \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05traceB\x06\n" +
-	"\x04body\"Y\n" +
+	"\x04body\"\\\n" +
+	"\bFlapping\x12\x19\n" +
+	"\buntil_ms\x18\x01 \x01(\x03R\auntilMs\x12\x1a\n" +
+	"\bconnects\x18\x02 \x01(\rR\bconnects\x12\x19\n" +
+	"\bwindow_s\x18\x03 \x01(\rR\awindowS\"Y\n" +
 	"\bPresence\x12\x16\n" +
 	"\x06online\x18\x01 \x01(\bR\x06online\x125\n" +
 	"\x06reason\x18\x02 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x06reason\"P\n" +
@@ -2454,7 +2554,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
@@ -2481,65 +2581,68 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*Subscribe)(nil),              // 22: sprout.actor.v1.Subscribe
 	(*Unsubscribe)(nil),            // 23: sprout.actor.v1.Unsubscribe
 	(*DeviceNotice)(nil),           // 24: sprout.actor.v1.DeviceNotice
-	(*Presence)(nil),               // 25: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 26: sprout.actor.v1.TraceContext
-	(*TokenRequest)(nil),           // 27: sprout.actor.v1.TokenRequest
-	(*TokenReply)(nil),             // 28: sprout.actor.v1.TokenReply
-	(devicepb.CloseReason)(0),      // 29: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 30: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 31: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 32: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 33: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 34: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 35: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 36: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 37: sprout.device.v1.Config
+	(*Flapping)(nil),               // 25: sprout.actor.v1.Flapping
+	(*Presence)(nil),               // 26: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 27: sprout.actor.v1.TraceContext
+	(*TokenRequest)(nil),           // 28: sprout.actor.v1.TokenRequest
+	(*TokenReply)(nil),             // 29: sprout.actor.v1.TokenReply
+	(devicepb.CloseReason)(0),      // 30: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 31: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 32: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 33: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 34: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 35: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 36: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 37: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 38: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	3,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	26, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
-	29, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	30, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	31, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	31, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	32, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	26, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
-	33, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	34, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	26, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	29, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	35, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	26, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	29, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	36, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	37, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	26, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	27, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	30, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	31, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	32, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	32, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	33, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	27, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
+	34, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	35, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	27, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	30, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	36, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	27, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	30, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	37, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	38, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	27, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
 	0,  // 18: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	36, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	26, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	37, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	27, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
 	1,  // 21: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	33, // 22: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	34, // 22: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
 	14, // 23: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	37, // 24: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	38, // 24: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
 	3,  // 25: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
 	12, // 26: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
 	12, // 27: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	26, // 28: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	27, // 28: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
 	2,  // 29: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
 	14, // 30: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	25, // 31: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	33, // 32: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	26, // 33: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	14, // 34: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	12, // 35: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	25, // 36: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	26, // 37: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	29, // 38: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	26, // 31: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	25, // 32: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	34, // 33: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	27, // 34: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	14, // 35: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	12, // 36: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	26, // 37: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	25, // 38: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	27, // 39: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	30, // 40: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -2554,11 +2657,13 @@ func file_actorpb_actor_proto_init() {
 	file_actorpb_actor_proto_msgTypes[18].OneofWrappers = []any{
 		(*UserNotice_Alert)(nil),
 		(*UserNotice_Presence)(nil),
+		(*UserNotice_Flapping)(nil),
 	}
 	file_actorpb_actor_proto_msgTypes[21].OneofWrappers = []any{
 		(*DeviceNotice_Alert)(nil),
 		(*DeviceNotice_Outcome)(nil),
 		(*DeviceNotice_Presence)(nil),
+		(*DeviceNotice_Flapping)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2566,7 +2671,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

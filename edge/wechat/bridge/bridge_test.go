@@ -41,6 +41,12 @@ type world struct {
 
 func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
 	t.Helper()
+	return newWorldWith(t, actors.DeviceOptions{}, tune)
+}
+
+// newWorldWith is newWorld with the device grains' options (Store, Users and Logger are set here).
+func newWorldWith(t *testing.T, dev actors.DeviceOptions, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
+	t.Helper()
 	w := &world{store: memory.New()}
 	log := edgetest.Quiet()
 	so := wechatsim.Options{CallbackTimeout: 4 * time.Second}
@@ -51,10 +57,15 @@ func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) 
 	}
 	w.startPlatform(t, so)
 	w.member, w.edgeAddr = edgetest.StartNode(t, log,
-		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log}),
+		actors.NewDeviceKind(deviceOptions(dev, w.store, log)),
 		actors.NewUserKind(uo), w.tokenKind())
 	w.serveWeChat(t, log, &pusher)
 	return w
+}
+
+func deviceOptions(o actors.DeviceOptions, st *memory.Store, log *slog.Logger) actors.DeviceOptions {
+	o.Store, o.Users, o.Logger = st, st, log
+	return o
 }
 
 // userOptions are the user grains' options: QR codes signed with qrKey, and every push wakes the
@@ -479,5 +490,35 @@ func TestJSSDKSignsPagesWithOneTicket(t *testing.T) {
 	if got := bridge.JSSignature("sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg",
 		"Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value"); got != "0f9de62fce790f9a083d5c99e95740ceb90c27ed" {
 		t.Fatalf("JS-SDK example signature: %s", got)
+	}
+}
+
+func TestUsersHearOnceAboutAPotThatReconnectsInALoop(t *testing.T) {
+	t.Parallel()
+	w := newWorldWith(t, actors.DeviceOptions{FlapConnects: 2, FlapWindow: time.Minute, FlapBan: 3 * time.Minute}, nil)
+	secret := w.addDevice(t, "pot-1")
+	alice := w.platform.NewUser("alice")
+	bind(t, w, alice, "pot-1")
+	for range 5 { // two connects pass; the third starts the ban; the rest are refused during it
+		c, err := plant.Dial(w.edgeAddr, "", 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = c.Handshake(plant.Hello{DeviceID: "pot-1", Secret: secret}, 5*time.Second)
+		_ = c.Close()
+	}
+	waitText(t, w, "alice", "频繁断线重连", 3*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	n := 0
+	for _, e := range w.platform.Received("alice") {
+		if strings.Contains(e.Text, "频繁断线重连") {
+			n++
+			if !strings.Contains(e.Text, "pot-1") || !strings.Contains(e.Text, "3 分钟") {
+				t.Fatalf("the message does not name the pot and the pause: %q", e.Text)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("alice was told %d times, want once", n)
 	}
 }
