@@ -543,7 +543,7 @@ func (c *conn) fail(r devicepb.CloseReason, detail string) { c.failAfter(r, deta
 func (c *conn) failAfter(r devicepb.CloseReason, detail string, reconnectMs uint32) {
 	c.s.opts.Logger.Info("handshake failed", "reason", r.String(), "detail", detail, "device", c.device, "remote", c.remote)
 	observe.HandshakeFailed(r.String())
-	c.close(r, truncate(detail, messages.MaxDetailBytes), reconnectMs)
+	c.close(r, detail, reconnectMs)
 }
 
 // close writes Close (once, best effort) and closes the socket; the read loop then ends.
