@@ -46,39 +46,32 @@ func (fs *flagSet) str(p *string, name, def, help string) {
 }
 
 func (fs *flagSet) dur(p *time.Duration, name string, def time.Duration, help string) {
-	env := envName(name)
-	if v, ok := os.LookupEnv(env); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			def = d
-		} else {
-			fmt.Fprintf(os.Stderr, "sprout: ignoring %s=%q: %v\n", env, v, err)
-		}
-	}
-	fs.DurationVar(p, name, def, help+" ["+env+"]")
+	fs.DurationVar(p, name, envDefault(name, def, time.ParseDuration), help+" ["+envName(name)+"]")
 }
 
 func (fs *flagSet) int(p *int, name string, def int, help string) {
-	env := envName(name)
-	if v, ok := os.LookupEnv(env); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			def = n
-		} else {
-			fmt.Fprintf(os.Stderr, "sprout: ignoring %s=%q: %v\n", env, v, err)
-		}
-	}
-	fs.IntVar(p, name, def, help+" ["+env+"]")
+	fs.IntVar(p, name, envDefault(name, def, strconv.Atoi), help+" ["+envName(name)+"]")
 }
 
 func (fs *flagSet) float(p *float64, name string, def float64, help string) {
+	parse := func(v string) (float64, error) { return strconv.ParseFloat(v, 64) }
+	fs.Float64Var(p, name, envDefault(name, def, parse), help+" ["+envName(name)+"]")
+}
+
+// envDefault is the flag's default: the value of its environment variable when that parses,
+// else def (a value that does not parse is reported and ignored).
+func envDefault[T any](name string, def T, parse func(string) (T, error)) T {
 	env := envName(name)
-	if v, ok := os.LookupEnv(env); ok {
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			def = f
-		} else {
-			fmt.Fprintf(os.Stderr, "sprout: ignoring %s=%q: %v\n", env, v, err)
-		}
+	v, ok := os.LookupEnv(env)
+	if !ok {
+		return def
 	}
-	fs.Float64Var(p, name, def, help+" ["+env+"]")
+	x, err := parse(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "sprout: ignoring %s=%q: %v\n", env, v, err)
+		return def
+	}
+	return x
 }
 
 // storeFlags selects and opens the store.
