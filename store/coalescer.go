@@ -175,32 +175,39 @@ func (c *Coalescer[T]) write(ctx context.Context, live []*txReq[T]) ([]error, er
 		return nil, err
 	}
 	errs := make([]error, len(live))
-	for i, r := range live {
-		if len(live) == 1 {
-			errs[i] = r.op(ctx, tx)
-			break
-		}
-		if err := c.backend.Exec(ctx, tx, "SAVEPOINT op"); err != nil {
+	if len(live) == 1 {
+		// Alone in its transaction: no savepoint needed, a failed op rolls the whole back.
+		if errs[0] = live[0].op(ctx, tx); errs[0] != nil {
 			c.backend.Rollback(tx)
-			return nil, err
+			return errs, nil
 		}
-		if errs[i] = r.op(ctx, tx); errs[i] != nil {
-			if err := c.backend.Exec(ctx, tx, "ROLLBACK TO SAVEPOINT op"); err != nil {
+	} else {
+		for i, r := range live {
+			if errs[i], err = c.savepoint(ctx, tx, r.op); err != nil {
 				c.backend.Rollback(tx)
-				return nil, errors.Join(errs[i], err)
+				return nil, err
 			}
 		}
-		if err := c.backend.Exec(ctx, tx, "RELEASE SAVEPOINT op"); err != nil {
-			c.backend.Rollback(tx)
-			return nil, err
-		}
-	}
-	if len(live) == 1 && errs[0] != nil {
-		c.backend.Rollback(tx)
-		return errs, nil
 	}
 	if err := c.backend.Commit(ctx, tx); err != nil {
 		return nil, err
 	}
 	return errs, nil
+}
+
+// savepoint runs op inside a savepoint of tx, undoing just op when it fails (opErr). txErr means
+// the transaction itself failed and must be rolled back.
+func (c *Coalescer[T]) savepoint(ctx context.Context, tx T, op TxOp[T]) (opErr, txErr error) {
+	if err := c.backend.Exec(ctx, tx, "SAVEPOINT op"); err != nil {
+		return nil, err
+	}
+	if opErr = op(ctx, tx); opErr != nil {
+		if err := c.backend.Exec(ctx, tx, "ROLLBACK TO SAVEPOINT op"); err != nil {
+			return nil, errors.Join(opErr, err)
+		}
+	}
+	if err := c.backend.Exec(ctx, tx, "RELEASE SAVEPOINT op"); err != nil {
+		return nil, err
+	}
+	return opErr, nil
 }
