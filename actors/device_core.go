@@ -288,10 +288,10 @@ func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessio
 // banned, or this connect is one too many within the window (which starts a ban, recorded once).
 func (c *deviceCore) flapping(now time.Time, fx *effects) (*actorpb.AuthResult, bool) {
 	refuse := func() (*actorpb.AuthResult, bool) {
-		left := c.bannedUntil.Sub(now).Round(time.Second)
+		left := c.bannedUntil.Sub(now)
 		return &actorpb.AuthResult{Reason: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE,
-			Detail:       fmt.Sprintf("reconnecting too often; retry in %s", left),
-			RetryAfterMs: uint32(min(c.bannedUntil.Sub(now).Milliseconds()+1, math.MaxUint32))}, true
+			Detail:       fmt.Sprintf("reconnecting too often; retry in %s", left.Round(time.Second)),
+			RetryAfterMs: uint32(min(left.Milliseconds()+1, math.MaxUint32))}, true
 	}
 	if now.Before(c.bannedUntil) {
 		return refuse()
