@@ -173,11 +173,11 @@ func (h *Handler) loginAllowed(addr string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	now := h.opts.Now()
-	if h.allFails.n >= h.opts.MaxLoginFailuresTotal && now.Sub(h.allFails.since) < time.Minute {
+	if h.allFails.count(now) >= h.opts.MaxLoginFailuresTotal {
 		return false
 	}
 	w := h.failures[addr]
-	return w == nil || now.Sub(w.since) >= time.Minute || w.n < h.opts.MaxLoginFailures
+	return w == nil || w.count(now) < h.opts.MaxLoginFailures
 }
 
 func (h *Handler) loginFailed(addr string) {
@@ -192,7 +192,7 @@ func (h *Handler) loginFailed(addr string) {
 	if w == nil {
 		if len(h.failures) >= maxFailAddrs {
 			for a, old := range h.failures {
-				if now.Sub(old.since) >= time.Minute {
+				if old.count(now) == 0 {
 					delete(h.failures, a)
 				}
 			}
@@ -206,8 +206,16 @@ func (h *Handler) loginFailed(addr string) {
 	w.add(now)
 }
 
-func (w *failWindow) add(now time.Time) {
+// count is how many wrong tokens the window holds at now: none once its minute is over.
+func (w *failWindow) count(now time.Time) int {
 	if now.Sub(w.since) >= time.Minute {
+		return 0
+	}
+	return w.n
+}
+
+func (w *failWindow) add(now time.Time) {
+	if w.count(now) == 0 {
 		w.n, w.since = 0, now
 	}
 	w.n++
