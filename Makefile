@@ -29,9 +29,13 @@ cluster:
 ## test: every test (Go, fuzz smoke, proto drift, firmware). Installs what it needs first.
 test: deps proto-check test-go fuzz test-firmware
 
+# -p 1: one package at a time. On 2 shared cores, packages running side by side (three-node
+# clusters, headless Chromium) starved each other for seconds, which failed timing-sensitive
+# tests (a cluster member missing its 3 s Consul TTL). Each package still runs its own tests in
+# parallel.
 test-go: build
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -count=1 -p 1 -timeout 20m ./...
 
 test-firmware:
 	$(MAKE) -C firmware test

@@ -37,6 +37,7 @@ type serveConfig struct {
 
 	clusterProvider string
 	consulAddr      string
+	consulTTL       time.Duration
 	clusterHost     string
 	clusterPort     int
 	advertise       string
@@ -56,6 +57,7 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.str(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.str(&c.clusterProvider, "cluster", "local", "cluster provider: local (one node) or consul")
 	fs.str(&c.consulAddr, "consul-addr", "127.0.0.1:8500", "Consul agent HTTP address (with --cluster consul)")
+	fs.dur(&c.consulTTL, "consul-ttl", 3*time.Second, "how long Consul keeps a member that stopped refreshing (refreshed every third of it): shorter finds dead nodes sooner, but a node stalled longer than this drops out of its peers' member lists until it restarts (docs/cluster.md)")
 	fs.str(&c.clusterHost, "cluster-host", "127.0.0.1", "host the cluster remote endpoint binds")
 	fs.int(&c.clusterPort, "cluster-port", 0, "port of the cluster remote endpoint (0: any free port)")
 	fs.str(&c.advertise, "cluster-advertise", "", "host:port other members dial (default cluster-host:port)")
@@ -119,7 +121,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		hooks.wechat(wx)
 	}
 	m, err := cluster.Start(cluster.Options{
-		Provider: cfg.clusterProvider, ConsulAddr: cfg.consulAddr, Host: cfg.clusterHost, Port: cfg.clusterPort,
+		Provider: cfg.clusterProvider, ConsulAddr: cfg.consulAddr, ConsulTTL: cfg.consulTTL, Host: cfg.clusterHost, Port: cfg.clusterPort,
 		AdvertisedHost: cfg.advertise, Logger: log, Kinds: append([]*pcluster.Kind{actors.NewDeviceKind(cfg.grain)}, wx.kinds()...),
 	})
 	if err != nil {
