@@ -39,6 +39,8 @@ const (
 	Outcome_OUTCOME_INVALID        Outcome = 8  // the request itself was invalid (detail says why)
 	Outcome_OUTCOME_PENDING        Outcome = 9  // only in DeviceState.open_commands
 	Outcome_OUTCOME_NOT_BOUND      Outcome = 10 // the WeChat user who asked is not bound to the device
+	Outcome_OUTCOME_REVOKED        Outcome = 11 // the device is revoked: nothing is sent to it again
+	Outcome_OUTCOME_UNAVAILABLE    Outcome = 12 // the device's grain could not load its state (storage); try again; nothing was sent
 )
 
 // Enum value maps for Outcome.
@@ -55,6 +57,8 @@ var (
 		8:  "OUTCOME_INVALID",
 		9:  "OUTCOME_PENDING",
 		10: "OUTCOME_NOT_BOUND",
+		11: "OUTCOME_REVOKED",
+		12: "OUTCOME_UNAVAILABLE",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED":    0,
@@ -68,6 +72,8 @@ var (
 		"OUTCOME_INVALID":        8,
 		"OUTCOME_PENDING":        9,
 		"OUTCOME_NOT_BOUND":      10,
+		"OUTCOME_REVOKED":        11,
+		"OUTCOME_UNAVAILABLE":    12,
 	}
 )
 
@@ -153,6 +159,71 @@ func (AlertKind) EnumDescriptor() ([]byte, []int) {
 	return file_actorpb_actor_proto_rawDescGZIP(), []int{1}
 }
 
+// ErrorCode is why a grain could not do what was asked. It crosses the actor boundary instead of
+// error strings; actors.Err* are its Go form, mapped once to HTTP status codes and once to WeChat
+// texts. Field numbers added to existing messages by later changes: 20-29 device grain, 30-39
+// user grain, 40-49 the typed client, 50-59 the device edge.
+type ErrorCode int32
+
+const (
+	ErrorCode_ERROR_CODE_UNSPECIFIED    ErrorCode = 0 // no error
+	ErrorCode_ERROR_CODE_UNAVAILABLE    ErrorCode = 1 // the grain could not load or store its state now: try again later
+	ErrorCode_ERROR_CODE_UNKNOWN_DEVICE ErrorCode = 2 // no such device in the registry
+	ErrorCode_ERROR_CODE_NOT_BOUND      ErrorCode = 3 // the user is not bound to the device
+	ErrorCode_ERROR_CODE_REVOKED        ErrorCode = 4 // the device is revoked
+	ErrorCode_ERROR_CODE_INVALID        ErrorCode = 5 // the request itself is invalid
+	ErrorCode_ERROR_CODE_NOT_OWNER      ErrorCode = 6 // only the device's owner may do this
+)
+
+// Enum value maps for ErrorCode.
+var (
+	ErrorCode_name = map[int32]string{
+		0: "ERROR_CODE_UNSPECIFIED",
+		1: "ERROR_CODE_UNAVAILABLE",
+		2: "ERROR_CODE_UNKNOWN_DEVICE",
+		3: "ERROR_CODE_NOT_BOUND",
+		4: "ERROR_CODE_REVOKED",
+		5: "ERROR_CODE_INVALID",
+		6: "ERROR_CODE_NOT_OWNER",
+	}
+	ErrorCode_value = map[string]int32{
+		"ERROR_CODE_UNSPECIFIED":    0,
+		"ERROR_CODE_UNAVAILABLE":    1,
+		"ERROR_CODE_UNKNOWN_DEVICE": 2,
+		"ERROR_CODE_NOT_BOUND":      3,
+		"ERROR_CODE_REVOKED":        4,
+		"ERROR_CODE_INVALID":        5,
+		"ERROR_CODE_NOT_OWNER":      6,
+	}
+)
+
+func (x ErrorCode) Enum() *ErrorCode {
+	p := new(ErrorCode)
+	*p = x
+	return p
+}
+
+func (x ErrorCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_actorpb_actor_proto_enumTypes[2].Descriptor()
+}
+
+func (ErrorCode) Type() protoreflect.EnumType {
+	return &file_actorpb_actor_proto_enumTypes[2]
+}
+
+func (x ErrorCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorCode.Descriptor instead.
+func (ErrorCode) EnumDescriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{2}
+}
+
 type UserReply_Kind int32
 
 const (
@@ -189,11 +260,11 @@ func (x UserReply_Kind) String() string {
 }
 
 func (UserReply_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_actorpb_actor_proto_enumTypes[2].Descriptor()
+	return file_actorpb_actor_proto_enumTypes[3].Descriptor()
 }
 
 func (UserReply_Kind) Type() protoreflect.EnumType {
-	return &file_actorpb_actor_proto_enumTypes[2]
+	return &file_actorpb_actor_proto_enumTypes[3]
 }
 
 func (x UserReply_Kind) Number() protoreflect.EnumNumber {
@@ -1164,6 +1235,7 @@ type DeviceState struct {
 	RecentOutcomes  []*CommandOutcome      `protobuf:"bytes,14,rep,name=recent_outcomes,json=recentOutcomes,proto3" json:"recent_outcomes,omitempty"` // in snapshots only: finished commands, to answer repeats
 	Denied          bool                   `protobuf:"varint,15,opt,name=denied,proto3" json:"denied,omitempty"`                                      // GetState.open_id is not bound to this device
 	Users           []string               `protobuf:"bytes,16,rep,name=users,proto3" json:"users,omitempty"`                                         // bound OpenIDs, owner first (not in snapshots)
+	Error           ErrorCode              `protobuf:"varint,17,opt,name=error,proto3,enum=sprout.actor.v1.ErrorCode" json:"error,omitempty"`         // not UNSPECIFIED: the grain could not answer (then only device_id is set)
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1308,6 +1380,13 @@ func (x *DeviceState) GetUsers() []string {
 		return x.Users
 	}
 	return nil
+}
+
+func (x *DeviceState) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
 }
 
 // UserMessage is one WeChat callback for a user, handed by the WeChat edge to the user's grain.
@@ -1613,9 +1692,10 @@ func (x *UnbindDevice) GetOpenId() string {
 type BindResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
-	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`        // owner or member
-	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`      // unknown_device, revoked, storage
-	Already       bool                   `protobuf:"varint,4,opt,name=already,proto3" json:"already,omitempty"` // the user was bound before
+	Role          string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`                                 // owner or member
+	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`                               // unknown_device, revoked, storage
+	Already       bool                   `protobuf:"varint,4,opt,name=already,proto3" json:"already,omitempty"`                          // the user was bound before
+	Code          ErrorCode              `protobuf:"varint,5,opt,name=code,proto3,enum=sprout.actor.v1.ErrorCode" json:"code,omitempty"` // the typed form of error
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1676,6 +1756,13 @@ func (x *BindResult) GetAlready() bool {
 		return x.Already
 	}
 	return false
+}
+
+func (x *BindResult) GetCode() ErrorCode {
+	if x != nil {
+		return x.Code
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
 }
 
 // UserNotice tells a user grain about one of their devices.
@@ -2327,6 +2414,182 @@ func (x *TokenReply) GetError() string {
 	return ""
 }
 
+// RevokeDevice revokes a device through its grain: persisted, its connection closed with
+// CLOSE_REASON_DEVICE_REVOKED, and handshakes, commands and binds refused from then on.
+type RevokeDevice struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	By            string                 `protobuf:"bytes,1,opt,name=by,proto3" json:"by,omitempty"`         // who revoked it ("api", "console"), for the event log
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // free text for the event log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeDevice) Reset() {
+	*x = RevokeDevice{}
+	mi := &file_actorpb_actor_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeDevice) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeDevice) ProtoMessage() {}
+
+func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeDevice.ProtoReflect.Descriptor instead.
+func (*RevokeDevice) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RevokeDevice) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *RevokeDevice) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=sprout.actor.v1.ErrorCode" json:"error,omitempty"`
+	RevokedAtMs   int64                  `protobuf:"varint,2,opt,name=revoked_at_ms,json=revokedAtMs,proto3" json:"revoked_at_ms,omitempty"` // when it was revoked (the first time, if it already was)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeResult) Reset() {
+	*x = RevokeResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeResult) ProtoMessage() {}
+
+func (x *RevokeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeResult.ProtoReflect.Descriptor instead.
+func (*RevokeResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RevokeResult) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *RevokeResult) GetRevokedAtMs() int64 {
+	if x != nil {
+		return x.RevokedAtMs
+	}
+	return 0
+}
+
+// BindingChanged tells a user grain that one of its bindings changed, by any path (a scan, the
+// pages, an invitation, the owner removing a member, revocation), so its list of pots stays true.
+type BindingChanged struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Bound         bool                   `protobuf:"varint,2,opt,name=bound,proto3" json:"bound,omitempty"`
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"` // owner or member, when bound
+	AtMs          int64                  `protobuf:"varint,4,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindingChanged) Reset() {
+	*x = BindingChanged{}
+	mi := &file_actorpb_actor_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindingChanged) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindingChanged) ProtoMessage() {}
+
+func (x *BindingChanged) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindingChanged.ProtoReflect.Descriptor instead.
+func (*BindingChanged) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *BindingChanged) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *BindingChanged) GetBound() bool {
+	if x != nil {
+		return x.Bound
+	}
+	return false
+}
+
+func (x *BindingChanged) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *BindingChanged) GetAtMs() int64 {
+	if x != nil {
+		return x.AtMs
+	}
+	return 0
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -2413,7 +2676,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06active\x18\x02 \x01(\bR\x06active\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\x02R\x05value\x12\x1c\n" +
 	"\tthreshold\x18\x04 \x01(\x02R\tthreshold\x12\x19\n" +
-	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\xff\x04\n" +
+	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\xb1\x05\n" +
 	"\vDeviceState\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05known\x18\x02 \x01(\bR\x05known\x12\x16\n" +
@@ -2433,7 +2696,8 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\arevoked\x18\r \x01(\bR\arevoked\x12H\n" +
 	"\x0frecent_outcomes\x18\x0e \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\x0erecentOutcomes\x12\x16\n" +
 	"\x06denied\x18\x0f \x01(\bR\x06denied\x12\x14\n" +
-	"\x05users\x18\x10 \x03(\tR\x05users\"\xff\x02\n" +
+	"\x05users\x18\x10 \x03(\tR\x05users\x120\n" +
+	"\x05error\x18\x11 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\"\xff\x02\n" +
 	"\vUserMessage\x12\x1b\n" +
 	"\tdedup_key\x18\x01 \x01(\tR\bdedupKey\x12\x19\n" +
 	"\bmsg_type\x18\x02 \x01(\tR\amsgType\x12\x14\n" +
@@ -2468,13 +2732,14 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\aopen_id\x18\x01 \x01(\tR\x06openId\x12\x10\n" +
 	"\x03via\x18\x02 \x01(\tR\x03via\"'\n" +
 	"\fUnbindDevice\x12\x17\n" +
-	"\aopen_id\x18\x01 \x01(\tR\x06openId\"`\n" +
+	"\aopen_id\x18\x01 \x01(\tR\x06openId\"\x90\x01\n" +
 	"\n" +
 	"BindResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
-	"\aalready\x18\x04 \x01(\bR\aalready\"\xef\x02\n" +
+	"\aalready\x18\x04 \x01(\bR\aalready\x12.\n" +
+	"\x04code\x18\x05 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x04code\"\xef\x02\n" +
 	"\n" +
 	"UserNotice\x12\x1b\n" +
 	"\tnotice_id\x18\x01 \x01(\tR\bnoticeId\x12\x1b\n" +
@@ -2520,7 +2785,18 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\n" +
 	"TokenReply\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*\xf9\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"6\n" +
+	"\fRevokeDevice\x12\x0e\n" +
+	"\x02by\x18\x01 \x01(\tR\x02by\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"d\n" +
+	"\fRevokeResult\x120\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\x12\"\n" +
+	"\rrevoked_at_ms\x18\x02 \x01(\x03R\vrevokedAtMs\"l\n" +
+	"\x0eBindingChanged\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
+	"\x05bound\x18\x02 \x01(\bR\x05bound\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x13\n" +
+	"\x05at_ms\x18\x04 \x01(\x03R\x04atMs*\xa7\x02\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUTCOME_DONE\x10\x01\x12\x12\n" +
@@ -2533,13 +2809,23 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x0fOUTCOME_INVALID\x10\b\x12\x13\n" +
 	"\x0fOUTCOME_PENDING\x10\t\x12\x15\n" +
 	"\x11OUTCOME_NOT_BOUND\x10\n" +
-	"*\x8e\x01\n" +
+	"\x12\x13\n" +
+	"\x0fOUTCOME_REVOKED\x10\v\x12\x17\n" +
+	"\x13OUTCOME_UNAVAILABLE\x10\f*\x8e\x01\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ALERT_KIND_SOIL_DRY\x10\x01\x12\x16\n" +
 	"\x12ALERT_KIND_TOO_HOT\x10\x02\x12\x19\n" +
 	"\x15ALERT_KIND_TANK_EMPTY\x10\x03\x12\x19\n" +
-	"\x15ALERT_KIND_PUMP_FAULT\x10\x04B/Z-github.com/sprout-iot/sprout/messages/actorpbb\x06proto3"
+	"\x15ALERT_KIND_PUMP_FAULT\x10\x04*\xc6\x01\n" +
+	"\tErrorCode\x12\x1a\n" +
+	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ERROR_CODE_UNAVAILABLE\x10\x01\x12\x1d\n" +
+	"\x19ERROR_CODE_UNKNOWN_DEVICE\x10\x02\x12\x18\n" +
+	"\x14ERROR_CODE_NOT_BOUND\x10\x03\x12\x16\n" +
+	"\x12ERROR_CODE_REVOKED\x10\x04\x12\x16\n" +
+	"\x12ERROR_CODE_INVALID\x10\x05\x12\x18\n" +
+	"\x14ERROR_CODE_NOT_OWNER\x10\x06B/Z-github.com/sprout-iot/sprout/messages/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -2553,96 +2839,103 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
-	(UserReply_Kind)(0),            // 2: sprout.actor.v1.UserReply.Kind
-	(*ConnRef)(nil),                // 3: sprout.actor.v1.ConnRef
-	(*Authenticate)(nil),           // 4: sprout.actor.v1.Authenticate
-	(*AuthResult)(nil),             // 5: sprout.actor.v1.AuthResult
-	(*Deliver)(nil),                // 6: sprout.actor.v1.Deliver
-	(*Report)(nil),                 // 7: sprout.actor.v1.Report
-	(*ReportAck)(nil),              // 8: sprout.actor.v1.ReportAck
-	(*DeliverResult)(nil),          // 9: sprout.actor.v1.DeliverResult
-	(*Detach)(nil),                 // 10: sprout.actor.v1.Detach
-	(*SendCommand)(nil),            // 11: sprout.actor.v1.SendCommand
-	(*CommandOutcome)(nil),         // 12: sprout.actor.v1.CommandOutcome
-	(*GetState)(nil),               // 13: sprout.actor.v1.GetState
-	(*Alert)(nil),                  // 14: sprout.actor.v1.Alert
-	(*DeviceState)(nil),            // 15: sprout.actor.v1.DeviceState
-	(*UserMessage)(nil),            // 16: sprout.actor.v1.UserMessage
-	(*UserReply)(nil),              // 17: sprout.actor.v1.UserReply
-	(*BindDevice)(nil),             // 18: sprout.actor.v1.BindDevice
-	(*UnbindDevice)(nil),           // 19: sprout.actor.v1.UnbindDevice
-	(*BindResult)(nil),             // 20: sprout.actor.v1.BindResult
-	(*UserNotice)(nil),             // 21: sprout.actor.v1.UserNotice
-	(*Subscribe)(nil),              // 22: sprout.actor.v1.Subscribe
-	(*Unsubscribe)(nil),            // 23: sprout.actor.v1.Unsubscribe
-	(*DeviceNotice)(nil),           // 24: sprout.actor.v1.DeviceNotice
-	(*Flapping)(nil),               // 25: sprout.actor.v1.Flapping
-	(*Presence)(nil),               // 26: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 27: sprout.actor.v1.TraceContext
-	(*TokenRequest)(nil),           // 28: sprout.actor.v1.TokenRequest
-	(*TokenReply)(nil),             // 29: sprout.actor.v1.TokenReply
-	(devicepb.CloseReason)(0),      // 30: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 31: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 32: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 33: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 34: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 35: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 36: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 37: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 38: sprout.device.v1.Config
+	(ErrorCode)(0),                 // 2: sprout.actor.v1.ErrorCode
+	(UserReply_Kind)(0),            // 3: sprout.actor.v1.UserReply.Kind
+	(*ConnRef)(nil),                // 4: sprout.actor.v1.ConnRef
+	(*Authenticate)(nil),           // 5: sprout.actor.v1.Authenticate
+	(*AuthResult)(nil),             // 6: sprout.actor.v1.AuthResult
+	(*Deliver)(nil),                // 7: sprout.actor.v1.Deliver
+	(*Report)(nil),                 // 8: sprout.actor.v1.Report
+	(*ReportAck)(nil),              // 9: sprout.actor.v1.ReportAck
+	(*DeliverResult)(nil),          // 10: sprout.actor.v1.DeliverResult
+	(*Detach)(nil),                 // 11: sprout.actor.v1.Detach
+	(*SendCommand)(nil),            // 12: sprout.actor.v1.SendCommand
+	(*CommandOutcome)(nil),         // 13: sprout.actor.v1.CommandOutcome
+	(*GetState)(nil),               // 14: sprout.actor.v1.GetState
+	(*Alert)(nil),                  // 15: sprout.actor.v1.Alert
+	(*DeviceState)(nil),            // 16: sprout.actor.v1.DeviceState
+	(*UserMessage)(nil),            // 17: sprout.actor.v1.UserMessage
+	(*UserReply)(nil),              // 18: sprout.actor.v1.UserReply
+	(*BindDevice)(nil),             // 19: sprout.actor.v1.BindDevice
+	(*UnbindDevice)(nil),           // 20: sprout.actor.v1.UnbindDevice
+	(*BindResult)(nil),             // 21: sprout.actor.v1.BindResult
+	(*UserNotice)(nil),             // 22: sprout.actor.v1.UserNotice
+	(*Subscribe)(nil),              // 23: sprout.actor.v1.Subscribe
+	(*Unsubscribe)(nil),            // 24: sprout.actor.v1.Unsubscribe
+	(*DeviceNotice)(nil),           // 25: sprout.actor.v1.DeviceNotice
+	(*Flapping)(nil),               // 26: sprout.actor.v1.Flapping
+	(*Presence)(nil),               // 27: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 28: sprout.actor.v1.TraceContext
+	(*TokenRequest)(nil),           // 29: sprout.actor.v1.TokenRequest
+	(*TokenReply)(nil),             // 30: sprout.actor.v1.TokenReply
+	(*RevokeDevice)(nil),           // 31: sprout.actor.v1.RevokeDevice
+	(*RevokeResult)(nil),           // 32: sprout.actor.v1.RevokeResult
+	(*BindingChanged)(nil),         // 33: sprout.actor.v1.BindingChanged
+	(devicepb.CloseReason)(0),      // 34: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 35: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 36: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 37: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 38: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 39: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 40: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 41: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 42: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
-	3,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	27, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
-	30, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	31, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	32, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	32, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	33, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	27, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	35, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	27, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	30, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	36, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	27, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	30, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	37, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	38, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	27, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	4,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
+	28, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	34, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	35, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	36, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	36, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	37, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	28, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
+	38, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	39, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	28, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	34, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	40, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	28, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	34, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	41, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	42, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	28, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
 	0,  // 18: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	37, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	27, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	41, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	28, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
 	1,  // 21: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	34, // 22: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	14, // 23: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	38, // 24: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	3,  // 25: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	12, // 26: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	12, // 27: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	27, // 28: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	2,  // 29: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	14, // 30: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	26, // 31: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	25, // 32: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	34, // 33: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	27, // 34: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	14, // 35: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	12, // 36: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	26, // 37: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	25, // 38: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	27, // 39: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	30, // 40: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	38, // 22: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	15, // 23: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	42, // 24: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	4,  // 25: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	13, // 26: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	13, // 27: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	2,  // 28: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
+	28, // 29: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	3,  // 30: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	2,  // 31: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
+	15, // 32: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	27, // 33: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	26, // 34: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	38, // 35: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	28, // 36: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	15, // 37: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	13, // 38: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	27, // 39: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	26, // 40: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	28, // 41: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	34, // 42: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	2,  // 43: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -2670,8 +2963,8 @@ func file_actorpb_actor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   27,
+			NumEnums:      4,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
