@@ -12,6 +12,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"github.com/asynkron/protoactor-go/cluster/clusterproviders/test"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sprout-iot/sprout/actors"
@@ -153,6 +155,13 @@ func (r *userRecorder) kind() *pcluster.Kind {
 // startNode starts a node on the SQLite store in dir (a fresh one when dir is empty).
 func startNode(t *testing.T, dir string, opts actors.DeviceOptions) *node {
 	t.Helper()
+	return startNodeWith(t, dir, opts, cluster.Options{}, true)
+}
+
+// startNodeWith is startNode with the member's options, and with or without the recording user
+// grains.
+func startNodeWith(t *testing.T, dir string, opts actors.DeviceOptions, co cluster.Options, users bool) *node {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -163,7 +172,11 @@ func startNode(t *testing.T, dir string, opts actors.DeviceOptions) *node {
 	n := &node{dir: dir, sql: st, store: &faultyStore{Store: st, UserStore: st}, users: &userRecorder{}}
 	log := edgetest.Quiet()
 	opts.Store, opts.Users, opts.Logger = n.store, n.store, log
-	m, err := cluster.Start(cluster.Options{Logger: log, Kinds: []*pcluster.Kind{actors.NewDeviceKind(opts), n.users.kind()}})
+	co.Logger, co.Kinds = log, []*pcluster.Kind{actors.NewDeviceKind(opts)}
+	if users {
+		co.Kinds = append(co.Kinds, n.users.kind())
+	}
+	m, err := cluster.Start(co)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,6 +302,7 @@ func closeReason(err error) devicepb.CloseReason {
 }
 
 func TestRevokedDeviceIsDisconnectedAtOnce(t *testing.T) {
+	t.Parallel()
 	n := startNode(t, "", actors.DeviceOptions{})
 	secret := edgetest.AddDevice(t, n.sql, "pot-1", "pot")
 	if r := n.bind(t, "pot-1", "alice"); !r.Ok || r.Role != actors.RoleOwner {
@@ -344,6 +358,7 @@ func TestRevokedDeviceIsDisconnectedAtOnce(t *testing.T) {
 }
 
 func TestGrainThatCannotLoadAnswersUnavailable(t *testing.T) {
+	t.Parallel()
 	n := startNode(t, "", actors.DeviceOptions{})
 	edgetest.AddDevice(t, n.sql, "pot-1", "pot")
 	n.store.failReads.Store(true)
@@ -383,6 +398,7 @@ func TestGrainThatCannotLoadAnswersUnavailable(t *testing.T) {
 }
 
 func TestCommandResentAfterRestartIsTheCommandAsked(t *testing.T) {
+	t.Parallel()
 	n := startNode(t, "", actors.DeviceOptions{})
 	secret := edgetest.AddDevice(t, n.sql, "pot-1", "pot")
 	c := edgetest.Dial(t, n.addr, "pot-1", secret)
@@ -421,8 +437,10 @@ func mustPID(t *testing.T, n *node, id string) *actor.PID {
 	return pid
 }
 
-func TestStepWhoseWriteFailsIsNotKept(t *testing.T) {
-	n := startNode(t, "", actors.DeviceOptions{})
+func TestDisconnectWhoseWriteFailsIsKeptOnlyOnceStored(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	n := startNode(t, "", actors.DeviceOptions{Clock: clock})
 	s := edgetest.AddDevice(t, n.sql, "pot-1", "pot")
 	c := edgetest.Dial(t, n.addr, "pot-1", s)
 	actortest.Eventually(t, 5*time.Second, "online", func() bool { return n.state(t, "pot-1").Online })
@@ -432,5 +450,190 @@ func TestStepWhoseWriteFailsIsNotKept(t *testing.T) {
 	actortest.Eventually(t, 5*time.Second, "the offline step tried", func() bool { return n.store.failedWrites.Load() > 0 })
 	if st := n.state(t, "pot-1"); !st.Online {
 		t.Fatal("the grain says offline although storing that failed: memory ran ahead of storage")
+	}
+	// Storage comes back; the step is tried again after its backoff and holds once stored.
+	n.store.failWrites.Store(false)
+	waitTimers(t, clock, 1)
+	clock.Advance(actors.DefaultStepRetry)
+	actortest.Eventually(t, 5*time.Second, "offline once stored", func() bool { return !n.state(t, "pot-1").Online })
+	if evs := n.events(t, "pot-1"); !contains(evs, actors.EventKindOffline) {
+		t.Fatalf("offline but not in the event log: %v", evs)
+	}
+}
+
+func TestDeadlineWhoseWriteFailsEndsTheCommandOnceStored(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	n := startNode(t, "", actors.DeviceOptions{Clock: clock})
+	s := edgetest.AddDevice(t, n.sql, "pot-1", "pot")
+	c := edgetest.Dial(t, n.addr, "pot-1", s)
+	f := n.member.Cluster.ActorSystem.Root.RequestFuture(mustPID(t, n, "pot-1"),
+		&actorpb.SendCommand{CommandId: "r1", Kind: devicepb.CommandKind_COMMAND_KIND_READ_NOW, TimeoutMs: 5000}, 10*time.Second)
+	awaitCommand(t, c)
+	waitTimers(t, clock, 1) // the deadline
+
+	n.store.failWrites.Store(true)
+	clock.Advance(5 * time.Second)
+	actortest.Eventually(t, 5*time.Second, "the deadline step tried", func() bool { return n.store.failedWrites.Load() > 0 })
+	if st := n.state(t, "pot-1"); len(st.OpenCommands) != 1 {
+		t.Fatalf("the command ended although storing that failed: %v", st.OpenCommands)
+	}
+	n.store.failWrites.Store(false)
+	waitTimers(t, clock, 1) // the retry
+	clock.Advance(actors.DefaultStepRetry)
+	res, err := f.Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := res.(*actorpb.CommandOutcome); out.Outcome != actorpb.Outcome_OUTCOME_TIMED_OUT {
+		t.Fatalf("outcome %s, want TIMED_OUT", out.Outcome)
+	}
+	if st := n.state(t, "pot-1"); len(st.OpenCommands) != 0 {
+		t.Fatalf("still open: %v", st.OpenCommands)
+	}
+}
+
+func TestCommandWithoutResultTimesOutAtItsDeadline(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	n := startNode(t, "", actors.DeviceOptions{Clock: clock})
+	s := edgetest.AddDevice(t, n.sql, "pot-1", "pot")
+	c := edgetest.Dial(t, n.addr, "pot-1", s)
+	f := n.member.Cluster.ActorSystem.Root.RequestFuture(mustPID(t, n, "pot-1"),
+		&actorpb.SendCommand{CommandId: "w1", Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 500, TimeoutMs: 30000}, 10*time.Second)
+	if cmd := awaitCommand(t, c); cmd.DeadlineMs != 30000 {
+		t.Fatalf("the pot was given %d ms", cmd.DeadlineMs)
+	}
+	waitTimers(t, clock, 1)
+	clock.Advance(29 * time.Second)
+	if st := n.state(t, "pot-1"); len(st.OpenCommands) != 1 {
+		t.Fatal("ended before its deadline")
+	}
+	clock.Advance(time.Second)
+	res, err := f.Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := res.(*actorpb.CommandOutcome); out.Outcome != actorpb.Outcome_OUTCOME_TIMED_OUT {
+		t.Fatalf("outcome %s, want TIMED_OUT", out.Outcome)
+	}
+}
+
+func TestIdleGrainPassivates(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	n := startNode(t, "", actors.DeviceOptions{Clock: clock, IdleTimeout: time.Minute})
+	edgetest.AddDevice(t, n.sql, "pot-1", "pot")
+	n.state(t, "pot-1")
+	pid := mustPID(t, n, "pot-1")
+	active := func() bool { _, ok := n.member.System.ProcessRegistry.GetLocal(pid.Id); return ok }
+	if !active() {
+		t.Fatal("no activation")
+	}
+	waitTimers(t, clock, 1)
+	clock.Advance(59 * time.Second)
+	if !active() {
+		t.Fatal("passivated before its idle timeout")
+	}
+	clock.Advance(time.Second)
+	actortest.Eventually(t, 5*time.Second, "passivation", func() bool { return !active() })
+}
+
+func TestFlappingBanEndsOnTheClock(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	n := startNode(t, "", actors.DeviceOptions{Clock: clock, FlapConnects: 2, FlapWindow: time.Minute, FlapBan: 3 * time.Minute})
+	s := edgetest.AddDevice(t, n.sql, "pot-1", "pot")
+	for i := 0; i < 2; i++ {
+		c, err := handshake(n.addr, "pot-1", s)
+		if err != nil {
+			t.Fatalf("connect %d: %v", i+1, err)
+		}
+		c.Close()
+	}
+	_, err := handshake(n.addr, "pot-1", s)
+	var ec *plant.ErrClosed
+	if !errors.As(err, &ec) || ec.Reason != devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE || ec.ReconnectAfterMs == 0 {
+		t.Fatalf("a third connect within the window: %v, want refused with a time to come back", err)
+	}
+	clock.Advance(3*time.Minute - time.Second)
+	if _, err := handshake(n.addr, "pot-1", s); closeReason(err) != devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE {
+		t.Fatalf("connect during the ban: %v", err)
+	}
+	clock.Advance(time.Second)
+	c, err := handshake(n.addr, "pot-1", s)
+	if err != nil {
+		t.Fatalf("connect after the ban: %v", err)
+	}
+	c.Close()
+}
+
+// waitTimers waits until the grains hold n timers on the clock.
+func waitTimers(t *testing.T, clock *clockwork.FakeClock, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := clock.BlockUntilContext(ctx, n); err != nil {
+		t.Fatalf("waiting for %d timers: %v", n, err)
+	}
+}
+
+func TestDeviceGrainDoesNotWaitForALostMember(t *testing.T) {
+	t.Parallel()
+	// A member that hosted the user grains is lost: still in the member list, its port dead. Every
+	// look-up of a user grain now waits for the cluster's request timeout.
+	agent := test.NewInMemAgent()
+	n := startNodeWith(t, "", actors.DeviceOptions{}, cluster.Options{LocalAgent: agent, RequestTimeout: 3 * time.Second}, false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	agent.RegisterService(test.NewAgentServiceStatus("lost-member", "127.0.0.1", dead, []string{actors.UserKind}))
+	actortest.Eventually(t, 5*time.Second, "the lost member in the member list", func() bool {
+		return n.member.Cluster.MemberList.Members().Len() == 2
+	})
+	secret := edgetest.AddDevice(t, n.sql, "pot-1", "pot")
+	for _, u := range []string{"alice", "bob"} {
+		if err := n.sql.Bind(context.Background(), actors.Binding{DeviceID: "pot-1", OpenID: u, Role: actors.RoleMember, BoundAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := edgetest.Dial(t, n.addr, "pot-1", secret)
+	// A dry reading raises an alert for both users, the next reading only needs its ack: the
+	// device edge fails a grain that does not answer within its grain timeout (5 s by default).
+	start := time.Now()
+	for seq, moisture := range []float32{5, 6} {
+		if err := c.Report(&devicepb.Telemetry{Seq: uint64(seq + 1), SoilMoisturePct: moisture, TemperatureC: 20, TankLevelPct: 80}, 10*time.Second, nil); err != nil {
+			t.Fatalf("reading %d: %v", seq+1, err)
+		}
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("two readings took %v to be acked: the grain waited on the lost member", took)
+	}
+}
+
+func TestEveryBindingChangeReachesTheUser(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "", actors.DeviceOptions{})
+	edgetest.AddDevice(t, n.sql, "pot-1", "pot")
+	n.bind(t, "pot-1", "alice")
+	n.bind(t, "pot-1", "bob")
+	n.bind(t, "pot-1", "bob") // again: no change, nothing to tell
+	// The owner leaves (the pages' "remove", a WeChat unbind): bob becomes the owner.
+	if r := n.request(t, "pot-1", &actorpb.UnbindDevice{OpenId: "alice"}).(*actorpb.BindResult); !r.Ok {
+		t.Fatalf("unbind: %v", r)
+	}
+	want := []string{"alice: bound=true role=owner", "bob: bound=true role=member", "alice: bound=false role=", "bob: bound=true role=owner"}
+	actortest.Eventually(t, 5*time.Second, "every change told", func() bool { return len(n.users.all()) >= len(want) })
+	got := n.users.all()
+	for _, w := range want {
+		if !contains(got, w) {
+			t.Fatalf("users were told %q, missing %q", got, w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("users were told %q, want exactly %q", got, want)
 	}
 }
