@@ -99,7 +99,7 @@ type effects struct {
 	snapshot bool // persist a new snapshot of the core
 
 	frames    []*devicepb.Frame // to the attached connection
-	closeConn *actorpb.ConnRef  // a connection to close, with closeWhy (and closeDetail)
+	closeConn *actorpb.ConnRef  // a connection to close, with closeWhy and closeText
 	closeWhy  devicepb.CloseReason
 	closeText string
 	bindings  []*bindingChange          // binding changes to tell the users concerned

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,7 +67,7 @@ func (c *deviceCore) addUser(b Binding, fx *effects) {
 func (c *deviceCore) removeUser(openID string, now time.Time, fx *effects) bool {
 	for i, b := range c.users {
 		if b.OpenID == openID {
-			c.users = append(c.users[:i:i], c.users[i+1:]...)
+			c.users = slices.Delete(slices.Clone(c.users), i, i+1) // a copy: the held state shares the array
 			fx.bindings = append(fx.bindings, &bindingChange{openID: openID,
 				msg: &actorpb.BindingChanged{DeviceId: c.id, AtMs: now.UnixMilli()}})
 			if len(c.users) > 0 && b.Role == RoleOwner {
