@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -46,14 +47,15 @@ func DefaultConfig() *devicepb.Config {
 // deviceCore is the device grain's state and decision logic: plain values in, effects out. It never
 // does I/O and never reads a clock; the shell (device_grain.go) performs the effects.
 //
-// A step that must be persisted mutates the core first; if persisting fails the shell restores the
-// checkpoint taken before the step, so memory never runs ahead of storage.
+// A step never changes the state the shell holds: the shell runs it on next() (a copy) and keeps
+// the copy only once the step's effects are durable, so memory never runs ahead of storage.
 type deviceCore struct {
-	id       string
-	known    bool
-	revoked  bool
-	config   *devicepb.Config
-	firmware string
+	id        string
+	known     bool
+	revoked   bool
+	revokedAt time.Time // when it was revoked (the first time)
+	config    *devicepb.Config
+	firmware  string
 
 	online   bool
 	conn     *actorpb.ConnRef
@@ -63,6 +65,8 @@ type deviceCore struct {
 	latest   *devicepb.Telemetry
 	latestAt time.Time
 
+	// The maps are nil while empty (next copies only what is there); write through setAlert and
+	// setOpen.
 	alerts map[actorpb.AlertKind]*actorpb.Alert // active alerts only
 
 	open   map[string]*openCommand // commands sent (or waiting to be resent) without an outcome
@@ -94,8 +98,11 @@ type effects struct {
 	events   []Event
 	snapshot bool // persist a new snapshot of the core
 
-	frames    []*devicepb.Frame         // to the attached connection
-	closeConn *actorpb.ConnRef          // a replaced connection to close with CLOSE_REASON_REPLACED
+	frames    []*devicepb.Frame // to the attached connection
+	closeConn *actorpb.ConnRef  // a connection to close, with closeWhy and closeText
+	closeWhy  devicepb.CloseReason
+	closeText string
+	bindings  []*bindingChange          // binding changes to tell the users concerned
 	outcomes  []*actorpb.CommandOutcome // to whoever waits for these commands, and published
 	notices   []*actorpb.DeviceNotice   // published to subscribers
 	timers    []timer                   // command deadlines to arm
@@ -118,45 +125,50 @@ func (e *effects) event(at time.Time, kind string, seq uint64, body proto.Messag
 	e.events = append(e.events, Event{At: at, Kind: kind, Seq: seq, Body: b})
 }
 
+// bindingChange is one user's binding changed by a step, to be told to their user grain.
+type bindingChange struct {
+	openID string
+	msg    *actorpb.BindingChanged
+}
+
 func newDeviceCore(id string) *deviceCore {
-	return &deviceCore{
-		id:     id,
-		config: DefaultConfig(),
-		alerts: map[actorpb.AlertKind]*actorpb.Alert{},
-		open:   map[string]*openCommand{},
-	}
+	return &deviceCore{id: id, config: DefaultConfig()}
 }
 
-// checkpoint is the part of the core a failed step may have changed.
-type checkpoint struct {
-	c      deviceCore
-	alerts map[actorpb.AlertKind]*actorpb.Alert
-	open   map[string]*openCommand
-	recent []*actorpb.CommandOutcome
-}
-
-func (c *deviceCore) checkpoint() checkpoint {
-	// The maps are copied only when they hold something: on the telemetry hot path they are
-	// usually empty, and an empty map restored as a fresh one behaves the same.
-	cp := checkpoint{c: *c, recent: c.recent}
+// next is a copy of the state for one step to change: the shell keeps it only once the step's
+// effects are durable. The values a step replaces but never changes in place (messages, alerts,
+// open commands) are shared; the maps and slices a step changes are copied (the maps only when
+// they hold something: on the telemetry hot path they are empty).
+func (c *deviceCore) next() *deviceCore {
+	n := *c
 	if len(c.alerts) > 0 {
-		cp.alerts = maps.Clone(c.alerts)
+		n.alerts = maps.Clone(c.alerts)
+	} else {
+		n.alerts = nil
 	}
 	if len(c.open) > 0 {
-		cp.open = maps.Clone(c.open)
+		n.open = maps.Clone(c.open)
+	} else {
+		n.open = nil
 	}
-	return cp
+	n.recent = slices.Clip(c.recent)
+	n.users = slices.Clip(c.users)
+	n.connects = slices.Clone(c.connects)
+	return &n
 }
 
-func (c *deviceCore) restore(cp checkpoint) {
-	*c = cp.c
-	c.alerts, c.open, c.recent = cp.alerts, cp.open, cp.recent
+func (c *deviceCore) setAlert(k actorpb.AlertKind, a *actorpb.Alert) {
 	if c.alerts == nil {
 		c.alerts = map[actorpb.AlertKind]*actorpb.Alert{}
 	}
+	c.alerts[k] = a
+}
+
+func (c *deviceCore) setOpen(oc *openCommand) {
 	if c.open == nil {
 		c.open = map[string]*openCommand{}
 	}
+	c.open[oc.req.CommandId] = oc
 }
 
 // recover rebuilds the core from storage (presence is never recovered: a device is offline until it
@@ -164,7 +176,7 @@ func (c *deviceCore) restore(cp checkpoint) {
 func (c *deviceCore) recover(d Device, r Recovered, now time.Time) (effects, error) {
 	var fx effects
 	c.known = true
-	c.revoked = d.Revoked()
+	c.revoked, c.revokedAt = d.Revoked(), d.RevokedAt
 	c.lastSeq = r.LastSeq
 	if r.Latest != nil {
 		c.latest = readingToTelemetry(*r.Latest)
@@ -180,15 +192,21 @@ func (c *deviceCore) recover(d Device, r Recovered, now time.Time) (effects, err
 			c.config = snap.Config
 		}
 		for _, a := range snap.Alerts {
-			c.alerts[a.Kind] = a
-		}
-		for _, o := range snap.OpenCommands {
-			c.open[o.CommandId] = &openCommand{
-				req:      &actorpb.SendCommand{CommandId: o.CommandId, Kind: o.Kind, RequestedBy: o.RequestedBy},
-				deadline: time.UnixMilli(o.AtMs),
-			}
+			c.setAlert(a.Kind, a)
 		}
 		c.recent = snap.RecentOutcomes
+		for _, o := range snap.OpenCommands {
+			oc := &openCommand{req: o.Command, deadline: time.UnixMilli(o.AtMs)}
+			if oc.req == nil || oc.req.CommandId != o.CommandId {
+				// Written before snapshots kept the command itself: what the command was is lost, so
+				// it is never resent (a WATER without water_ms would be refused by the pot, a
+				// SET_CONFIG without its config is not what was asked). It ends now, honestly.
+				oc.req = &actorpb.SendCommand{CommandId: o.CommandId, Kind: o.Kind, RequestedBy: o.RequestedBy}
+				c.finish(&fx, oc, actorpb.Outcome_OUTCOME_FAILED, "the command was lost in a restart (its content was not kept); it was not resent", 0, now)
+				continue
+			}
+			c.setOpen(oc)
+		}
 	}
 	// Commands whose deadline passed while no activation watched them end now, loudly.
 	for id, oc := range c.open {
@@ -213,6 +231,7 @@ func (c *deviceCore) snapshot() []byte {
 		s.OpenCommands = append(s.OpenCommands, &actorpb.CommandOutcome{
 			DeviceId: c.id, CommandId: id, Outcome: actorpb.Outcome_OUTCOME_PENDING,
 			AtMs: oc.deadline.UnixMilli(), RequestedBy: oc.req.RequestedBy, Kind: oc.req.Kind,
+			Command: oc.req,
 		})
 	}
 	b, _ := proto.Marshal(s)
@@ -267,7 +286,7 @@ func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessio
 		return res, fx
 	}
 	if c.online && c.conn != nil && c.conn.SessionId != m.Conn.GetSessionId() {
-		fx.closeConn = c.conn
+		fx.closeConn, fx.closeWhy, fx.closeText = c.conn, devicepb.CloseReason_CLOSE_REASON_REPLACED, "replaced by a newer connection"
 	}
 	c.online = true
 	c.conn = m.Conn
@@ -335,6 +354,10 @@ func (c *deviceCore) detach(sessionID string, reason devicepb.CloseReason, now t
 // report handles a Telemetry or Event frame. The reply says what to ack.
 func (c *deviceCore) report(m *actorpb.Report, now time.Time) (*actorpb.ReportAck, effects) {
 	var fx effects
+	if c.revoked {
+		// A session that outlived the revocation (its Close still on the way).
+		return &actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_DEVICE_REVOKED, Detail: "device revoked"}, fx
+	}
 	if !c.online || c.conn.GetSessionId() != m.SessionId {
 		return &actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_REPLACED, Detail: "session is not attached"}, fx
 	}
@@ -418,7 +441,7 @@ func (c *deviceCore) raise(fx *effects, k actorpb.AlertKind, value, threshold fl
 		return // already raised: no storm
 	}
 	a := &actorpb.Alert{Kind: k, Active: true, Value: value, Threshold: threshold, SinceMs: now.UnixMilli()}
-	c.alerts[k] = a
+	c.setAlert(k, a)
 	fx.event(now, EventKindAlertRaised, 0, a)
 	fx.snapshot = true
 	fx.notices = append(fx.notices, c.notice(now, &actorpb.DeviceNotice{Body: &actorpb.DeviceNotice_Alert{Alert: a}}))
@@ -473,7 +496,7 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 	case !c.known:
 		return answer(actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE, "unknown device")
 	case c.revoked:
-		return answer(actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE, "device revoked")
+		return answer(actorpb.Outcome_OUTCOME_REVOKED, "device revoked")
 	case !c.mayCommand(m.RequestedBy):
 		return answer(actorpb.Outcome_OUTCOME_NOT_BOUND, "not bound to this device")
 	case !c.online:
@@ -488,8 +511,15 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 	if m.TimeoutMs != 0 {
 		timeout = time.Duration(m.TimeoutMs) * time.Millisecond
 	}
-	oc := &openCommand{req: m, sentAt: now, deadline: now.Add(timeout)}
-	c.open[m.CommandId] = oc
+	// The command is kept as asked (its trace is not part of it), so a resend after a restart
+	// is the same command.
+	req := m
+	if m.Trace != nil {
+		req = proto.Clone(m).(*actorpb.SendCommand)
+		req.Trace = nil
+	}
+	oc := &openCommand{req: req, sentAt: now, deadline: now.Add(timeout)}
+	c.setOpen(oc)
 	fx.event(now, EventKindCommandSent, 0, m)
 	fx.snapshot = true
 	fx.frames = append(fx.frames, commandFrame(oc, now))
@@ -597,6 +627,39 @@ func (c *deviceCore) expire(commandID string, now time.Time) effects {
 		return fx
 	}
 	c.finish(&fx, oc, actorpb.Outcome_OUTCOME_TIMED_OUT, "no result before the deadline", 0, now)
+	return fx
+}
+
+// revoke revokes the device at now (kept: the registry already says so) and ends the bindings in
+// unbound (removed from storage by the shell). The open connection is closed with
+// CLOSE_REASON_DEVICE_REVOKED and open commands end as revoked. Revoking again only ends the
+// bindings still left.
+func (c *deviceCore) revoke(m *actorpb.RevokeDevice, unbound []string, now time.Time) effects {
+	var fx effects
+	if !c.revoked {
+		c.revoked, c.revokedAt = true, now
+		fx.event(now, EventKindRevoked, 0, m)
+		fx.snapshot = true
+		if c.online {
+			fx.closeConn, fx.closeWhy, fx.closeText = c.conn, devicepb.CloseReason_CLOSE_REASON_DEVICE_REVOKED, "device revoked"
+			c.online, c.conn = false, nil
+			p := &actorpb.Presence{Online: false, Reason: devicepb.CloseReason_CLOSE_REASON_DEVICE_REVOKED}
+			fx.event(now, EventKindOffline, 0, p)
+			fx.notices = append(fx.notices, c.notice(now, &actorpb.DeviceNotice{Body: &actorpb.DeviceNotice_Presence{Presence: p}}))
+		}
+		for _, oc := range c.openByDeadline() {
+			c.finish(&fx, oc, actorpb.Outcome_OUTCOME_REVOKED, "device revoked", 0, now)
+		}
+	}
+	// No one is promoted to owner: a revoked device has none.
+	for _, openID := range unbound {
+		if i := slices.IndexFunc(c.users, func(b Binding) bool { return b.OpenID == openID }); i >= 0 {
+			c.users = slices.Delete(slices.Clone(c.users), i, i+1)
+			fx.event(now, EventKindUnbound, 0, &actorpb.UnbindDevice{OpenId: openID})
+			fx.bindings = append(fx.bindings, &bindingChange{openID: openID,
+				msg: &actorpb.BindingChanged{DeviceId: c.id, AtMs: now.UnixMilli()}})
+		}
+	}
 	return fx
 }
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
@@ -95,16 +97,18 @@ func TestReportFromAStaleSessionIsRefused(t *testing.T) {
 	}
 }
 
-func TestCheckpointRestoresAFailedStep(t *testing.T) {
+func TestAStepOnTheNextStateLeavesTheHeldOneAsItWas(t *testing.T) {
 	c := onlineCore(t)
-	cp := c.checkpoint()
-	c.report(tel(1, 5, 20, 80), t0)
-	if c.lastSeq != 1 || len(c.alerts) != 1 {
-		t.Fatal("step did not apply")
+	c.sendCommand(&actorpb.SendCommand{CommandId: "c0", Kind: devicepb.CommandKind_COMMAND_KIND_READ_NOW}, t0)
+	held := c.snapshot()
+	next := c.next()
+	next.report(tel(1, 5, 20, 80), t0)
+	next.result(&actorpb.DeliverResult{Result: &devicepb.CommandResult{CommandId: "c0", Status: devicepb.CommandStatus_COMMAND_STATUS_DONE}}, t0)
+	if next.lastSeq != 1 || len(next.alerts) != 1 || len(next.open) != 0 || len(next.recent) != 1 {
+		t.Fatal("the step did not apply to the next state")
 	}
-	c.restore(cp)
-	if c.lastSeq != 0 || len(c.alerts) != 0 || c.latest != nil {
-		t.Fatalf("restore left state behind: seq %d alerts %v", c.lastSeq, c.alerts)
+	if c.lastSeq != 0 || len(c.alerts) != 0 || c.latest != nil || len(c.open) != 1 || len(c.recent) != 0 || string(c.snapshot()) != string(held) {
+		t.Fatalf("the held state changed: seq %d alerts %v open %d recent %d", c.lastSeq, c.alerts, len(c.open), len(c.recent))
 	}
 }
 
@@ -167,6 +171,10 @@ func TestOpenCommandsAreResentOnReconnectAndSurviveRecovery(t *testing.T) {
 	if !res.Ok || len(fx.frames) != 1 || fx.frames[0].GetCommand().CommandId != "c1" || fx.frames[0].GetCommand().DeadlineMs != 7000 {
 		t.Fatalf("reconnect should resend c1 with 7 s left: %v %+v", res, fx.frames)
 	}
+	// The command resent is the command asked, content and all.
+	if got := fx.frames[0].GetCommand(); got.WaterMs != 1000 || got.Kind != devicepb.CommandKind_COMMAND_KIND_WATER {
+		t.Fatalf("resent without its content: %v", got)
+	}
 	// Recovery after the deadline ends the command as timed out.
 	late := newDeviceCore("pot-1")
 	fx, _ = late.recover(Device{ID: "pot-1"}, Recovered{Snapshot: c.snapshot()}, t0.Add(time.Minute))
@@ -216,5 +224,61 @@ func TestDeviceEventsRaiseAndClearAlerts(t *testing.T) {
 	fx = c.result(&actorpb.DeliverResult{Result: &devicepb.CommandResult{CommandId: "w", Status: devicepb.CommandStatus_COMMAND_STATUS_DONE}}, t0)
 	if c.alerts[actorpb.AlertKind_ALERT_KIND_PUMP_FAULT] != nil {
 		t.Fatal("a successful watering clears the pump fault")
+	}
+}
+
+func TestContentlessCommandFromAnOldSnapshotIsNotResent(t *testing.T) {
+	// A snapshot written before open commands kept their content: id, kind and deadline only.
+	old, _ := proto.Marshal(&actorpb.DeviceState{DeviceId: "pot-1", OpenCommands: []*actorpb.CommandOutcome{{
+		DeviceId: "pot-1", CommandId: "w1", Outcome: actorpb.Outcome_OUTCOME_PENDING, Kind: devicepb.CommandKind_COMMAND_KIND_WATER,
+		AtMs: t0.Add(time.Minute).UnixMilli(), RequestedBy: "wechat:alice"}}})
+	secret := []byte("0123456789abcdef")
+	c := newDeviceCore("pot-1")
+	fx, err := c.recover(Device{ID: "pot-1", Secret: secret}, Recovered{Snapshot: old}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fx.outcomes) != 1 || fx.outcomes[0].Outcome != actorpb.Outcome_OUTCOME_FAILED || fx.outcomes[0].RequestedBy != "wechat:alice" || !fx.snapshot {
+		t.Fatalf("a contentless command must end at recovery, told to who asked: %+v", fx.outcomes)
+	}
+	dn, sn := make([]byte, 16), make([]byte, 16)
+	res, afx := c.authenticate(&actorpb.Authenticate{DeviceId: "pot-1", DeviceNonce: dn, ServerNonce: sn, ProtocolVersion: 1,
+		Mac: messages.MAC(secret, dn, sn, "pot-1"), Conn: &actorpb.ConnRef{SessionId: "s1"}}, secret, "s1", t0)
+	if !res.Ok || len(afx.frames) != 0 {
+		t.Fatalf("nothing may be resent: %v %v", res, afx.frames)
+	}
+}
+
+func TestRevocationClosesTheConnectionAndRefusesEverything(t *testing.T) {
+	c := onlineCore(t)
+	c.users = []Binding{{DeviceID: "pot-1", OpenID: "alice", Role: RoleOwner}, {DeviceID: "pot-1", OpenID: "bob", Role: RoleMember}}
+	c.sendCommand(&actorpb.SendCommand{CommandId: "w1", Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 100}, t0)
+	fx := c.revoke(&actorpb.RevokeDevice{By: "api"}, []string{"alice", "bob"}, t0)
+	if fx.closeConn.GetSessionId() != "s1" || fx.closeWhy != devicepb.CloseReason_CLOSE_REASON_DEVICE_REVOKED || c.online {
+		t.Fatalf("the open connection must close as revoked: %+v", fx)
+	}
+	if len(fx.outcomes) != 1 || fx.outcomes[0].Outcome != actorpb.Outcome_OUTCOME_REVOKED {
+		t.Fatalf("open commands end as revoked: %+v", fx.outcomes)
+	}
+	var told []string
+	for _, b := range fx.bindings {
+		told = append(told, fmt.Sprintf("%s:%v", b.openID, b.msg.Bound))
+	}
+	if fmt.Sprint(told) != "[alice:false bob:false]" || len(c.users) != 0 {
+		t.Fatalf("bindings end, each user told: %v (users left %v)", told, c.users)
+	}
+	// A report from the session that outlived the revocation is refused as revoked.
+	if ack, rfx := c.report(tel(1, 50, 20, 80), t0); ack.Close != devicepb.CloseReason_CLOSE_REASON_DEVICE_REVOKED || rfx.persists() {
+		t.Fatalf("lingering session: %v", ack)
+	}
+	if d, out, _ := c.sendCommand(&actorpb.SendCommand{CommandId: "w2", Kind: devicepb.CommandKind_COMMAND_KIND_READ_NOW}, t0); d != commandAnswered || out.Outcome != actorpb.Outcome_OUTCOME_REVOKED {
+		t.Fatalf("command after revocation: %v", out)
+	}
+	if res, _ := c.bind("carol", t0); res.Ok || res.Code != actorpb.ErrorCode_ERROR_CODE_REVOKED {
+		t.Fatalf("bind after revocation: %v", res)
+	}
+	// Idempotent: nothing more happens the second time.
+	if again := c.revoke(&actorpb.RevokeDevice{}, nil, t0.Add(time.Minute)); again.persists() || again.closeConn != nil || !c.revokedAt.Equal(t0) {
+		t.Fatalf("revoking again: %+v", again)
 	}
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,11 +37,11 @@ func (c *deviceCore) mayCommand(requestedBy string) bool {
 func (c *deviceCore) bind(openID string, now time.Time) (*actorpb.BindResult, *Binding) {
 	switch {
 	case !c.known:
-		return &actorpb.BindResult{Error: "unknown_device"}, nil
+		return &actorpb.BindResult{Error: "unknown_device", Code: actorpb.ErrorCode_ERROR_CODE_UNKNOWN_DEVICE}, nil
 	case c.revoked:
-		return &actorpb.BindResult{Error: "revoked"}, nil
+		return &actorpb.BindResult{Error: "revoked", Code: actorpb.ErrorCode_ERROR_CODE_REVOKED}, nil
 	case openID == "":
-		return &actorpb.BindResult{Error: "no_user"}, nil
+		return &actorpb.BindResult{Error: "no_user", Code: actorpb.ErrorCode_ERROR_CODE_INVALID}, nil
 	}
 	for _, b := range c.users {
 		if b.OpenID == openID {
@@ -55,16 +56,24 @@ func (c *deviceCore) bind(openID string, now time.Time) (*actorpb.BindResult, *B
 	return &actorpb.BindResult{Ok: true, Role: role}, &b
 }
 
-// addUser and removeUser apply a persisted binding change. When the owner leaves, the oldest
-// remaining member becomes the owner.
-func (c *deviceCore) addUser(b Binding) { c.users = append(c.users, b) }
+// addUser and removeUser apply a stored binding change and tell the users concerned. When the
+// owner leaves, the oldest remaining member becomes the owner (and is told).
+func (c *deviceCore) addUser(b Binding, fx *effects) {
+	c.users = append(c.users, b)
+	fx.bindings = append(fx.bindings, &bindingChange{openID: b.OpenID,
+		msg: &actorpb.BindingChanged{DeviceId: c.id, Bound: true, Role: b.Role, AtMs: b.BoundAt.UnixMilli()}})
+}
 
-func (c *deviceCore) removeUser(openID string) bool {
+func (c *deviceCore) removeUser(openID string, now time.Time, fx *effects) bool {
 	for i, b := range c.users {
 		if b.OpenID == openID {
-			c.users = append(c.users[:i:i], c.users[i+1:]...)
+			c.users = slices.Delete(slices.Clone(c.users), i, i+1) // a copy: the held state shares the array
+			fx.bindings = append(fx.bindings, &bindingChange{openID: openID,
+				msg: &actorpb.BindingChanged{DeviceId: c.id, AtMs: now.UnixMilli()}})
 			if len(c.users) > 0 && b.Role == RoleOwner {
 				c.users[0].Role = RoleOwner
+				fx.bindings = append(fx.bindings, &bindingChange{openID: c.users[0].OpenID,
+					msg: &actorpb.BindingChanged{DeviceId: c.id, Bound: true, Role: RoleOwner, AtMs: now.UnixMilli()}})
 			}
 			return true
 		}

@@ -99,6 +99,7 @@ const (
 	EventKindFlapping       = "flapping"        // body: actorpb.Flapping; connects refused until its until_ms
 	EventKindBound          = "bound"           // body: actorpb.BindDevice
 	EventKindUnbound        = "unbound"         // body: actorpb.UnbindDevice
+	EventKindRevoked        = "revoked"         // body: actorpb.RevokeDevice; its bindings end with it
 )
 
 // Batch is one grain step's writes.

@@ -91,14 +91,14 @@ func (g *deviceGrain) startCommand(m *actorpb.SendCommand) {
 	if g.cmds == nil {
 		g.cmds = map[string]commandTrace{}
 	}
-	g.cmds[m.CommandId] = commandTrace{start: g.opts.Now(), tc: observe.Inject(g.tctx)}
+	g.cmds[m.CommandId] = commandTrace{start: g.now(), tc: observe.Inject(g.tctx)}
 }
 
 // finishCommand counts an outcome and, for a command this activation started, its latency.
 func (g *deviceGrain) finishCommand(out *actorpb.CommandOutcome) {
 	var took time.Duration
 	if ct, ok := g.cmds[out.CommandId]; ok {
-		took = g.opts.Now().Sub(ct.start)
+		took = g.now().Sub(ct.start)
 		delete(g.cmds, out.CommandId)
 	}
 	observe.CommandFinished(strings.ToLower(strings.TrimPrefix(out.Outcome.String(), "OUTCOME_")), took)

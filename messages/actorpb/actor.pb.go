@@ -988,16 +988,20 @@ func (x *SendCommand) GetTrace() *TraceContext {
 }
 
 type CommandOutcome struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DeviceId      string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	CommandId     string                 `protobuf:"bytes,2,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
-	Outcome       Outcome                `protobuf:"varint,3,opt,name=outcome,proto3,enum=sprout.actor.v1.Outcome" json:"outcome,omitempty"`
-	Detail        string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
-	WateredMl     uint32                 `protobuf:"varint,5,opt,name=watered_ml,json=wateredMl,proto3" json:"watered_ml,omitempty"`
-	AtMs          int64                  `protobuf:"varint,6,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
-	RequestedBy   string                 `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
-	Kind          devicepb.CommandKind   `protobuf:"varint,8,opt,name=kind,proto3,enum=sprout.device.v1.CommandKind" json:"kind,omitempty"`
-	Trace         *TraceContext          `protobuf:"bytes,9,opt,name=trace,proto3" json:"trace,omitempty"` // set on the copy sent to the requester, never stored
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	DeviceId    string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	CommandId   string                 `protobuf:"bytes,2,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	Outcome     Outcome                `protobuf:"varint,3,opt,name=outcome,proto3,enum=sprout.actor.v1.Outcome" json:"outcome,omitempty"`
+	Detail      string                 `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	WateredMl   uint32                 `protobuf:"varint,5,opt,name=watered_ml,json=wateredMl,proto3" json:"watered_ml,omitempty"`
+	AtMs        int64                  `protobuf:"varint,6,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`
+	RequestedBy string                 `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	Kind        devicepb.CommandKind   `protobuf:"varint,8,opt,name=kind,proto3,enum=sprout.device.v1.CommandKind" json:"kind,omitempty"`
+	Trace       *TraceContext          `protobuf:"bytes,9,opt,name=trace,proto3" json:"trace,omitempty"` // set on the copy sent to the requester, never stored
+	// In snapshots' open_commands only: the command as it was asked for (without its trace), so a
+	// command resent after a restart or failover is the same command. Snapshots written before this
+	// field have none: such a command is never resent, it ends as failed at recovery.
+	Command       *SendCommand `protobuf:"bytes,20,opt,name=command,proto3" json:"command,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1091,6 +1095,13 @@ func (x *CommandOutcome) GetKind() devicepb.CommandKind {
 func (x *CommandOutcome) GetTrace() *TraceContext {
 	if x != nil {
 		return x.Trace
+	}
+	return nil
+}
+
+func (x *CommandOutcome) GetCommand() *SendCommand {
+	if x != nil {
+		return x.Command
 	}
 	return nil
 }
@@ -2656,7 +2667,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12!\n" +
 	"\frequested_by\x18\x06 \x01(\tR\vrequestedBy\x123\n" +
-	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xd7\x02\n" +
+	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\x8f\x03\n" +
 	"\x0eCommandOutcome\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
@@ -2668,7 +2679,8 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x05at_ms\x18\x06 \x01(\x03R\x04atMs\x12!\n" +
 	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x121\n" +
 	"\x04kind\x18\b \x01(\x0e2\x1d.sprout.device.v1.CommandKindR\x04kind\x123\n" +
-	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"#\n" +
+	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\x126\n" +
+	"\acommand\x18\x14 \x01(\v2\x1c.sprout.actor.v1.SendCommandR\acommand\"#\n" +
 	"\bGetState\x12\x17\n" +
 	"\aopen_id\x18\x01 \x01(\tR\x06openId\"\x9e\x01\n" +
 	"\x05Alert\x12.\n" +
@@ -2908,34 +2920,35 @@ var file_actorpb_actor_proto_depIdxs = []int32{
 	0,  // 18: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
 	41, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
 	28, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
-	1,  // 21: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	38, // 22: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	15, // 23: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	42, // 24: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	4,  // 25: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	13, // 26: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	13, // 27: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	2,  // 28: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
-	28, // 29: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	3,  // 30: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	2,  // 31: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
-	15, // 32: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	27, // 33: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	26, // 34: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	38, // 35: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	28, // 36: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	15, // 37: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	13, // 38: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	27, // 39: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	26, // 40: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	28, // 41: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 42: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	2,  // 43: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
-	44, // [44:44] is the sub-list for method output_type
-	44, // [44:44] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	12, // 21: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
+	1,  // 22: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
+	38, // 23: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	15, // 24: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	42, // 25: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	4,  // 26: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	13, // 27: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	13, // 28: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	2,  // 29: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
+	28, // 30: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	3,  // 31: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	2,  // 32: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
+	15, // 33: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	27, // 34: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	26, // 35: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	38, // 36: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	28, // 37: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	15, // 38: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	13, // 39: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	27, // 40: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	26, // 41: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	28, // 42: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	34, // 43: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	2,  // 44: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
