@@ -17,7 +17,12 @@ import (
 // ErrTimedOut is a grain that gave no answer before the caller's deadline (a busy member, a
 // member that left, a message lost in a membership change). It is a kind of ErrUnavailable:
 // errors.Is(err, ErrUnavailable) holds, and the caller should try again later.
-var ErrTimedOut = fmt.Errorf("%w: the grain did not answer in time", ErrUnavailable)
+var ErrTimedOut error = timedOut{}
+
+type timedOut struct{}
+
+func (timedOut) Error() string        { return "no answer from the grain in time" }
+func (timedOut) Is(target error) bool { return target == ErrUnavailable }
 
 // ClientOptions configures a DeviceClient. Zero fields take the defaults documented on each.
 type ClientOptions struct {
