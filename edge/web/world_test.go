@@ -33,7 +33,21 @@ type world struct {
 
 func newWorld(t *testing.T, tune func(*Options)) *world {
 	t.Helper()
+	return newWorldOn(t, nil, tune)
+}
+
+// newWorldOn is newWorld with the grains and the app on blip, a wrapper of the world's memory
+// store (nil: the store itself).
+func newWorldOn(t *testing.T, blip func(*memory.Store) *edgetest.BlipStore, tune func(*Options)) *world {
+	t.Helper()
 	w := &world{store: memory.New()}
+	var st interface {
+		actors.Store
+		actors.UserStore
+	} = w.store
+	if blip != nil {
+		st = blip(w.store)
+	}
 	log := edgetest.Quiet()
 	p, err := wechatsim.NewServer(wechatsim.Options{})
 	if err != nil {
@@ -42,11 +56,11 @@ func newWorld(t *testing.T, tune func(*Options)) *world {
 	t.Cleanup(func() { _ = p.Close() })
 	w.platform = p
 	w.member, w.edgeAddr = edgetest.StartNode(t, log,
-		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log}))
+		actors.NewDeviceKind(actors.DeviceOptions{Store: st, Users: st, Logger: log}))
 
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	o := Options{Cluster: w.member.Cluster, Store: w.store, Users: w.store, CookieKey: key, Logger: log,
+	o := Options{Cluster: w.member.Cluster, Store: st, Users: st, CookieKey: key, Logger: log,
 		OAuth:          OAuth{AppID: p.AppID(), Secret: p.Secret(), APIBase: p.URL(), AuthorizeBase: p.URL()},
 		CommandTimeout: 3 * time.Second, StreamInterval: 200 * time.Millisecond}
 	if tune != nil {
