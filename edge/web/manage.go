@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -98,9 +99,13 @@ func wantsJSON(r *http.Request) bool {
 func (h *Handler) reply(w http.ResponseWriter, r *http.Request, status int, outcome, key string, links ...link) {
 	msg := tr(langOf(r), key)
 	if wantsJSON(r) {
+		b, err := json.Marshal(commandResult{Outcome: outcome, Message: msg}) // before the status
+		if err != nil {
+			status, b = http.StatusInternalServerError, []byte(`{"outcome":"error"}`)
+		}
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(status)
-		_ = writeJSON(w, commandResult{Outcome: outcome, Message: msg})
+		_, _ = w.Write(append(b, '\n'))
 		return
 	}
 	p := h.newPage(r, sessionFrom(r.Context()))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -240,8 +239,6 @@ func (h *Handler) water(w http.ResponseWriter, r *http.Request) {
 		reply(http.StatusOK, name, name)
 	}
 }
-
-func writeJSON(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
 
 // allowCommand admits one command per user per CommandInterval.
 func (h *Handler) allowCommand(openID string) bool {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"io"
 	"net/http"
@@ -8,8 +9,6 @@ import (
 	"net/url"
 	"testing"
 	"time"
-
-	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
@@ -76,10 +75,8 @@ func (w *world) addPot(t *testing.T, id string, openIDs ...string) []byte {
 	t.Helper()
 	secret := edgetest.AddDevice(t, w.store, id, "pot")
 	for _, o := range openIDs {
-		res, err := w.member.Cluster.Request(id, actors.DeviceKind, &actorpb.BindDevice{OpenId: o, Via: "test"},
-			pcluster.WithTimeout(5*time.Second))
-		if br, ok := res.(*actorpb.BindResult); err != nil || !ok || !br.Ok {
-			t.Fatalf("binding %s to %s: %v %v", o, id, res, err)
+		if _, err := w.web.devices.Bind(context.Background(), id, o, "test"); err != nil {
+			t.Fatalf("binding %s to %s: %v", o, id, err)
 		}
 	}
 	return secret
@@ -145,10 +142,9 @@ var jsonAnswer = http.Header{"Accept": {"application/json"}}
 // users asks the device grain for the bound OpenIDs (owner first) and the config.
 func (w *world) users(t *testing.T, id string) *actorpb.DeviceState {
 	t.Helper()
-	res, err := w.member.Cluster.Request(id, actors.DeviceKind, &actorpb.GetState{}, pcluster.WithTimeout(5*time.Second))
-	st, ok := res.(*actorpb.DeviceState)
-	if err != nil || !ok {
-		t.Fatalf("state of %s: %v %v", id, res, err)
+	st, err := w.web.devices.State(context.Background(), id)
+	if err != nil {
+		t.Fatalf("state of %s: %v", id, err)
 	}
 	return st
 }
