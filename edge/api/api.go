@@ -143,6 +143,16 @@ func writeErr(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: msg}})
 }
 
+// writeStoreErr answers a store's error: 400 bad_query for input the store refuses (a cursor it
+// cannot compare, too many buckets), else 503 storage_unavailable.
+func writeStoreErr(w http.ResponseWriter, err error) {
+	if errors.Is(err, store.ErrInvalid) {
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+}
+
 // writeProblem answers a grain error with its one HTTP mapping (ProblemOf).
 func writeProblem(w http.ResponseWriter, err error) {
 	p := ProblemOf(err)
@@ -246,7 +256,7 @@ func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
 	}
 	ds, err := h.store.ListDevices(r.Context(), q)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		writeStoreErr(w, err)
 		return
 	}
 	out := make([]DeviceJSON, 0, len(ds))
@@ -303,7 +313,7 @@ func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, actors.ErrDeviceExists):
 		writeErr(w, http.StatusConflict, "device_exists", err.Error())
 	case err != nil && errors.Is(err, actors.ErrUnavailable):
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		writeStoreErr(w, err)
 	case err != nil:
 		writeErr(w, http.StatusBadRequest, "invalid_device", err.Error())
 	default:
@@ -521,7 +531,7 @@ func (h *Handler) readings(w http.ResponseWriter, r *http.Request) {
 		}
 		bs, err := h.store.Buckets(r.Context(), id, from, to, d)
 		if err != nil {
-			writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+			writeStoreErr(w, err)
 			return
 		}
 		out := make([]BucketJSON, 0, len(bs))
@@ -536,7 +546,7 @@ func (h *Handler) readings(w http.ResponseWriter, r *http.Request) {
 	}
 	rs, err := h.store.Readings(r.Context(), id, from, to, limit)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		writeStoreErr(w, err)
 		return
 	}
 	out := make([]ReadingJSON, 0, len(rs))
@@ -566,7 +576,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	}
 	evs, err := h.store.Events(r.Context(), id, from, to, limit)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		writeStoreErr(w, err)
 		return
 	}
 	type ev struct {

@@ -79,6 +79,8 @@ func TestBadQueryParametersAreRefused(t *testing.T) {
 		"/api/v1/devices/pot-1/events?limit=lots",
 		"/api/v1/devices/pot-1/events?from=2024-02-01T00:00:00Z&to=2024-01-01T00:00:00Z",
 		"/api/v1/devices/pot-1?verbose=1",
+		"/api/v1/devices?after=a%00b",
+		"/api/v1/devices/pot-1/readings?bucket=1m&from=2000-01-01T00:00:00Z",
 	} {
 		status, _, body := w.call(t, http.MethodGet, path, nil)
 		var e struct {
