@@ -15,6 +15,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/sprout-iot/sprout/actors"
@@ -49,16 +50,31 @@ func Unavailable(err error) error {
 	return fmt.Errorf("%w: %w", actors.ErrUnavailable, err)
 }
 
-// ValidID reports whether id can name a device: 1..MaxDeviceIDBytes bytes of UTF-8 without NUL.
-// (Postgres text cannot hold NUL; SQLite could, but the two backends must agree.)
+// ValidID is the one rule for device ids, applied by the device edge (Hello), the API, the
+// console, `sprout device add` and every store: 1..MaxDeviceIDBytes bytes of UTF-8 with no
+// whitespace, no '/' (an id is a path segment of the API and the pages) and no control
+// characters: C0, DEL and C1 (U+0080..U+009F: U+009B is a terminal's CSI, so an id could rewrite
+// an operator's screen). NUL is among them, which Postgres text cannot hold anyway.
 func ValidID(id string) error {
 	switch {
 	case id == "":
 		return fmt.Errorf("%w: empty device id", ErrInvalid)
 	case len(id) > MaxDeviceIDBytes:
 		return fmt.Errorf("%w: device id is %d bytes, more than %d", ErrInvalid, len(id), MaxDeviceIDBytes)
+	case !utf8.ValidString(id):
+		return fmt.Errorf("%w: device id %q is not valid UTF-8", ErrInvalid, id)
 	}
-	return validText("device id", id)
+	for _, r := range id {
+		switch {
+		case unicode.IsControl(r):
+			return fmt.Errorf("%w: device id %q contains the control character %U", ErrInvalid, id, r)
+		case unicode.IsSpace(r):
+			return fmt.Errorf("%w: device id %q contains the space %U", ErrInvalid, id, r)
+		case r == '/':
+			return fmt.Errorf("%w: device id %q contains a slash", ErrInvalid, id)
+		}
+	}
+	return nil
 }
 
 // ValidCursor checks ListQuery.AfterID: empty, or text a database can compare (UTF-8, no NUL).

@@ -4,6 +4,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -12,7 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +30,7 @@ import (
 	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
+	"github.com/sprout-iot/sprout/store"
 )
 
 // Options configures the API.
@@ -36,14 +42,18 @@ type Options struct {
 	// Ready reports whether the node is ready (joined, storage reachable, edges listening).
 	Ready func(ctx context.Context) error
 	// Self is this member's cluster address.
-	Self   string
-	Logger *slog.Logger
+	Self string
+	// GrainTimeout bounds a request to a device grain for its state or a revocation, and is
+	// added to a command's own deadline while the API waits for its outcome (default 5 s).
+	GrainTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Handler serves the API.
 type Handler struct {
 	opts    Options
 	cluster *pcluster.Cluster
+	devices *actors.DeviceClient
 	store   actors.Store
 }
 
@@ -52,10 +62,14 @@ func New(c *pcluster.Cluster, st actors.Store, o Options) *Handler {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 64 << 10
 	}
+	if o.GrainTimeout <= 0 {
+		o.GrainTimeout = 5 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Handler{opts: o, cluster: c, store: st}
+	return &Handler{opts: o, cluster: c, store: st,
+		devices: actors.NewDeviceClient(c, actors.ClientOptions{Timeout: o.GrainTimeout})}
 }
 
 // Routes mounts the API on r.
@@ -66,11 +80,14 @@ func (h *Handler) Routes(r chi.Router) {
 		r.Use(h.auth)
 		r.Get("/devices", h.listDevices)
 		r.Post("/devices", h.addDevice)
-		r.Get("/devices/{id}", h.getDevice)
-		r.Post("/devices/{id}/commands", h.sendCommand)
-		r.Get("/devices/{id}/readings", h.readings)
-		r.Get("/devices/{id}/events", h.events)
-		r.Post("/devices/{id}/revoke", h.revoke)
+		r.Group(func(r chi.Router) {
+			r.Use(validID)
+			r.Get("/devices/{id}", h.getDevice)
+			r.Post("/devices/{id}/commands", h.sendCommand)
+			r.Get("/devices/{id}/readings", h.readings)
+			r.Get("/devices/{id}/events", h.events)
+			r.Post("/devices/{id}/revoke", h.revoke)
+		})
 		r.Get("/cluster", h.clusterMembers)
 	})
 	// Go's profiler, behind the same token: for operators chasing a slow node.
@@ -103,19 +120,114 @@ func (h *Handler) auth(next http.Handler) http.Handler {
 	})
 }
 
+// validID refuses a device id in the path that no device can have (store.ValidID) before any
+// grain is asked about it.
+func validID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := store.ValidID(chi.URLParam(r, "id")); err != nil {
+			writeErr(w, http.StatusBadRequest, "invalid_device", err.Error())
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 type apiError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }
 
+// writeErr answers an error; a 503 carries Retry-After.
 func writeErr(w http.ResponseWriter, status int, code, msg string) {
+	RetryAfterHeader(w, status)
 	writeJSON(w, status, map[string]apiError{"error": {Code: code, Message: msg}})
 }
 
+// writeStoreErr answers a store's error: 400 bad_query for input the store refuses (a cursor it
+// cannot compare, too many buckets), else 503 storage_unavailable.
+func writeStoreErr(w http.ResponseWriter, err error) {
+	if errors.Is(err, store.ErrInvalid) {
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+}
+
+// writeProblem answers a grain error with its one HTTP mapping (ProblemOf).
+func writeProblem(w http.ResponseWriter, err error) {
+	p := ProblemOf(err)
+	writeErr(w, p.Status, p.Code, err.Error())
+}
+
+// writeJSON encodes v before it writes the status, so that a value JSON cannot hold is a 500
+// with an error body, never a 200 with an empty one.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(map[string]apiError{"error": {Code: "internal", Message: "encoding the answer: " + err.Error()}})
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// Metric is a measured value as JSON: a number, or null for a sensor that gave no finite value
+// (NaN or ±Inf on the wire and in the store).
+type Metric float32
+
+// MarshalJSON writes null for a non-finite value, which JSON numbers cannot hold.
+func (m Metric) MarshalJSON() ([]byte, error) {
+	f := float64(m)
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return []byte("null"), nil
+	}
+	return strconv.AppendFloat(nil, f, 'g', -1, 32), nil
+}
+
+// UnmarshalJSON reads null as NaN (no value).
+func (m *Metric) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		*m = Metric(math.NaN())
+		return nil
+	}
+	var f float32
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	*m = Metric(f)
+	return nil
+}
+
+// query returns r's query parameters, refusing any not in allowed and any given twice: a
+// parameter the API would ignore is an error the caller should hear about.
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q := r.URL.Query()
+	for k, vs := range q {
+		switch {
+		case !slices.Contains(allowed, k):
+			if len(allowed) == 0 {
+				return nil, fmt.Errorf("unknown query parameter %q (this endpoint takes none)", k)
+			}
+			return nil, fmt.Errorf("unknown query parameter %q (this endpoint takes %s)", k, strings.Join(allowed, ", "))
+		case len(vs) > 1:
+			return nil, fmt.Errorf("query parameter %q given %d times", k, len(vs))
+		}
+	}
+	return q, nil
+}
+
+// intParam is query parameter name as an integer in lo..hi, or def when absent.
+func intParam(q url.Values, name string, def, lo, hi int) (int, error) {
+	v := q.Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("%s must be an integer from %d to %d, not %q", name, lo, hi, v)
+	}
+	return n, nil
 }
 
 // DeviceJSON is a device as the API shows it.
@@ -132,11 +244,19 @@ func deviceJSON(d actors.Device) DeviceJSON {
 }
 
 func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
-	q := actors.ListQuery{AfterID: r.URL.Query().Get("after")}
-	fmt.Sscan(r.URL.Query().Get("limit"), &q.Limit)
+	v, err := query(r, "after", "limit")
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	q := actors.ListQuery{AfterID: v.Get("after")}
+	if q.Limit, err = intParam(v, "limit", store.DefaultListLimit, 1, store.MaxListLimit); err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
 	ds, err := h.store.ListDevices(r.Context(), q)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		writeStoreErr(w, err)
 		return
 	}
 	out := make([]DeviceJSON, 0, len(ds))
@@ -153,7 +273,7 @@ func NewDevice(ctx context.Context, st actors.Store, id, product string, secret 
 		_, _ = rand.Read(b)
 		id = "pot-" + hex.EncodeToString(b)
 	}
-	if err := ValidateDeviceID(id); err != nil {
+	if err := store.ValidID(id); err != nil {
 		return actors.Device{}, err
 	}
 	if product == "" {
@@ -168,19 +288,6 @@ func NewDevice(ctx context.Context, st actors.Store, id, product string, secret 
 		return actors.Device{}, err
 	}
 	return d, nil
-}
-
-// ValidateDeviceID checks an id against the wire protocol's limits.
-func ValidateDeviceID(id string) error {
-	if id == "" || len(id) > 64 {
-		return errors.New("device id must be 1..64 bytes")
-	}
-	for _, r := range id {
-		if r < 0x21 || r == 0x7f || r == '/' {
-			return fmt.Errorf("device id %q must not contain spaces, slashes or control characters", id)
-		}
-	}
-	return nil
 }
 
 func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
@@ -206,7 +313,7 @@ func (h *Handler) addDevice(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, actors.ErrDeviceExists):
 		writeErr(w, http.StatusConflict, "device_exists", err.Error())
 	case err != nil && errors.Is(err, actors.ErrUnavailable):
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		writeStoreErr(w, err)
 	case err != nil:
 		writeErr(w, http.StatusBadRequest, "invalid_device", err.Error())
 	default:
@@ -230,21 +337,32 @@ type StateJSON struct {
 	ReportSecs uint32        `json:"report_interval_s"`
 }
 
+// ReadingJSON is one reading; a sensor without a finite value reads null.
 type ReadingJSON struct {
 	Seq          uint64    `json:"seq"`
 	At           time.Time `json:"at"`
-	SoilMoisture float32   `json:"soil_moisture_pct"`
-	Temperature  float32   `json:"temperature_c"`
-	TankLevel    float32   `json:"tank_level_pct"`
+	SoilMoisture Metric    `json:"soil_moisture_pct"`
+	Temperature  Metric    `json:"temperature_c"`
+	TankLevel    Metric    `json:"tank_level_pct"`
 	SupplyMv     uint32    `json:"supply_mv"`
 }
 
 type AlertJSON struct {
 	Kind      string    `json:"kind"`
 	Active    bool      `json:"active"`
-	Value     float32   `json:"value"`
-	Threshold float32   `json:"threshold"`
+	Value     Metric    `json:"value"`
+	Threshold Metric    `json:"threshold"`
 	Since     time.Time `json:"since"`
+}
+
+// BucketJSON is one time bucket's aggregates (field names as in Go's actors.Bucket); an
+// aggregate over no finite value reads null.
+type BucketJSON struct {
+	Start                                 time.Time
+	Count                                 int
+	MoistureMin, MoistureAvg, MoistureMax Metric
+	TempMin, TempAvg, TempMax             Metric
+	TankMin, TankAvg, TankMax             Metric
 }
 
 // OutcomeJSON is a command's outcome.
@@ -272,27 +390,17 @@ func outcomeJSON(o *actorpb.CommandOutcome) OutcomeJSON {
 		WateredMl: o.WateredMl, At: time.UnixMilli(o.AtMs).UTC()}
 }
 
-func (h *Handler) state(ctx context.Context, id string) (*actorpb.DeviceState, error) {
-	res, err := h.cluster.Request(id, actors.DeviceKind, &actorpb.GetState{}, pcluster.WithTimeout(5*time.Second))
-	if err != nil {
-		return nil, err
-	}
-	st, ok := res.(*actorpb.DeviceState)
-	if !ok {
-		return nil, fmt.Errorf("unexpected reply %T", res)
-	}
-	return st, nil
-}
-
 func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	st, err := h.state(r.Context(), id)
-	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "grain_unavailable", err.Error())
+	if _, err := query(r); err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
 		return
 	}
-	if !st.Known {
-		writeErr(w, http.StatusNotFound, "unknown_device", "no device "+id)
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.GrainTimeout)
+	defer cancel()
+	st, err := h.devices.State(ctx, id)
+	if err != nil {
+		writeProblem(w, err)
 		return
 	}
 	out := StateJSON{DeviceID: st.DeviceId, Online: st.Online, Revoked: st.Revoked, Firmware: st.FirmwareVersion,
@@ -302,12 +410,12 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
 		out.LastSeen = &t
 	}
 	if l := st.Latest; l != nil {
-		out.Latest = &ReadingJSON{Seq: l.Seq, At: time.UnixMilli(st.LatestAtMs).UTC(), SoilMoisture: l.SoilMoisturePct,
-			Temperature: l.TemperatureC, TankLevel: l.TankLevelPct, SupplyMv: l.SupplyMv}
+		out.Latest = &ReadingJSON{Seq: l.Seq, At: time.UnixMilli(st.LatestAtMs).UTC(), SoilMoisture: Metric(l.SoilMoisturePct),
+			Temperature: Metric(l.TemperatureC), TankLevel: Metric(l.TankLevelPct), SupplyMv: l.SupplyMv}
 	}
 	for _, a := range st.Alerts {
-		out.Alerts = append(out.Alerts, AlertJSON{Kind: AlertName(a.Kind), Active: a.Active, Value: a.Value,
-			Threshold: a.Threshold, Since: time.UnixMilli(a.SinceMs).UTC()})
+		out.Alerts = append(out.Alerts, AlertJSON{Kind: AlertName(a.Kind), Active: a.Active, Value: Metric(a.Value),
+			Threshold: Metric(a.Threshold), Since: time.UnixMilli(a.SinceMs).UTC()})
 	}
 	for _, o := range st.OpenCommands {
 		out.OpenCmds = append(out.OpenCmds, outcomeJSON(o))
@@ -356,50 +464,66 @@ func (h *Handler) sendCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	tctx, span := observe.StartRoot(r.Context(), "api.command", trace.SpanKindServer)
 	defer span.End()
-	res, err := h.cluster.Request(id, actors.DeviceKind, &actorpb.SendCommand{CommandId: req.CommandID, Kind: kind,
-		WaterMs: req.WaterMs, TimeoutMs: req.TimeoutMs, RequestedBy: "api", Trace: observe.Inject(tctx)}, pcluster.WithTimeout(timeout+5*time.Second))
-	out, ok := res.(*actorpb.CommandOutcome)
-	if err != nil || !ok {
-		writeErr(w, http.StatusServiceUnavailable, "grain_unavailable", fmt.Sprintf("no outcome from the device grain: %v", err))
-		return
+	ctx, cancel := context.WithTimeout(tctx, timeout+h.opts.GrainTimeout)
+	defer cancel()
+	out, err := h.devices.Command(ctx, id, &actorpb.SendCommand{CommandId: req.CommandID, Kind: kind,
+		WaterMs: req.WaterMs, TimeoutMs: req.TimeoutMs, RequestedBy: "api", Trace: observe.Inject(tctx)})
+	switch {
+	case out == nil:
+		writeProblem(w, err)
+	case err != nil:
+		// A refusal from the grain (unknown, revoked, unavailable, invalid): its outcome, with
+		// the taxonomy's status.
+		p := ProblemOf(err)
+		p.Header(w)
+		writeJSON(w, p.Status, outcomeJSON(out))
+	default:
+		writeJSON(w, http.StatusOK, outcomeJSON(out))
 	}
-	status := http.StatusOK
-	switch out.Outcome {
-	case actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE:
-		status = http.StatusNotFound
-	case actorpb.Outcome_OUTCOME_INVALID:
-		status = http.StatusBadRequest
-	}
-	writeJSON(w, status, outcomeJSON(out))
 }
 
-func timeRange(r *http.Request) (time.Time, time.Time, error) {
+func timeRange(q url.Values) (time.Time, time.Time, error) {
 	to := time.Now().Add(time.Minute)
 	from := to.Add(-24 * time.Hour)
 	var err error
-	if v := r.URL.Query().Get("from"); v != "" {
+	if v := q.Get("from"); v != "" {
 		if from, err = time.Parse(time.RFC3339, v); err != nil {
 			return from, to, fmt.Errorf("from: %w", err)
 		}
 	}
-	if v := r.URL.Query().Get("to"); v != "" {
+	if v := q.Get("to"); v != "" {
 		if to, err = time.Parse(time.RFC3339, v); err != nil {
 			return from, to, fmt.Errorf("to: %w", err)
 		}
+	}
+	if !from.Before(to) {
+		return from, to, fmt.Errorf("from (%s) must be before to (%s)", from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
 	return from, to, nil
 }
 
 func (h *Handler) readings(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	from, to, err := timeRange(r)
+	q, err := query(r, "from", "to", "limit", "bucket")
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	from, to, err := timeRange(q)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, "bad_time", err.Error())
 		return
 	}
-	limit := 1000
-	fmt.Sscan(r.URL.Query().Get("limit"), &limit)
-	if b := r.URL.Query().Get("bucket"); b != "" {
+	limit, err := intParam(q, "limit", 1000, 1, store.MaxQueryLimit)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	if b := q.Get("bucket"); b != "" {
+		if q.Has("limit") {
+			writeErr(w, http.StatusBadRequest, "bad_query", "limit applies to raw readings only, not with bucket")
+			return
+		}
 		d, err := time.ParseDuration(b)
 		if err != nil || d < time.Minute {
 			writeErr(w, http.StatusBadRequest, "bad_bucket", "bucket must be a duration of at least 1m")
@@ -407,35 +531,52 @@ func (h *Handler) readings(w http.ResponseWriter, r *http.Request) {
 		}
 		bs, err := h.store.Buckets(r.Context(), id, from, to, d)
 		if err != nil {
-			writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+			writeStoreErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"buckets": bs})
+		out := make([]BucketJSON, 0, len(bs))
+		for _, b := range bs {
+			out = append(out, BucketJSON{Start: b.Start, Count: b.Count,
+				MoistureMin: Metric(b.MoistureMin), MoistureAvg: Metric(b.MoistureAvg), MoistureMax: Metric(b.MoistureMax),
+				TempMin: Metric(b.TempMin), TempAvg: Metric(b.TempAvg), TempMax: Metric(b.TempMax),
+				TankMin: Metric(b.TankMin), TankAvg: Metric(b.TankAvg), TankMax: Metric(b.TankMax)})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"buckets": out})
 		return
 	}
 	rs, err := h.store.Readings(r.Context(), id, from, to, limit)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		writeStoreErr(w, err)
 		return
 	}
 	out := make([]ReadingJSON, 0, len(rs))
 	for _, x := range rs {
-		out = append(out, ReadingJSON{Seq: x.Seq, At: x.ReceivedAt.UTC(), SoilMoisture: x.SoilMoisture,
-			Temperature: x.Temperature, TankLevel: x.TankLevel, SupplyMv: x.SupplyMillivolt})
+		out = append(out, ReadingJSON{Seq: x.Seq, At: x.ReceivedAt.UTC(), SoilMoisture: Metric(x.SoilMoisture),
+			Temperature: Metric(x.Temperature), TankLevel: Metric(x.TankLevel), SupplyMv: x.SupplyMillivolt})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"readings": out})
 }
 
 func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	from, to, err := timeRange(r)
+	q, err := query(r, "from", "to", "limit")
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	from, to, err := timeRange(q)
 	if err != nil {
 		writeErr(w, http.StatusBadRequest, "bad_time", err.Error())
 		return
 	}
-	evs, err := h.store.Events(r.Context(), id, from, to, 1000)
+	limit, err := intParam(q, "limit", 1000, 1, store.MaxQueryLimit)
 	if err != nil {
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
+		writeErr(w, http.StatusBadRequest, "bad_query", err.Error())
+		return
+	}
+	evs, err := h.store.Events(r.Context(), id, from, to, limit)
+	if err != nil {
+		writeStoreErr(w, err)
 		return
 	}
 	type ev struct {
@@ -455,17 +596,19 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"events": out})
 }
 
+// revoke revokes the device through its grain, which stores it, closes the pot's connection
+// with DEVICE_REVOKED and refuses it from then on. Revoking a revoked device answers when it was
+// revoked the first time.
 func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	err := h.store.RevokeDevice(r.Context(), id, time.Now().UTC())
-	switch {
-	case errors.Is(err, actors.ErrUnknownDevice):
-		writeErr(w, http.StatusNotFound, "unknown_device", "no device "+id)
-	case err != nil:
-		writeErr(w, http.StatusServiceUnavailable, "storage_unavailable", err.Error())
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"revoked": id})
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.GrainTimeout)
+	defer cancel()
+	at, err := h.devices.Revoke(ctx, id, "api", "")
+	if err != nil {
+		writeProblem(w, err)
+		return
 	}
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": id, "revoked_at": at})
 }
 
 func (h *Handler) clusterMembers(w http.ResponseWriter, _ *http.Request) {

@@ -49,7 +49,8 @@ type Options struct {
 	SessionTTL time.Duration
 	// PageSize is the number of devices on one fleet page (default 50, at most 1000).
 	PageSize int
-	// Concurrency bounds the device grains asked for their state at once by one fleet page (default 8).
+	// Concurrency bounds the device grains asked for their state at once by one fleet page (default
+	// 8); the whole page waits at most GrainTimeout for them.
 	Concurrency int
 	// GrainTimeout bounds each request to a device grain for its state (default 3 s).
 	GrainTimeout time.Duration
@@ -132,10 +133,11 @@ func (o *Options) defaults() {
 
 // Handler serves /console.
 type Handler struct {
-	opts   Options
-	key    []byte // HMAC key for cookies and CSRF: derived from CookieKey and AdminToken
-	pages  map[string]*template.Template
-	static http.Handler
+	opts    Options
+	devices *actors.DeviceClient
+	key     []byte // HMAC key for cookies and CSRF: derived from CookieKey and AdminToken
+	pages   map[string]*template.Template
+	static  http.Handler
 
 	mu       sync.Mutex
 	failures map[string]*failWindow // wrong tokens by client address, this minute
@@ -162,7 +164,8 @@ func New(opts Options) *Handler {
 	m.Write([]byte("sprout-console\x00" + opts.AdminToken))
 	sub, _ := fs.Sub(staticFS, "static")
 	return &Handler{opts: opts, key: m.Sum(nil), pages: parsePages(),
-		static: http.StripPrefix("/console/static/", http.FileServerFS(sub))}
+		devices: actors.NewDeviceClient(opts.Cluster, actors.ClientOptions{Timeout: opts.GrainTimeout, Concurrency: opts.Concurrency}),
+		static:  http.StripPrefix("/console/static/", http.FileServerFS(sub))}
 }
 
 // Routes mounts the console on r.

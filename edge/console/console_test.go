@@ -226,22 +226,6 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
-	t.Run("Revoke", func(t *testing.T) {
-		_, page := get(t, c, w.url+"/console/devices/pot-a0002")
-		status, body := post(t, c, w.url+"/console/devices/pot-a0002/revoke", url.Values{"csrf": {csrfOf(t, page)}})
-		d, _ := w.store.GetDevice(context.Background(), "pot-a0002")
-		if status != http.StatusOK || !d.Revoked() || !strings.Contains(body, "Device revoked") {
-			t.Fatalf("revoke: HTTP %d, revoked=%v:\n%s", status, d.Revoked(), body)
-		}
-		_, body = get(t, c, w.url+"/console/?q=pot-a0002")
-		if !strings.Contains(body, `class="pill revoked"`) {
-			t.Fatalf("the fleet does not show pot-a0002 revoked:\n%s", body)
-		}
-		if status, _ := post(t, c, w.url+"/console/devices/nope/revoke", url.Values{"csrf": {csrfOf(t, page)}}); status != http.StatusNotFound {
-			t.Fatalf("revoking an unknown device: HTTP %d, want 404", status)
-		}
-	})
-
 	t.Run("SignOut", func(t *testing.T) {
 		_, page := get(t, c, w.url+"/console/")
 		if status, _ := post(t, c, w.url+"/console/logout", url.Values{"csrf": {csrfOf(t, page)}}); status != http.StatusSeeOther {

@@ -3,15 +3,12 @@ package console
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
-	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/go-chi/chi/v5"
 
 	"github.com/sprout-iot/sprout/actors"
@@ -40,19 +37,6 @@ type fleetView struct {
 	Paged   bool   // not the first page
 	// RefreshMs is how often the page reloads its rows in place (static/fleet.js); 0: never.
 	RefreshMs int64
-}
-
-// state asks a device grain for its full state (no OpenID: the operator's view).
-func (h *Handler) state(id string) (*actorpb.DeviceState, error) {
-	res, err := h.opts.Cluster.Request(id, actors.DeviceKind, &actorpb.GetState{}, pcluster.WithTimeout(h.opts.GrainTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("state of %s: %w", id, err)
-	}
-	st, ok := res.(*actorpb.DeviceState)
-	if !ok {
-		return nil, fmt.Errorf("state of %s: unexpected reply %T", id, res)
-	}
-	return st, nil
 }
 
 // page lists one page of the registry: ids after `after` that start with prefix. The store
@@ -87,36 +71,35 @@ func (h *Handler) listPage(ctx context.Context, prefix, after string) ([]actors.
 	return out, more, nil
 }
 
-// rows asks every listed device's grain for its state, at most Concurrency at once. A grain that
-// does not answer leaves its row marked unanswered rather than failing the page.
-func (h *Handler) rows(ds []actors.Device) []row {
+// rows asks every listed device's grain for its state at once (at most Concurrency in flight,
+// all within GrainTimeout). A grain that does not answer, or cannot, leaves its row marked
+// unanswered rather than failing the page.
+func (h *Handler) rows(ctx context.Context, ds []actors.Device) []row {
 	out := make([]row, len(ds))
-	sem := make(chan struct{}, h.opts.Concurrency)
-	var wg sync.WaitGroup
+	ids := make([]string, len(ds))
 	for i, d := range ds {
 		out[i] = row{ID: d.ID, Product: d.Product, Created: d.CreatedAt, Revoked: d.Revoked()}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			st, err := h.state(d.ID)
-			if err != nil {
-				h.opts.Logger.Warn("console: device grain did not answer", "device", d.ID, "err", err)
-				return
-			}
-			r := &out[i]
-			r.Answered, r.Online, r.Firmware = true, st.Online, st.FirmwareVersion
-			r.Revoked = r.Revoked || st.Revoked
-			if st.LastSeenMs > 0 {
-				r.LastSeen = time.UnixMilli(st.LastSeenMs)
-			}
-			for _, a := range st.Alerts {
-				if a.Active {
-					r.Alerts++
-				}
-			}
-		})
+		ids[i] = d.ID
 	}
-	wg.Wait()
+	ctx, cancel := context.WithTimeout(ctx, h.opts.GrainTimeout)
+	defer cancel()
+	for i, a := range h.devices.States(ctx, ids) {
+		if a.Err != nil {
+			h.opts.Logger.Warn("console: device grain did not answer", "device", a.ID, "err", a.Err)
+			continue
+		}
+		st, r := a.State, &out[i]
+		r.Answered, r.Online, r.Firmware = true, st.Online, st.FirmwareVersion
+		r.Revoked = r.Revoked || st.Revoked
+		if st.LastSeenMs > 0 {
+			r.LastSeen = time.UnixMilli(st.LastSeenMs)
+		}
+		for _, a := range st.Alerts {
+			if a.Active {
+				r.Alerts++
+			}
+		}
+	}
 	return out
 }
 
@@ -130,7 +113,7 @@ func (h *Handler) fleet(w http.ResponseWriter, r *http.Request) {
 		h.messagePage(w, r, http.StatusServiceUnavailable, "unavailable")
 		return
 	}
-	f := &fleetView{Query: q, Rows: h.rows(ds), Paged: after != "", RefreshMs: max(h.opts.RefreshEvery.Milliseconds(), 0)}
+	f := &fleetView{Query: q, Rows: h.rows(r.Context(), ds), Paged: after != "", RefreshMs: max(h.opts.RefreshEvery.Milliseconds(), 0)}
 	for _, x := range f.Rows {
 		if x.Online {
 			f.Online++
@@ -187,7 +170,9 @@ func (h *Handler) loadDevice(ctx context.Context, id string) (*deviceView, error
 		return nil, err
 	}
 	v := &deviceView{Device: d, Kinds: []string{"water", "read_now", "reboot"}}
-	st, err := h.state(id)
+	gctx, cancel := context.WithTimeout(ctx, h.opts.GrainTimeout)
+	defer cancel()
+	st, err := h.devices.State(gctx, id)
 	if err != nil {
 		h.opts.Logger.Warn("console: device grain did not answer", "device", id, "err", err)
 		v.Stale = true
@@ -272,30 +257,40 @@ func (h *Handler) command(w http.ResponseWriter, r *http.Request) {
 	if kind == devicepb.CommandKind_COMMAND_KIND_WATER {
 		cmd.WaterMs = h.opts.WaterMs
 	}
-	res, err := h.opts.Cluster.Request(id, actors.DeviceKind, cmd, pcluster.WithTimeout(h.opts.CommandTimeout+h.opts.GrainTimeout))
-	out, ok := res.(*actorpb.CommandOutcome)
-	if err != nil || !ok {
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.CommandTimeout+h.opts.GrainTimeout)
+	defer cancel()
+	out, err := h.devices.Command(ctx, id, cmd)
+	if out == nil {
 		h.opts.Logger.Warn("console: no outcome from the device grain", "device", id, "err", err)
-		h.showDevice(w, r, http.StatusServiceUnavailable, tr(langOf(r), "unavailable"), false, nil)
+		p := api.ProblemOf(err)
+		p.Header(w)
+		h.showDevice(w, r, p.Status, tr(langOf(r), "unavailable"), false, nil)
 		return
 	}
 	h.opts.Logger.Info("console: command", "device", id, "kind", r.PostFormValue("kind"), "outcome", api.OutcomeName(out.Outcome))
 	o := outcomeJSON(out)
 	status := http.StatusOK
-	if out.Outcome == actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE {
-		status = http.StatusNotFound
+	if err != nil { // refused by the grain: unknown, revoked, unavailable, invalid
+		p := api.ProblemOf(err)
+		p.Header(w)
+		status = p.Status
 	}
 	h.showDevice(w, r, status, "", false, &o)
 }
 
+// revoke revokes the device through its grain (stored, the pot disconnected with
+// DEVICE_REVOKED, refused from then on), as the API does.
 func (h *Handler) revoke(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
-	err := h.opts.Store.RevokeDevice(r.Context(), id, h.opts.Now().UTC())
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.GrainTimeout)
+	defer cancel()
+	_, err := h.devices.Revoke(ctx, id, "console", "")
 	switch {
 	case errors.Is(err, actors.ErrUnknownDevice):
 		h.messagePage(w, r, http.StatusNotFound, "unknown_device", id)
 	case err != nil:
 		h.opts.Logger.Error("console: revoking", "device", id, "err", err)
+		api.ProblemOf(err).Header(w)
 		h.messagePage(w, r, http.StatusServiceUnavailable, "unavailable")
 	default:
 		h.opts.Logger.Info("console: device revoked", "device", id)

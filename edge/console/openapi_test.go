@@ -128,4 +128,9 @@ func TestOpenAPIErrorCodesMatchTheAPI(t *testing.T) {
 			t.Errorf("edge/api answers error code %q, which docs/openapi.yaml does not mention", code)
 		}
 	}
+	for _, code := range api.ProblemCodes { // the grains' errors, mapped once (api.ProblemOf)
+		if !strings.Contains(raw, code) {
+			t.Errorf("edge/api answers error code %q, which docs/openapi.yaml does not mention", code)
+		}
+	}
 }

@@ -3,7 +3,9 @@ package console
 import (
 	"bytes"
 	"html/template"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -37,6 +39,15 @@ func (h *Handler) newPage(r *http.Request) *page {
 }
 
 var funcs = template.FuncMap{
+	// metric formats a measured value with prec decimals and its unit, or "–" for a sensor that
+	// gave no finite value (NaN, ±Inf).
+	"metric": func(v float32, prec int, unit string) string {
+		f := float64(v)
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return "–"
+		}
+		return strconv.FormatFloat(f, 'f', prec, 32) + unit
+	},
 	"when": func(t time.Time) string {
 		if t.IsZero() {
 			return "–"

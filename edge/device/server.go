@@ -29,6 +29,7 @@ import (
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
+	"github.com/sprout-iot/sprout/store"
 )
 
 // Options are the edge's limits. Every field has a default (see defaults) and is reachable from
@@ -417,17 +418,12 @@ func validHello(h *devicepb.Hello) error {
 	switch {
 	case h.DeviceId == "" || len(h.DeviceId) > messages.MaxDeviceIDBytes:
 		return fmt.Errorf("device_id must be 1..%d bytes", messages.MaxDeviceIDBytes)
-	case !utf8.ValidString(h.DeviceId):
-		return errors.New("device_id must be UTF-8")
+	case store.ValidID(h.DeviceId) != nil:
+		return errors.New("device_id must be UTF-8 without spaces, slashes or control characters")
 	case len(h.FirmwareVersion) > messages.MaxFirmwareBytes:
 		return fmt.Errorf("firmware_version longer than %d bytes", messages.MaxFirmwareBytes)
 	case len(h.DeviceNonce) != messages.NonceBytes:
 		return fmt.Errorf("device_nonce must be %d bytes", messages.NonceBytes)
-	}
-	for _, r := range h.DeviceId {
-		if r < 0x20 || r == 0x7f {
-			return errors.New("device_id must not contain control characters")
-		}
 	}
 	return nil
 }

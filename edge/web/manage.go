@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -13,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/go-chi/chi/v5"
 	"google.golang.org/protobuf/proto"
 
@@ -99,9 +99,13 @@ func wantsJSON(r *http.Request) bool {
 func (h *Handler) reply(w http.ResponseWriter, r *http.Request, status int, outcome, key string, links ...link) {
 	msg := tr(langOf(r), key)
 	if wantsJSON(r) {
+		b, err := json.Marshal(commandResult{Outcome: outcome, Message: msg}) // before the status
+		if err != nil {
+			status, b = http.StatusInternalServerError, []byte(`{"outcome":"error"}`)
+		}
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.WriteHeader(status)
-		_ = writeJSON(w, commandResult{Outcome: outcome, Message: msg})
+		_, _ = w.Write(append(b, '\n'))
 		return
 	}
 	p := h.newPage(r, sessionFrom(r.Context()))
@@ -110,20 +114,15 @@ func (h *Handler) reply(w http.ResponseWriter, r *http.Request, status int, outc
 }
 
 // boundState checks the user's binding (store, then grain) and returns the plant's state; on
-// failure it has answered (404 for not bound, 503 for an unavailable grain).
+// failure it has answered (404 for not bound, 503 with Retry-After for an unavailable grain).
 func (h *Handler) boundState(w http.ResponseWriter, r *http.Request, openID, id string) (*actorpb.DeviceState, bool) {
 	_, err := h.binding(r.Context(), openID, id)
 	var st *actorpb.DeviceState
 	if err == nil {
-		st, err = h.state(openID, id)
+		st, err = h.state(r.Context(), openID, id)
 	}
-	switch {
-	case errors.Is(err, errNotBound):
-		h.reply(w, r, http.StatusNotFound, "not_found", "not_found")
-		return nil, false
-	case err != nil:
-		h.opts.Logger.Warn("web: device state", "device", id, "err", err)
-		h.reply(w, r, http.StatusServiceUnavailable, "unavailable", "unavailable")
+	if err != nil {
+		h.problem(w, r, err)
 		return nil, false
 	}
 	return st, true
@@ -205,11 +204,11 @@ func (h *Handler) settings(w http.ResponseWriter, r *http.Request) {
 	}
 	cmd := &actorpb.SendCommand{CommandId: api.NewCommandID(), Kind: devicepb.CommandKind_COMMAND_KIND_SET_CONFIG,
 		Config: cfg, TimeoutMs: uint32(h.opts.CommandTimeout / time.Millisecond), RequestedBy: actors.WeChatRequester(s.OpenID)}
-	res, err := h.opts.Cluster.Request(id, actors.DeviceKind, cmd, pcluster.WithTimeout(h.opts.CommandTimeout+h.opts.GrainTimeout))
-	out, ok := res.(*actorpb.CommandOutcome)
-	if err != nil || !ok {
-		h.opts.Logger.Warn("web: no outcome from the device grain", "device", id, "err", err)
-		h.reply(w, r, http.StatusServiceUnavailable, "unavailable", "unavailable")
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.CommandTimeout+h.opts.GrainTimeout)
+	defer cancel()
+	out, err := h.devices.Command(ctx, id, cmd)
+	if err != nil { // no outcome, or refused by the grain (not bound, revoked, unavailable, ...)
+		h.problem(w, r, err)
 		return
 	}
 	name := api.OutcomeName(out.Outcome)
@@ -218,8 +217,6 @@ func (h *Handler) settings(w http.ResponseWriter, r *http.Request) {
 		h.reply(w, r, http.StatusOK, name, "settings_done", link{"/app/plants/" + id, tr(langOf(r), "back")})
 	case actorpb.Outcome_OUTCOME_OFFLINE:
 		h.reply(w, r, http.StatusOK, name, "settings_offline")
-	case actorpb.Outcome_OUTCOME_NOT_BOUND, actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE:
-		h.reply(w, r, http.StatusNotFound, name, "not_found")
 	case actorpb.Outcome_OUTCOME_TIMED_OUT, actorpb.Outcome_OUTCOME_BUSY:
 		h.reply(w, r, http.StatusOK, name, name)
 	default:
@@ -236,18 +233,10 @@ func formFloat(r *http.Request, name string, lo, hi float64) (float32, bool) {
 }
 
 // unbindGrain removes openID from the device through its grain (the grain updates the store).
-func (h *Handler) unbindGrain(id, openID string) error {
-	res, err := h.opts.Cluster.Request(id, actors.DeviceKind, &actorpb.UnbindDevice{OpenId: openID}, pcluster.WithTimeout(h.opts.GrainTimeout))
-	br, ok := res.(*actorpb.BindResult)
-	switch {
-	case err != nil:
-		return err
-	case !ok:
-		return fmt.Errorf("unexpected reply %T", res)
-	case !br.Ok:
-		return errors.New(br.Error)
-	}
-	return nil
+func (h *Handler) unbindGrain(ctx context.Context, id, openID string) error {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.GrainTimeout)
+	defer cancel()
+	return h.devices.Unbind(ctx, id, openID)
 }
 
 // unbindConfirm is the confirm step before leaving a plant.
@@ -272,12 +261,12 @@ func (h *Handler) unbind(w http.ResponseWriter, r *http.Request) {
 	}
 	id := chi.URLParam(r, "id")
 	if _, err := h.binding(r.Context(), s.OpenID, id); err != nil {
-		h.reply(w, r, http.StatusNotFound, "not_found", "not_found")
+		h.problem(w, r, err)
 		return
 	}
-	if err := h.unbindGrain(id, s.OpenID); err != nil {
+	if err := h.unbindGrain(r.Context(), id, s.OpenID); err != nil {
 		h.opts.Logger.Warn("web: unbinding", "device", id, "err", err)
-		h.reply(w, r, http.StatusServiceUnavailable, "unavailable", "unavailable")
+		h.problem(w, r, err)
 		return
 	}
 	if wantsJSON(r) {
@@ -313,9 +302,9 @@ func (h *Handler) removeMember(w http.ResponseWriter, r *http.Request) {
 		h.reply(w, r, http.StatusNotFound, "not_found", "no_member")
 		return
 	}
-	if err := h.unbindGrain(id, target); err != nil {
+	if err := h.unbindGrain(r.Context(), id, target); err != nil {
 		h.opts.Logger.Warn("web: removing member", "device", id, "err", err)
-		h.reply(w, r, http.StatusServiceUnavailable, "unavailable", "unavailable")
+		h.problem(w, r, err)
 		return
 	}
 	if wantsJSON(r) {
@@ -335,8 +324,8 @@ func (h *Handler) inviteToken(deviceID, ownerOpenID string, exp time.Time) strin
 var errBadInvite = errors.New("bad or expired invite")
 
 // checkInvite verifies an invite and that its maker is still the plant's owner; it returns the
-// device id.
-func (h *Handler) checkInvite(tok string) (string, error) {
+// device id, or errBadInvite, or the grain's error when it could not tell (unavailable).
+func (h *Handler) checkInvite(ctx context.Context, tok string) (string, error) {
 	payload, ok := h.verify("invite", tok)
 	parts := strings.Split(payload, "|")
 	if !ok || len(parts) != 3 || parts[0] == "" {
@@ -347,12 +336,15 @@ func (h *Handler) checkInvite(tok string) (string, error) {
 		return "", errBadInvite
 	}
 	// The joiner is not bound yet: read the state without a user (the grain's unchecked form).
-	res, err := h.opts.Cluster.Request(parts[0], actors.DeviceKind, &actorpb.GetState{}, pcluster.WithTimeout(h.opts.GrainTimeout))
-	if err != nil {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.GrainTimeout)
+	defer cancel()
+	st, err := h.devices.State(ctx, parts[0])
+	switch {
+	case errors.Is(err, actors.ErrUnknownDevice):
+		return "", errBadInvite
+	case err != nil:
 		return "", err
-	}
-	st, ok := res.(*actorpb.DeviceState)
-	if !ok || !st.Known || st.Revoked || len(st.Users) == 0 || h.memberRef(parts[0], st.Users[0]) != parts[1] {
+	case st.Revoked || len(st.Users) == 0 || h.memberRef(parts[0], st.Users[0]) != parts[1]:
 		return "", errBadInvite
 	}
 	return parts[0], nil
@@ -386,9 +378,13 @@ func (h *Handler) joinConfirm(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
 	p := h.newPage(r, s)
 	tok := r.URL.Query().Get("t")
-	id, err := h.checkInvite(tok)
-	if err != nil {
+	id, err := h.checkInvite(r.Context(), tok)
+	switch {
+	case errors.Is(err, errBadInvite):
 		h.errorPage(w, r, http.StatusBadRequest, tr(p.Lang, "bad_invite"))
+		return
+	case err != nil:
+		h.problem(w, r, err)
 		return
 	}
 	if _, err := h.binding(r.Context(), s.OpenID, id); err == nil {
@@ -407,9 +403,13 @@ func (h *Handler) join(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	id, err := h.checkInvite(r.PostFormValue("t"))
-	if err != nil {
+	id, err := h.checkInvite(r.Context(), r.PostFormValue("t"))
+	switch {
+	case errors.Is(err, errBadInvite):
 		h.reply(w, r, http.StatusBadRequest, "invalid", "bad_invite")
+		return
+	case err != nil:
+		h.problem(w, r, err)
 		return
 	}
 	h.bindTo(w, r, s, id, "invite")
@@ -417,25 +417,25 @@ func (h *Handler) join(w http.ResponseWriter, r *http.Request) {
 
 // bindTo binds the user to a device through its grain and answers.
 func (h *Handler) bindTo(w http.ResponseWriter, r *http.Request, s session, id, via string) {
-	res, err := h.opts.Cluster.Request(id, actors.DeviceKind, &actorpb.BindDevice{OpenId: s.OpenID, Via: via}, pcluster.WithTimeout(h.opts.GrainTimeout))
-	br, ok := res.(*actorpb.BindResult)
-	if err != nil || !ok {
-		h.opts.Logger.Warn("web: binding", "device", id, "err", err)
-		h.reply(w, r, http.StatusServiceUnavailable, "unavailable", "unavailable")
-		return
-	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.GrainTimeout)
+	defer cancel()
+	br, err := h.devices.Bind(ctx, id, s.OpenID, via)
 	lang := langOf(r)
 	q := h.newPage(r, s).Q
 	plant := link{"/app/plants/" + id + q, tr(lang, "open_plant")}
 	switch {
-	case br.Ok && br.Already:
-		h.reply(w, r, http.StatusOK, "already", "bind_already", plant)
-	case br.Ok:
-		h.reply(w, r, http.StatusOK, "bound", "bind_done", plant, link{"/app/wifi" + q, tr(lang, "wifi_setup")})
-	case br.Error == "unknown_device" || br.Error == "revoked":
+	case errors.Is(err, actors.ErrUnknownDevice):
 		h.reply(w, r, http.StatusNotFound, "not_found", "bind_unknown")
+	case errors.Is(err, actors.ErrRevoked):
+		api.ProblemOf(err).Header(w)
+		h.reply(w, r, http.StatusConflict, "revoked", "bind_unknown")
+	case err != nil:
+		h.opts.Logger.Warn("web: binding", "device", id, "err", err)
+		h.problem(w, r, err)
+	case br.Already:
+		h.reply(w, r, http.StatusOK, "already", "bind_already", plant)
 	default:
-		h.reply(w, r, http.StatusServiceUnavailable, "unavailable", "unavailable")
+		h.reply(w, r, http.StatusOK, "bound", "bind_done", plant, link{"/app/wifi" + q, tr(lang, "wifi_setup")})
 	}
 }
 

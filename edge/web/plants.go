@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/go-chi/chi/v5"
 
 	"github.com/sprout-iot/sprout/actors"
@@ -24,9 +23,35 @@ import (
 // chinaTime is how times are shown: WeChat users are in China (UTC+8, no DST).
 var chinaTime = time.FixedZone("CST", 8*3600)
 
-// errNotBound means the plant is not (or no longer) bound to the user: the page answers 404,
-// never revealing whether the pot exists.
-var errNotBound = errors.New("plant not bound to this user")
+// problem answers a grain error on the pages with the one HTTP mapping (api.ProblemOf: 503 with
+// Retry-After for an unavailable grain, 409 for a revoked pot, ...), except that not bound reads
+// as 404 "no such pot", as an unknown pot does: a user cannot tell someone else's pot from none.
+func (h *Handler) problem(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, actors.ErrNotBound) || errors.Is(err, actors.ErrUnknownDevice) {
+		h.reply(w, r, http.StatusNotFound, "not_found", "not_found")
+		return
+	}
+	p := api.ProblemOf(err)
+	p.Header(w)
+	key := p.Code
+	switch p.Status {
+	case http.StatusForbidden:
+		key = "owner_only"
+	case http.StatusServiceUnavailable:
+		h.opts.Logger.Warn("web: device grain unavailable", "err", err)
+	}
+	h.reply(w, r, p.Status, p.Code, key)
+}
+
+// metric formats a measured value with prec decimals and its unit, or "–" for a sensor that gave
+// no finite value (NaN, ±Inf).
+func metric(v float32, prec int, unit string) string {
+	f := float64(v)
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return "–"
+	}
+	return strconv.FormatFloat(f, 'f', prec, 32) + unit
+}
 
 // plantView is one plant as the pages and the live stream show it.
 type plantView struct {
@@ -51,9 +76,9 @@ func newPlantView(lang, role string, st *actorpb.DeviceState) plantView {
 		v.Presence = tr(lang, "online")
 	}
 	if l := st.Latest; l != nil {
-		v.Moisture = fmt.Sprintf("%.0f%%", l.SoilMoisturePct)
-		v.Temp = fmt.Sprintf("%.1f°C", l.TemperatureC)
-		v.Tank = fmt.Sprintf("%.0f%%", l.TankLevelPct)
+		v.Moisture = metric(l.SoilMoisturePct, 0, "%")
+		v.Temp = metric(l.TemperatureC, 1, "°C")
+		v.Tank = metric(l.TankLevelPct, 0, "%")
 		if st.LatestAtMs > 0 {
 			v.Updated = tr(lang, "updated") + " " + time.UnixMilli(st.LatestAtMs).In(chinaTime).Format("01-02 15:04:05")
 		}
@@ -93,29 +118,21 @@ func (h *Handler) binding(ctx context.Context, openID, deviceID string) (actors.
 			return b, nil
 		}
 	}
-	return actors.Binding{}, errNotBound
+	return actors.Binding{}, fmt.Errorf("device %s: %w", deviceID, actors.ErrNotBound)
 }
 
 // state asks the device grain for the plant's state on the user's behalf; the grain refuses
-// (Denied) users it does not have bound, which is the authority over a stale store read.
-func (h *Handler) state(openID, deviceID string) (*actorpb.DeviceState, error) {
-	res, err := h.opts.Cluster.Request(deviceID, actors.DeviceKind, &actorpb.GetState{OpenId: openID},
-		pcluster.WithTimeout(h.opts.GrainTimeout))
-	if err != nil {
-		return nil, fmt.Errorf("state of %s: %w", deviceID, err)
-	}
-	st, ok := res.(*actorpb.DeviceState)
-	if !ok {
-		return nil, fmt.Errorf("state of %s: unexpected reply %T", deviceID, res)
-	}
-	if st.Denied || !st.Known {
-		return nil, errNotBound
-	}
-	return st, nil
+// (ErrNotBound) users it does not have bound, which is the authority over a stale store read.
+func (h *Handler) state(ctx context.Context, openID, deviceID string) (*actorpb.DeviceState, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.GrainTimeout)
+	defer cancel()
+	return h.devices.UserState(ctx, deviceID, openID)
 }
 
-// userPlants reads the user's bindings and asks every plant's grain for its state at once.
-// Plants whose grain does not answer are shown offline rather than hiding the whole page.
+// userPlants reads the user's bindings and asks every plant's grain for its state at once,
+// within GrainTimeout. A plant whose grain does not answer, or cannot load its state, is shown
+// offline rather than hidden (a storage blip must not make plants vanish); only the grain's "not
+// bound" removes it.
 func (h *Handler) userPlants(ctx context.Context, lang, openID string) ([]plantView, error) {
 	bs, err := h.opts.Users.UserBindings(ctx, openID)
 	if err != nil {
@@ -124,28 +141,23 @@ func (h *Handler) userPlants(ctx context.Context, lang, openID string) ([]plantV
 	if len(bs) > h.opts.MaxPlants {
 		bs = bs[:h.opts.MaxPlants]
 	}
-	views := make([]*plantView, len(bs))
-	var wg sync.WaitGroup
+	ids := make([]string, len(bs))
 	for i, b := range bs {
-		wg.Go(func() {
-			st, err := h.state(openID, b.DeviceID)
-			switch {
-			case errors.Is(err, errNotBound):
-				return
-			case err != nil:
-				h.opts.Logger.Warn("web: device grain did not answer", "device", b.DeviceID, "err", err)
-				st = &actorpb.DeviceState{DeviceId: b.DeviceID}
-			}
-			v := newPlantView(lang, b.Role, st)
-			views[i] = &v
-		})
+		ids[i] = b.DeviceID
 	}
-	wg.Wait()
-	out := make([]plantView, 0, len(views))
-	for _, v := range views {
-		if v != nil {
-			out = append(out, *v)
+	ctx, cancel := context.WithTimeout(ctx, h.opts.GrainTimeout)
+	defer cancel()
+	out := make([]plantView, 0, len(bs))
+	for i, a := range h.devices.UserStates(ctx, openID, ids) {
+		st := a.State
+		switch {
+		case errors.Is(a.Err, actors.ErrNotBound):
+			continue
+		case a.Err != nil:
+			h.opts.Logger.Warn("web: device grain did not answer", "device", a.ID, "err", a.Err)
+			st = &actorpb.DeviceState{DeviceId: a.ID}
 		}
+		out = append(out, newPlantView(lang, bs[i].Role, st))
 	}
 	slices.SortFunc(out, func(a, b plantView) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
@@ -172,14 +184,10 @@ func (h *Handler) plant(w http.ResponseWriter, r *http.Request) {
 	b, err := h.binding(r.Context(), s.OpenID, id)
 	var st *actorpb.DeviceState
 	if err == nil {
-		st, err = h.state(s.OpenID, id)
+		st, err = h.state(r.Context(), s.OpenID, id)
 	}
-	switch {
-	case errors.Is(err, errNotBound):
-		h.errorPage(w, r, http.StatusNotFound, tr(p.Lang, "not_found"))
-		return
-	case err != nil:
-		h.errorPage(w, r, http.StatusServiceUnavailable, tr(p.Lang, "unavailable"))
+	if err != nil {
+		h.problem(w, r, err)
 		return
 	}
 	p.Plants = []plantView{newPlantView(p.Lang, b.Role, st)}
@@ -205,11 +213,7 @@ func (h *Handler) water(w http.ResponseWriter, r *http.Request) {
 	}
 	id := chi.URLParam(r, "id")
 	if _, err := h.binding(r.Context(), s.OpenID, id); err != nil {
-		if errors.Is(err, errNotBound) {
-			reply(http.StatusNotFound, "not_found", "not_found")
-		} else {
-			reply(http.StatusServiceUnavailable, "unavailable", "unavailable")
-		}
+		h.problem(w, r, err)
 		return
 	}
 	if !h.allowCommand(s.OpenID) {
@@ -220,25 +224,21 @@ func (h *Handler) water(w http.ResponseWriter, r *http.Request) {
 	cmd := &actorpb.SendCommand{CommandId: api.NewCommandID(), Kind: devicepb.CommandKind_COMMAND_KIND_WATER,
 		WaterMs: h.opts.WaterMs, TimeoutMs: uint32(h.opts.CommandTimeout / time.Millisecond),
 		RequestedBy: actors.WeChatRequester(s.OpenID)}
-	res, err := h.opts.Cluster.Request(id, actors.DeviceKind, cmd, pcluster.WithTimeout(h.opts.CommandTimeout+h.opts.GrainTimeout))
-	out, ok := res.(*actorpb.CommandOutcome)
-	if err != nil || !ok {
-		h.opts.Logger.Warn("web: no outcome from the device grain", "device", id, "err", err)
-		reply(http.StatusServiceUnavailable, "unavailable", "unavailable")
+	ctx, cancel := context.WithTimeout(r.Context(), h.opts.CommandTimeout+h.opts.GrainTimeout)
+	defer cancel()
+	out, err := h.devices.Command(ctx, id, cmd)
+	if err != nil { // no outcome, or refused by the grain (not bound, revoked, unavailable, ...)
+		h.problem(w, r, err)
 		return
 	}
 	name := api.OutcomeName(out.Outcome)
 	switch out.Outcome {
-	case actorpb.Outcome_OUTCOME_NOT_BOUND, actorpb.Outcome_OUTCOME_UNKNOWN_DEVICE:
-		reply(http.StatusNotFound, name, "not_found")
 	case actorpb.Outcome_OUTCOME_OFFLINE:
 		reply(http.StatusOK, name, "pot_offline")
 	default:
 		reply(http.StatusOK, name, name)
 	}
 }
-
-func writeJSON(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
 
 // allowCommand admits one command per user per CommandInterval.
 func (h *Handler) allowCommand(openID string) bool {

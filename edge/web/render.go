@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"html/template"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -108,6 +109,7 @@ type chart struct {
 	Dots        []dot // each bucket's averages, so a lone bucket still shows
 }
 
+// dot is one bucket's averages on the chart; M or T is negative when that average had no value.
 type dot struct {
 	X, M, T float64
 }
@@ -156,10 +158,22 @@ func (h *Handler) chart(ctx context.Context, deviceID, title, empty, tickFormat 
 		}
 		x := float64(b.Start.Add(chartBucket/2).Sub(from)) / float64(chartSpan) * chartW
 		x = min(max(x, 0), chartW)
-		d := dot{X: x, M: scale(b.MoistureAvg, 100), T: scale(b.TempAvg, 50)}
+		// A bucket whose average is not a finite number (readings with no value) has no point
+		// on that line.
+		mOK, tOK := finite(b.MoistureAvg), finite(b.TempAvg)
+		if !mOK && !tOK {
+			continue
+		}
+		d := dot{X: x, M: -1, T: -1}
+		if mOK {
+			d.M = scale(b.MoistureAvg, 100)
+			m = append(m, fmt.Sprintf("%.1f,%.1f", d.X, d.M))
+		}
+		if tOK {
+			d.T = scale(b.TempAvg, 50)
+			t = append(t, fmt.Sprintf("%.1f,%.1f", d.X, d.T))
+		}
 		c.Dots = append(c.Dots, d)
-		m = append(m, fmt.Sprintf("%.1f,%.1f", d.X, d.M))
-		t = append(t, fmt.Sprintf("%.1f,%.1f", d.X, d.T))
 	}
 	c.Moisture, c.Temperature, c.Empty = strings.Join(m, " "), strings.Join(t, " "), len(m) == 0
 	for i := 0; i <= 4; i++ {
@@ -167,6 +181,11 @@ func (h *Handler) chart(ctx context.Context, deviceID, title, empty, tickFormat 
 		c.Ticks = append(c.Ticks, tick{X: i * chartW / 4, Label: at.In(chinaTime).Format(tickFormat)})
 	}
 	return c
+}
+
+func finite(v float32) bool {
+	f := float64(v)
+	return !math.IsNaN(f) && !math.IsInf(f, 0)
 }
 
 func scale(v float32, top float64) float64 {

@@ -124,9 +124,10 @@ func (o *Options) defaults() {
 
 // Handler serves /app.
 type Handler struct {
-	opts  Options
-	oauth *api.OAuth
-	pages map[string]*template.Template
+	opts    Options
+	devices *actors.DeviceClient
+	oauth   *api.OAuth
+	pages   map[string]*template.Template
 
 	mu      sync.Mutex
 	lastCmd map[string]time.Time // OpenID -> last accepted command, for CommandInterval
@@ -143,7 +144,8 @@ func New(opts Options) *Handler {
 	}
 	sub, _ := fs.Sub(staticFS, "static")
 	h := &Handler{
-		opts: opts,
+		opts:    opts,
+		devices: actors.NewDeviceClient(opts.Cluster, actors.ClientOptions{Timeout: opts.GrainTimeout, Concurrency: opts.MaxPlants}),
 		oauth: &api.OAuth{BaseURL: opts.OAuth.APIBase, AuthorizeBase: opts.OAuth.AuthorizeBase,
 			AppID: opts.OAuth.AppID, Secret: opts.OAuth.Secret},
 		pages:   parsePages(),

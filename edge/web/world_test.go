@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"io"
 	"net/http"
@@ -8,8 +9,6 @@ import (
 	"net/url"
 	"testing"
 	"time"
-
-	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
@@ -33,7 +32,21 @@ type world struct {
 
 func newWorld(t *testing.T, tune func(*Options)) *world {
 	t.Helper()
+	return newWorldOn(t, nil, tune)
+}
+
+// newWorldOn is newWorld with the grains and the app on blip, a wrapper of the world's memory
+// store (nil: the store itself).
+func newWorldOn(t *testing.T, blip func(*memory.Store) *edgetest.BlipStore, tune func(*Options)) *world {
+	t.Helper()
 	w := &world{store: memory.New()}
+	var st interface {
+		actors.Store
+		actors.UserStore
+	} = w.store
+	if blip != nil {
+		st = blip(w.store)
+	}
 	log := edgetest.Quiet()
 	p, err := wechatsim.NewServer(wechatsim.Options{})
 	if err != nil {
@@ -42,11 +55,11 @@ func newWorld(t *testing.T, tune func(*Options)) *world {
 	t.Cleanup(func() { _ = p.Close() })
 	w.platform = p
 	w.member, w.edgeAddr = edgetest.StartNode(t, log,
-		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log}))
+		actors.NewDeviceKind(actors.DeviceOptions{Store: st, Users: st, Logger: log}))
 
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	o := Options{Cluster: w.member.Cluster, Store: w.store, Users: w.store, CookieKey: key, Logger: log,
+	o := Options{Cluster: w.member.Cluster, Store: st, Users: st, CookieKey: key, Logger: log,
 		OAuth:          OAuth{AppID: p.AppID(), Secret: p.Secret(), APIBase: p.URL(), AuthorizeBase: p.URL()},
 		CommandTimeout: 3 * time.Second, StreamInterval: 200 * time.Millisecond}
 	if tune != nil {
@@ -62,10 +75,8 @@ func (w *world) addPot(t *testing.T, id string, openIDs ...string) []byte {
 	t.Helper()
 	secret := edgetest.AddDevice(t, w.store, id, "pot")
 	for _, o := range openIDs {
-		res, err := w.member.Cluster.Request(id, actors.DeviceKind, &actorpb.BindDevice{OpenId: o, Via: "test"},
-			pcluster.WithTimeout(5*time.Second))
-		if br, ok := res.(*actorpb.BindResult); err != nil || !ok || !br.Ok {
-			t.Fatalf("binding %s to %s: %v %v", o, id, res, err)
+		if _, err := w.web.devices.Bind(context.Background(), id, o, "test"); err != nil {
+			t.Fatalf("binding %s to %s: %v", o, id, err)
 		}
 	}
 	return secret
@@ -131,10 +142,9 @@ var jsonAnswer = http.Header{"Accept": {"application/json"}}
 // users asks the device grain for the bound OpenIDs (owner first) and the config.
 func (w *world) users(t *testing.T, id string) *actorpb.DeviceState {
 	t.Helper()
-	res, err := w.member.Cluster.Request(id, actors.DeviceKind, &actorpb.GetState{}, pcluster.WithTimeout(5*time.Second))
-	st, ok := res.(*actorpb.DeviceState)
-	if err != nil || !ok {
-		t.Fatalf("state of %s: %v %v", id, res, err)
+	st, err := w.web.devices.State(context.Background(), id)
+	if err != nil {
+		t.Fatalf("state of %s: %v", id, err)
 	}
 	return st
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
 )
 
 // Store is an in-memory actors.Store.
@@ -37,6 +38,9 @@ func New() *Store {
 }
 
 func (s *Store) CreateDevice(_ context.Context, d actors.Device) error {
+	if err := store.ValidID(d.ID); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.devices[d.ID]; ok {

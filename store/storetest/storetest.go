@@ -166,13 +166,12 @@ var hostileIDs = []string{
 	`it's`,
 	`"double"`,
 	`back\slash\`,
-	`'; DROP TABLE devices; --`,
+	`';DROP+TABLE+devices;--`,
 	`100%_like`,
 	`emoji-🌱🪴`,
 	`中文设备-植物`,
-	`Ünïcödé é`, // precomposed and combining: must not be normalised
-	"tab\tnew\nline",
-	`$1 ?1 :name @p`,
+	`Ünïcödé-é`, // precomposed and combining: must not be normalised
+	`$1?1:name@p`,
 	strings.Repeat("x", store.MaxDeviceIDBytes),
 }
 
@@ -244,6 +243,13 @@ func testInvalidDevice(t *testing.T, s actors.Store) {
 		{ID: "", Product: "p", CreatedAt: t0},
 		{ID: "nul\x00id", Product: "p", CreatedAt: t0},
 		{ID: "bad-utf8-\xff", Product: "p", CreatedAt: t0},
+		// store.ValidID: no whitespace, slashes or control characters (C0, DEL, C1).
+		{ID: "tab\tnew\nline", Product: "p", CreatedAt: t0},
+		{ID: "a space", Product: "p", CreatedAt: t0},
+		{ID: "a/slash", Product: "p", CreatedAt: t0},
+		{ID: "csi-\u009b2J", Product: "p", CreatedAt: t0},
+		{ID: "esc-\x1b[2J", Product: "p", CreatedAt: t0},
+		{ID: "del-\x7f", Product: "p", CreatedAt: t0},
 		{ID: strings.Repeat("x", store.MaxDeviceIDBytes+1), Product: "p", CreatedAt: t0},
 		{ID: "nul-product", Product: "p\x00", CreatedAt: t0},
 		{ID: "no-created-at", Product: "p"},
