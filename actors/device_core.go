@@ -413,8 +413,10 @@ func (c *deviceCore) checkThresholds(fx *effects, t *devicepb.Telemetry, now tim
 	if th == nil {
 		return
 	}
+	// A non-finite reading is a sensor with no value (JSON null): it neither raises nor clears.
 	// Soil too dry: below the minimum.
 	switch {
+	case !finite(t.SoilMoisturePct):
 	case t.SoilMoisturePct < th.SoilMoistureMinPct:
 		c.raise(fx, actorpb.AlertKind_ALERT_KIND_SOIL_DRY, t.SoilMoisturePct, th.SoilMoistureMinPct, now)
 	case t.SoilMoisturePct >= th.SoilMoistureMinPct+th.HysteresisPct:
@@ -422,6 +424,7 @@ func (c *deviceCore) checkThresholds(fx *effects, t *devicepb.Telemetry, now tim
 	}
 	// Too hot: above the maximum.
 	switch {
+	case !finite(t.TemperatureC):
 	case t.TemperatureC > th.TemperatureMaxC:
 		c.raise(fx, actorpb.AlertKind_ALERT_KIND_TOO_HOT, t.TemperatureC, th.TemperatureMaxC, now)
 	case t.TemperatureC <= th.TemperatureMaxC-th.HysteresisC:
@@ -429,12 +432,16 @@ func (c *deviceCore) checkThresholds(fx *effects, t *devicepb.Telemetry, now tim
 	}
 	// Tank empty: at or below the empty level.
 	switch {
+	case !finite(t.TankLevelPct):
 	case t.TankLevelPct <= th.TankEmptyPct:
 		c.raise(fx, actorpb.AlertKind_ALERT_KIND_TANK_EMPTY, t.TankLevelPct, th.TankEmptyPct, now)
 	case t.TankLevelPct >= th.TankEmptyPct+th.HysteresisPct:
 		c.clear(fx, actorpb.AlertKind_ALERT_KIND_TANK_EMPTY, t.TankLevelPct, th.TankEmptyPct, now)
 	}
 }
+
+// finite reports whether v is a value (not NaN, not ±Inf).
+func finite(v float32) bool { return !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) }
 
 func (c *deviceCore) raise(fx *effects, k actorpb.AlertKind, value, threshold float32, now time.Time) {
 	if c.alerts[k] != nil {

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -37,6 +38,11 @@ func tel(seq uint64, moisture, temp, tank float32) *actorpb.Report {
 		Seq: seq, SoilMoisturePct: moisture, TemperatureC: temp, TankLevelPct: tank}}}
 }
 
+var (
+	nan = float32(math.NaN())
+	inf = float32(math.Inf(1))
+)
+
 func TestThresholdsWithHysteresis(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -50,6 +56,8 @@ func TestThresholdsWithHysteresis(t *testing.T) {
 		{"too hot clears 2 degrees below", [][3]float32{{50, 36, 80}, {50, 34, 80}, {50, 33, 80}, {50, 36, 80}}, []string{"TOO_HOT+", "TOO_HOT-", "TOO_HOT+"}},
 		{"tank empty at the threshold", [][3]float32{{50, 20, 6}, {50, 20, 5}, {50, 20, 9}, {50, 20, 10}}, []string{"TANK_EMPTY+", "TANK_EMPTY-"}},
 		{"two kinds at once", [][3]float32{{10, 40, 80}}, []string{"SOIL_DRY+", "TOO_HOT+"}},
+		{"a sensor with no value (NaN, +Inf, -Inf) raises nothing", [][3]float32{{nan, nan, nan}, {inf, inf, inf}, {-inf, -inf, -inf}}, nil},
+		{"a sensor with no value clears nothing", [][3]float32{{19, 40, 5}, {nan, nan, nan}, {inf, -inf, inf}}, []string{"SOIL_DRY+", "TOO_HOT+", "TANK_EMPTY+"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
