@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"github.com/sprout-iot/sprout/edge/api"
 	wxapi "github.com/sprout-iot/sprout/edge/wechat/api"
 	"github.com/sprout-iot/sprout/edge/wechat/qr"
+	"github.com/sprout-iot/sprout/store"
 )
 
 func runDevice(args []string) error {
@@ -273,19 +277,54 @@ func runDeviceList(args []string) error {
 
 func runDeviceRevoke(args []string) error {
 	var sf storeFlags
-	fs := newFlagSet("device revoke", "Revokes a device: it can no longer connect. Usage: sprout device revoke [flags] ID")
+	var apiURL, token string
+	fs := newFlagSet("device revoke", "Revokes a device: it is disconnected, can no longer connect, and its users are unbound.\n"+
+		"While nodes are running, revoke through a node (--api and --admin-token): the device's grain\n"+
+		"closes its connection at once. Without --api the store is written directly, which is for a\n"+
+		"stopped deployment only: a running grain would not see it until it reloads.\n"+
+		"Usage: sprout device revoke [flags] ID")
 	sf.register(fs)
+	fs.str(&apiURL, "api", "", "base URL of a running node's HTTP API (e.g. http://127.0.0.1:8080): revoke through the device's grain")
+	fs.str(&token, "admin-token", "", "bearer token for --api")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return fmt.Errorf("usage: sprout device revoke [flags] ID")
 	}
-	ctx := context.Background()
+	id := fs.Arg(0)
+	if err := store.ValidID(id); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if apiURL != "" {
+		return revokeThroughAPI(ctx, apiURL, token, id)
+	}
 	st, _, err := sf.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	return st.RevokeDevice(ctx, fs.Arg(0), time.Now().UTC())
+	return st.RevokeDevice(ctx, id, time.Now().UTC())
+}
+
+// revokeThroughAPI asks a running node to revoke id through the device's grain.
+func revokeThroughAPI(ctx context.Context, apiURL, token, id string) error {
+	u := strings.TrimRight(apiURL, "/") + "/api/v1/devices/" + url.PathEscape(id) + "/revoke"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("revoke through %s: %w", apiURL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("revoke through %s: %s: %s", apiURL, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
