@@ -26,6 +26,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sprout-iot/sprout/actors/actortest"
 )
 
 type pot struct {
@@ -80,7 +82,7 @@ func (s *server) start(t *testing.T) {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start sprout serve: %v", err)
 	}
-	waitFor(t, 20*time.Second, "sprout serve /healthz", func() bool {
+	actortest.Eventually(t, 20*time.Second, "sprout serve /healthz", func() bool {
 		resp, err := http.Get("http://" + s.http + "/healthz")
 		if err != nil {
 			return false
@@ -98,18 +100,6 @@ func (s *server) kill(t *testing.T) {
 	_ = s.cmd.Process.Signal(syscall.SIGKILL)
 	_ = s.cmd.Wait()
 	s.cmd = nil
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if ok() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("timed out after %v waiting for %s", timeout, what)
 }
 
 func api(t *testing.T, s *server, method, path string, body any, out any) int {
@@ -263,14 +253,14 @@ func TestInteropVirtualDevicesAgainstSproutServe(t *testing.T) {
 
 	// Authenticate and report.
 	for _, p := range pots {
-		waitFor(t, 20*time.Second, p.id+" online with readings", func() bool {
+		actortest.Eventually(t, 20*time.Second, p.id+" online with readings", func() bool {
 			d := device(t, srv, p.id)
 			return d.Online && d.LastSeq >= 3
 		})
 	}
 
 	// Raise an alert: the dry pot reports moisture under the threshold.
-	waitFor(t, 20*time.Second, "a soil_dry alert on the dry pot", func() bool {
+	actortest.Eventually(t, 20*time.Second, "a soil_dry alert on the dry pot", func() bool {
 		for _, a := range device(t, srv, "interop-pot-dry").Alerts {
 			if a.Kind == "soil_dry" && a.Active {
 				return true
@@ -316,7 +306,7 @@ func TestInteropVirtualDevicesAgainstSproutServe(t *testing.T) {
 	for _, p := range pots {
 		// The pot's own counter: everything below it must end up stored exactly once.
 		var next uint64
-		waitFor(t, 30*time.Second, p.id+" reconnected and caught up", func() bool {
+		actortest.Eventually(t, 30*time.Second, p.id+" reconnected and caught up", func() bool {
 			b, err := os.ReadFile(filepath.Join(tmp, p.id, "seq"))
 			if err != nil || len(b) != 8 {
 				return false

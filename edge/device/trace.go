@@ -55,6 +55,3 @@ func (c *conn) resultTrace(commandID string) *actorpb.TraceContext {
 	span.SetAttributes(attribute.String("device.id", c.device), attribute.String("command.id", commandID))
 	return observe.Inject(ctx)
 }
-
-// Listening reports whether the edge is accepting device connections on at least one listener.
-func (s *Server) Listening() bool { return s.listening.Load() > 0 }

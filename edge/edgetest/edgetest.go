@@ -1,9 +1,10 @@
 // Package edgetest stands up the part of a Sprout node that the edge packages' tests share
 // (edge/console, edge/web, edge/wechat/bridge): a quiet logger, cluster members, the device edge
-// on a loopback port, provisioned devices, simulated pots online at that edge, an HTTP server for
-// the handler under test, and GET and form-POST helpers. Each package keeps its own test world
-// for what differs (its options, the simulated WeChat platform, its handlers). It is imported by
-// tests only; the browser helpers are in edge/webtest.
+// on a loopback port, provisioned devices, test pots online at that edge (speaking the protocol
+// through messages/deviceclient), an HTTP server for the handler under test, and GET and
+// form-POST helpers. Each package keeps its own test world for what differs (its options, the
+// simulated WeChat platform, its handlers). It is imported by tests only and imports no
+// simulator; the browser helpers are in edge/webtest.
 package edgetest
 
 import (
@@ -27,8 +28,8 @@ import (
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
 	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/messages/deviceclient"
 	"github.com/sprout-iot/sprout/messages/devicepb"
-	"github.com/sprout-iot/sprout/simulations/plant"
 )
 
 // Quiet logs errors only, so that passing tests print nothing; SPROUT_TEST_LOG=1 logs everything.
@@ -91,14 +92,14 @@ func AddDevice(t testing.TB, r Registry, id, product string) []byte {
 
 // Dial brings device id online at the device edge and hands the connection to the test, which
 // reads it itself (nothing answers commands or pings). It is closed when the test ends.
-func Dial(t testing.TB, edgeAddr, id string, secret []byte) *plant.Conn {
+func Dial(t testing.TB, edgeAddr, id string, secret []byte) *deviceclient.Conn {
 	t.Helper()
-	return dial(t, edgeAddr, plant.Hello{DeviceID: id, Secret: secret})
+	return dial(t, edgeAddr, deviceclient.Hello{DeviceID: id, Secret: secret})
 }
 
-func dial(t testing.TB, edgeAddr string, h plant.Hello) *plant.Conn {
+func dial(t testing.TB, edgeAddr string, h deviceclient.Hello) *deviceclient.Conn {
 	t.Helper()
-	c, err := plant.Dial(edgeAddr, "", time.Second)
+	c, err := deviceclient.Dial(edgeAddr, "", time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func dial(t testing.TB, edgeAddr string, h plant.Hello) *plant.Conn {
 
 // PotOptions shape how a Pot answers.
 type PotOptions struct {
-	// Firmware is the version the pot announces (default: plant's simulated version).
+	// Firmware is the version the pot announces (default deviceclient.DefaultFirmware).
 	Firmware string
 	// Status answers every command (default COMMAND_STATUS_DONE), with 1 ml watered per 50 ms of
 	// WaterMs.
@@ -128,7 +129,7 @@ const kindsBuffer = 64
 // Pot is an online test device: a reader answers its commands and pings, counts the commands and
 // reports their kinds, and the test sends readings with Report.
 type Pot struct {
-	c        *plant.Conn
+	c        *deviceclient.Conn
 	seq      atomic.Uint64
 	commands atomic.Int64
 	kinds    chan devicepb.CommandKind
@@ -141,7 +142,7 @@ func Connect(t testing.TB, edgeAddr, id string, secret []byte, o PotOptions) *Po
 	if o.Status == 0 {
 		o.Status = devicepb.CommandStatus_COMMAND_STATUS_DONE
 	}
-	p := &Pot{c: dial(t, edgeAddr, plant.Hello{DeviceID: id, Secret: secret, Firmware: o.Firmware}),
+	p := &Pot{c: dial(t, edgeAddr, deviceclient.Hello{DeviceID: id, Secret: secret, Firmware: o.Firmware}),
 		kinds: make(chan devicepb.CommandKind, kindsBuffer)}
 	go p.answer(o)
 	return p

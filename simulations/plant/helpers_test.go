@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/messages"
+	"github.com/sprout-iot/sprout/messages/deviceclient"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/simulations/plant"
 )
@@ -49,11 +50,11 @@ func (s *server) accept() {
 		if err != nil {
 			return
 		}
-		go s.handshake(plant.NewConn(nc))
+		go s.handshake(deviceclient.NewConn(nc))
 	}
 }
 
-func (s *server) handshake(c *plant.Conn) {
+func (s *server) handshake(c *deviceclient.Conn) {
 	f, err := c.Recv(5 * time.Second)
 	if err != nil || f.GetHello() == nil {
 		c.Close()
@@ -109,7 +110,7 @@ func (s *server) next(t *testing.T) *sconn {
 }
 
 type sconn struct {
-	*plant.Conn
+	*deviceclient.Conn
 	frames  chan *devicepb.Frame
 	skipped []*devicepb.Frame // read by expect without matching, in order; later expects see them first
 }

@@ -1,3 +1,7 @@
+// Package plant simulates Sprout's plant pots: Plant puts a soil, tank and pump model behind a
+// device connection (messages/deviceclient, the wire protocol's client) that reports, keeps
+// unacked frames for resending, obeys commands and reconnects. `sprout sim` runs thousands of
+// Plants against a server.
 package plant
 
 import (
@@ -11,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sprout-iot/sprout/messages/deviceclient"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
 
@@ -394,7 +399,7 @@ func (p *Plant) Run(ctx context.Context) error {
 			}
 			failures++
 			wait := p.backoff(failures)
-			var ce *ErrClosed
+			var ce *deviceclient.ErrClosed
 			if errors.As(err, &ce) {
 				wait = p.waitAfterClose(&devicepb.Close{Reason: ce.Reason, ReconnectAfterMs: ce.ReconnectAfterMs}, failures)
 			}
@@ -519,7 +524,7 @@ func (p *Plant) reportEvery() time.Duration {
 }
 
 func closeReason(err error) devicepb.CloseReason {
-	var ce *ErrClosed
+	var ce *deviceclient.ErrClosed
 	if errors.As(err, &ce) {
 		return ce.Reason
 	}
@@ -527,7 +532,7 @@ func closeReason(err error) devicepb.CloseReason {
 }
 
 func errorKind(err error) string {
-	var ce *ErrClosed
+	var ce *deviceclient.ErrClosed
 	switch {
 	case errors.As(err, &ce):
 		return "closed: " + ReasonName(ce.Reason)

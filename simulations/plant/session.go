@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/messages"
+	"github.com/sprout-iot/sprout/messages/deviceclient"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
 
@@ -19,7 +20,7 @@ var (
 
 // session is one connection after Welcome. Its fields are guarded by Plant.mu.
 type session struct {
-	c         *Conn
+	c         *deviceclient.Conn
 	server    string
 	out       []byte    // frames waiting for the next flush
 	wdl       time.Time // write deadline set on the socket
@@ -51,13 +52,13 @@ func (s *session) fail(err error) {
 // the ring is resent from its oldest entry.
 func (p *Plant) connect(ctx context.Context, addr string) (*session, error) {
 	p.stats.ConnectAttempts.Add(1)
-	c, err := Dial(addr, p.cfg.LocalIP, p.cfg.DialTimeout)
+	c, err := deviceclient.Dial(addr, p.cfg.LocalIP, p.cfg.DialTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("%w %s: %w", errDial, addr, err)
 	}
 	p.observe(Observation{Kind: Connected, Server: addr})
 	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
-	w, err := c.Handshake(Hello{DeviceID: p.cfg.ID, Secret: p.cfg.Secret, Firmware: p.cfg.Firmware}, p.cfg.HandshakeTimeout)
+	w, err := c.Handshake(deviceclient.Hello{DeviceID: p.cfg.ID, Secret: p.cfg.Secret, Firmware: p.cfg.Firmware}, p.cfg.HandshakeTimeout)
 	stop()
 	if err != nil {
 		_ = c.Close()
@@ -214,12 +215,12 @@ func (p *Plant) readLoop(s *session) {
 	for {
 		// Moving the deadline resets a runtime timer; on a busy connection do it only once a
 		// quarter of the timeout has passed.
-		if now := time.Now(); s.c.r.Buffered() == 0 && deadline.Sub(now) < timeout*3/4 {
+		if now := time.Now(); s.c.Buffered() == 0 && deadline.Sub(now) < timeout*3/4 {
 			deadline = now.Add(timeout)
-			_ = s.c.nc.SetReadDeadline(deadline)
+			_ = s.c.SetReadDeadline(deadline)
 		}
 		f := &devicepb.Frame{}
-		err := messages.ReadFrame(s.c.r, s.c.max, f)
+		err := s.c.Read(f)
 		p.mu.Lock()
 		if err != nil {
 			s.fail(err)
@@ -227,7 +228,7 @@ func (p *Plant) readLoop(s *session) {
 			return
 		}
 		p.handle(s, f)
-		if s.c.r.Buffered() == 0 || s.close != nil || s.reboot {
+		if s.c.Buffered() == 0 || s.close != nil || s.reboot {
 			p.pushOut()
 		}
 		timeout = 3 * s.heartbeat
@@ -341,7 +342,7 @@ func (p *Plant) flush() {
 	now := time.Now()
 	if s.wdl.Sub(now) < p.cfg.WriteTimeout*3/4 {
 		s.wdl = now.Add(p.cfg.WriteTimeout)
-		_ = s.c.nc.SetWriteDeadline(s.wdl)
+		_ = s.c.SetWriteDeadline(s.wdl)
 	}
 	err := s.c.SendRaw(s.out)
 	s.out = s.out[:0]

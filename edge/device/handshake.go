@@ -1,0 +1,155 @@
+package device
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/messages"
+	"github.com/sprout-iot/sprout/messages/actorpb"
+	"github.com/sprout-iot/sprout/messages/devicepb"
+	"github.com/sprout-iot/sprout/store"
+)
+
+// handshake runs Hello, Challenge, Auth and the grain's verdict, and queues the Welcome. On false
+// the connection is closing (with the reason set); the caller's cleanup undoes whatever was done
+// here: the connection actor spawned, the grain asked.
+func (c *conn) handshake() bool {
+	s := c.s
+	_ = c.nc.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
+	f := &devicepb.Frame{}
+	if err := messages.ReadFrame(c.r, s.opts.MaxFrameBytes, f); err != nil {
+		c.fail(readErrReason(err))
+		return false
+	}
+	hello := f.GetHello()
+	if hello == nil {
+		c.fail(devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "expected Hello first")
+		return false
+	}
+	if err := validHello(hello); err != nil {
+		c.fail(devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, err.Error())
+		return false
+	}
+	c.device = hello.DeviceId
+	serverNonce := make([]byte, messages.NonceBytes)
+	_, _ = crand.Read(serverNonce)
+	if !c.send(&devicepb.Frame{Body: &devicepb.Frame_Challenge{Challenge: &devicepb.Challenge{ServerNonce: serverNonce}}}) {
+		return false
+	}
+	f.Reset()
+	if err := messages.ReadFrame(c.r, s.opts.MaxFrameBytes, f); err != nil {
+		c.fail(readErrReason(err))
+		return false
+	}
+	auth := f.GetAuth()
+	if auth == nil {
+		c.fail(devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "expected Auth after Challenge")
+		return false
+	}
+	sid := make([]byte, 16)
+	_, _ = crand.Read(sid)
+	c.session = hex.EncodeToString(sid)
+	c.pid = s.cluster.ActorSystem.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &connActor{c: c} }))
+
+	hctx, span := observe.StartRoot(context.Background(), "edge.handshake", trace.SpanKindServer)
+	defer span.End()
+	ar, err := c.authenticate(&actorpb.Authenticate{Trace: observe.Inject(hctx),
+		DeviceId: hello.DeviceId, DeviceNonce: hello.DeviceNonce, ServerNonce: serverNonce, Mac: auth.Mac,
+		FirmwareVersion: hello.FirmwareVersion, ProtocolVersion: hello.ProtocolVersion, RemoteAddr: c.remote,
+		Conn: &actorpb.ConnRef{Address: c.pid.Address, Id: c.pid.Id, SessionId: c.session, Edge: c.nc.LocalAddr().String()},
+	})
+	if err != nil {
+		s.opts.Logger.Warn("handshake: device grain unavailable", "device", c.device, "err", err)
+		c.fail(devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, "server busy, try later")
+		return false
+	}
+	if !ar.Ok {
+		c.failAfter(ar.Reason, ar.Detail, ar.RetryAfterMs)
+		return false
+	}
+	_ = c.nc.SetReadDeadline(time.Time{})
+	// Welcome first, then the open commands the grain handed back, then what it sent since.
+	frames := append([]*devicepb.Frame{{Body: &devicepb.Frame_Welcome{Welcome: ar.Welcome}}}, ar.AfterWelcome...)
+	if !c.welcome(frames) {
+		return false
+	}
+	s.opts.Logger.Debug("device connected", "device", c.device, "session", c.session, "remote", c.remote)
+	return true
+}
+
+// authenticate looks the device's grain up once and asks it; the connection then reports to that
+// same PID. A cached PID of a grain that has since passivated answers with a dead letter: it is
+// looked up again, once. From the moment the question is sent, the grain may have attached this
+// connection (even if its answer is lost), which the cleanup undoes.
+func (c *conn) authenticate(m *actorpb.Authenticate) (*actorpb.AuthResult, error) {
+	s := c.s
+	for attempt := 0; ; attempt++ {
+		c.grainPID = s.grain(c.device)
+		if c.grainPID == nil {
+			return nil, errors.New("the cluster cannot place the device's grain")
+		}
+		c.asked = true
+		res, err := s.cluster.ActorSystem.Root.RequestFuture(c.grainPID, m, s.opts.GrainTimeout).Result()
+		if err == nil {
+			ar, ok := res.(*actorpb.AuthResult)
+			if !ok {
+				return nil, fmt.Errorf("device grain answered %T", res)
+			}
+			return ar, nil
+		}
+		s.cluster.PidCache.Remove(c.device, actors.DeviceKind)
+		if attempt == 0 && errors.Is(err, actor.ErrDeadLetter) {
+			continue
+		}
+		return nil, err
+	}
+}
+
+func validHello(h *devicepb.Hello) error {
+	if err := store.ValidID(h.DeviceId); err != nil {
+		return err
+	}
+	switch {
+	case len(h.FirmwareVersion) > messages.MaxFirmwareBytes:
+		return fmt.Errorf("firmware_version longer than %d bytes", messages.MaxFirmwareBytes)
+	case len(h.DeviceNonce) != messages.NonceBytes:
+		return fmt.Errorf("device_nonce must be %d bytes", messages.NonceBytes)
+	}
+	return nil
+}
+
+func readErrReason(err error) (devicepb.CloseReason, string) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, messages.ErrFrameTooLarge):
+		return devicepb.CloseReason_CLOSE_REASON_FRAME_TOO_LARGE, err.Error()
+	case errors.As(err, &ne) && ne.Timeout():
+		return devicepb.CloseReason_CLOSE_REASON_HANDSHAKE_TIMEOUT, "handshake timed out"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
+		return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "connection closed by device"
+	default:
+		return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, truncate(err.Error(), messages.MaxDetailBytes)
+	}
+}
+
+// fail ends a connection during the handshake.
+func (c *conn) fail(r devicepb.CloseReason, detail string) { c.failAfter(r, detail, 0) }
+
+// failAfter is fail with a reconnect hint for the device (0: its own backoff).
+func (c *conn) failAfter(r devicepb.CloseReason, detail string, reconnectMs uint32) {
+	c.s.opts.Logger.Info("handshake failed", "reason", r.String(), "detail", detail, "device", c.device, "remote", c.remote)
+	observe.HandshakeFailed(r.String())
+	c.close(r, detail, reconnectMs)
+}
