@@ -22,6 +22,11 @@ const (
 	DefaultCommandTimeout = 10 * time.Second
 	MinCommandTimeout     = 1 * time.Second
 	MaxCommandTimeout     = 300 * time.Second
+	// MaxOpenCommands bounds the commands open on one device at once; past it a new command is
+	// answered BUSY at once. A pot runs one command at a time, and every open command is resent
+	// with the Welcome after a reconnect, so this also keeps a reconnect's frames well inside the
+	// edge's outbound queue (device.DefaultMaxPendingFrames, 64).
+	MaxOpenCommands = 16
 	// recentOutcomes bounds how many finished commands a device remembers, to answer a repeated
 	// SendCommand with its first outcome and to recognise results that arrive after the deadline.
 	recentOutcomes = 64
@@ -513,6 +518,9 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 		fx.snapshot = true
 		fx.outcomes = append(fx.outcomes, out)
 		return d, out, fx
+	}
+	if len(c.open) >= MaxOpenCommands {
+		return answer(actorpb.Outcome_OUTCOME_BUSY, fmt.Sprintf("%d commands already waiting for this device; try again when one has finished", len(c.open)))
 	}
 	timeout := DefaultCommandTimeout
 	if m.TimeoutMs != 0 {

@@ -120,6 +120,22 @@ func TestAStepOnTheNextStateLeavesTheHeldOneAsItWas(t *testing.T) {
 	}
 }
 
+func TestCommandsPastTheOpenLimitAreAnsweredBusyAtOnce(t *testing.T) {
+	c := onlineCore(t)
+	for i := range MaxOpenCommands {
+		next := c.next()
+		d, _, _ := next.sendCommand(&actorpb.SendCommand{CommandId: fmt.Sprint("c", i), Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 1000}, t0)
+		if d != commandStarted {
+			t.Fatalf("command %d: %v", i, d)
+		}
+		c = next
+	}
+	d, out, fx := c.sendCommand(&actorpb.SendCommand{CommandId: "one-too-many", Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 1000}, t0)
+	if d != commandAnswered || out.Outcome != actorpb.Outcome_OUTCOME_BUSY || len(fx.frames) != 0 {
+		t.Fatalf("got %v %v %+v; want BUSY at once and nothing sent", d, out, fx)
+	}
+}
+
 func TestCommandLifecycle(t *testing.T) {
 	c := onlineCore(t)
 	cmd := &actorpb.SendCommand{CommandId: "c1", Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 2000, TimeoutMs: 5000}
