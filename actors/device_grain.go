@@ -339,7 +339,7 @@ func (g *deviceGrain) load(ctx actor.Context) {
 			g.logger().Warn("loading device bindings failed", "err", err)
 			return
 		}
-		next.users = users
+		next.users = withOwner(users)
 	}
 	// Claim the device now, not at the first change: a duplicate activation elsewhere (created by
 	// a read during a membership change) must fence the old one before it serves another frame.

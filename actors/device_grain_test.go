@@ -637,3 +637,26 @@ func TestEveryBindingChangeReachesTheUser(t *testing.T) {
 		t.Fatalf("users were told %q, want exactly %q", got, want)
 	}
 }
+
+func TestAPromotedOwnerIsStillTheOwnerAfterARestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	n := startNode(t, dir, actors.DeviceOptions{})
+	edgetest.AddDevice(t, n.sql, "pot-1", "pot")
+	n.bind(t, "pot-1", "alice")
+	n.bind(t, "pot-1", "bob")
+	if r := n.request(t, "pot-1", &actorpb.UnbindDevice{OpenId: "alice"}).(*actorpb.BindResult); !r.Ok {
+		t.Fatalf("unbind: %v", r)
+	}
+	if r := n.bind(t, "pot-1", "bob"); r.Role != actors.RoleOwner {
+		t.Fatalf("bob is %q after the owner left, want owner", r.Role)
+	}
+	n.stop()
+	again := startNode(t, dir, actors.DeviceOptions{})
+	if r := again.bind(t, "pot-1", "bob"); r.Role != actors.RoleOwner {
+		t.Fatalf("after a restart bob is %q, want owner", r.Role)
+	}
+	if r := again.bind(t, "pot-1", "carol"); r.Role != actors.RoleMember {
+		t.Fatalf("a new scanner is %q, want member", r.Role)
+	}
+}

@@ -81,6 +81,18 @@ func (c *deviceCore) removeUser(openID string, now time.Time, fx *effects) bool 
 	return false
 }
 
+// withOwner returns a device's stored bindings (oldest first) with an owner: when the owner left,
+// the oldest remaining member was promoted in memory, but the store keeps each binding's first
+// role, so a reloaded grain promotes the same member again.
+func withOwner(users []Binding) []Binding {
+	if len(users) == 0 || slices.ContainsFunc(users, func(b Binding) bool { return b.Role == RoleOwner }) {
+		return users
+	}
+	users = slices.Clone(users)
+	users[0].Role = RoleOwner
+	return users
+}
+
 func (c *deviceCore) userIDs() []string {
 	out := make([]string, len(c.users))
 	for i, b := range c.users {
