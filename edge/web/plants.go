@@ -157,7 +157,7 @@ func (h *Handler) userPlants(ctx context.Context, lang, openID string) ([]plantV
 			h.opts.Logger.Warn("web: device grain did not answer", "device", a.ID, "err", a.Err)
 			st = &actorpb.DeviceState{DeviceId: a.ID}
 		}
-		out = append(out, newPlantView(lang, bs[i].Role, st))
+		out = append(out, newPlantView(lang, roleOf(st, openID, bs[i].Role), st))
 	}
 	slices.SortFunc(out, func(a, b plantView) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
@@ -190,7 +190,7 @@ func (h *Handler) plant(w http.ResponseWriter, r *http.Request) {
 		h.problem(w, r, err)
 		return
 	}
-	p.Plants = []plantView{newPlantView(p.Lang, b.Role, st)}
+	p.Plants = []plantView{newPlantView(p.Lang, roleOf(st, s.OpenID, b.Role), st)}
 	h.fillManage(r, p, s, st)
 	p.Live = true
 	p.Charts = h.charts(r.Context(), id)
@@ -345,5 +345,19 @@ func (h *Handler) closeStream(openID string) {
 	defer h.mu.Unlock()
 	if h.streams[openID]--; h.streams[openID] <= 0 {
 		delete(h.streams, openID)
+	}
+}
+
+// roleOf is the user's role as the device's grain knows it (its first user is the owner: a member
+// promoted when the owner left is the owner, though the store keeps the binding's first role);
+// stored when the grain did not answer.
+func roleOf(st *actorpb.DeviceState, openID, stored string) string {
+	switch {
+	case len(st.GetUsers()) == 0:
+		return stored
+	case st.Users[0] == openID:
+		return actors.RoleOwner
+	default:
+		return actors.RoleMember
 	}
 }
