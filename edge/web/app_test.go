@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
 
@@ -22,9 +24,14 @@ func outcomeOf(t *testing.T, body string) commandResult {
 
 // One node serves every case here: starting a cluster member costs a second.
 func TestApp(t *testing.T) {
+	// The pages' clock is a fake one a minute ahead of the wall clock (cookies carry real expiry
+	// dates; the charts end at its now, after the pots' readings): the command interval passes
+	// when the test advances it.
+	clock := clockwork.NewFakeClockAt(time.Now().Add(time.Minute))
 	w := newWorld(t, func(o *Options) {
 		o.CommandInterval = 2 * time.Second
 		o.VerifyScene = testVerifyScene
+		o.Now = clock.Now
 	})
 	secretA := w.addPot(t, "pot-alice", "oAlice")
 	w.addPot(t, "pot-offline", "oAlice")
@@ -160,7 +167,7 @@ func TestApp(t *testing.T) {
 		if n := potA.Commands(); n != 1 {
 			t.Fatalf("pot got %d commands, want 1", n)
 		}
-		time.Sleep(2 * time.Second)
+		clock.Advance(2 * time.Second)
 		code, body = w.water(t, alice, "oAlice", "pot-offline")
 		if r := outcomeOf(t, body); code != 200 || r.Outcome != "offline" {
 			t.Fatalf("offline pot: %d %s, want offline", code, body)
