@@ -8,6 +8,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/edge/webtest"
 )
 
@@ -27,18 +28,18 @@ func do(t *testing.T, ctx context.Context, what string, steps ...chromedp.Action
 // redirect destroys the page's script context, which chromedp.Poll reports as an error).
 func waitFor(t *testing.T, ctx context.Context, what, expr string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!(`+expr+`)`))
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
+	var err error
+	defer func() {
+		if t.Failed() {
 			body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ''`))
-			t.Fatalf("%s: %s never held (last error %v)\npage text:\n%s", what, expr, err, body)
+			t.Logf("%s: last error %v\npage text:\n%s", expr, err, body)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	}()
+	actortest.Eventually(t, timeout, what, func() bool {
+		var ok bool
+		ok, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`!!(`+expr+`)`))
+		return err == nil && ok
+	})
 }
 
 func TestBrowserSignInSeesFleet(t *testing.T) {

@@ -14,23 +14,20 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
 
 // waitOnline polls the fleet page until the device's row says online.
 func waitOnline(t *testing.T, w *world, c *http.Client, id string) string {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		status, body := get(t, c, w.url+"/console/?q="+id)
-		if status == http.StatusOK && strings.Contains(body, `id="device-`+id+`" data-online="true"`) {
-			return body
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the fleet never showed %s online (HTTP %d):\n%s", id, status, body)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var body string
+	actortest.Eventually(t, 5*time.Second, "the fleet showing "+id+" online", func() bool {
+		var status int
+		status, body = get(t, c, w.url+"/console/?q="+id)
+		return status == http.StatusOK && strings.Contains(body, `id="device-`+id+`" data-online="true"`)
+	})
+	return body
 }
 
 func TestConsole(t *testing.T) {
