@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/simulations/baseline"
@@ -129,13 +130,9 @@ func TestCloseConnectionsTellsDevicesWhenToComeBack(t *testing.T) {
 	if _, err := c.Handshake(plant.Hello{DeviceID: "pot-1", Secret: secret}, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Second)
-	for srv.CloseConnections(devicepb.CloseReason_CLOSE_REASON_SERVER_SHUTDOWN, 250*time.Millisecond) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the connection never showed up as open")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	actortest.Eventually(t, 5*time.Second, "the connection open at the server", func() bool {
+		return srv.CloseConnections(devicepb.CloseReason_CLOSE_REASON_SERVER_SHUTDOWN, 250*time.Millisecond) > 0
+	})
 	f, err := c.Recv(time.Second)
 	if err != nil || f.GetClose().GetReconnectAfterMs() != 250 {
 		t.Fatalf("got %v, %v; want Close with reconnect_after_ms 250", f, err)
