@@ -207,16 +207,17 @@ func (n *node) ready(ctx context.Context) error {
 }
 
 // stop drains: devices are told to reconnect elsewhere, HTTP finishes in-flight requests, the
-// member leaves the cluster, and the store flushes.
+// pusher finishes the pushes it is sending and releases the rest (it still needs the cluster's
+// token grain), the member leaves the cluster, and the store flushes.
 func (n *node) stop(ctx context.Context) {
-	if n.wx != nil {
-		n.wx.stop()
-	}
 	if n.edge != nil {
 		_ = n.edge.Shutdown(ctx)
 	}
 	if n.http != nil {
 		_ = n.http.Shutdown(ctx)
+	}
+	if n.wx != nil {
+		n.wx.stop(ctx)
 	}
 	if n.member != nil {
 		n.member.Stop(true)
