@@ -18,7 +18,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
-	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/cluster/telemetry"
 	"github.com/sprout-iot/sprout/edge/api"
 	"github.com/sprout-iot/sprout/edge/console"
 	"github.com/sprout-iot/sprout/edge/device"
@@ -85,7 +85,7 @@ type node struct {
 	http   *http.Server
 	router chi.Router
 	wx     *wechatNode
-	tel    *observe.Telemetry
+	tel    *telemetry.Telemetry
 
 	EdgeAddr, HTTPAddr string
 }
@@ -129,7 +129,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		return nil, fmt.Errorf("joining the cluster: %w", err)
 	}
 	n.member = m
-	if n.tel, err = observe.Setup(ctx, observe.Options{Node: m.Address()}); err != nil {
+	if n.tel, err = telemetry.Setup(ctx, telemetry.Options{Node: m.Address()}); err != nil {
 		n.stop(context.Background())
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
