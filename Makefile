@@ -19,8 +19,11 @@ build:
 	$(GO) build -o $(BIN)/sprout ./cmd/sprout
 
 ## run: one node on the embedded store, a simulated WeChat platform and simulated plants (Ctrl-C stops).
-run:
-	$(GO) run ./cmd/sprout demo
+# The built binary, not `go run`: on Ctrl-C `go run` exits 1 even when the program stopped cleanly,
+# and make would report an error. DEMO_FLAGS are passed on (sprout demo --help lists them).
+DEMO_FLAGS ?=
+run: build
+	$(BIN)/sprout demo $(DEMO_FLAGS)
 
 ## cluster: a local 3-node cluster (Consul dev agent, Postgres, three nodes); Ctrl-C stops it.
 cluster:

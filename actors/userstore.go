@@ -2,8 +2,14 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"time"
 )
+
+// ErrLeaseLost is returned by RenewPush and CompletePush to a pusher that no longer holds the
+// push's lease: another pusher claimed it after the lease ran out, or its fate is already
+// recorded. The stale pusher must neither send the push nor record anything about it.
+var ErrLeaseLost = errors.New("push lease lost to another pusher")
 
 // UserStore is what binding, user grains and the push outbox need from persistence. Every Store
 // backend implements it too (store/storetest checks both).
@@ -26,9 +32,17 @@ type UserStore interface {
 	// (IDs are the client_msg_id WeChat dedupes on).
 	EnqueuePushes(ctx context.Context, ps []Push) error
 	// ClaimPushes leases up to limit pending pushes due at now to owner for lease; a push whose
-	// lease expired (its owner died) can be claimed again.
+	// lease expired (its owner died, or is too slow) can be claimed again. Each claimed push
+	// carries its Lease, a token naming this one claim, which fences RenewPush and CompletePush.
 	ClaimPushes(ctx context.Context, owner string, now time.Time, lease time.Duration, limit int) ([]Push, error)
-	// CompletePush records a push's fate: sent, failed for good, or to be retried at NextAttemptAt.
+	// RenewPush extends the lease p.Lease names to now+lease; the pusher calls it right before
+	// sending, so that a push it claimed long ago is still its own. It returns ErrLeaseLost if
+	// another claim took the push or its fate is recorded: then the push must not be sent.
+	RenewPush(ctx context.Context, p Push, now time.Time, lease time.Duration) error
+	// CompletePush records a push's fate (sent, failed for good, or to be retried at
+	// NextAttemptAt) and ends its lease; a push left pending with its NextAttemptAt unchanged is
+	// thereby released to any pusher. It returns ErrLeaseLost, recording nothing, unless p.Lease
+	// still holds the push.
 	CompletePush(ctx context.Context, p Push) error
 	// UserPushes lists a user's pushes, newest first (operators and tests).
 	UserPushes(ctx context.Context, openID string, limit int) ([]Push, error)
@@ -76,4 +90,7 @@ type Push struct {
 	NextAttemptAt time.Time
 	LastError     string
 	SentAt        time.Time
+	// Lease is the token of the claim that handed out this push (set by ClaimPushes): only its
+	// holder may renew or complete the push. Empty when the push is not claimed.
+	Lease string
 }

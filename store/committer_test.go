@@ -23,15 +23,35 @@ type fake struct {
 	batches [][]string // device ids per committed batch
 	stored  map[string]bool
 	down    atomic.Bool   // every write fails transiently
+	upAfter atomic.Int64  // when it reaches 0 by a failed write, the database is back up
 	gate    chan struct{} // when non-nil, each write waits for it
+	entered chan string   // each write announces its first device here before waiting at gate
 	poison  string        // a batch containing this device is refused
 }
 
-func newFake() *fake { return &fake{stored: map[string]bool{}} }
+func newFake() *fake { return &fake{stored: map[string]bool{}, entered: make(chan string, 1000)} }
+
+// writing returns the first device of the next write to begin.
+func (f *fake) writing(t *testing.T) string {
+	t.Helper()
+	select {
+	case id := <-f.entered:
+		return id
+	case <-time.After(10 * time.Second):
+		t.Fatal("no write began")
+		return ""
+	}
+}
 
 func (f *fake) Transient(err error) bool { return errors.Is(err, errDown) }
 
 func (f *fake) WriteBatch(ctx context.Context, reqs []*store.Request) error {
+	if len(reqs) > 0 {
+		select {
+		case f.entered <- reqs[0].DeviceID:
+		default:
+		}
+	}
 	if f.gate != nil {
 		select {
 		case <-f.gate:
@@ -40,6 +60,9 @@ func (f *fake) WriteBatch(ctx context.Context, reqs []*store.Request) error {
 		}
 	}
 	if f.down.Load() {
+		if f.upAfter.Add(-1) == 0 {
+			f.down.Store(false)
+		}
 		return errDown
 	}
 	var ids []string
@@ -156,17 +179,22 @@ func TestDatabaseDownFailsWithinWriteTimeoutAndRecovers(t *testing.T) {
 	if took := time.Since(start); took > timeout+200*time.Millisecond {
 		t.Fatalf("appends while down took %v, WriteTimeout is %v", took, timeout)
 	}
-	time.Sleep(50 * time.Millisecond)
-	for i := range 50 {
-		if f.isStored(fmt.Sprintf("down-%d", i)) {
-			t.Fatalf("down-%d was written after its Append failed", i)
-		}
-	}
-	// Back up while appends are retrying: they succeed without any restart.
-	go func() { time.Sleep(100 * time.Millisecond); f.down.Store(false) }()
+	// Back up while appends are retrying (after the first of their writes failed): they succeed
+	// without any restart.
+	f.upAfter.Store(1)
 	for i, err := range appendAll(c, 50, "up") {
 		if err != nil {
 			t.Fatalf("append %d after recovery: %v", i, err)
+		}
+	}
+	if f.upAfter.Load() > 0 {
+		t.Fatal("the database was never down for the appends that should retry")
+	}
+	// The committer wrote what came after them: the failed appends were never written, even
+	// with the database back.
+	for i := range 50 {
+		if f.isStored(fmt.Sprintf("down-%d", i)) {
+			t.Fatalf("down-%d was written after its Append failed", i)
 		}
 	}
 }
@@ -196,7 +224,9 @@ func TestAbandonedAppendIsNeverWritten(t *testing.T) {
 	c := store.NewCommitter(store.CommitOptions{MaxBatch: 1, MaxWait: -1}, f)
 	defer c.Close()
 	go c.Append(context.Background(), "first", step(1)) // occupies the committer
-	time.Sleep(20 * time.Millisecond)
+	if id := f.writing(t); id != "first" {
+		t.Fatalf("first write = %s", id)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if err := c.Append(ctx, "abandoned", step(1)); !errors.Is(err, context.DeadlineExceeded) {

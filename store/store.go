@@ -9,6 +9,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -262,14 +264,28 @@ func CleanText(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
 
-// ValidateCompletion checks a CompletePush. ok is false when no push can have p.ID: there is
-// nothing to update.
-func ValidateCompletion(p actors.Push) (ok bool, err error) {
-	if p.ID == "" || validText("push ID", p.ID) != nil {
-		return false, nil
+// ValidateCompletion checks a CompletePush or a RenewPush: a push without an ID or a lease is
+// held by no lease (actors.ErrLeaseLost).
+func ValidateCompletion(p actors.Push) error {
+	if p.ID == "" || validText("push ID", p.ID) != nil || p.Lease == "" {
+		return fmt.Errorf("push %q with lease %q: %w", p.ID, p.Lease, actors.ErrLeaseLost)
 	}
+	return nil
+}
+
+// ValidateStatus checks the fate CompletePush records.
+func ValidateStatus(p actors.Push) error {
 	if p.Status == "" {
-		return false, fmt.Errorf("%w: push %q completed without a status", ErrInvalid, p.ID)
+		return fmt.Errorf("%w: push %q completed without a status", ErrInvalid, p.ID)
 	}
-	return true, validText("push status", p.Status)
+	return validText("push status", p.Status)
+}
+
+// LeaseToken names one claim of pushes by owner (actors.Push.Lease): the owner, for operators
+// reading the outbox, and a random suffix, so that the same owner's later claim of the same push
+// is another lease, and a completion from the earlier one is refused.
+func LeaseToken(owner string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return owner + "#" + hex.EncodeToString(b[:])
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/sprout-iot/sprout/actors/actortest"
 )
 
 func client(t *testing.T, a *Agent) *api.Client {
@@ -16,24 +18,6 @@ func client(t *testing.T, a *Agent) *api.Client {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// waitFor polls cond every 20 ms until it is true or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var lastErr error
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		lastErr = err
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s (last error: %v)", timeout, what, lastErr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func passing(c *api.Client, service string) ([]*api.ServiceEntry, error) {
@@ -67,9 +51,9 @@ func TestServiceWithTTLCheckBecomesHealthy(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A TTL check starts critical: the service is registered but not healthy yet.
-	waitFor(t, 5*time.Second, "the service in the catalog", func() (bool, error) {
+	actortest.Eventually(t, 5*time.Second, "the service in the catalog", func() bool {
 		all, _, err := c.Health().Service("sprout", "", false, nil)
-		return len(all) == 1, err
+		return err == nil && len(all) == 1
 	})
 	if p, err := passing(c, "sprout"); err != nil || len(p) != 0 {
 		t.Fatalf("before the first TTL pass: %d passing instances (%v), want 0", len(p), err)
@@ -78,17 +62,17 @@ func TestServiceWithTTLCheckBecomesHealthy(t *testing.T) {
 	if err := c.Agent().UpdateTTL("sprout-member-1-ttl", "alive", api.HealthPassing); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the service to be healthy", func() (bool, error) {
+	actortest.Eventually(t, 5*time.Second, "the service to be healthy", func() bool {
 		p, err := passing(c, "sprout")
-		return len(p) == 1 && p[0].Service.ID == "sprout-member-1" && p[0].Service.Port == 12000, err
+		return err == nil && len(p) == 1 && p[0].Service.ID == "sprout-member-1" && p[0].Service.Port == 12000
 	})
 
 	if err := c.Agent().UpdateTTL("sprout-member-1-ttl", "going", api.HealthCritical); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the service to be unhealthy", func() (bool, error) {
+	actortest.Eventually(t, 5*time.Second, "the service to be unhealthy", func() bool {
 		p, err := passing(c, "sprout")
-		return len(p) == 0, err
+		return err == nil && len(p) == 0
 	})
 
 	if err := a.Stop(); err != nil {

@@ -24,7 +24,7 @@ const (
 	MetricActivations       = "sprout.grain.activations"
 )
 
-// instruments are the synchronous instruments hot paths record into; nil until Setup.
+// instruments are the synchronous instruments hot paths record into; nil until InstallMeter.
 type instruments struct {
 	handshakeFailures metric.Int64Counter
 	commands          metric.Int64Counter
@@ -88,8 +88,8 @@ func newInstruments(m metric.Meter) (*instruments, error) {
 	return i, nil
 }
 
-// Meter is the meter of the installed provider (for a node's observable instruments), or nil
-// before Setup.
+// Meter is the installed meter (for a node's observable instruments), or nil before
+// InstallMeter.
 func Meter() metric.Meter {
 	if i := inst.Load(); i != nil {
 		return i.meter

@@ -1,238 +1,64 @@
-// Package observe is a node's telemetry: OpenTelemetry traces (configured by the standard OTEL_*
-// variables, off by default), metrics exposed for Prometheus, the trace context that rides inside
-// actor messages across cluster members, and a slog handler that stamps log records with the
-// active trace. It decides nothing about devices or users; edges and grains call it at their hops.
+// Package observe is the thin telemetry API that edges, grains and stores call at their hops:
+// spans (StartRoot, Start, Child, End), the trace context that rides inside actor messages
+// across cluster members (Inject, Extract, Link), the metric instruments (HandshakeFailed,
+// CommandFinished, Pushed, ...), and a slog handler that stamps log records with the active
+// trace. It decides nothing about devices or users.
 //
-// Instruments are package-level and record through the global OpenTelemetry providers, so a hot
-// path pays one atomic load when telemetry is off. Setup installs the real providers once per
-// process; several in-process members (tests) therefore share one set of metrics.
+// It depends only on OpenTelemetry's API, never on its SDK or exporters: which exporter, which
+// sampler and the Prometheus endpoint are chosen by cluster/telemetry, which a binary sets up
+// once and which installs its tracer and meter here (InstallTracer, InstallMeter). Until then
+// every call is a no-op costing one atomic load; several in-process members (tests) share one
+// set of metrics.
 package observe
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
-	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/resource"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // NodeKey is the resource attribute (and Prometheus label) naming the node: its cluster address.
 const NodeKey = "node"
 
-// Options configure Setup.
-type Options struct {
-	// Node names this node in every metric (the `node` label) and trace (default: the host name).
-	Node string
-	// Getenv reads the OTEL_* variables (default os.Getenv).
-	Getenv func(string) string
-	// SpanExporter, if set, replaces the exporter OTEL_TRACES_EXPORTER would choose (tests:
-	// tracetest.NewInMemoryExporter). It is used with a synchronous span processor.
-	SpanExporter sdktrace.SpanExporter
-	// Stdout is where OTEL_TRACES_EXPORTER=console writes (default os.Stdout).
-	Stdout io.Writer
-}
-
-// Telemetry is what Setup installed; Shutdown flushes and removes it.
-type Telemetry struct {
-	tracer   *sdktrace.TracerProvider // nil: tracing off
-	box      *tracerBox
-	inst     *instruments
-	meter    *sdkmetric.MeterProvider
-	registry *prometheus.Registry
-	// Exporter names the trace exporter in use ("none", "otlp", "console", "custom").
-	Exporter string
-	// Sampler describes the sampler in use.
-	Sampler string
-}
-
 // rootRatio is the share of new traces that are sampled (0 when tracing is off). StartRoot checks
 // it before creating anything, so unsampled device frames allocate no span.
 var rootRatio atomic.Uint64 // math.Float64bits
 
-// Setup installs the process's tracer and meter providers and the W3C propagator.
-//
-// Traces follow the OpenTelemetry SDK variables: OTEL_TRACES_EXPORTER (otlp, console or none; none
-// and unset mean no tracer at all), OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_PROTOCOL
-// (grpc or http/protobuf, the default), OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG
-// (parentbased_always_on by default), OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
-func Setup(ctx context.Context, o Options) (*Telemetry, error) {
-	if o.Getenv == nil {
-		o.Getenv = os.Getenv
+// InstallTracer makes t the tracer of every span started here, and ratio (0..1) the share of new
+// traces StartRoot samples; a nil t turns tracing off. The tracer's sampler must honour
+// StartRoot's decision (see RootDecided). uninstall removes t, unless another tracer was
+// installed since.
+func InstallTracer(t trace.Tracer, ratio float64) (uninstall func()) {
+	if t == nil {
+		tracer.p.Store(nil)
+		setRatio(0)
+		return func() {}
 	}
-	if o.Stdout == nil {
-		o.Stdout = os.Stdout
-	}
-	if o.Node == "" {
-		o.Node, _ = os.Hostname()
-	}
-	service := o.Getenv("OTEL_SERVICE_NAME")
-	if service == "" {
-		service = "sprout"
-	}
-	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(
-		semconv.ServiceName(service), semconv.ServiceInstanceID(o.Node), attribute.String(NodeKey, o.Node)))
-	if err != nil {
-		res = resource.NewSchemaless(semconv.ServiceName(service), attribute.String(NodeKey, o.Node))
-	}
-	if attrs := o.Getenv("OTEL_RESOURCE_ATTRIBUTES"); attrs != "" {
-		if env, err := resource.New(ctx, resource.WithFromEnv()); err == nil {
-			if merged, err := resource.Merge(res, env); err == nil {
-				res = merged
-			}
+	box := &tracerBox{t: t, real: true}
+	tracer.p.Store(box)
+	setRatio(ratio)
+	return func() {
+		if tracer.p.CompareAndSwap(box, nil) {
+			setRatio(0)
 		}
 	}
-	t := &Telemetry{registry: prometheus.NewRegistry()}
+}
 
-	exp, err := otelprom.New(otelprom.WithRegisterer(t.registry), otelprom.WithoutScopeInfo(),
-		otelprom.WithResourceAsConstantLabels(attribute.NewAllowKeysFilter(NodeKey)))
-	if err != nil {
-		return nil, fmt.Errorf("prometheus exporter: %w", err)
-	}
-	t.meter = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(res))
-	if t.inst, err = newInstruments(t.meter.Meter(TracerName)); err != nil {
-		return nil, fmt.Errorf("metric instruments: %w", err)
-	}
-	inst.Store(t.inst)
-
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
-	sampler, ratio, desc, err := samplerFromEnv(o.Getenv)
+// InstallMeter creates the instruments on m and makes them the ones every metric call records
+// into. uninstall removes them, unless others were installed since.
+func InstallMeter(m metric.Meter) (uninstall func(), err error) {
+	i, err := newInstruments(m)
 	if err != nil {
 		return nil, err
 	}
-	t.Sampler = desc
-	var sp sdktrace.SpanProcessor
-	switch name := strings.TrimSpace(o.Getenv("OTEL_TRACES_EXPORTER")); {
-	case o.SpanExporter != nil:
-		t.Exporter = "custom"
-		sp = sdktrace.NewSimpleSpanProcessor(o.SpanExporter)
-	case name == "" || name == "none":
-		t.Exporter = "none"
-	case name == "console":
-		t.Exporter = name
-		e, err := stdouttrace.New(stdouttrace.WithWriter(o.Stdout))
-		if err != nil {
-			return nil, fmt.Errorf("console span exporter: %w", err)
-		}
-		sp = sdktrace.NewSimpleSpanProcessor(e)
-	case name == "otlp":
-		t.Exporter = name
-		e, err := otlpExporter(ctx, o.Getenv)
-		if err != nil {
-			return nil, err
-		}
-		sp = sdktrace.NewBatchSpanProcessor(e)
-	default:
-		return nil, fmt.Errorf("OTEL_TRACES_EXPORTER=%q: want otlp, console or none", name)
-	}
-	if sp == nil {
-		tracer.p.Store(nil)
-		setRatio(0)
-		return t, nil
-	}
-	t.tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sp), sdktrace.WithResource(res),
-		sdktrace.WithSampler(sampler))
-	t.box = &tracerBox{t: t.tracer.Tracer(TracerName), real: true}
-	otel.SetTracerProvider(t.tracer)
-	tracer.p.Store(t.box)
-	setRatio(ratio)
-	return t, nil
+	inst.Store(i)
+	return func() { inst.CompareAndSwap(i, nil) }, nil
 }
 
-func otlpExporter(ctx context.Context, getenv func(string) string) (sdktrace.SpanExporter, error) {
-	proto := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-	if proto == "" {
-		proto = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
-	}
-	switch proto {
-	case "", "http/protobuf":
-		e, err := otlptracehttp.New(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("OTLP/HTTP span exporter: %w", err)
-		}
-		return e, nil
-	case "grpc":
-		e, err := otlptracegrpc.New(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("OTLP/gRPC span exporter: %w", err)
-		}
-		return e, nil
-	}
-	return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%q: want grpc or http/protobuf", proto)
-}
-
-// samplerFromEnv reads OTEL_TRACES_SAMPLER(_ARG). Every sampler is wrapped so that StartRoot's own
-// decision (made before any span exists) is final for new traces.
-func samplerFromEnv(getenv func(string) string) (sdktrace.Sampler, float64, string, error) {
-	name := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER"))
-	if name == "" {
-		name = "parentbased_always_on"
-	}
-	arg := 1.0
-	if s := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER_ARG")); s != "" && strings.HasSuffix(name, "traceidratio") {
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil || f < 0 || f > 1 {
-			return nil, 0, "", fmt.Errorf("OTEL_TRACES_SAMPLER_ARG=%q: want a ratio in [0, 1]", s)
-		}
-		arg = f
-	}
-	var ratio float64
-	switch strings.TrimPrefix(name, "parentbased_") {
-	case "always_on":
-		ratio = 1
-	case "always_off":
-		ratio = 0
-	case "traceidratio":
-		ratio = arg
-	default:
-		return nil, 0, "", fmt.Errorf("OTEL_TRACES_SAMPLER=%q: want always_on, always_off, traceidratio or their parentbased_ forms", name)
-	}
-	root := rootSampler{fallback: sdktrace.TraceIDRatioBased(ratio)}
-	if strings.HasPrefix(name, "parentbased_") {
-		return sdktrace.ParentBased(root), ratio, fmt.Sprintf("%s (%g)", name, ratio), nil
-	}
-	return root, ratio, fmt.Sprintf("%s (%g)", name, ratio), nil
-}
-
-// Handler serves the node's metrics in the Prometheus text format (GET /metrics).
-func (t *Telemetry) Handler() http.Handler {
-	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
-}
-
-// Tracing reports whether spans are recorded and exported.
-func (t *Telemetry) Tracing() bool { return t.tracer != nil }
-
-// Meter is this node's meter, for observable instruments read at scrape time.
-func (t *Telemetry) Meter() metric.Meter { return t.inst.meter }
-
-// Shutdown flushes pending spans and stops the providers (bounded by ctx).
-func (t *Telemetry) Shutdown(ctx context.Context) error {
-	var errs []error
-	inst.CompareAndSwap(t.inst, nil)
-	if t.tracer != nil {
-		if tracer.p.CompareAndSwap(t.box, nil) {
-			setRatio(0)
-		}
-		errs = append(errs, t.tracer.Shutdown(ctx))
-	}
-	errs = append(errs, t.meter.Shutdown(ctx))
-	return errors.Join(errs...)
+// RootDecided reports whether ctx is the parent context of a span StartRoot already decided to
+// sample: a sampler must then record it (see InstallTracer).
+func RootDecided(ctx context.Context) bool {
+	return ctx != nil && ctx.Value(forceKey{}) != nil
 }

@@ -7,7 +7,6 @@ import (
 
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -29,22 +28,8 @@ func setRatio(r float64) { rootRatio.Store(math.Float64bits(r)) }
 // something). Callers use it to skip building span attributes.
 func Tracing() bool { return tracer.installed() }
 
-// forceKey marks a context whose new trace StartRoot already decided to sample.
+// forceKey marks a context whose new trace StartRoot already decided to sample (RootDecided).
 type forceKey struct{}
-
-// rootSampler makes StartRoot's decision final and defers to the configured ratio otherwise (a
-// span started without StartRoot and without a parent).
-type rootSampler struct{ fallback sdktrace.Sampler }
-
-func (s rootSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
-	if p.ParentContext != nil && p.ParentContext.Value(forceKey{}) != nil {
-		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample,
-			Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState()}
-	}
-	return s.fallback.ShouldSample(p)
-}
-
-func (s rootSampler) Description() string { return "SproutRoot{" + s.fallback.Description() + "}" }
 
 // StartRoot starts the span of a new unit of work (a device frame, a WeChat callback), or a child
 // if ctx already carries a span. The sampling decision comes first: an unsampled frame costs one
@@ -146,8 +131,8 @@ func (c carrier) Set(key, value string) {
 
 func (c carrier) Keys() []string { return []string{"traceparent", "tracestate"} }
 
-// atomicTracer is the installed tracer (a no-op one until Setup installs a provider). Sprout does
-// not use the global delegating tracer: a second Setup in one process (tests) must take effect.
+// atomicTracer is the installed tracer (a no-op one until InstallTracer). Sprout does
+// not use the global delegating tracer: a second setup in one process (tests) must take effect.
 type atomicTracer struct{ p atomicPointer[tracerBox] }
 
 type tracerBox struct {

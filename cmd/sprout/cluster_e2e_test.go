@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/cluster/consultest"
 	"github.com/sprout-iot/sprout/edge/wechat/qr"
 	"github.com/sprout-iot/sprout/simulations/fleet"
@@ -67,19 +68,12 @@ func (c *testCluster) addNode(t *testing.T) *server {
 
 func (c *testCluster) waitMembers(t *testing.T, nodes []*server, n int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	for _, s := range nodes {
-		for {
+		actortest.Eventually(t, 20*time.Second, fmt.Sprintf("node %s to see %d members", s.http, n), func() bool {
 			var m struct{ Members []string }
 			s.get(t, "/api/v1/cluster", &m)
-			if len(m.Members) == n {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("node %s sees %d members, want %d", s.http, len(m.Members), n)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return len(m.Members) == n
+		})
 	}
 }
 
@@ -217,8 +211,23 @@ func TestClusterRoutesCommandsAndAlertsAcrossNodes(t *testing.T) {
 		}
 		t.Fatalf("alice never heard the outcome: %v", err)
 	}
-	// The dry pots alerted each bound user once.
-	time.Sleep(2 * time.Second)
+	// The dry pots alerted each bound user once: every alert arrived, and with the (shared)
+	// outbox drained none can arrive again.
+	actortest.Eventually(t, 10*time.Second, "every dry alert delivered", func() bool {
+		for _, u := range []string{"alice", "bob"} {
+			for _, id := range []string{"x-0001", "x-0002", "x-0003"} {
+				if countTexts(c.platform, u, id+" 提醒：土壤太干") == 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	actortest.Eventually(t, 10*time.Second, "the outbox drained", func() bool {
+		m, _ := scrape(t, c.nodes[0])
+		v, ok := m["sprout_outbox_pending"]
+		return ok && v == 0
+	})
 	for _, u := range []string{"alice", "bob"} {
 		for _, id := range []string{"x-0001", "x-0002", "x-0003"} {
 			if n := countTexts(c.platform, u, id+" 提醒：土壤太干"); n != 1 {

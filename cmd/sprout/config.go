@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -31,6 +33,37 @@ func newFlagSet(name, summary string) *flagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// errUsage marks a command line a command cannot run (an unknown flag, a bad value): the
+// problem and the usage are already on stderr, and sprout exits with status 2.
+var errUsage = errors.New("usage error")
+
+// Parse parses args like flag.FlagSet.Parse, and sends the usage where it belongs (see parseFlags).
+func (fs *flagSet) Parse(args []string) error { return parseFlags(fs.FlagSet, args) }
+
+// parseFlags parses args. -h or --help prints the usage on stdout and returns flag.ErrHelp
+// (sprout then exits 0); a bad flag prints the error and the usage on stderr and returns
+// errUsage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	err := fs.Parse(args)
+	fs.SetOutput(nil)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		_, _ = os.Stdout.Write(out.Bytes())
+		return flag.ErrHelp
+	case err != nil:
+		_, _ = os.Stderr.Write(out.Bytes())
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
 }
 
 func envName(flagName string) string {

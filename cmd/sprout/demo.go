@@ -4,6 +4,8 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
+	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -24,7 +26,20 @@ import (
 
 // runDemo is `make run`: one node on the embedded store, the simulated WeChat platform, a few
 // hundred simulated plants and a handful of simulated users, all in one process.
+//
+// A signal (Ctrl-C, SIGTERM) at any point stops it cleanly, with a nil error: what was started is
+// stopped, and an interrupted start is not a failure.
 func runDemo(args []string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := demo(ctx, args)
+	if ctx.Err() != nil && !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errUsage) {
+		return nil
+	}
+	return err
+}
+
+func demo(ctx context.Context, args []string) error {
 	var (
 		dataDir, edgeAddr, httpAddr, simAddr string
 		plants, users                        int
@@ -43,8 +58,6 @@ func runDemo(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	log := newLogger("text", "warn")
 
 	if err := os.RemoveAll(dataDir); err != nil {

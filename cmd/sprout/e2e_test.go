@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/simulations/fleet"
 	"github.com/sprout-iot/sprout/simulations/plant"
@@ -92,20 +93,15 @@ func (s *server) start(t *testing.T) {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	// The server's log is printed by the cleanup above if this fails.
+	actortest.Eventually(t, 20*time.Second, "sprout serve ready (GET /readyz 200)", func() bool {
 		resp, err := http.Get("http://" + s.http + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready: %v\n%s", err, s.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
 }
 
 func (s *server) kill(t *testing.T) {
@@ -218,7 +214,17 @@ func TestAckedFramesSurviveSIGKILL(t *testing.T) {
 			}
 		}(c)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Kill mid-stream: once every device has had ten frames acked.
+	actortest.Eventually(t, 15*time.Second, "ten acked frames from every device", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range acked {
+			if len(a) < 10 {
+				return false
+			}
+		}
+		return true
+	})
 	s.kill(t)
 	cancel()
 	wg.Wait()

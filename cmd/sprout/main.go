@@ -4,6 +4,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -23,6 +25,15 @@ Usage:
 Every command takes --help.
 `
 
+const deviceUsage = `Usage: sprout device add|list|revoke [flags]
+
+  sprout device add       provision devices: prints ids and secrets (and QR content)
+  sprout device list      list provisioned devices
+  sprout device revoke ID revoke a device (it can no longer connect)
+
+Each takes --help.
+`
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
@@ -33,6 +44,10 @@ func main() {
 	case "serve":
 		err = runServe(os.Args[2:])
 	case "device":
+		if len(os.Args) == 3 && isHelp(os.Args[2]) {
+			fmt.Print(deviceUsage)
+			return
+		}
 		err = runDevice(os.Args[2:])
 	case "migrate":
 		err = runMigrate(os.Args[2:])
@@ -49,7 +64,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "sprout: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, flag.ErrHelp): // the usage is on stdout
+	case errors.Is(err, errUsage): // the problem and the usage are on stderr
+		os.Exit(2)
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "sprout:", err)
 		os.Exit(1)
 	}

@@ -8,7 +8,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/cluster/telemetry"
 	"github.com/sprout-iot/sprout/store"
 )
 
@@ -19,7 +19,7 @@ type outboxCounter interface {
 
 // registerNodeMetrics exposes the node's own counters (the edge's, the committer's, the outbox
 // depth, the cluster's size) as observable instruments, read only when /metrics is scraped.
-func registerNodeMetrics(t *observe.Telemetry, n *node) error {
+func registerNodeMetrics(t *telemetry.Telemetry, n *node) error {
 	m := t.Meter()
 	connected, err1 := m.Int64ObservableGauge("sprout.devices.connected", metric.WithUnit("{device}"),
 		metric.WithDescription("Devices connected to this node's edge (past the handshake)."))

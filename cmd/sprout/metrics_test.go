@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sprout-iot/sprout/actors/actortest"
 )
 
 // scrape reads /metrics and sums each metric's samples by name (labels dropped), and remembers
@@ -63,19 +65,14 @@ func TestMetricsMoveAsTheFleetRuns(t *testing.T) {
 	if err := sim.Start(); err != nil {
 		t.Fatal(err)
 	}
-	connected := 0.0
-	for deadline := time.Now().Add(4 * time.Second); time.Now().Before(deadline) && connected < 20; {
+	actortest.Eventually(t, 4*time.Second, "sprout_devices_connected to reach 20 during the run", func() bool {
 		m, _ := scrape(t, s)
-		connected = m["sprout_devices_connected"]
-		time.Sleep(100 * time.Millisecond)
-	}
+		return m["sprout_devices_connected"] == 20
+	})
 	if err := sim.Wait(); err != nil {
 		t.Fatalf("sim: %v", err)
 	}
 	after, labelled := scrape(t, s)
-	if connected != 20 {
-		t.Errorf("sprout_devices_connected reached %v during the run, want 20", connected)
-	}
 	for _, name := range []string{"sprout_device_frames_in_total", "sprout_device_frames_out_total", "sprout_device_connections_total",
 		"sprout_grain_activations_total", "sprout_store_batch_rows_count", "sprout_store_batch_rows_sum",
 		"sprout_store_commit_duration_seconds_count"} {

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/simulations/fleet"
 	"github.com/sprout-iot/sprout/simulations/plant"
@@ -210,18 +211,6 @@ func (l *ackLog) checkStored(t *testing.T, dsn string) (stored int) {
 	return stored
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !ok() {
-		if time.Since(start) > within {
-			t.Fatalf("%s: not within %s", what, within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // TestPostgresAckedFramesSurviveSIGKILL: 20 devices stream readings into a node on Postgres; the
 // node is SIGKILLed mid-burst and started again; the devices reconnect by themselves and resend
 // what was not acked. Every acked frame is in Postgres, none twice.
@@ -233,19 +222,29 @@ func TestPostgresAckedFramesSurviveSIGKILL(t *testing.T) {
 	stop := l.fleetRun(s.edge, cs)
 	defer stop()
 	began := time.Now()
-	waitFor(t, 10*time.Second, "200 acks before the kill", func() bool { n, _ := l.ackedSince(began); return n >= 200 })
-	time.Sleep(300 * time.Millisecond)
+	actortest.Eventually(t, 10*time.Second, "200 acks before the kill", func() bool { n, _ := l.ackedSince(began); return n >= 200 })
+	// Mid-burst: every device is streaming when the node dies.
+	burst := time.Now()
+	actortest.Eventually(t, 10*time.Second, "every device acked in the burst", func() bool {
+		_, without := l.ackedSince(burst)
+		return len(without) == 0
+	})
 	s.kill(t)
 	killed := time.Now()
 	before, _ := l.ackedSince(began)
 
 	s.start(t)
 	restarted := time.Now()
-	took := waitFor(t, 15*time.Second, "every device acked again after the restart", func() bool {
+	took := actortest.Eventually(t, 15*time.Second, "every device acked again after the restart", func() bool {
 		_, without := l.ackedSince(restarted)
 		return len(without) == 0
 	})
-	time.Sleep(500 * time.Millisecond)
+	// One more round from every device, so the check below covers frames resent and new ones.
+	again := time.Now()
+	actortest.Eventually(t, 15*time.Second, "every device acked once more", func() bool {
+		_, without := l.ackedSince(again)
+		return len(without) == 0
+	})
 	stop()
 	stored := l.checkStored(t, dsn)
 	after, _ := l.ackedSince(killed)
@@ -266,33 +265,39 @@ func TestPostgresRestartMidBurst(t *testing.T) {
 	stop := l.fleetRun(s.edge, cs)
 	defer stop()
 	began := time.Now()
-	waitFor(t, 10*time.Second, "200 acks before Postgres stops", func() bool { n, _ := l.ackedSince(began); return n >= 200 })
+	actortest.Eventually(t, 10*time.Second, "200 acks before Postgres stops", func() bool { n, _ := l.ackedSince(began); return n >= 200 })
 
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	down := time.Now()
-	time.Sleep(3 * time.Second)
+	failures := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.timeouts + l.closes[devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE]
+	}
+	// Postgres stays down until every device has seen a Close or a missing ack.
+	actortest.Eventually(t, 15*time.Second, "a Close or a missing ack for every device while Postgres is down", func() bool {
+		return failures() >= devices
+	})
 	// An ack for a commit made just before the shutdown may still be on its way; after that, none.
 	if n, _ := l.ackedSince(down.Add(300 * time.Millisecond)); n != 0 {
 		t.Fatalf("%d frames acked while Postgres was down", n)
-	}
-	l.mu.Lock()
-	failures := l.timeouts + l.closes[devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE]
-	l.mu.Unlock()
-	if failures == 0 {
-		t.Fatal("no device saw a Close or a missing ack while Postgres was down")
 	}
 
 	if err := pg.Start(); err != nil {
 		t.Fatal(err)
 	}
 	back := time.Now()
-	took := waitFor(t, 10*time.Second, "every device acked again after Postgres came back", func() bool {
+	took := actortest.Eventually(t, 10*time.Second, "every device acked again after Postgres came back", func() bool {
 		_, without := l.ackedSince(back)
 		return len(without) == 0
 	})
-	time.Sleep(500 * time.Millisecond)
+	again := time.Now()
+	actortest.Eventually(t, 10*time.Second, "every device acked once more", func() bool {
+		_, without := l.ackedSince(again)
+		return len(without) == 0
+	})
 	stop()
 	if s.cmd.ProcessState != nil || s.cmd.Process.Pid != pid {
 		t.Fatalf("the node exited while Postgres was down: %v", s.cmd.ProcessState)
@@ -330,11 +335,11 @@ func TestMaintenanceRunsOnTheStore(t *testing.T) {
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	startMaintenance(ctx, st, 100*time.Millisecond, retentionConfig{raw: 24 * time.Hour, aggregates: 48 * time.Hour}.options(), log)
-	waitFor(t, 10*time.Second, "old readings expired", func() bool {
+	actortest.Eventually(t, 10*time.Second, "old readings expired", func() bool {
 		rs, err := st.Readings(ctx, "pot-1", now.Add(-100*time.Hour), now.Add(time.Hour), 0)
 		return err == nil && len(rs) == 1
 	})
-	waitFor(t, 5*time.Second, "a second, idle run logged", func() bool {
+	actortest.Eventually(t, 5*time.Second, "a second, idle run logged", func() bool {
 		return strings.Count(logs.String(), "store maintenance done") >= 2
 	})
 	if !strings.Contains(logs.String(), "raw_deleted=2") {

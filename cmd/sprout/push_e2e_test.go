@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/edge/wechat/qr"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/simulations/plant"
@@ -51,13 +52,7 @@ func TestPushDecidedBeforeACrashIsDeliveredAfterTheRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Calls(send) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the alert push was never attempted")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	actortest.Eventually(t, 10*time.Second, "the alert push attempted", func() bool { return p.Calls(send) > 0 })
 	s.kill(t)
 	if n := countTexts(p, "alice", "土壤太干"); n != 0 {
 		t.Fatalf("alice got the alert before the crash (%d); the test needs it undelivered", n)
@@ -69,7 +64,12 @@ func TestPushDecidedBeforeACrashIsDeliveredAfterTheRestart(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("the alert decided before the crash never arrived: %v", err)
 	}
-	time.Sleep(time.Second)
+	// Once the outbox has nothing pending, no push can be sent again.
+	actortest.Eventually(t, 15*time.Second, "the outbox drained", func() bool {
+		m, _ := scrape(t, s)
+		v, ok := m["sprout_outbox_pending"]
+		return ok && v == 0
+	})
 	if n := countTexts(p, "alice", "土壤太干"); n != 1 {
 		t.Fatalf("alice got the alert %d times", n)
 	}

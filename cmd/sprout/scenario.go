@@ -30,10 +30,6 @@ Flags:
 
 // runScenario is `sprout scenario`.
 func runScenario(args []string) error {
-	if len(args) == 0 || args[0] != "run" {
-		fmt.Fprint(os.Stderr, scenarioUsage)
-		return errors.New("scenario: want `sprout scenario run FILE`")
-	}
 	fs := flag.NewFlagSet("scenario run", flag.ContinueOnError)
 	short := fs.Bool("short", false, "run the short form (a few seconds, tens of plants)")
 	out := fs.String("out", "", "directory for the report (default scenario-reports/NAME-TIME)")
@@ -44,11 +40,20 @@ func runScenario(args []string) error {
 		fmt.Fprint(fs.Output(), scenarioUsage)
 		fs.PrintDefaults()
 	}
+	if len(args) == 0 || args[0] != "run" {
+		if len(args) > 0 && isHelp(args[0]) {
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
+			return flag.ErrHelp
+		}
+		fs.Usage()
+		return fmt.Errorf("%w: want `sprout scenario run FILE`", errUsage)
+	}
 	// Flags may come before or after FILE.
 	var files []string
 	rest := args[1:]
 	for {
-		if err := fs.Parse(rest); err != nil {
+		if err := parseFlags(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {

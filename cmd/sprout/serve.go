@@ -18,7 +18,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
-	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/cluster/telemetry"
 	"github.com/sprout-iot/sprout/edge/api"
 	"github.com/sprout-iot/sprout/edge/console"
 	"github.com/sprout-iot/sprout/edge/device"
@@ -86,7 +86,7 @@ type node struct {
 	http   *http.Server
 	router chi.Router
 	wx     *wechatNode
-	tel    *observe.Telemetry
+	tel    *telemetry.Telemetry
 
 	EdgeAddr, HTTPAddr string
 }
@@ -130,7 +130,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		return nil, fmt.Errorf("joining the cluster: %w", err)
 	}
 	n.member = m
-	if n.tel, err = observe.Setup(ctx, observe.Options{Node: m.Address()}); err != nil {
+	if n.tel, err = telemetry.Setup(ctx, telemetry.Options{Node: m.Address()}); err != nil {
 		n.stop(context.Background())
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
@@ -208,16 +208,17 @@ func (n *node) ready(ctx context.Context) error {
 }
 
 // stop drains: devices are told to reconnect elsewhere, HTTP finishes in-flight requests, the
-// member leaves the cluster, and the store flushes.
+// pusher finishes the pushes it is sending and releases the rest (it still needs the cluster's
+// token grain), the member leaves the cluster, and the store flushes.
 func (n *node) stop(ctx context.Context) {
-	if n.wx != nil {
-		n.wx.stop()
-	}
 	if n.edge != nil {
 		_ = n.edge.Shutdown(ctx)
 	}
 	if n.http != nil {
 		_ = n.http.Shutdown(ctx)
+	}
+	if n.wx != nil {
+		n.wx.stop(ctx)
 	}
 	if n.member != nil {
 		n.member.Stop(true)

@@ -100,6 +100,8 @@ type wechatNode struct {
 	kindsL []*pcluster.Kind
 	pusher atomic.Pointer[bridge.Pusher]
 	cancel context.CancelFunc
+	// pushing is closed when the pusher's Run has returned (its pushes finished or released).
+	pushing chan struct{}
 	// sent, if set before start, observes every push's recorded fate (the demo's display).
 	sent func(actors.Push)
 	// qrKeys verify Sprout's own QR codes (scanned in WeChat, or typed into the pages).
@@ -166,14 +168,25 @@ func (w *wechatNode) start(c *pcluster.Cluster, r chi.Router, owner string) erro
 	p := bridge.NewPusher(w.users, client, bridge.PusherOptions{Owner: owner, Logger: w.log, Sent: w.sent})
 	w.pusher.Store(p)
 	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
-	go p.Run(ctx)
+	w.cancel, w.pushing = cancel, make(chan struct{})
+	go func() {
+		defer close(w.pushing)
+		p.Run(ctx)
+	}()
 	return nil
 }
 
-func (w *wechatNode) stop() {
-	if w.cancel != nil {
-		w.cancel()
+// stop stops the pusher and waits, at most until ctx ends, for the pushes it is sending to be
+// recorded and the rest of its batch released.
+func (w *wechatNode) stop(ctx context.Context) {
+	if w.cancel == nil {
+		return
+	}
+	w.cancel()
+	select {
+	case <-w.pushing:
+	case <-ctx.Done():
+		w.log.Warn("stopped waiting for the pusher: pushes it was sending are sent again after their lease", "err", ctx.Err())
 	}
 }
 

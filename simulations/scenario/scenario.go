@@ -235,8 +235,14 @@ func strict(js []byte, v any) error {
 }
 
 // Params are the parameters of the full form, or of the short form with Short applied.
+// The full form is never changed: Short is decoded into a deep copy (a plain copy would share
+// node_failure, blip, tap_burst and env with the full form, and the short form's values would
+// leak into it).
 func (sc *Scenario) Params(short bool) (Parameters, error) {
-	p := sc.Parameters
+	p, err := sc.Parameters.clone()
+	if err != nil {
+		return p, err
+	}
 	if short && len(sc.Short) > 0 && string(sc.Short) != "null" {
 		if err := strict(sc.Short, &p); err != nil {
 			return p, fmt.Errorf("short: %w", err)
@@ -255,6 +261,19 @@ func (sc *Scenario) CriteriaFor(short bool) (Criteria, error) {
 		if err := strict(sc.ShortCriteria, &c); err != nil {
 			return c, fmt.Errorf("short_criteria: %w", err)
 		}
+	}
+	return c, nil
+}
+
+// clone is a deep copy of p: nothing of it is shared with p.
+func (p Parameters) clone() (Parameters, error) {
+	var c Parameters
+	js, err := json.Marshal(p)
+	if err == nil {
+		err = json.Unmarshal(js, &c)
+	}
+	if err != nil {
+		return c, fmt.Errorf("copying the parameters: %w", err)
 	}
 	return c, nil
 }

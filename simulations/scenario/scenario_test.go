@@ -133,3 +133,59 @@ func TestScenarioFilesRejectUnknownFields(t *testing.T) {
 		}
 	}
 }
+
+// TestFullFormKeepsItsOwnValuesAfterTheShortForm: reading the short form (which names a nested
+// node_failure.at, a blip, a tap burst and env) does not change the full form's values; the
+// node-failure scenario's full run kills its node at 20 s, not at the short form's 4 s.
+func TestFullFormKeepsItsOwnValuesAfterTheShortForm(t *testing.T) {
+	sc, err := scenario.Load("../scenarios/node-failure.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Params(true); err != nil { // Parse already read it once; read it again
+		t.Fatal(err)
+	}
+	full, err := sc.Params(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full.NodeFailure == nil || full.NodeFailure.At.D() != 20*time.Second || full.NodeFailure.Signal != "KILL" {
+		t.Fatalf("full form's node_failure = %+v, want KILL at 20s", full.NodeFailure)
+	}
+
+	sc, err = scenario.Parse([]byte(`{"name":"x","requires":"cluster","parameters":{"plants":500,"duration":"60s",
+		"node_failure":{"at":"20s","signal":"TERM"},"blip":{"at":"30s","down":"5s"},"tap_burst":{"at":"40s","taps_per_user":2},
+		"env":{"SPROUT_A":"full"}},
+		"short":{"plants":30,"duration":"10s","node_failure":{"at":"4s"},"blip":{"at":"5s"},"tap_burst":{"at":"6s"},
+		"env":{"SPROUT_B":"short"}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, _ := sc.Params(true)
+	full, _ = sc.Params(false)
+	if f := full.NodeFailure; f.At.D() != 20*time.Second || f.Signal != "TERM" {
+		t.Errorf("full node_failure = %+v, want TERM at 20s", f)
+	}
+	if b := full.Blip; b.At.D() != 30*time.Second || b.Down.D() != 5*time.Second {
+		t.Errorf("full blip = %+v, want at 30s down 5s", b)
+	}
+	if b := full.TapBurst; b.At.D() != 40*time.Second || b.TapsPerUser != 2 {
+		t.Errorf("full tap_burst = %+v, want 2 per user at 40s", b)
+	}
+	if len(full.Env) != 1 || full.Env["SPROUT_A"] != "full" {
+		t.Errorf("full env = %v, want only SPROUT_A", full.Env)
+	}
+	// The short form overrides what it names and keeps the rest of each nested value.
+	if f := short.NodeFailure; f.At.D() != 4*time.Second || f.Signal != "TERM" {
+		t.Errorf("short node_failure = %+v, want TERM at 4s", f)
+	}
+	if b := short.Blip; b.At.D() != 5*time.Second || b.Down.D() != 5*time.Second {
+		t.Errorf("short blip = %+v, want at 5s down 5s", b)
+	}
+	if b := short.TapBurst; b.At.D() != 6*time.Second || b.TapsPerUser != 2 {
+		t.Errorf("short tap_burst = %+v, want 2 per user at 6s", b)
+	}
+	if short.Env["SPROUT_A"] != "full" || short.Env["SPROUT_B"] != "short" {
+		t.Errorf("short env = %v, want SPROUT_A from the full form and SPROUT_B", short.Env)
+	}
+}

@@ -2,10 +2,12 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
 )
 
 var _ actors.UserStore = (*Store)(nil)
@@ -103,6 +105,11 @@ func (s *Store) SaveUser(_ context.Context, openID string, snapshot []byte) erro
 }
 
 func (s *Store) EnqueuePushes(_ context.Context, ps []actors.Push) error {
+	for _, p := range ps {
+		if err := store.ValidatePush(p); err != nil {
+			return fmt.Errorf("store/memory: enqueue pushes: %w", err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.ud()
@@ -129,23 +136,55 @@ func (s *Store) ClaimPushes(_ context.Context, owner string, now time.Time, leas
 	}
 	sort.Slice(due, func(i, j int) bool { return due[i].p.CreatedAt.Before(due[j].p.CreatedAt) })
 	var out []actors.Push
+	tok := store.LeaseToken(owner)
 	for _, mp := range due {
 		if len(out) >= limit {
 			break
 		}
 		mp.leaseUntil = now.Add(lease)
+		mp.p.Lease = tok
 		out = append(out, mp.p)
 	}
 	return out, nil
 }
 
-func (s *Store) CompletePush(_ context.Context, p actors.Push) error {
+// held returns the push p.Lease holds, or ErrLeaseLost. The caller holds s.mu.
+func (s *Store) held(p actors.Push) (*memPush, error) {
+	if err := store.ValidateCompletion(p); err != nil {
+		return nil, err
+	}
+	mp, ok := s.ud().pushes[p.ID]
+	if !ok || mp.p.Lease != p.Lease || mp.p.Status != actors.PushPending {
+		return nil, fmt.Errorf("push %s: lease %s: %w", p.ID, p.Lease, actors.ErrLeaseLost)
+	}
+	return mp, nil
+}
+
+func (s *Store) RenewPush(_ context.Context, p actors.Push, now time.Time, lease time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if mp, ok := s.ud().pushes[p.ID]; ok {
-		mp.p = p
-		mp.leaseUntil = time.Time{}
+	mp, err := s.held(p)
+	if err != nil {
+		return err
 	}
+	mp.leaseUntil = now.Add(lease)
+	return nil
+}
+
+func (s *Store) CompletePush(_ context.Context, p actors.Push) error {
+	if err := store.ValidateStatus(p); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	mp, err := s.held(p)
+	if err != nil {
+		return err
+	}
+	p.Lease, p.Payload, p.OpenID, p.Kind, p.CreatedAt = "", mp.p.Payload, mp.p.OpenID, mp.p.Kind, mp.p.CreatedAt
+	p.LastError = store.CleanText(p.LastError)
+	mp.p = p
+	mp.leaseUntil = time.Time{}
 	return nil
 }
 
@@ -156,7 +195,9 @@ func (s *Store) UserPushes(_ context.Context, openID string, limit int) ([]actor
 	if s.u != nil {
 		for _, mp := range s.u.pushes {
 			if mp.p.OpenID == openID {
-				out = append(out, mp.p)
+				p := mp.p
+				p.Lease = "" // as the SQL backends list them
+				out = append(out, p)
 			}
 		}
 	}

@@ -171,19 +171,23 @@ func (s *Store) ClaimPushes(ctx context.Context, owner string, now time.Time, le
 	if err := store.ValidOpenID(owner); err != nil {
 		return nil, fmt.Errorf("store/postgres: claim pushes: owner: %w", err)
 	}
+	tok := store.LeaseToken(owner)
 	rows, err := s.pool.Query(ctx, `UPDATE pushes SET lease_owner = $1, lease_until = $3
 		WHERE id IN (SELECT id FROM pushes
 			WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= $2)
 				AND (lease_until IS NULL OR lease_until <= $2)
 			ORDER BY created_at, id LIMIT $4
 			FOR UPDATE SKIP LOCKED)
-		RETURNING `+pushColumns, owner, now, now.Add(lease), min(limit, store.MaxQueryLimit))
+		RETURNING `+pushColumns, tok, now, now.Add(lease), min(limit, store.MaxQueryLimit))
 	if err != nil {
 		return nil, readErr("claim pushes", err)
 	}
 	out, err := collectPushes(rows)
 	if err != nil {
 		return nil, readErr("claim pushes", err)
+	}
+	for i := range out {
+		out[i].Lease = tok
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
@@ -194,15 +198,39 @@ func (s *Store) ClaimPushes(ctx context.Context, owner string, now time.Time, le
 	return out, nil
 }
 
-// CompletePush records a push's fate and ends its lease. An unknown ID is ignored.
-func (s *Store) CompletePush(ctx context.Context, p actors.Push) error {
-	if ok, err := store.ValidateCompletion(p); !ok {
+// RenewPush extends the lease p.Lease names to now+lease, if it still holds the push.
+func (s *Store) RenewPush(ctx context.Context, p actors.Push, now time.Time, lease time.Duration) error {
+	if err := store.ValidateCompletion(p); err != nil {
 		return err
 	}
-	if _, err := s.pool.Exec(ctx, `UPDATE pushes SET status = $1, attempts = $2, next_attempt_at = $3,
-			last_error = $4, sent_at = $5, lease_owner = NULL, lease_until = NULL WHERE id = $6`,
-		p.Status, int32(p.Attempts), nullTime(p.NextAttemptAt), store.CleanText(p.LastError), nullTime(p.SentAt), p.ID); err != nil {
+	tag, err := s.pool.Exec(ctx, `UPDATE pushes SET lease_until = $1
+		WHERE id = $2 AND lease_owner = $3 AND status = 'pending'`, now.Add(lease), p.ID, p.Lease)
+	if err != nil {
+		return readErr("renew push "+p.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("store/postgres: renew push %s: lease %s: %w", p.ID, p.Lease, actors.ErrLeaseLost)
+	}
+	return nil
+}
+
+// CompletePush records a push's fate and ends its lease, if p.Lease still holds the push.
+func (s *Store) CompletePush(ctx context.Context, p actors.Push) error {
+	if err := store.ValidateCompletion(p); err != nil {
+		return err
+	}
+	if err := store.ValidateStatus(p); err != nil {
+		return err
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE pushes SET status = $1, attempts = $2, next_attempt_at = $3,
+			last_error = $4, sent_at = $5, lease_owner = NULL, lease_until = NULL
+		WHERE id = $6 AND lease_owner = $7 AND status = 'pending'`,
+		p.Status, int32(p.Attempts), nullTime(p.NextAttemptAt), store.CleanText(p.LastError), nullTime(p.SentAt), p.ID, p.Lease)
+	if err != nil {
 		return readErr("complete push "+p.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("store/postgres: complete push %s: lease %s: %w", p.ID, p.Lease, actors.ErrLeaseLost)
 	}
 	return nil
 }

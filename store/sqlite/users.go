@@ -168,19 +168,23 @@ func (s *Store) ClaimPushes(ctx context.Context, owner string, now time.Time, le
 	if err := store.ValidOpenID(owner); err != nil {
 		return nil, fmt.Errorf("store/sqlite: claim pushes: owner: %w", err)
 	}
+	tok := store.LeaseToken(owner)
 	at := store.Micros(now)
 	rows, err := s.w.QueryContext(ctx, `UPDATE pushes SET lease_owner = ?1, lease_until = ?3
 		WHERE id IN (SELECT id FROM pushes
 			WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)
 				AND (lease_until IS NULL OR lease_until <= ?2)
 			ORDER BY created_at, id LIMIT ?4)
-		RETURNING `+pushColumns, owner, at, store.Micros(now.Add(lease)), min(limit, store.MaxQueryLimit))
+		RETURNING `+pushColumns, tok, at, store.Micros(now.Add(lease)), min(limit, store.MaxQueryLimit))
 	if err != nil {
 		return nil, readErr("claim pushes", err)
 	}
 	out, err := scanPushes(rows)
 	if err != nil {
 		return nil, readErr("claim pushes", err)
+	}
+	for i := range out {
+		out[i].Lease = tok
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
@@ -191,17 +195,46 @@ func (s *Store) ClaimPushes(ctx context.Context, owner string, now time.Time, le
 	return out, nil
 }
 
-// CompletePush records a push's fate and ends its lease. An unknown ID is ignored.
+// RenewPush extends the lease p.Lease names to now+lease, if it still holds the push.
+func (s *Store) RenewPush(ctx context.Context, p actors.Push, now time.Time, lease time.Duration) error {
+	if err := store.ValidateCompletion(p); err != nil {
+		return err
+	}
+	return s.write(ctx, "renew push "+p.ID, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE pushes SET lease_until = ?
+			WHERE id = ? AND lease_owner = ? AND status = 'pending'`, store.Micros(now.Add(lease)), p.ID, p.Lease)
+		return leaseHeld(res, err, p)
+	})
+}
+
+// CompletePush records a push's fate and ends its lease, if p.Lease still holds the push.
 func (s *Store) CompletePush(ctx context.Context, p actors.Push) error {
-	if ok, err := store.ValidateCompletion(p); !ok {
+	if err := store.ValidateCompletion(p); err != nil {
+		return err
+	}
+	if err := store.ValidateStatus(p); err != nil {
 		return err
 	}
 	return s.write(ctx, "complete push "+p.ID, func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE pushes SET status = ?, attempts = ?, next_attempt_at = ?,
-				last_error = ?, sent_at = ?, lease_owner = NULL, lease_until = NULL WHERE id = ?`,
-			p.Status, p.Attempts, nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt), p.ID)
-		return err
+		res, err := tx.ExecContext(ctx, `UPDATE pushes SET status = ?, attempts = ?, next_attempt_at = ?,
+				last_error = ?, sent_at = ?, lease_owner = NULL, lease_until = NULL
+			WHERE id = ? AND lease_owner = ? AND status = 'pending'`,
+			p.Status, p.Attempts, nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt), p.ID, p.Lease)
+		return leaseHeld(res, err, p)
 	})
+}
+
+// leaseHeld turns a fenced update's result into ErrLeaseLost when it changed nothing.
+func leaseHeld(res sql.Result, err error, p actors.Push) error {
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 0 {
+		return fmt.Errorf("push %s: lease %s: %w", p.ID, p.Lease, actors.ErrLeaseLost)
+	}
+	return nil
 }
 
 // UserPushes lists a user's pushes, newest first; limit <= 0 means MaxQueryLimit.

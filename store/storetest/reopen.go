@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/actors/actortest"
 )
 
 // Backing is one empty database for a test; every call to its Open opens a store on that same
@@ -51,7 +53,7 @@ func testReopen(t *testing.T, open func(t *testing.T) actors.Store) {
 func testCloseFlushes(t *testing.T, open func(t *testing.T) actors.Store) {
 	s := open(t)
 	const devices = 200
-	acked := make([]uint64, devices) // highest seq each device's Append returned nil for
+	acked := make([]atomic.Uint64, devices) // highest seq each device's Append returned nil for
 	var wg sync.WaitGroup
 	for d := range devices {
 		wg.Go(func() {
@@ -64,11 +66,19 @@ func testCloseFlushes(t *testing.T, open func(t *testing.T) actors.Store) {
 					}
 					return
 				}
-				acked[d] = seq
+				acked[d].Store(seq)
 			}
 		})
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Close while every device is appending: each has had a few appends acknowledged.
+	actortest.Eventually(t, 30*time.Second, "three acknowledged appends from every device", func() bool {
+		for d := range acked {
+			if acked[d].Load() < 3 {
+				return false
+			}
+		}
+		return true
+	})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -82,10 +92,10 @@ func testCloseFlushes(t *testing.T, open func(t *testing.T) actors.Store) {
 			t.Fatal(err)
 		}
 		// Everything acknowledged is there, and nothing refused.
-		if rec.LastSeq != acked[d] {
-			t.Fatalf("%s: stored up to seq %d, acknowledged up to %d", id, rec.LastSeq, acked[d])
+		if rec.LastSeq != acked[d].Load() {
+			t.Fatalf("%s: stored up to seq %d, acknowledged up to %d", id, rec.LastSeq, acked[d].Load())
 		}
-		total += acked[d]
+		total += acked[d].Load()
 	}
 	if total == 0 {
 		t.Fatal("no append was acknowledged before Close: the test proved nothing")

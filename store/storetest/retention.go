@@ -363,9 +363,17 @@ func testPushesExpire(t *testing.T, st actors.Store, m store.Maintainer) {
 		push("old-pending", hr(0, 20)), push("new-sent", hr(40, 0))}); err != nil {
 		t.Fatal(err)
 	}
-	for id, status := range map[string]string{"old-sent": actors.PushSent, "old-failed": actors.PushFailed, "new-sent": actors.PushSent} {
-		if err := s.CompletePush(ctx, actors.Push{ID: id, Status: status, Attempts: 1}); err != nil {
-			t.Fatal(err)
+	claimed, err := s.ClaimPushes(ctx, "pusher", hr(41, 0), time.Minute, 10)
+	if err != nil || len(claimed) != 4 {
+		t.Fatalf("claim = %d pushes, %v; want 4", len(claimed), err)
+	}
+	fate := map[string]string{"old-sent": actors.PushSent, "old-failed": actors.PushFailed, "new-sent": actors.PushSent}
+	for _, p := range claimed {
+		if status, ok := fate[p.ID]; ok {
+			p.Status, p.Attempts = status, 1
+			if err := s.CompletePush(ctx, p); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	o := store.RetentionOptions{Now: hr(48, 0), Pushes: 24 * time.Hour}

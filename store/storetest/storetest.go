@@ -888,7 +888,9 @@ func testCancelledAppend(t *testing.T, s actors.Store) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Append with a cancelled context = %v, want context.Canceled", err)
 	}
-	time.Sleep(50 * time.Millisecond) // longer than any group-commit wait
+	// Appends are committed in order: once a later one is acknowledged, a cancelled one that was
+	// going to be written would be.
+	mustAppend(t, s, "pot-2", actors.Batch{Readings: []actors.Reading{reading(1, 1)}})
 	if rec, _ := s.LoadDevice(ctxFor(t), "pot-1"); rec.LastSeq != 0 {
 		t.Fatalf("a cancelled append was stored: %+v", rec)
 	}

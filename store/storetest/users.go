@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,10 +24,27 @@ var userTests = []struct {
 	{"UserSnapshotIsReplaced", testUserSnapshot},
 	{"PushOutboxLeasesAndCompletes", testPushOutbox},
 	{"ConcurrentClaimsAreDisjoint", testConcurrentClaims},
+	{"StaleLeaseOwnerCanNeitherCompleteNorResend", testStaleLease},
+	{"RenewedLeaseIsNotClaimedAgain", testRenewLease},
 }
 
 func runUserTests(t *testing.T, open Opener) {
+	runUserTestsMatching(t, open, func(string) bool { return true })
+}
+
+// RunPushOutbox runs the push outbox's part of the contract (claims, leases, fencing) on open's
+// stores.
+func RunPushOutbox(t *testing.T, open Opener) {
+	runUserTestsMatching(t, open, func(name string) bool {
+		return strings.Contains(name, "Push") || strings.Contains(name, "Lease") || strings.Contains(name, "Claims")
+	})
+}
+
+func runUserTestsMatching(t *testing.T, open Opener, match func(string) bool) {
 	for _, tt := range userTests {
+		if !match(tt.name) {
+			continue
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			us, ok := open(t).(actors.UserStore)
 			if !ok {
@@ -180,7 +198,8 @@ func testPushOutbox(t *testing.T, s actors.UserStore) {
 	if !slices.Equal(pushIDs(a), []string{"m1", "m2"}) || a[0].Status != actors.PushPending || string(a[0].Payload) != `{"id":"m1"}` {
 		t.Fatalf("first claim = %+v, want m1, m2 pending, oldest first, m1 as first enqueued", a)
 	}
-	if b := claim("pusher-b", now, 10); !slices.Equal(pushIDs(b), []string{"m3", "m4"}) || !bytes.Equal(b[0].Payload, p3.Payload) {
+	b := claim("pusher-b", now, 10)
+	if !slices.Equal(pushIDs(b), []string{"m3", "m4"}) || !bytes.Equal(b[0].Payload, p3.Payload) {
 		t.Fatalf("second claim = %+v, want m3 (payload kept) and m4: m1, m2 are leased", b)
 	}
 	if c := claim("pusher-b", now.Add(29*time.Second), 10); len(c) != 0 {
@@ -194,15 +213,15 @@ func testPushOutbox(t *testing.T, s actors.UserStore) {
 	sent.Status, sent.Attempts, sent.SentAt = actors.PushSent, 1, now.Add(time.Second)
 	retry := a[1]
 	retry.Attempts, retry.NextAttemptAt, retry.LastError = 1, now.Add(60*time.Second), "errcode 45015: \"response out of time limit\" \x00\xff"
-	failed := push("m3", 3)
+	failed := b[0]
 	failed.Status, failed.Attempts, failed.LastError = actors.PushFailed, 1, "errcode 43004: require subscribe"
 	for _, p := range []actors.Push{sent, retry, failed} {
 		if err := s.CompletePush(ctx, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.CompletePush(ctx, actors.Push{ID: "unknown", Status: actors.PushSent}); err != nil {
-		t.Fatalf("completing an unknown push: %v", err)
+	if err := s.CompletePush(ctx, actors.Push{ID: "unknown", Status: actors.PushSent, Lease: a[0].Lease}); !errors.Is(err, actors.ErrLeaseLost) {
+		t.Fatalf("completing an unknown push = %v, want ErrLeaseLost", err)
 	}
 	// m4's lease ends at now+30s; m2 is due again at now+60s; m1 and m3 are done.
 	if c := claim("pusher-c", now.Add(31*time.Second), 10); !slices.Equal(pushIDs(c), []string{"m4"}) {
@@ -284,5 +303,124 @@ func testConcurrentClaims(t *testing.T, s actors.UserStore) {
 	wg.Wait()
 	if len(claimed) != len(ps) {
 		t.Fatalf("%d of %d pushes claimed", len(claimed), len(ps))
+	}
+}
+
+// testStaleLease: a pusher whose lease ran out while its batch was slow, and whose pushes another
+// pusher claimed, can neither send them (RenewPush refuses) nor record their fate
+// (CompletePush refuses), before or after the new owner records its own; and its own later
+// claim of the same push is a new lease that the earlier one cannot use.
+func testStaleLease(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	if err := s.EnqueuePushes(ctx, []actors.Push{push("m1", 1), push("m2", 2)}); err != nil {
+		t.Fatal(err)
+	}
+	const lease = 15 * time.Second
+	claim := func(owner string, now time.Time) []actors.Push {
+		t.Helper()
+		ps, err := s.ClaimPushes(ctx, owner, now, lease, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ps
+	}
+	stale := claim("node-a", at(10))
+	if len(stale) != 2 || stale[0].Lease == "" {
+		t.Fatalf("claim = %+v, want m1 and m2 with their lease", stale)
+	}
+	// node-a's batch is slow: its lease ends at 25 s, node-b claims both at 26 s.
+	fresh := claim("node-b", at(26))
+	if !slices.Equal(pushIDs(fresh), []string{"m1", "m2"}) {
+		t.Fatalf("claim after the lease ended = %v, want m1, m2", pushIDs(fresh))
+	}
+	if fresh[0].Lease == stale[0].Lease {
+		t.Fatalf("two claims share the lease %q", fresh[0].Lease)
+	}
+	if err := s.RenewPush(ctx, stale[0], at(27), lease); !errors.Is(err, actors.ErrLeaseLost) {
+		t.Fatalf("stale owner renewing (about to send) = %v, want ErrLeaseLost", err)
+	}
+	if err := s.RenewPush(ctx, fresh[0], at(27), lease); err != nil {
+		t.Fatalf("new owner renewing: %v", err)
+	}
+	// The stale owner's retry of m1 before the new owner records it sent: refused.
+	retry := stale[0]
+	retry.Attempts, retry.NextAttemptAt, retry.LastError = 1, at(100), "timeout"
+	if err := s.CompletePush(ctx, retry); !errors.Is(err, actors.ErrLeaseLost) {
+		t.Fatalf("stale owner completing m1 = %v, want ErrLeaseLost", err)
+	}
+	sent := fresh[0]
+	sent.Status, sent.Attempts, sent.SentAt = actors.PushSent, 1, at(28)
+	if err := s.CompletePush(ctx, sent); err != nil {
+		t.Fatalf("new owner completing m1: %v", err)
+	}
+	// ... and after: a stale "retry" must not put a sent push back in the queue.
+	if err := s.CompletePush(ctx, retry); !errors.Is(err, actors.ErrLeaseLost) {
+		t.Fatalf("stale owner completing m1 after it was sent = %v, want ErrLeaseLost", err)
+	}
+	if err := s.RenewPush(ctx, sent, at(29), lease); !errors.Is(err, actors.ErrLeaseLost) {
+		t.Fatalf("renewing a push whose fate is recorded = %v, want ErrLeaseLost", err)
+	}
+	// The new owner releases m2 unsent (shutting down); node-a claims it again: its old lease
+	// still cannot complete it, its new one can.
+	if err := s.CompletePush(ctx, fresh[1]); err != nil {
+		t.Fatalf("releasing m2: %v", err)
+	}
+	again := claim("node-a", at(29))
+	if !slices.Equal(pushIDs(again), []string{"m2"}) {
+		t.Fatalf("claim after the release = %v, want m2 at once", pushIDs(again))
+	}
+	if err := s.CompletePush(ctx, stale[1]); !errors.Is(err, actors.ErrLeaseLost) {
+		t.Fatalf("completing m2 with node-a's first lease = %v, want ErrLeaseLost", err)
+	}
+	if err := s.CompletePush(ctx, fresh[1]); !errors.Is(err, actors.ErrLeaseLost) {
+		t.Fatalf("completing m2 with node-b's released lease = %v, want ErrLeaseLost", err)
+	}
+	done := again[0]
+	done.Status, done.Attempts, done.SentAt = actors.PushSent, 1, at(30)
+	if err := s.CompletePush(ctx, done); err != nil {
+		t.Fatalf("completing m2 with node-a's new lease: %v", err)
+	}
+	if c := claim("node-c", at(1000)); len(c) != 0 {
+		t.Fatalf("sent pushes claimed again: %v", pushIDs(c))
+	}
+	all, err := s.UserPushes(ctx, "oAlice", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range all {
+		if p.Status != actors.PushSent || p.Attempts != 1 || p.LastError != "" {
+			t.Errorf("%s = %+v, want sent once, as its current owner recorded", p.ID, p)
+		}
+	}
+}
+
+// testRenewLease: a pusher that renews its lease before sending keeps the push for the new
+// lease, however long ago it claimed it.
+func testRenewLease(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	if err := s.EnqueuePushes(ctx, []actors.Push{push("m1", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := s.ClaimPushes(ctx, "node-a", at(10), 15*time.Second, 10)
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("claim = %v, %v", pushIDs(ps), err)
+	}
+	if err := s.RenewPush(ctx, ps[0], at(24), 15*time.Second); err != nil {
+		t.Fatalf("renewing: %v", err)
+	}
+	if c, err := s.ClaimPushes(ctx, "node-b", at(26), 15*time.Second, 10); err != nil || len(c) != 0 {
+		t.Fatalf("claim within the renewed lease = %v, %v, want none", pushIDs(c), err)
+	}
+	// Even past its lease, the holder may renew while no one else claimed the push.
+	if err := s.RenewPush(ctx, ps[0], at(60), 15*time.Second); err != nil {
+		t.Fatalf("renewing an expired lease no one took: %v", err)
+	}
+	if c, err := s.ClaimPushes(ctx, "node-b", at(70), 15*time.Second, 10); err != nil || len(c) != 0 {
+		t.Fatalf("claim within the lease renewed late = %v, %v, want none", pushIDs(c), err)
+	}
+	sent := ps[0]
+	sent.Status, sent.Attempts, sent.SentAt = actors.PushSent, 1, at(71)
+	if err := s.CompletePush(ctx, sent); err != nil {
+		t.Fatalf("completing after renewals: %v", err)
 	}
 }

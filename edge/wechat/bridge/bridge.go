@@ -166,7 +166,10 @@ type PusherOptions struct {
 	// Poll is how often the outbox is read when nothing wakes the pusher (default 1 s).
 	Poll time.Duration
 	// Lease is how long a claimed push is this node's before another may take it (default 15 s,
-	// three times SendTimeout).
+	// three times SendTimeout). The pusher renews a push's lease right before sending it, so
+	// the lease must cover one send and the write of its fate, not a whole batch; a push whose
+	// lease another node took meanwhile (this node's batch was slower than the lease) is not
+	// sent.
 	Lease time.Duration
 	// Batch is how many pushes one claim takes (default 100); Workers send them concurrently (default 16).
 	Batch, Workers int
@@ -174,16 +177,21 @@ type PusherOptions struct {
 	// retries back off from MinBackoff (1 s) doubling to MaxBackoff (5 min), with jitter.
 	MaxAttempts            int
 	MinBackoff, MaxBackoff time.Duration
-	// SendTimeout bounds one API call (default 5 s).
+	// SendTimeout bounds one API call (default 5 s). Stopping the pusher waits for the calls in
+	// flight, so it also bounds how long a stop takes.
 	SendTimeout time.Duration
 	Now         func() time.Time
 	Logger      *slog.Logger
-	// Sent, if set, is called after each push's fate is recorded (metrics, tests).
+	// Sent, if set, is called once for each push this pusher claimed, when it is done with it
+	// (metrics, tests): after its fate is recorded, or with the push as claimed (pending) when it
+	// was not sent (its lease was lost, or it was released because the pusher stopped).
 	Sent func(actors.Push)
 }
 
 // Pusher sends the outbox's pushes: at least once (leases survive a dead node), deduplicated by
 // client_msg_id where WeChat supports it, retried with backoff, permanent failures recorded.
+// A push is sent only under a lease this pusher holds (renewed right before the send), so a
+// slow node does not send what another node has taken over.
 type Pusher struct {
 	opts   PusherOptions
 	store  actors.UserStore
@@ -196,8 +204,11 @@ func NewPusher(st actors.UserStore, client *api.Client, o PusherOptions) *Pusher
 	if o.Poll == 0 {
 		o.Poll = time.Second
 	}
+	if o.SendTimeout == 0 {
+		o.SendTimeout = 5 * time.Second
+	}
 	if o.Lease == 0 {
-		o.Lease = 15 * time.Second
+		o.Lease = 3 * o.SendTimeout
 	}
 	if o.Batch == 0 {
 		o.Batch = 100
@@ -213,9 +224,6 @@ func NewPusher(st actors.UserStore, client *api.Client, o PusherOptions) *Pusher
 	}
 	if o.MaxBackoff == 0 {
 		o.MaxBackoff = 5 * time.Minute
-	}
-	if o.SendTimeout == 0 {
-		o.SendTimeout = 5 * time.Second
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -237,12 +245,15 @@ func (p *Pusher) Wake() {
 	}
 }
 
-// Run sends pushes until ctx ends.
+// Run sends pushes until ctx ends. It then claims nothing more, lets the sends in flight finish
+// and records their fate (each bounded by SendTimeout), releases the claimed pushes it has not
+// begun to send (another node may take them at once), and only then returns: a node that waits
+// for Run on shutdown leaves no push half-done.
 func (p *Pusher) Run(ctx context.Context) {
 	t := time.NewTicker(p.opts.Poll)
 	defer t.Stop()
 	for {
-		for p.drain(ctx) {
+		for ctx.Err() == nil && p.drain(ctx) {
 		}
 		select {
 		case <-ctx.Done():
@@ -268,17 +279,47 @@ func (p *Pusher) drain(ctx context.Context) bool {
 	var wg sync.WaitGroup
 	for _, push := range ps {
 		sem <- struct{}{}
-		wg.Add(1)
-		go func(push actors.Push) {
-			defer func() { <-sem; wg.Done() }()
-			p.send(ctx, push)
-		}(push)
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.handle(ctx, push)
+		})
 	}
 	wg.Wait()
 	return len(ps) == p.opts.Batch
 }
 
-func (p *Pusher) send(ctx context.Context, push actors.Push) {
+// handle sends one claimed push, unless the pusher is stopping (then it releases the push) or no
+// longer holds its lease (then another pusher has it).
+func (p *Pusher) handle(ctx context.Context, push actors.Push) {
+	done := push
+	defer func() {
+		if p.opts.Sent != nil {
+			p.opts.Sent(done)
+		}
+	}()
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if ctx.Err() != nil {
+		if err := p.store.CompletePush(c, push); err != nil && !errors.Is(err, actors.ErrLeaseLost) {
+			p.opts.Logger.Warn("releasing a push at shutdown failed (it is sent after its lease)", "push", push.ID, "err", err)
+		}
+		return
+	}
+	if err := p.store.RenewPush(c, push, p.opts.Now(), p.opts.Lease); err != nil {
+		if errors.Is(err, actors.ErrLeaseLost) {
+			p.opts.Logger.Debug("push taken over by another pusher; not sending it", "push", push.ID)
+		} else {
+			p.opts.Logger.Warn("renewing a push's lease failed; not sending it now (it is sent after its lease)", "push", push.ID, "err", err)
+		}
+		return
+	}
+	// The send and its record run to the end even if the pusher is stopping: cutting a call to
+	// WeChat short leaves unknown whether the message went out.
+	done = p.send(context.WithoutCancel(ctx), push)
+}
+
+// send makes one attempt at push and records its fate; it returns the push as recorded.
+func (p *Pusher) send(ctx context.Context, push actors.Push) actors.Push {
 	var pl actors.PushPayload
 	err := json.Unmarshal(push.Payload, &pl)
 	ctx, span := p.span(ctx, push, pl)
@@ -312,14 +353,16 @@ func (p *Pusher) send(ctx context.Context, push actors.Push) {
 		wait = wait/2 + rand.N(wait/2+1)
 		push.LastError, push.NextAttemptAt = err.Error(), now.Add(wait)
 	}
-	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := p.store.CompletePush(c, push); err != nil {
+	if err := p.store.CompletePush(c, push); errors.Is(err, actors.ErrLeaseLost) {
+		// The send outlasted the renewed lease and another pusher took the push: it may be sent
+		// twice (at least once is the promise). Its new holder records the fate.
+		p.opts.Logger.Warn("a push's lease ran out while it was being sent; another pusher has it", "push", push.ID, "lease", p.opts.Lease)
+	} else if err != nil {
 		p.opts.Logger.Warn("recording a push failed (it will be sent again after its lease)", "push", push.ID, "err", err)
 	}
-	if p.opts.Sent != nil {
-		p.opts.Sent(push)
-	}
+	return push
 }
 
 // span traces one push attempt under the trace its payload carries (the action that caused it);

@@ -13,7 +13,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster"
-	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/cluster/telemetry"
 	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/edge/wechat/bridge"
 	"github.com/sprout-iot/sprout/simulations/wechatsim"
@@ -52,7 +52,7 @@ func newTwoMemberWorld(t *testing.T) (w *world, front, back *cluster.Member) {
 // push are one connected trace.
 func TestTapWaterIsOneTraceAcrossTwoMembers(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
-	tel, err := observe.Setup(context.Background(), observe.Options{Node: "test", SpanExporter: exp,
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{Node: "test", SpanExporter: exp,
 		Getenv: func(string) string { return "" }})
 	if err != nil {
 		t.Fatal(err)

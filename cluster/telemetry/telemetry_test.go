@@ -1,4 +1,4 @@
-package observe_test
+package telemetry_test
 
 import (
 	"context"
@@ -8,12 +8,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/cluster/telemetry"
 )
 
 func env(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
 
 func TestTracingIsOffByDefault(t *testing.T) {
-	tel, err := observe.Setup(context.Background(), observe.Options{Node: "n1", Getenv: env(nil)})
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{Node: "n1", Getenv: env(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +30,7 @@ func TestTracingIsOffByDefault(t *testing.T) {
 
 func TestUnsampledFramesAllocateNothing(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
-	tel, err := observe.Setup(context.Background(), observe.Options{Node: "n1", SpanExporter: exp,
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{Node: "n1", SpanExporter: exp,
 		Getenv: env(map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0"})})
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +50,7 @@ func TestUnsampledFramesAllocateNothing(t *testing.T) {
 
 func TestTraceContextCrossesAMessage(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
-	tel, err := observe.Setup(context.Background(), observe.Options{Node: "n1", SpanExporter: exp, Getenv: env(nil)})
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{Node: "n1", SpanExporter: exp, Getenv: env(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func TestTraceContextCrossesAMessage(t *testing.T) {
 }
 
 func TestBadSamplerIsRefused(t *testing.T) {
-	_, err := observe.Setup(context.Background(), observe.Options{Getenv: env(map[string]string{
+	_, err := telemetry.Setup(context.Background(), telemetry.Options{Getenv: env(map[string]string{
 		"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "sometimes"})})
 	if err == nil {
 		t.Fatal("an unknown sampler was accepted")
@@ -83,12 +84,12 @@ func TestBadSamplerIsRefused(t *testing.T) {
 func BenchmarkFrameTracing(b *testing.B) {
 	for _, ratio := range []string{"off", "0.01", "1"} {
 		b.Run(ratio, func(b *testing.B) {
-			o := observe.Options{Node: "n1", Getenv: env(nil)}
+			o := telemetry.Options{Node: "n1", Getenv: env(nil)}
 			if ratio != "off" {
 				o.Getenv = env(map[string]string{"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": ratio})
 				o.SpanExporter = tracetest.NewNoopExporter()
 			}
-			tel, err := observe.Setup(context.Background(), o)
+			tel, err := telemetry.Setup(context.Background(), o)
 			if err != nil {
 				b.Fatal(err)
 			}
