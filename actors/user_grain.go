@@ -10,7 +10,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
-	"github.com/asynkron/protoactor-go/scheduler"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/sprout-iot/sprout/cluster/observe"
@@ -24,7 +24,8 @@ const UserKind = "user"
 // UserOptions configures user grains. Zero fields take the defaults documented on each.
 type UserOptions struct {
 	Store UserStore
-	Now   func() time.Time
+	// Clock is the time source: now, and the alert summary's timer (default RealClock).
+	Clock Clock
 	// VerifyScene turns a scanned Sprout QR scene into a device id, or says why it is invalid.
 	VerifyScene func(scene string) (deviceID string, err error)
 	// ServiceWindow is how long after a user's last message customer-service texts may be sent
@@ -57,8 +58,8 @@ type UserOptions struct {
 }
 
 func (o *UserOptions) defaults() {
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = RealClock()
 	}
 	if o.ServiceWindow == 0 {
 		o.ServiceWindow = 48 * time.Hour
@@ -115,8 +116,7 @@ type userGrain struct {
 	devices []Binding
 	loaded  bool
 	cluster *cluster.Cluster
-	sched   *scheduler.TimerScheduler
-	summary scheduler.CancelFunc
+	summary clockwork.Timer
 	log     *slog.Logger
 	// the current message's span (trace.go)
 	grainTrace
@@ -136,7 +136,6 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		}
 		g.openID = id.Identity
 		g.cluster = cluster.GetCluster(ctx.ActorSystem())
-		g.sched = scheduler.NewTimerScheduler(ctx)
 		g.log = g.opts.Logger.With("user", g.openID)
 		g.st.Lang = LangZH
 		g.load()
@@ -204,7 +203,7 @@ func (g *userGrain) handle(ctx actor.Context, m *actorpb.UserMessage) *actorpb.U
 			}
 		}
 	}
-	now := g.opts.Now()
+	now := g.opts.Clock.Now()
 	g.st.LastInteraction = now
 	if m.MsgType == "text" {
 		g.st.Lang = detectLang(m.Content, g.st.Lang)
@@ -318,7 +317,7 @@ func (g *userGrain) bind(deviceID, via string) *actorpb.UserReply {
 	if br.Already {
 		return text(say(lang, "bound_already", deviceID))
 	}
-	g.devices = append(g.devices, Binding{DeviceID: deviceID, OpenID: g.openID, Role: br.Role, BoundAt: g.opts.Now()})
+	g.devices = append(g.devices, Binding{DeviceID: deviceID, OpenID: g.openID, Role: br.Role, BoundAt: g.opts.Clock.Now()})
 	if via == "sprout_qr" && g.opts.CompelBind {
 		// Tell WeChat's device platform too, so the device shows in the user's WeChat device list.
 		g.enqueue(Push{ID: pushID("compel_bind", g.openID, deviceID), Kind: PushCompelBind,
@@ -343,7 +342,7 @@ func (g *userGrain) unbind(deviceID string, reply bool) *actorpb.UserReply {
 		}
 	}
 	if g.opts.CompelBind {
-		g.enqueue(Push{ID: pushID("compel_unbind", g.openID, deviceID, g.opts.Now().String()), Kind: PushCompelUnbind,
+		g.enqueue(Push{ID: pushID("compel_unbind", g.openID, deviceID, g.opts.Clock.Now().String()), Kind: PushCompelUnbind,
 			Payload: mustJSON(PushPayload{DeviceID: deviceID})})
 	}
 	if !reply {
@@ -389,7 +388,7 @@ func (g *userGrain) notice(ctx actor.Context, n *actorpb.UserNotice) {
 		return
 	}
 	lang := g.st.Lang
-	now := g.opts.Now()
+	now := g.opts.Clock.Now()
 	switch b := n.Body.(type) {
 	case *actorpb.UserNotice_Alert:
 		a := b.Alert
@@ -402,7 +401,8 @@ func (g *userGrain) notice(ctx actor.Context, n *actorpb.UserNotice) {
 		if !g.st.allowAlert(now, g.opts.AlertWindow, g.opts.AlertBurst) {
 			g.st.Summary = append(g.st.Summary, msg)
 			if g.summary == nil {
-				g.summary = g.sched.SendOnce(g.opts.AlertWindow, ctx.Self(), flushSummary{})
+				self, root := ctx.Self(), ctx.ActorSystem().Root
+				g.summary = g.opts.Clock.AfterFunc(g.opts.AlertWindow, func() { root.Send(self, flushSummary{}) })
 			}
 			g.save()
 			return
@@ -439,7 +439,7 @@ func (g *userGrain) flushSummary() {
 
 // messagePush chooses the channel: a customer-service text inside the window, a template outside.
 func (g *userGrain) messagePush(id, templateID, msg string, data map[string]string) Push {
-	inWindow := g.opts.Now().Sub(g.st.LastInteraction) < g.opts.ServiceWindow
+	inWindow := g.opts.Clock.Now().Sub(g.st.LastInteraction) < g.opts.ServiceWindow
 	if inWindow || templateID == "" {
 		return Push{ID: id, Kind: PushText, Payload: mustJSON(PushPayload{Text: msg})}
 	}
@@ -449,7 +449,7 @@ func (g *userGrain) messagePush(id, templateID, msg string, data map[string]stri
 // enqueue makes a push durable in the outbox; the pusher sends it even if this node dies now.
 func (g *userGrain) enqueue(p Push) {
 	p.OpenID = g.openID
-	p.CreatedAt = g.opts.Now()
+	p.CreatedAt = g.opts.Clock.Now()
 	p.Status = PushPending
 	ectx, span := observe.Child(g.tctx, "outbox.enqueue")
 	defer span.End()
