@@ -32,6 +32,7 @@ var qrKey = []byte("0123456789abcdef0123456789abcdef")
 // world is one Sprout node wired to the simulated WeChat platform, as `sprout serve` wires it.
 type world struct {
 	store    *memory.Store
+	devices  actors.Store // the device grains' store: store, or a wrapper around it
 	member   *cluster.Member
 	edgeAddr string
 	platform *wechatsim.Platform
@@ -47,7 +48,16 @@ func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) 
 // newWorldWith is newWorld with the device grains' options (Store, Users and Logger are set here).
 func newWorldWith(t *testing.T, dev actors.DeviceOptions, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
 	t.Helper()
-	w := &world{store: memory.New()}
+	return newWorldOn(t, memory.New(), nil, dev, tune)
+}
+
+// newWorldOn is newWorldWith over st, the device grains reading through devices (st if nil).
+func newWorldOn(t *testing.T, st *memory.Store, devices actors.Store, dev actors.DeviceOptions, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
+	t.Helper()
+	w := &world{store: st, devices: devices}
+	if w.devices == nil {
+		w.devices = st
+	}
 	log := edgetest.Quiet()
 	so := wechatsim.Options{CallbackTimeout: 4 * time.Second}
 	var pusher atomic.Pointer[bridge.Pusher]
@@ -57,14 +67,14 @@ func newWorldWith(t *testing.T, dev actors.DeviceOptions, tune func(*actors.User
 	}
 	w.startPlatform(t, so)
 	w.member, w.edgeAddr = edgetest.StartNode(t, log,
-		actors.NewDeviceKind(deviceOptions(dev, w.store, log)),
+		actors.NewDeviceKind(deviceOptions(dev, w.devices, w.store, log)),
 		actors.NewUserKind(uo), w.tokenKind())
 	w.serveWeChat(t, log, &pusher)
 	return w
 }
 
-func deviceOptions(o actors.DeviceOptions, st *memory.Store, log *slog.Logger) actors.DeviceOptions {
-	o.Store, o.Users, o.Logger = st, st, log
+func deviceOptions(o actors.DeviceOptions, st actors.Store, users actors.UserStore, log *slog.Logger) actors.DeviceOptions {
+	o.Store, o.Users, o.Logger = st, users, log
 	return o
 }
 
