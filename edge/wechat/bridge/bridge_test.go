@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/cluster"
 	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/edge/wechat"
@@ -271,7 +273,8 @@ func TestAlertReachesEveryBoundUserOnceAndNoOneElse(t *testing.T) {
 	}
 	waitText(t, w, "alice", "土壤太干", 3*time.Second)
 	waitText(t, w, "bob", "土壤太干", 3*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	settle(t, w, "alice")
+	settle(t, w, "bob")
 	for _, u := range []string{"alice", "bob"} {
 		n := 0
 		for _, e := range w.platform.Received(u) {
@@ -336,7 +339,10 @@ func TestRetriedCallbackActsOnce(t *testing.T) {
 	waitBound(t, w, "pot-1", "alice")
 	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
 	waitText(t, w, "alice", "浇水完成", 3*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	settle(t, w, "alice")
+	if st := deviceState(t, w, "pot-1", "alice"); len(st.OpenCommands) != 0 {
+		t.Fatalf("commands still open: %v", st.OpenCommands)
+	}
 	if pot.Commands() != 1 {
 		t.Fatalf("one tap watered %d times", pot.Commands())
 	}
@@ -353,17 +359,47 @@ func TestRetriedCallbackActsOnce(t *testing.T) {
 
 func waitBound(t *testing.T, w *world, device, openID string) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
+	actortest.Eventually(t, 3*time.Second, openID+" is bound to "+device, func() bool {
 		bs, _ := w.store.DeviceBindings(context.Background(), device)
 		for _, b := range bs {
 			if b.OpenID == openID {
-				return
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+}
+
+// settle waits until openID's grain has handled everything sent to it so far (a request queues
+// behind it) and every push it enqueued has been sent or failed: after it, what the user has
+// received is all they will receive from what happened before.
+func settle(t *testing.T, w *world, openID string) {
+	t.Helper()
+	if _, err := w.member.Cluster.Request(openID, actors.UserKind, &actorpb.UserMessage{
+		DedupKey: fmt.Sprintf("settle:%d", time.Now().UnixNano()), MsgType: "event"}); err != nil {
+		t.Fatalf("%s's grain: %v", openID, err)
 	}
-	t.Fatalf("%s never bound to %s", openID, device)
+	actortest.Eventually(t, 3*time.Second, openID+"'s pushes are sent", func() bool {
+		ps, err := w.store.UserPushes(context.Background(), openID, 1000)
+		if err != nil {
+			return false
+		}
+		for _, p := range ps {
+			if p.Status == actors.PushPending {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func deviceState(t *testing.T, w *world, device, openID string) *actorpb.DeviceState {
+	t.Helper()
+	res, err := w.member.Cluster.Request(device, actors.DeviceKind, &actorpb.GetState{OpenId: openID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.(*actorpb.DeviceState)
 }
 
 func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
@@ -470,7 +506,10 @@ func TestBadSignatureChangesNothing(t *testing.T) {
 	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
 		t.Fatalf("bad signature: status %d", resp.StatusCode)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Refused before dispatch: nothing reached the grains.
+	if st := deviceState(t, w, "pot-1", "alice"); len(st.OpenCommands) != 0 {
+		t.Fatal("a forged callback opened a command")
+	}
 	if pot.Commands() != 0 {
 		t.Fatal("a forged callback watered the pot")
 	}
@@ -518,7 +557,7 @@ func TestUsersHearOnceAboutAPotThatReconnectsInALoop(t *testing.T) {
 		_ = c.Close()
 	}
 	waitText(t, w, "alice", "频繁断线重连", 3*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	settle(t, w, "alice")
 	n := 0
 	for _, e := range w.platform.Received("alice") {
 		if strings.Contains(e.Text, "频繁断线重连") {

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
-	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/edge/wechat/bridge"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
@@ -166,5 +165,3 @@ func TestTapTheGrainCannotAnswerInTimeIsAnsweredHonestly(t *testing.T) {
 	// And she does hear the result, as promised.
 	waitText(t, w, "alice", "pot-1", 5*time.Second)
 }
-
-var _ = actortest.Eventually
