@@ -225,11 +225,10 @@ func (s *userState) allowAlert(now time.Time, window time.Duration, max int) boo
 	return true
 }
 
-// watering returns the water command in flight for a pot, dropping those whose time is over.
+// wateringFor returns the water command in flight for a pot (one whose time is not over).
 func (s *userState) wateringFor(deviceID string, now time.Time) (watering, bool) {
-	s.Watering = slices.DeleteFunc(s.Watering, func(w watering) bool { return !now.Before(w.Until) })
 	for _, w := range s.Watering {
-		if w.DeviceID == deviceID {
+		if w.DeviceID == deviceID && now.Before(w.Until) {
 			return w, true
 		}
 	}
@@ -517,6 +516,7 @@ func (c *userCore) water(deviceID, dedupKey string, a answer, now time.Time, o *
 	fx.commands = append(fx.commands, deviceCommand{device: deviceID, cmd: &actorpb.SendCommand{CommandId: id,
 		Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: o.WaterMs, TimeoutMs: uint32(o.CommandTimeout / time.Millisecond),
 		RequestedBy: WeChatRequester(c.openID)}})
+	c.st.Watering = slices.DeleteFunc(c.st.Watering, func(w watering) bool { return !now.Before(w.Until) })
 	c.st.Watering = append(c.st.Watering, watering{DeviceID: deviceID, CommandID: id,
 		Until: now.Add(o.CommandTimeout + o.RequestTimeout)})
 	return text(say(lang, "watering", deviceID))

@@ -125,6 +125,7 @@ type userGrain struct {
 	// is for, so that another tap for that pot meanwhile joins it.
 	jobs     map[string]*job
 	watering map[string]*job
+	pending  map[uint64]*job // every job waiting for its answers, by id
 	nextJob  uint64
 	// the current message's span (trace.go)
 	grainTrace
@@ -179,7 +180,7 @@ func (g *userGrain) Receive(ctx actor.Context) {
 			g.summary.Stop()
 		}
 	case *actor.ReceiveTimeout:
-		if len(g.core.st.Summary) == 0 && len(g.jobs) == 0 && len(g.watering) == 0 {
+		if len(g.core.st.Summary) == 0 && len(g.pending) == 0 {
 			ctx.Stop(ctx.Self())
 		}
 	case *actorpb.UserMessage:
@@ -188,6 +189,7 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		g.finish(ctx, m)
 	case *actorpb.CommandOutcome:
 		// Pushed even if the state could not be loaded: the outbox dedupes it by its id.
+		g.ready(ctx)
 		next, fx := outcome(&g.core, m, g.opts.Clock.Now(), g.opts)
 		g.commit(ctx, next, fx)
 	case *actorpb.UserNotice:
@@ -312,6 +314,10 @@ func (g *userGrain) handle(ctx actor.Context, m *actorpb.UserMessage) {
 	g.nextJob++
 	j := &job{id: g.nextJob, msg: m, in: in, asks: asks, waiters: []waiter{w}, water: water, tctx: g.tctx}
 	g.track(m.DedupKey, j)
+	if g.pending == nil {
+		g.pending = map[uint64]*job{}
+	}
+	g.pending[j.id] = j
 	if water != "" {
 		if g.watering == nil {
 			g.watering = map[string]*job{}
@@ -393,23 +399,11 @@ func request(c *cluster.Cluster, openID string, a ask, timeout time.Duration) an
 
 // finish decides a job whose device answers are in and answers everyone waiting for it.
 func (g *userGrain) finish(ctx actor.Context, a *answered) {
-	var j *job
-	for _, cand := range g.jobs {
-		if cand.id == a.job {
-			j = cand
-			break
-		}
-	}
-	if j == nil {
-		for _, cand := range g.watering {
-			if cand.id == a.job {
-				j = cand
-			}
-		}
-	}
-	if j == nil {
+	j, ok := g.pending[a.job]
+	if !ok {
 		return
 	}
+	delete(g.pending, a.job)
 	for _, w := range j.waiters {
 		if g.jobs[w.key] == j {
 			delete(g.jobs, w.key)
