@@ -43,8 +43,9 @@ type UserOptions struct {
 	// (default 30 s).
 	WaterMs        uint32
 	CommandTimeout time.Duration
-	// RequestTimeout bounds a user grain's own requests to device grains (default 2 s, inside
-	// WeChat's 5 s answer budget).
+	// RequestTimeout is the one deadline for the device grains asked about one message, all at
+	// once (default 2 s, inside the 4 s callback budget); a pot that has not answered by then is
+	// "not answering". It also bounds the grain's storage calls.
 	RequestTimeout time.Duration
 	// StatusPushes enables transmsg device-status pushes on presence changes.
 	StatusPushes bool
