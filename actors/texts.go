@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"unicode"
@@ -73,6 +74,17 @@ var texts = map[string]map[string]string{
 		"device_list":      "你的花盆：\n%s",
 		"help":             "可以回复：浇水、状态、我的设备、解绑 编号。扫描花盆上的二维码即可绑定。",
 		"unavailable":      "系统繁忙，请稍后再试。",
+		"water_joined":     "%s 正在浇水（你刚才已经让它浇了），结果稍后通知你。",
+		"device_no_answer": "%s 没有回应，没有执行任何操作，请稍后再试。",
+		"device_revoked":   "%s 已停用。",
+		"status_error":     "%s：%s",
+		"no_answer":        "没有回应",
+		"not_available":    "暂时无法读取，请稍后再试",
+		"not_bound":        "你没有绑定它",
+		"unknown_device":   "找不到这个设备",
+		"revoked":          "已停用",
+		"role_owner":       "管理员",
+		"role_member":      "家庭成员",
 		"ago":              "%s前",
 	},
 	LangEN: {
@@ -113,6 +125,17 @@ var texts = map[string]map[string]string{
 		"device_list":      "Your pots:\n%s",
 		"help":             "Reply: water, status, my devices, unbind N. Scan the QR code on a pot to bind it.",
 		"unavailable":      "The system is busy; please try again shortly.",
+		"water_joined":     "%s is already watering (you asked a moment ago); you will hear the result shortly.",
+		"device_no_answer": "%s is not answering; nothing was done. Please try again shortly.",
+		"device_revoked":   "%s has been retired.",
+		"status_error":     "%s: %s",
+		"no_answer":        "not answering",
+		"not_available":    "not available right now; try again shortly",
+		"not_bound":        "not bound to you",
+		"unknown_device":   "no such pot",
+		"revoked":          "retired",
+		"role_owner":       "owner",
+		"role_member":      "family",
 		"ago":              "%s ago",
 	},
 }
@@ -174,4 +197,36 @@ func outcomeText(lang string, o *actorpb.CommandOutcome) string {
 	default:
 		return say(lang, "water_error", d, o.Detail)
 	}
+}
+
+// deviceErrorText tells a user why a pot could not do what they asked: it did not answer, it is
+// not available now (busy, try again), or a definitive refusal.
+func deviceErrorText(lang, deviceID string, err error) string {
+	switch {
+	case errors.Is(err, errNoAnswer):
+		return say(lang, "device_no_answer", deviceID)
+	case errors.Is(err, ErrNotBound):
+		return say(lang, "water_denied", deviceID)
+	case errors.Is(err, ErrUnknownDevice):
+		return say(lang, "bind_unknown", deviceID)
+	case errors.Is(err, ErrRevoked):
+		return say(lang, "device_revoked", deviceID)
+	}
+	return say(lang, "unavailable")
+}
+
+// statusErrorText is a status line's words for a pot that gave no state (Akka's group query:
+// timed out, not available, or a refusal).
+func statusErrorText(lang string, err error) string {
+	switch {
+	case errors.Is(err, errNoAnswer):
+		return say(lang, "no_answer")
+	case errors.Is(err, ErrNotBound):
+		return say(lang, "not_bound")
+	case errors.Is(err, ErrUnknownDevice):
+		return say(lang, "unknown_device")
+	case errors.Is(err, ErrRevoked):
+		return say(lang, "revoked")
+	}
+	return say(lang, "not_available")
 }

@@ -151,7 +151,7 @@ func (g *userGrain) beginSpan(ctx actor.Context) {
 	case *actorpb.UserNotice:
 		tc, name = m.Trace, "user.notice"
 	}
-	g.begin(ctx, tc, name, "user.id", g.openID)
+	g.begin(ctx, tc, name, "user.id", g.core.openID)
 }
 
 // tracedPayload records the current trace in a push's payload, so that whichever node's pusher

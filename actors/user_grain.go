@@ -1,21 +1,22 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
-	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/cluster"
-	"github.com/asynkron/protoactor-go/scheduler"
+	"github.com/jonboulle/clockwork"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/sprout-iot/sprout/cluster/observe"
 	"github.com/sprout-iot/sprout/messages/actorpb"
-	"github.com/sprout-iot/sprout/messages/devicepb"
 )
 
 // UserKind is the cluster kind of WeChat user grains; the identity is the OpenID.
@@ -24,7 +25,8 @@ const UserKind = "user"
 // UserOptions configures user grains. Zero fields take the defaults documented on each.
 type UserOptions struct {
 	Store UserStore
-	Now   func() time.Time
+	// Clock is the time source: now, and the alert summary's timer (default RealClock).
+	Clock Clock
 	// VerifyScene turns a scanned Sprout QR scene into a device id, or says why it is invalid.
 	VerifyScene func(scene string) (deviceID string, err error)
 	// ServiceWindow is how long after a user's last message customer-service texts may be sent
@@ -41,8 +43,9 @@ type UserOptions struct {
 	// (default 30 s).
 	WaterMs        uint32
 	CommandTimeout time.Duration
-	// RequestTimeout bounds a user grain's own requests to device grains (default 2 s, inside
-	// WeChat's 5 s answer budget).
+	// RequestTimeout is the one deadline for the device grains asked about one message, all at
+	// once (default 2 s, inside the 4 s callback budget); a pot that has not answered by then is
+	// "not answering". It also bounds the grain's storage calls.
 	RequestTimeout time.Duration
 	// StatusPushes enables transmsg device-status pushes on presence changes.
 	StatusPushes bool
@@ -57,8 +60,8 @@ type UserOptions struct {
 }
 
 func (o *UserOptions) defaults() {
-	if o.Now == nil {
-		o.Now = time.Now
+	if o.Clock == nil {
+		o.Clock = RealClock()
 	}
 	if o.ServiceWindow == 0 {
 		o.ServiceWindow = 48 * time.Hour
@@ -107,22 +110,55 @@ type PushPayload struct {
 	Trace      string            `json:"traceparent,omitempty"` // the W3C trace the push belongs to
 }
 
-// userGrain is a WeChat user: their bound devices, language, conversation window, push limits.
+// userGrain is the actor shell around the user core: it loads the user, asks device grains what
+// an intent needs (in parallel, off the receive), calls the core, stores the decided state once,
+// then performs the effects and answers.
 type userGrain struct {
 	opts    *UserOptions
-	openID  string
-	st      userState
-	devices []Binding
+	core    userCore
 	loaded  bool
+	corrupt bool   // the stored snapshot cannot be decoded: kept as it is, nothing is written
+	saved   []byte // the snapshot as last loaded or stored
 	cluster *cluster.Cluster
-	sched   *scheduler.TimerScheduler
-	summary scheduler.CancelFunc
+	summary clockwork.Timer
 	log     *slog.Logger
+	// jobs are the callbacks waiting for device answers, by dedup key; watering by the pot a tap
+	// is for, so that another tap for that pot meanwhile joins it.
+	jobs     map[string]*job
+	watering map[string]*job
+	pending  map[uint64]*job // every job waiting for its answers, by id
+	nextJob  uint64
 	// the current message's span (trace.go)
 	grainTrace
 }
 
-type flushSummary struct{}
+// job is one callback waiting for its device answers, and every caller waiting for its reply (a
+// retry of the callback, or another tap for the same pot, joins it).
+type job struct {
+	id      uint64
+	msg     *actorpb.UserMessage
+	in      intent
+	asks    []ask
+	waiters []waiter
+	water   string // the pot of a water tap
+	tctx    context.Context
+}
+
+// waiter is a caller waiting for a reply: if it comes later than the caller waits, it is pushed.
+type waiter struct {
+	pid    *actor.PID
+	key    string
+	start  time.Time
+	within time.Duration
+}
+
+// answered brings a job's device answers back to the grain.
+type answered struct {
+	job uint64
+	ans map[string]answer
+}
+
+type summaryDue struct{}
 
 func (g *userGrain) Receive(ctx actor.Context) {
 	g.beginSpan(ctx)
@@ -134,330 +170,347 @@ func (g *userGrain) Receive(ctx actor.Context) {
 			ctx.Stop(ctx.Self())
 			return
 		}
-		g.openID = id.Identity
+		g.core.openID = id.Identity
 		g.cluster = cluster.GetCluster(ctx.ActorSystem())
-		g.sched = scheduler.NewTimerScheduler(ctx)
-		g.log = g.opts.Logger.With("user", g.openID)
-		g.st.Lang = LangZH
-		g.load()
+		g.log = g.opts.Logger.With("user", g.core.openID)
+		g.core.st.Lang = LangZH
+		g.load(ctx)
 		ctx.SetReceiveTimeout(30 * time.Minute)
+	case *actor.Stopping:
+		if g.summary != nil {
+			g.summary.Stop()
+		}
 	case *actor.ReceiveTimeout:
-		if len(g.st.Summary) == 0 {
+		if len(g.core.st.Summary) == 0 && len(g.pending) == 0 {
 			ctx.Stop(ctx.Self())
 		}
 	case *actorpb.UserMessage:
-		ctx.Respond(g.handle(ctx, m))
+		g.handle(ctx, m)
+	case *answered:
+		g.finish(ctx, m)
 	case *actorpb.CommandOutcome:
-		g.outcome(m)
+		// Pushed even if the state could not be loaded: the outbox dedupes it by its id.
+		g.ready(ctx)
+		next, fx := outcome(&g.core, m, g.opts.Clock.Now(), g.opts)
+		g.commit(ctx, next, fx)
 	case *actorpb.UserNotice:
-		g.notice(ctx, m)
-	case flushSummary:
-		g.flushSummary()
-	}
-}
-
-func (g *userGrain) load() {
-	c, cancel := context.WithTimeout(context.Background(), g.opts.RequestTimeout)
-	defer cancel()
-	snap, err := g.opts.Store.LoadUser(c, g.openID)
-	if err != nil {
-		g.log.Warn("loading user failed", "err", err)
-		return
-	}
-	if snap != nil {
-		_ = json.Unmarshal(snap, &g.st)
-	}
-	if g.devices, err = g.opts.Store.UserBindings(c, g.openID); err != nil {
-		g.log.Warn("loading user bindings failed", "err", err)
-		return
-	}
-	g.loaded = true
-}
-
-func (g *userGrain) save() {
-	b, _ := json.Marshal(&g.st)
-	c, cancel := context.WithTimeout(context.Background(), g.opts.RequestTimeout)
-	defer cancel()
-	if err := g.opts.Store.SaveUser(c, g.openID, b); err != nil {
-		g.log.Warn("saving user failed", "err", err)
-	}
-}
-
-func text(t string) *actorpb.UserReply {
-	return &actorpb.UserReply{Kind: actorpb.UserReply_KIND_TEXT, Text: t}
-}
-
-// handle answers one callback. A repeat of a callback (WeChat's retry) gets the first answer and
-// does nothing again.
-func (g *userGrain) handle(ctx actor.Context, m *actorpb.UserMessage) *actorpb.UserReply {
-	if !g.loaded {
-		g.load()
-		if !g.loaded {
-			return text(say(g.st.Lang, "unavailable"))
+		if g.ready(ctx) {
+			next, fx := notice(&g.core, m, g.opts.Clock.Now(), g.opts)
+			g.commit(ctx, next, fx)
+		} else {
+			g.log.Warn("a notice was not pushed: the user's state could not be loaded", "notice", m.NoticeId)
+		}
+	case summaryDue:
+		if g.ready(ctx) {
+			next, fx := flushSummary(&g.core, g.opts.Clock.Now(), g.opts)
+			g.commit(ctx, next, fx)
+		}
+	case *actorpb.BindingChanged:
+		// The pots come from the bindings when the state loads; a grain that has not loaded
+		// reads them then.
+		if g.loaded {
+			g.core.setBinding(Binding{DeviceID: m.DeviceId, OpenID: g.core.openID, Role: m.Role,
+				BoundAt: time.UnixMilli(m.AtMs)}, m.Bound)
 		}
 	}
+}
+
+// load reads the user's state and bindings. A failure leaves the grain unloaded: it answers
+// "busy" and writes nothing until a later message loads it. A corrupt snapshot is logged,
+// counted and kept for an operator; the grain never overwrites it.
+func (g *userGrain) load(ctx actor.Context) {
+	if g.corrupt {
+		return
+	}
+	c, cancel := context.WithTimeout(context.Background(), g.opts.RequestTimeout)
+	defer cancel()
+	snap, err := g.opts.Store.LoadUser(c, g.core.openID)
+	if err != nil {
+		g.log.Warn("loading user failed; answering busy until it loads", "err", err)
+		return
+	}
+	st := userState{Lang: LangZH}
+	if snap != nil {
+		if err := json.Unmarshal(snap, &st); err != nil {
+			g.corrupt = true
+			corruptUserSnapshots.Add(1)
+			g.log.Error("user snapshot is corrupt; it is kept as it is and the user is answered busy until an operator repairs or deletes it",
+				"err", err, "bytes", len(snap))
+			return
+		}
+	}
+	devices, err := g.opts.Store.UserBindings(c, g.core.openID)
+	if err != nil {
+		g.log.Warn("loading user bindings failed; answering busy until they load", "err", err)
+		return
+	}
+	g.core.st, g.core.devices, g.saved, g.loaded = st, devices, snap, true
+	if len(st.Summary) > 0 {
+		due := st.SummaryDue
+		if due.IsZero() {
+			due = g.opts.Clock.Now().Add(g.opts.AlertWindow)
+		}
+		g.armSummary(ctx, due)
+	}
+}
+
+// ready loads the state if it is not loaded yet, and reports whether it is.
+func (g *userGrain) ready(ctx actor.Context) bool {
+	if !g.loaded {
+		g.load(ctx)
+	}
+	return g.loaded
+}
+
+// handle takes one callback: a repeat gets the first answer; one whose devices must be asked
+// waits for them off the receive (finish answers it); the rest is decided at once.
+func (g *userGrain) handle(ctx actor.Context, m *actorpb.UserMessage) {
+	w := waiter{pid: ctx.Sender(), key: m.DedupKey, start: g.opts.Clock.Now(),
+		within: time.Duration(m.ReplyWithinMs) * time.Millisecond}
+	if !g.ready(ctx) {
+		g.respond(ctx, w, text(say(g.core.st.Lang, "unavailable")))
+		return
+	}
 	if m.DedupKey != "" {
-		if b, ok := g.st.reply(m.DedupKey); ok {
+		if b, ok := g.core.st.reply(m.DedupKey); ok {
 			r := &actorpb.UserReply{}
 			if protojson.Unmarshal(b, r) == nil {
-				return r
+				g.respond(ctx, w, r)
+				return
 			}
 		}
+		if j, ok := g.jobs[m.DedupKey]; ok { // WeChat's retry while the first attempt waits
+			j.waiters = append(j.waiters, w)
+			return
+		}
 	}
-	now := g.opts.Now()
-	g.st.LastInteraction = now
-	if m.MsgType == "text" {
-		g.st.Lang = detectLang(m.Content, g.st.Lang)
-	}
-	reply := g.act(ctx, m, parseIntent(m))
-	if m.DedupKey != "" {
-		b, _ := protojson.Marshal(reply)
-		g.st.remember(m.DedupKey, b)
-	}
-	g.save()
-	return reply
-}
-
-func (g *userGrain) act(ctx actor.Context, m *actorpb.UserMessage, in intent) *actorpb.UserReply {
-	lang := g.st.Lang
-	switch in.kind {
-	case "bind_qr":
+	in := parseIntent(m)
+	if in.kind == "bind_qr" {
 		id, err := g.opts.VerifyScene(in.arg)
 		if err != nil {
 			g.log.Info("refused a Sprout QR", "err", err)
-			return text(say(lang, "bind_bad_qr"))
-		}
-		return g.bind(id, "sprout_qr")
-	case "bind_wechat":
-		return g.bind(in.arg, "wechat_qr")
-	case "unbind_wechat":
-		g.unbind(in.arg, false)
-		return &actorpb.UserReply{}
-	case "unbind":
-		id, msg, ok := pickDevice(lang, g.devices, in.arg)
-		if !ok {
-			return text(msg)
-		}
-		return g.unbind(id, true)
-	case "water":
-		id, msg, ok := pickDevice(lang, g.devices, in.arg)
-		if !ok {
-			return text(msg)
-		}
-		return g.water(ctx, id, commandIDFor(g.openID, m.DedupKey))
-	case "status":
-		if len(g.devices) == 0 {
-			return text(say(lang, "no_devices"))
-		}
-		var lines []string
-		for _, d := range g.devices {
-			st, err := g.state(d.DeviceID)
-			if err != nil {
-				lines = append(lines, d.DeviceID+": "+say(lang, "unavailable"))
-				continue
-			}
-			lines = append(lines, statusText(lang, st))
-		}
-		return text(strings.Join(lines, "\n"))
-	case "list":
-		if len(g.devices) == 0 {
-			return text(say(lang, "no_devices"))
-		}
-		return text(say(lang, "device_list", deviceList(lang, g.devices)))
-	case "status_sub":
-		st, err := g.state(in.arg)
-		connected := err == nil && st.Online
-		return &actorpb.UserReply{Kind: actorpb.UserReply_KIND_DEVICE_STATUS, Connected: connected}
-	case "device_text":
-		// Bytes from the device page: "status" asks for the state; anything else is answered with it.
-		st, err := g.state(in.arg)
-		if err != nil {
-			return &actorpb.UserReply{Kind: actorpb.UserReply_KIND_DEVICE_TEXT, DeviceData: []byte(`{"error":"unavailable"}`)}
-		}
-		b, _ := protojson.Marshal(st)
-		return &actorpb.UserReply{Kind: actorpb.UserReply_KIND_DEVICE_TEXT, DeviceData: b}
-	case "help":
-		return text(say(lang, "help"))
-	}
-	return &actorpb.UserReply{}
-}
-
-func (g *userGrain) request(deviceID string, msg any) (any, error) {
-	return g.cluster.Request(deviceID, DeviceKind, msg, cluster.WithTimeout(g.opts.RequestTimeout))
-}
-
-// state reads a device's state on behalf of this user (refused unless bound).
-func (g *userGrain) state(deviceID string) (*actorpb.DeviceState, error) {
-	res, err := g.request(deviceID, &actorpb.GetState{OpenId: g.openID})
-	if err != nil {
-		return nil, err
-	}
-	st, ok := res.(*actorpb.DeviceState)
-	if !ok || st.Denied || !st.Known {
-		return nil, errors.New("not bound")
-	}
-	return st, nil
-}
-
-func (g *userGrain) bind(deviceID, via string) *actorpb.UserReply {
-	lang := g.st.Lang
-	res, err := g.request(deviceID, &actorpb.BindDevice{OpenId: g.openID, Via: via})
-	br, _ := res.(*actorpb.BindResult)
-	if err != nil || br == nil {
-		return text(say(lang, "unavailable"))
-	}
-	switch br.Error {
-	case "":
-	case "unknown_device":
-		return text(say(lang, "bind_unknown", deviceID))
-	case "revoked":
-		return text(say(lang, "bind_revoked", deviceID))
-	default:
-		return text(say(lang, "unavailable"))
-	}
-	if br.Already {
-		return text(say(lang, "bound_already", deviceID))
-	}
-	g.devices = append(g.devices, Binding{DeviceID: deviceID, OpenID: g.openID, Role: br.Role, BoundAt: g.opts.Now()})
-	if via == "sprout_qr" && g.opts.CompelBind {
-		// Tell WeChat's device platform too, so the device shows in the user's WeChat device list.
-		g.enqueue(Push{ID: pushID("compel_bind", g.openID, deviceID), Kind: PushCompelBind,
-			Payload: mustJSON(PushPayload{DeviceID: deviceID})})
-	}
-	if br.Role == RoleOwner {
-		return text(say(lang, "bound_owner", deviceID))
-	}
-	return text(say(lang, "bound_member", deviceID))
-}
-
-func (g *userGrain) unbind(deviceID string, reply bool) *actorpb.UserReply {
-	res, err := g.request(deviceID, &actorpb.UnbindDevice{OpenId: g.openID})
-	br, _ := res.(*actorpb.BindResult)
-	if err != nil || br == nil || !br.Ok {
-		return text(say(g.st.Lang, "unavailable"))
-	}
-	for i, d := range g.devices {
-		if d.DeviceID == deviceID {
-			g.devices = append(g.devices[:i:i], g.devices[i+1:]...)
-			break
-		}
-	}
-	if g.opts.CompelBind {
-		g.enqueue(Push{ID: pushID("compel_unbind", g.openID, deviceID, g.opts.Now().String()), Kind: PushCompelUnbind,
-			Payload: mustJSON(PushPayload{DeviceID: deviceID})})
-	}
-	if !reply {
-		return &actorpb.UserReply{}
-	}
-	return text(say(g.st.Lang, "unbound", deviceID))
-}
-
-// water checks the device is online (answering at once if not), then sends the command; the
-// outcome comes back to this grain and is pushed.
-func (g *userGrain) water(ctx actor.Context, deviceID, commandID string) *actorpb.UserReply {
-	lang := g.st.Lang
-	st, err := g.state(deviceID)
-	if err != nil {
-		return text(say(lang, "water_error", deviceID, "unavailable"))
-	}
-	if !st.Online {
-		return text(say(lang, "water_offline", deviceID))
-	}
-	pid := g.cluster.Get(deviceID, DeviceKind)
-	if pid == nil {
-		return text(say(lang, "water_error", deviceID, "unavailable"))
-	}
-	// Sent without a reply address: the outcome comes back through the cluster to whichever
-	// activation of this user grain exists then (see deviceGrain.tellRequester).
-	ctx.Send(pid, &actorpb.SendCommand{CommandId: commandID, Kind: devicepb.CommandKind_COMMAND_KIND_WATER,
-		WaterMs: g.opts.WaterMs, TimeoutMs: uint32(g.opts.CommandTimeout / time.Millisecond),
-		RequestedBy: WeChatRequester(g.openID), Trace: observe.Inject(g.tctx)})
-	return text(say(lang, "watering", deviceID))
-}
-
-// outcome pushes a command's outcome to the user who asked.
-func (g *userGrain) outcome(o *actorpb.CommandOutcome) {
-	msg := outcomeText(g.st.Lang, o)
-	g.enqueue(g.messagePush(pushID("outcome", g.openID, o.DeviceId, o.CommandId), g.opts.OutcomeTemplateID, msg,
-		map[string]string{"device": o.DeviceId, "result": msg}))
-}
-
-// notice handles a device's alert or presence change: each notice is pushed at most once, and a
-// storm across many devices becomes one summary.
-func (g *userGrain) notice(ctx actor.Context, n *actorpb.UserNotice) {
-	if g.st.seen(n.NoticeId) {
-		return
-	}
-	lang := g.st.Lang
-	now := g.opts.Now()
-	switch b := n.Body.(type) {
-	case *actorpb.UserNotice_Alert:
-		a := b.Alert
-		var msg string
-		if a.Active {
-			msg = say(lang, "alert_raised", n.DeviceId, alertText(lang, a.Kind), a.Value, a.Threshold)
+			in = intent{kind: "bad_qr"}
 		} else {
-			msg = say(lang, "alert_cleared", n.DeviceId, alertText(lang, a.Kind))
-		}
-		if !g.st.allowAlert(now, g.opts.AlertWindow, g.opts.AlertBurst) {
-			g.st.Summary = append(g.st.Summary, msg)
-			if g.summary == nil {
-				g.summary = g.sched.SendOnce(g.opts.AlertWindow, ctx.Self(), flushSummary{})
-			}
-			g.save()
-			return
-		}
-		g.enqueue(g.messagePush(pushID("notice", g.openID, n.NoticeId), g.opts.AlertTemplateID, msg,
-			map[string]string{"device": n.DeviceId, "alert": alertText(lang, a.Kind), "detail": msg}))
-	case *actorpb.UserNotice_Flapping:
-		f := b.Flapping
-		mins := max((f.UntilMs-now.UnixMilli()+59_999)/60_000, 1)
-		msg := say(lang, "flapping", n.DeviceId, f.WindowS, f.Connects, mins)
-		g.enqueue(g.messagePush(pushID("notice", g.openID, n.NoticeId), g.opts.AlertTemplateID, msg,
-			map[string]string{"device": n.DeviceId, "alert": say(lang, "flapping_short"), "detail": msg}))
-	case *actorpb.UserNotice_Presence:
-		if g.opts.StatusPushes {
-			g.enqueue(Push{ID: pushID("status", g.openID, n.NoticeId), Kind: PushStatus,
-				Payload: mustJSON(PushPayload{DeviceID: n.DeviceId, DeviceType: g.opts.DeviceType, Connected: b.Presence.Online})})
+			in = intent{kind: "bind_sprout", arg: id}
 		}
 	}
-	g.save()
-}
-
-func (g *userGrain) flushSummary() {
-	g.summary = nil
-	if len(g.st.Summary) == 0 {
+	now := g.opts.Clock.Now()
+	water := ""
+	if in.kind == "water" {
+		if id, _, ok := pickDevice(g.core.st.Lang, g.core.devices, in.arg); ok {
+			water = id
+			if j, ok := g.watering[id]; ok { // another tap for a pot whose first tap is still being decided
+				j.waiters = append(j.waiters, w)
+				g.track(m.DedupKey, j)
+				return
+			}
+		}
+	}
+	asks := plan(&g.core, in, now)
+	if len(asks) == 0 {
+		d := decide(&g.core, m, in, nil, now, g.opts)
+		g.reply(ctx, d, m.DedupKey, []waiter{w})
 		return
 	}
-	lines := g.st.Summary
-	msg := say(g.st.Lang, "alert_summary", len(lines), strings.Join(lines, "\n"))
-	g.enqueue(g.messagePush(pushID("summary", g.openID, strings.Join(lines, "\n")), g.opts.AlertTemplateID, msg,
-		map[string]string{"device": "", "detail": msg}))
-	g.st.Summary = nil
-	g.save()
-}
-
-// messagePush chooses the channel: a customer-service text inside the window, a template outside.
-func (g *userGrain) messagePush(id, templateID, msg string, data map[string]string) Push {
-	inWindow := g.opts.Now().Sub(g.st.LastInteraction) < g.opts.ServiceWindow
-	if inWindow || templateID == "" {
-		return Push{ID: id, Kind: PushText, Payload: mustJSON(PushPayload{Text: msg})}
+	g.nextJob++
+	j := &job{id: g.nextJob, msg: m, in: in, asks: asks, waiters: []waiter{w}, water: water, tctx: g.tctx}
+	g.track(m.DedupKey, j)
+	if g.pending == nil {
+		g.pending = map[uint64]*job{}
 	}
-	return Push{ID: id, Kind: PushTemplate, Payload: mustJSON(PushPayload{Text: msg, TemplateID: templateID, Data: data})}
+	g.pending[j.id] = j
+	if water != "" {
+		if g.watering == nil {
+			g.watering = map[string]*job{}
+		}
+		g.watering[water] = j
+	}
+	g.fanOut(ctx, j)
 }
 
-// enqueue makes a push durable in the outbox; the pusher sends it even if this node dies now.
-func (g *userGrain) enqueue(p Push) {
-	p.OpenID = g.openID
-	p.CreatedAt = g.opts.Now()
-	p.Status = PushPending
+func (g *userGrain) track(key string, j *job) {
+	if key == "" {
+		return
+	}
+	if g.jobs == nil {
+		g.jobs = map[string]*job{}
+	}
+	g.jobs[key] = j
+}
+
+// fanOut asks every device of a job at once under one deadline, off the receive, and sends the
+// answers back to the grain; a device that did not answer by then has errNoAnswer.
+func (g *userGrain) fanOut(ctx actor.Context, j *job) {
+	c, root, self := g.cluster, ctx.ActorSystem().Root, ctx.Self()
+	openID, timeout := g.core.openID, g.opts.RequestTimeout
+	asks := j.asks
+	go func() {
+		// The deadline is kept here rather than by each request: a request can wait longer than
+		// its timeout (finding the grain's activation is not bounded by it).
+		type result struct {
+			i int
+			a answer
+		}
+		results := make(chan result, len(asks))
+		for i, a := range asks {
+			go func() { results <- result{i, request(c, openID, a, timeout)} }()
+		}
+		ans := make(map[string]answer, len(asks))
+		deadline := time.NewTimer(timeout)
+		defer deadline.Stop()
+		for range asks {
+			select {
+			case r := <-results:
+				ans[asks[r.i].device] = r.a
+			case <-deadline.C:
+				root.Send(self, &answered{job: j.id, ans: ans}) // the rest: errNoAnswer
+				return
+			}
+		}
+		root.Send(self, &answered{job: j.id, ans: ans})
+	}()
+}
+
+// request puts one ask to its device grain.
+func request(c *cluster.Cluster, openID string, a ask, timeout time.Duration) answer {
+	var msg any
+	switch a.kind {
+	case askState:
+		msg = &actorpb.GetState{OpenId: openID}
+	case askBind:
+		msg = &actorpb.BindDevice{OpenId: openID, Via: a.via}
+	case askUnbind:
+		msg = &actorpb.UnbindDevice{OpenId: openID}
+	}
+	if timeout <= 0 {
+		return answer{err: errNoAnswer}
+	}
+	res, err := c.Request(a.device, DeviceKind, msg, cluster.WithTimeout(timeout))
+	if err != nil {
+		return answer{err: fmt.Errorf("%w: %v", errNoAnswer, err)}
+	}
+	switch r := res.(type) {
+	case *actorpb.DeviceState:
+		return answerState(r)
+	case *actorpb.BindResult:
+		return answerBind(r)
+	}
+	return answer{err: fmt.Errorf("%w: unexpected answer %T", ErrUnavailable, res)}
+}
+
+// finish decides a job whose device answers are in and answers everyone waiting for it.
+func (g *userGrain) finish(ctx actor.Context, a *answered) {
+	j, ok := g.pending[a.job]
+	if !ok {
+		return
+	}
+	delete(g.pending, a.job)
+	for _, w := range j.waiters {
+		if g.jobs[w.key] == j {
+			delete(g.jobs, w.key)
+		}
+	}
+	if g.watering[j.water] == j {
+		delete(g.watering, j.water)
+	}
+	g.tctx = j.tctx
+	d := decide(&g.core, j.msg, j.in, a.ans, g.opts.Clock.Now(), g.opts)
+	g.reply(ctx, d, j.msg.DedupKey, j.waiters)
+}
+
+// reply stores a decided callback (every waiter's retry key answers the same from now on),
+// performs its effects and answers the waiters.
+func (g *userGrain) reply(ctx actor.Context, d decision, key string, ws []waiter) {
+	for _, w := range ws {
+		if w.key != key { // decide remembered key; the others joined it
+			d.next.st.remember(w.key, d.reply)
+		}
+	}
+	reply := d.reply
+	if !g.commit(ctx, d.next, d.fx) {
+		reply = text(say(g.core.st.Lang, "unavailable"))
+	}
+	for _, w := range ws {
+		g.respond(ctx, w, reply)
+	}
+}
+
+// respond answers a caller, or, when the caller has stopped waiting (it told the user they would
+// hear the result), pushes the answer.
+func (g *userGrain) respond(ctx actor.Context, w waiter, r *actorpb.UserReply) {
+	late := w.within > 0 && g.opts.Clock.Now().Sub(w.start) >= w.within
+	if !late {
+		if w.pid != nil {
+			ctx.Send(w.pid, r)
+		}
+		return
+	}
+	if r.Kind != actorpb.UserReply_KIND_TEXT || r.Text == "" || !g.loaded {
+		return
+	}
+	g.enqueue([]Push{messagePush(&g.core.st, g.opts.Clock.Now(), g.opts, pushID("late", g.core.openID, w.key), "", r.Text, nil)})
+}
+
+// commit keeps the decided state once it is stored (one write, only when it changed and only
+// over a state that was loaded), then performs the effects. It reports whether the state is kept.
+func (g *userGrain) commit(ctx actor.Context, next userCore, fx userEffects) bool {
+	if g.loaded {
+		b, _ := json.Marshal(&next.st)
+		if !bytes.Equal(b, g.saved) {
+			c, cancel := context.WithTimeout(g.tctx, g.opts.RequestTimeout)
+			err := g.opts.Store.SaveUser(c, next.openID, b)
+			cancel()
+			if err != nil {
+				g.log.Warn("saving user failed; nothing of this message was done", "err", err)
+				return false
+			}
+			g.saved = b
+		}
+		g.core = next
+	}
+	for _, sc := range fx.commands {
+		pid := g.cluster.Get(sc.device, DeviceKind)
+		if pid == nil {
+			g.log.Warn("device grain unreachable; the command was not sent", "device", sc.device, "command", sc.cmd.CommandId)
+			continue
+		}
+		sc.cmd.Trace = observe.Inject(g.tctx)
+		// Sent without a reply address: the outcome comes back through the cluster to whichever
+		// activation of this user grain exists then (see deviceGrain.tellRequester).
+		ctx.Send(pid, sc.cmd)
+	}
+	g.enqueue(fx.pushes)
+	if !fx.summaryAt.IsZero() {
+		g.armSummary(ctx, fx.summaryAt)
+	}
+	return true
+}
+
+// armSummary sends summaryDue to the grain at due.
+func (g *userGrain) armSummary(ctx actor.Context, due time.Time) {
+	if g.summary != nil {
+		g.summary.Stop()
+	}
+	root, self := ctx.ActorSystem().Root, ctx.Self()
+	g.summary = g.opts.Clock.AfterFunc(max(due.Sub(g.opts.Clock.Now()), 0), func() { root.Send(self, summaryDue{}) })
+}
+
+// enqueue makes pushes durable in the outbox; the pusher sends them even if this node dies now.
+func (g *userGrain) enqueue(ps []Push) {
+	if len(ps) == 0 {
+		return
+	}
 	ectx, span := observe.Child(g.tctx, "outbox.enqueue")
 	defer span.End()
-	p.Payload = tracedPayload(ectx, p.Payload)
+	now := g.opts.Clock.Now()
+	for i := range ps {
+		ps[i].OpenID, ps[i].CreatedAt, ps[i].Status = g.core.openID, now, PushPending
+		ps[i].Payload = tracedPayload(ectx, ps[i].Payload)
+	}
 	c, cancel := context.WithTimeout(ectx, g.opts.RequestTimeout)
 	defer cancel()
-	if err := g.opts.Store.EnqueuePushes(c, []Push{p}); err != nil {
-		g.log.Error("enqueuing a push failed; it is lost", "push", p.ID, "err", err)
+	if err := g.opts.Store.EnqueuePushes(c, ps); err != nil {
+		g.log.Error("enqueuing pushes failed; they are lost", "push", ps[0].ID, "count", len(ps), "err", err)
 		return
 	}
 	if g.opts.Pushed != nil {
@@ -469,3 +522,10 @@ func mustJSON(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
 }
+
+// corruptUserSnapshots counts user snapshots that could not be decoded (CorruptUserSnapshots).
+var corruptUserSnapshots atomic.Int64
+
+// CorruptUserSnapshots is how many user grain snapshots this process found corrupt since it
+// started. Such a snapshot is kept as it is for an operator; its user is answered "busy".
+func CorruptUserSnapshots() int64 { return corruptUserSnapshots.Load() }

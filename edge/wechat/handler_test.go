@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/edge/wechat"
 	"github.com/sprout-iot/sprout/simulations/wechatsim"
 )
@@ -380,13 +381,19 @@ func TestDispatcherDeadlineIsTheBudget(t *testing.T) {
 func TestSimulatorRetriesWhenSproutDoesNotAnswerInTime(t *testing.T) {
 	var mu sync.Mutex
 	first := true
+	retried := make(chan struct{})
 	d := &dispatcher{answer: func(ctx context.Context, m *wechat.Message) (*wechat.Reply, error) {
 		mu.Lock()
 		slow := first
 		first = false
 		mu.Unlock()
-		if slow {
-			time.Sleep(400 * time.Millisecond)
+		if slow { // the first attempt is answered only after WeChat gave up on it and retried
+			select {
+			case <-retried:
+			case <-ctx.Done():
+			}
+		} else {
+			close(retried)
 		}
 		return wechat.TextReply("done"), nil
 	}}
@@ -398,7 +405,7 @@ func TestSimulatorRetriesWhenSproutDoesNotAnswerInTime(t *testing.T) {
 	if r.Attempts != 2 || r.Content != "done" {
 		t.Fatalf("reply %+v, want the answer to the second attempt", r)
 	}
-	waitFor(t, func() bool { return len(d.calls()) == 2 })
+	actortest.Eventually(t, 3*time.Second, "the retry reaches the dispatcher", func() bool { return len(d.calls()) == 2 })
 	calls := d.calls()
 	if calls[0].DedupKey() != calls[1].DedupKey() {
 		t.Fatalf("retry changed the DedupKey: %q vs %q", calls[0].DedupKey(), calls[1].DedupKey())
@@ -406,8 +413,13 @@ func TestSimulatorRetriesWhenSproutDoesNotAnswerInTime(t *testing.T) {
 }
 
 func TestSimulatorGivesUpAfterThreeAttempts(t *testing.T) {
+	never := make(chan struct{})
+	t.Cleanup(func() { close(never) })
 	d := &dispatcher{answer: func(ctx context.Context, m *wechat.Message) (*wechat.Reply, error) {
-		time.Sleep(300 * time.Millisecond)
+		select { // answers no attempt in time
+		case <-never:
+		case <-ctx.Done():
+		}
 		return nil, nil
 	}}
 	e := start(t, wechatsim.Options{CallbackTimeout: 100 * time.Millisecond}, nil, d)
@@ -415,7 +427,7 @@ func TestSimulatorGivesUpAfterThreeAttempts(t *testing.T) {
 	if !errors.Is(err, wechatsim.ErrNoAnswer) {
 		t.Fatalf("err = %v, want ErrNoAnswer", err)
 	}
-	waitFor(t, func() bool { return len(d.calls()) == 3 })
+	actortest.Eventually(t, 3*time.Second, "three attempts reach the dispatcher", func() bool { return len(d.calls()) == 3 })
 }
 
 func TestBadSignatureSurfacesToTheSimulatedUser(t *testing.T) {
@@ -509,17 +521,6 @@ func post(t *testing.T, u, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 3 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // allocateDevice asks the simulator's /device/getqrcode for a device id and its QR, as Sprout's

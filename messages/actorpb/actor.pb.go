@@ -1402,19 +1402,22 @@ func (x *DeviceState) GetError() ErrorCode {
 
 // UserMessage is one WeChat callback for a user, handed by the WeChat edge to the user's grain.
 type UserMessage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	DedupKey      string                 `protobuf:"bytes,1,opt,name=dedup_key,json=dedupKey,proto3" json:"dedup_key,omitempty"`       // MsgId, or FromUserName+CreateTime(+event): a retried callback repeats it
-	MsgType       string                 `protobuf:"bytes,2,opt,name=msg_type,json=msgType,proto3" json:"msg_type,omitempty"`          // text, event, device_event, device_text
-	Event         string                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`                             // subscribe, SCAN, CLICK, bind, unbind, subscribe_status, ...
-	EventKey      string                 `protobuf:"bytes,4,opt,name=event_key,json=eventKey,proto3" json:"event_key,omitempty"`       // menu key, or the QR scene (qrscene_ prefix removed)
-	Content       string                 `protobuf:"bytes,5,opt,name=content,proto3" json:"content,omitempty"`                         // text content
-	DeviceData    []byte                 `protobuf:"bytes,6,opt,name=device_data,json=deviceData,proto3" json:"device_data,omitempty"` // device_text payload, or the extra data of a device QR (decoded)
-	DeviceType    string                 `protobuf:"bytes,7,opt,name=device_type,json=deviceType,proto3" json:"device_type,omitempty"`
-	DeviceId      string                 `protobuf:"bytes,8,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
-	SessionId     string                 `protobuf:"bytes,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	OpType        int32                  `protobuf:"varint,10,opt,name=op_type,json=opType,proto3" json:"op_type,omitempty"`
-	CreateTime    int64                  `protobuf:"varint,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	Trace         *TraceContext          `protobuf:"bytes,12,opt,name=trace,proto3" json:"trace,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DedupKey   string                 `protobuf:"bytes,1,opt,name=dedup_key,json=dedupKey,proto3" json:"dedup_key,omitempty"`       // MsgId, or FromUserName+CreateTime(+event): a retried callback repeats it
+	MsgType    string                 `protobuf:"bytes,2,opt,name=msg_type,json=msgType,proto3" json:"msg_type,omitempty"`          // text, event, device_event, device_text
+	Event      string                 `protobuf:"bytes,3,opt,name=event,proto3" json:"event,omitempty"`                             // subscribe, SCAN, CLICK, bind, unbind, subscribe_status, ...
+	EventKey   string                 `protobuf:"bytes,4,opt,name=event_key,json=eventKey,proto3" json:"event_key,omitempty"`       // menu key, or the QR scene (qrscene_ prefix removed)
+	Content    string                 `protobuf:"bytes,5,opt,name=content,proto3" json:"content,omitempty"`                         // text content
+	DeviceData []byte                 `protobuf:"bytes,6,opt,name=device_data,json=deviceData,proto3" json:"device_data,omitempty"` // device_text payload, or the extra data of a device QR (decoded)
+	DeviceType string                 `protobuf:"bytes,7,opt,name=device_type,json=deviceType,proto3" json:"device_type,omitempty"`
+	DeviceId   string                 `protobuf:"bytes,8,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	SessionId  string                 `protobuf:"bytes,9,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	OpType     int32                  `protobuf:"varint,10,opt,name=op_type,json=opType,proto3" json:"op_type,omitempty"`
+	CreateTime int64                  `protobuf:"varint,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Trace      *TraceContext          `protobuf:"bytes,12,opt,name=trace,proto3" json:"trace,omitempty"`
+	// How long the caller waits for the reply (0: unknown). A reply the grain has only later is
+	// pushed to the user instead, since the caller told them they would hear it.
+	ReplyWithinMs uint32 `protobuf:"varint,30,opt,name=reply_within_ms,json=replyWithinMs,proto3" json:"reply_within_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1531,6 +1534,13 @@ func (x *UserMessage) GetTrace() *TraceContext {
 		return x.Trace
 	}
 	return nil
+}
+
+func (x *UserMessage) GetReplyWithinMs() uint32 {
+	if x != nil {
+		return x.ReplyWithinMs
+	}
+	return 0
 }
 
 // UserReply is the passive reply to a UserMessage.
@@ -2709,7 +2719,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x0frecent_outcomes\x18\x0e \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\x0erecentOutcomes\x12\x16\n" +
 	"\x06denied\x18\x0f \x01(\bR\x06denied\x12\x14\n" +
 	"\x05users\x18\x10 \x03(\tR\x05users\x120\n" +
-	"\x05error\x18\x11 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\"\xff\x02\n" +
+	"\x05error\x18\x11 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\"\xa7\x03\n" +
 	"\vUserMessage\x12\x1b\n" +
 	"\tdedup_key\x18\x01 \x01(\tR\bdedupKey\x12\x19\n" +
 	"\bmsg_type\x18\x02 \x01(\tR\amsgType\x12\x14\n" +
@@ -2727,7 +2737,8 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	" \x01(\x05R\x06opType\x12\x1f\n" +
 	"\vcreate_time\x18\v \x01(\x03R\n" +
 	"createTime\x123\n" +
-	"\x05trace\x18\f \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\xe7\x01\n" +
+	"\x05trace\x18\f \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\x12&\n" +
+	"\x0freply_within_ms\x18\x1e \x01(\rR\rreplyWithinMs\"\xe7\x01\n" +
 	"\tUserReply\x123\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1f.sprout.actor.v1.UserReply.KindR\x04kind\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x1f\n" +

@@ -25,9 +25,10 @@ import (
 	"github.com/sprout-iot/sprout/messages/actorpb"
 )
 
-// Busy is the passive reply when a user's grain cannot answer within WeChat's time (in both
-// languages: the grain that knows the user's language is the one not answering).
-const Busy = "系统繁忙，请稍后再试。Busy, please try again in a moment."
+// StillWorking is the passive reply when a user's grain has not answered within WeChat's time. It
+// does not say that nothing was done: the grain may still act (a watering may be under way), and
+// it pushes its answer when it is in (UserMessage.reply_within_ms).
+const StillWorking = "还在处理，结果稍后通知你。Still working on it; you will hear the result."
 
 // Dispatcher implements wechat.Dispatcher: each callback goes to the sender's user grain, which
 // dedupes WeChat's retries cluster-wide and answers within the budget.
@@ -64,17 +65,18 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.R
 	defer span.End()
 	span.SetAttributes(attribute.String("wechat.msg_type", m.MsgType), attribute.String("wechat.event", m.Event))
 	um.Trace = observe.Inject(ctx)
-	res, err := d.Cluster.Request(m.FromUserName, actors.UserKind, um, pcluster.WithTimeout(timeout))
+	um.ReplyWithinMs = uint32(timeout / time.Millisecond)
+	res, err := d.request(m.FromUserName, um, timeout)
 	if err != nil {
 		observe.Fail(span, err)
-		// The user's grain did not answer in time (its member just died, or the cluster is
-		// overloaded). The user still hears back, at once: nothing was done, try again. A retry of
-		// the same callback reaches the grain's new activation, which acts on it once.
+		// The user's grain did not answer in time: it may still be asking the pot, or about to
+		// send a command. The user hears that honestly, at once; the grain pushes its answer when
+		// it has one (ReplyWithinMs), and a second tap for the same pot joins the first command.
 		if d.Logger != nil {
-			d.Logger.Warn("user grain did not answer in time; told the user to try again", "user", m.FromUserName, "err", err)
+			d.Logger.Warn("user grain did not answer in time; told the user the answer follows", "user", m.FromUserName, "err", err)
 		}
 		if m.MsgType == wechat.MsgTypeText || m.MsgType == wechat.MsgTypeEvent {
-			return wechat.TextReply(Busy), nil
+			return wechat.TextReply(StillWorking), nil
 		}
 		return nil, fmt.Errorf("user grain %s: %w", m.FromUserName, err)
 	}
@@ -91,6 +93,28 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.R
 		return wechat.DeviceStatusReply(m, r.Connected), nil
 	}
 	return wechat.Success(), nil
+}
+
+// request asks the user's grain and gives up after timeout. The deadline is kept here: the
+// cluster's own request timeout does not bound finding the grain's activation.
+func (d *Dispatcher) request(openID string, um *actorpb.UserMessage, timeout time.Duration) (any, error) {
+	type result struct {
+		res any
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := d.Cluster.Request(openID, actors.UserKind, um, pcluster.WithTimeout(timeout))
+		done <- result{res, err}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.res, r.err
+	case <-t.C:
+		return nil, errors.New("no answer in time")
+	}
 }
 
 // TokenKind is the cluster kind of the token grain; the identity is the AppID.

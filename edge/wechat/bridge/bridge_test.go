@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/cluster"
 	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/edge/wechat"
@@ -32,6 +34,7 @@ var qrKey = []byte("0123456789abcdef0123456789abcdef")
 // world is one Sprout node wired to the simulated WeChat platform, as `sprout serve` wires it.
 type world struct {
 	store    *memory.Store
+	devices  actors.Store // the device grains' store: store, or a wrapper around it
 	member   *cluster.Member
 	edgeAddr string
 	platform *wechatsim.Platform
@@ -47,7 +50,16 @@ func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) 
 // newWorldWith is newWorld with the device grains' options (Store, Users and Logger are set here).
 func newWorldWith(t *testing.T, dev actors.DeviceOptions, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
 	t.Helper()
-	w := &world{store: memory.New()}
+	return newWorldOn(t, memory.New(), nil, dev, tune)
+}
+
+// newWorldOn is newWorldWith over st, the device grains reading through devices (st if nil).
+func newWorldOn(t *testing.T, st *memory.Store, devices actors.Store, dev actors.DeviceOptions, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
+	t.Helper()
+	w := &world{store: st, devices: devices}
+	if w.devices == nil {
+		w.devices = st
+	}
 	log := edgetest.Quiet()
 	so := wechatsim.Options{CallbackTimeout: 4 * time.Second}
 	var pusher atomic.Pointer[bridge.Pusher]
@@ -57,14 +69,14 @@ func newWorldWith(t *testing.T, dev actors.DeviceOptions, tune func(*actors.User
 	}
 	w.startPlatform(t, so)
 	w.member, w.edgeAddr = edgetest.StartNode(t, log,
-		actors.NewDeviceKind(deviceOptions(dev, w.store, log)),
+		actors.NewDeviceKind(deviceOptions(dev, w.devices, w.store, log)),
 		actors.NewUserKind(uo), w.tokenKind())
 	w.serveWeChat(t, log, &pusher)
 	return w
 }
 
-func deviceOptions(o actors.DeviceOptions, st *memory.Store, log *slog.Logger) actors.DeviceOptions {
-	o.Store, o.Users, o.Logger = st, st, log
+func deviceOptions(o actors.DeviceOptions, st actors.Store, users actors.UserStore, log *slog.Logger) actors.DeviceOptions {
+	o.Store, o.Users, o.Logger = st, users, log
 	return o
 }
 
@@ -261,7 +273,8 @@ func TestAlertReachesEveryBoundUserOnceAndNoOneElse(t *testing.T) {
 	}
 	waitText(t, w, "alice", "土壤太干", 3*time.Second)
 	waitText(t, w, "bob", "土壤太干", 3*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	settle(t, w, "alice")
+	settle(t, w, "bob")
 	for _, u := range []string{"alice", "bob"} {
 		n := 0
 		for _, e := range w.platform.Received(u) {
@@ -326,7 +339,10 @@ func TestRetriedCallbackActsOnce(t *testing.T) {
 	waitBound(t, w, "pot-1", "alice")
 	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
 	waitText(t, w, "alice", "浇水完成", 3*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	settle(t, w, "alice")
+	if st := deviceState(t, w, "pot-1", "alice"); len(st.OpenCommands) != 0 {
+		t.Fatalf("commands still open: %v", st.OpenCommands)
+	}
 	if pot.Commands() != 1 {
 		t.Fatalf("one tap watered %d times", pot.Commands())
 	}
@@ -343,17 +359,47 @@ func TestRetriedCallbackActsOnce(t *testing.T) {
 
 func waitBound(t *testing.T, w *world, device, openID string) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
+	actortest.Eventually(t, 3*time.Second, openID+" is bound to "+device, func() bool {
 		bs, _ := w.store.DeviceBindings(context.Background(), device)
 		for _, b := range bs {
 			if b.OpenID == openID {
-				return
+				return true
 			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+}
+
+// settle waits until openID's grain has handled everything sent to it so far (a request queues
+// behind it) and every push it enqueued has been sent or failed: after it, what the user has
+// received is all they will receive from what happened before.
+func settle(t *testing.T, w *world, openID string) {
+	t.Helper()
+	if _, err := w.member.Cluster.Request(openID, actors.UserKind, &actorpb.UserMessage{
+		DedupKey: fmt.Sprintf("settle:%d", time.Now().UnixNano()), MsgType: "event"}); err != nil {
+		t.Fatalf("%s's grain: %v", openID, err)
 	}
-	t.Fatalf("%s never bound to %s", openID, device)
+	actortest.Eventually(t, 3*time.Second, openID+"'s pushes are sent", func() bool {
+		ps, err := w.store.UserPushes(context.Background(), openID, 1000)
+		if err != nil {
+			return false
+		}
+		for _, p := range ps {
+			if p.Status == actors.PushPending {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func deviceState(t *testing.T, w *world, device, openID string) *actorpb.DeviceState {
+	t.Helper()
+	res, err := w.member.Cluster.Request(device, actors.DeviceKind, &actorpb.GetState{OpenId: openID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.(*actorpb.DeviceState)
 }
 
 func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
@@ -460,7 +506,10 @@ func TestBadSignatureChangesNothing(t *testing.T) {
 	if resp.StatusCode < 400 || resp.StatusCode >= 500 {
 		t.Fatalf("bad signature: status %d", resp.StatusCode)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Refused before dispatch: nothing reached the grains.
+	if st := deviceState(t, w, "pot-1", "alice"); len(st.OpenCommands) != 0 {
+		t.Fatal("a forged callback opened a command")
+	}
 	if pot.Commands() != 0 {
 		t.Fatal("a forged callback watered the pot")
 	}
@@ -508,7 +557,7 @@ func TestUsersHearOnceAboutAPotThatReconnectsInALoop(t *testing.T) {
 		_ = c.Close()
 	}
 	waitText(t, w, "alice", "频繁断线重连", 3*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	settle(t, w, "alice")
 	n := 0
 	for _, e := range w.platform.Received("alice") {
 		if strings.Contains(e.Text, "频繁断线重连") {

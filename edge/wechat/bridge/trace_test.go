@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/cluster"
 	"github.com/sprout-iot/sprout/cluster/telemetry"
 	"github.com/sprout-iot/sprout/edge/edgetest"
@@ -34,13 +35,9 @@ func newTwoMemberWorld(t *testing.T) (w *world, front, back *cluster.Member) {
 		actors.NewUserKind(w.userOptions(log, &pusher)), w.tokenKind()}})
 	back = edgetest.StartMember(t, cluster.Options{Logger: log, LocalAgent: agent, Kinds: []*pcluster.Kind{
 		actors.NewDeviceKind(actors.DeviceOptions{Store: w.store, Users: w.store, Logger: log})}})
-	deadline := time.Now().Add(10 * time.Second)
-	for front.Cluster.MemberList.Length() < 2 || back.Cluster.MemberList.Length() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("the two members never saw each other")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	actortest.Eventually(t, 10*time.Second, "the two members see each other", func() bool {
+		return front.Cluster.MemberList.Length() >= 2 && back.Cluster.MemberList.Length() >= 2
+	})
 	w.member = front
 	w.edgeAddr = edgetest.ServeDevices(t, front, log)
 	w.serveWeChat(t, log, &pusher)
@@ -71,8 +68,7 @@ func TestTapWaterIsOneTraceAcrossTwoMembers(t *testing.T) {
 	// The trace is the one whose device grain received the command.
 	var spans tracetest.SpanStubs
 	var id trace.TraceID
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	actortest.Eventually(t, 3*time.Second, "the push's span is exported", func() bool {
 		id, spans = trace.TraceID{}, nil
 		for _, s := range exp.GetSpans() {
 			if s.Name == "device.command" {
@@ -84,11 +80,8 @@ func TestTapWaterIsOneTraceAcrossTwoMembers(t *testing.T) {
 				spans = append(spans, s)
 			}
 		}
-		if has(spans, "outbox.push") || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return has(spans, "outbox.push")
+	})
 	if !id.IsValid() {
 		t.Fatalf("no device.command span among %d spans", len(exp.GetSpans()))
 	}
