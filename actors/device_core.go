@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"fmt"
 	"maps"
@@ -74,8 +75,9 @@ type deviceCore struct {
 	// setOpen.
 	alerts map[actorpb.AlertKind]*actorpb.Alert // active alerts only
 
-	open   map[string]*openCommand // commands sent (or waiting to be resent) without an outcome
-	recent []*actorpb.CommandOutcome
+	open      map[string]*openCommand // commands sent (or waiting to be resent) without an outcome
+	lastOrder uint64                  // the last openCommand.order given
+	recent    []*actorpb.CommandOutcome
 
 	users []Binding // bound WeChat users, owner first
 
@@ -95,6 +97,7 @@ type openCommand struct {
 	req      *actorpb.SendCommand
 	sentAt   time.Time
 	deadline time.Time
+	order    uint64 // the order commands were asked in: snapshots keep it, resends follow it
 }
 
 // effects is what one step asks the shell to do, in order: persist, then everything else.
@@ -173,6 +176,10 @@ func (c *deviceCore) setOpen(oc *openCommand) {
 	if c.open == nil {
 		c.open = map[string]*openCommand{}
 	}
+	if oc.order == 0 {
+		c.lastOrder++
+		oc.order = c.lastOrder
+	}
 	c.open[oc.req.CommandId] = oc
 }
 
@@ -232,9 +239,9 @@ func (c *deviceCore) snapshot() []byte {
 			s.Alerts = append(s.Alerts, a)
 		}
 	}
-	for id, oc := range c.open {
+	for _, oc := range c.openInOrder() { // asked order: a recovery resends in it
 		s.OpenCommands = append(s.OpenCommands, &actorpb.CommandOutcome{
-			DeviceId: c.id, CommandId: id, Outcome: actorpb.Outcome_OUTCOME_PENDING,
+			DeviceId: c.id, CommandId: oc.req.CommandId, Outcome: actorpb.Outcome_OUTCOME_PENDING,
 			AtMs: oc.deadline.UnixMilli(), RequestedBy: oc.req.RequestedBy, Kind: oc.req.Kind,
 			Command: oc.req,
 		})
@@ -602,11 +609,21 @@ func (c *deviceCore) openByDeadline() []*openCommand {
 			out = append(out, oc)
 		}
 	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].deadline.Before(out[j-1].deadline); j-- {
-			out[j], out[j-1] = out[j-1], out[j]
+	// Equal deadlines (two commands asked within a millisecond with the same timeout) keep the
+	// order they were asked in.
+	slices.SortFunc(out, func(a, b *openCommand) int {
+		if d := a.deadline.Compare(b.deadline); d != 0 {
+			return d
 		}
-	}
+		return cmp.Compare(a.order, b.order)
+	})
+	return out
+}
+
+// openInOrder is the open commands in the order they were asked.
+func (c *deviceCore) openInOrder() []*openCommand {
+	out := slices.Collect(maps.Values(c.open))
+	slices.SortFunc(out, func(a, b *openCommand) int { return cmp.Compare(a.order, b.order) })
 	return out
 }
 

@@ -306,3 +306,28 @@ func TestRevocationClosesTheConnectionAndRefusesEverything(t *testing.T) {
 		t.Fatalf("revoking again: %+v", again)
 	}
 }
+
+func TestCommandsWithTheSameDeadlineAreResentInTheOrderAsked(t *testing.T) {
+	c := onlineCore(t)
+	ids := []string{"c", "a", "d", "b", "e"}
+	for _, id := range ids { // all in the same millisecond, with the same timeout
+		next := c.next()
+		if d, _, _ := next.sendCommand(&actorpb.SendCommand{CommandId: id, Kind: devicepb.CommandKind_COMMAND_KIND_WATER, WaterMs: 1000}, t0); d != commandStarted {
+			t.Fatalf("%s: %v", id, d)
+		}
+		c = next
+	}
+	for range 20 { // map order differs run to run; the recovered order must not
+		r := newDeviceCore("pot-1")
+		if _, err := r.recover(Device{ID: "pot-1", Secret: []byte("0123456789abcdef")}, Recovered{Snapshot: c.snapshot()}, t0); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, oc := range r.openByDeadline() {
+			got = append(got, oc.req.CommandId)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(ids) {
+			t.Fatalf("resend order %v, want the order asked %v", got, ids)
+		}
+	}
+}
