@@ -69,6 +69,7 @@ typedef struct {
         uint8_t bytes[4];
     } pending;
     sprout_airkiss_candidate groups[SPROUT_AIRKISS_MAX_GROUPS][SPROUT_AIRKISS_CANDIDATES];
+    uint16_t bad_groups; /* groups that failed their 7-bit CRC (diagnostics) */
 
     /* The result, valid once COMPLETE; strings are NUL-terminated. */
     char ssid[SPROUT_AIRKISS_MAX_SSID + 1];
