@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "limits.h"
+#include "sprout_limits.h"
 #include "sha256.h"
 #include "utf8.h"
 

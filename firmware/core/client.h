@@ -17,7 +17,7 @@
 
 #include "backoff.h"
 #include "frame.h"
-#include "limits.h"
+#include "sprout_limits.h"
 #include "ring.h"
 #include "sprout_port.h"
 #include "store.h"

@@ -4,7 +4,7 @@
 #include <pb_encode.h>
 #include <string.h>
 
-#include "limits.h"
+#include "sprout_limits.h"
 
 void sprout_config_defaults(sprout_config *c)
 {
@@ -40,7 +40,7 @@ void sprout_config_normalize(sprout_config *c)
         c->thresholds.hysteresis_pct = SPROUT_DEFAULT_HYSTERESIS_PCT;
         c->thresholds.hysteresis_c = SPROUT_DEFAULT_HYSTERESIS_C;
     }
-    /* The build-time hard limits (limits.h) win over any config. */
+    /* The build-time hard limits (sprout_limits.h) win over any config. */
     if (c->max_water_ms > SPROUT_HARD_MAX_WATER_MS) {
         c->max_water_ms = SPROUT_HARD_MAX_WATER_MS;
     }

@@ -38,7 +38,7 @@ typedef sprout_device_v1_CommandResult sprout_command_result;
 
 void sprout_config_defaults(sprout_config *c);
 /* sprout_config_normalize replaces unset (zero) fields by their defaults and clamps every field
- * to the build-time hard limits of limits.h. */
+ * to the build-time hard limits of sprout_limits.h. */
 void sprout_config_normalize(sprout_config *c);
 /* sprout_config_equal compares field by field (never the padding between them). */
 bool sprout_config_equal(const sprout_config *a, const sprout_config *b);

@@ -2,7 +2,7 @@
 #include "testutil.h"
 
 #include "fake_port.h"
-#include "limits.h"
+#include "sprout_limits.h"
 #include "store.h"
 
 static fake_port fake;
@@ -57,7 +57,7 @@ static void test_values_round_trip(void **state)
     assert_int_equal(back.max_water_ms, 1234);
     assert_int_equal(back.heartbeat_interval_s, 30); /* unset -> default */
     assert_true(back.thresholds.tank_empty_pct == 4.0f);
-    /* ...but never one under the build-time hard limits (limits.h) */
+    /* ...but never one under the build-time hard limits (sprout_limits.h) */
     c.thresholds.tank_empty_pct = 0;
     c.report_interval_s = 1;
     c.max_water_ms = 3600000;

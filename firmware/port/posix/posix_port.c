@@ -3,7 +3,7 @@
 
 #include "posix_port.h"
 
-#include "limits.h"
+#include "sprout_limits.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -328,7 +328,7 @@ static int pump_start(void *ctx, uint32_t ms)
     }
     if (ms == 0 || ms > SPROUT_HARD_MAX_WATER_MS) {
         /* The port's own guard: whatever the core asks, the pump never runs longer than the
-         * build-time hard limit (limits.h). */
+         * build-time hard limit (sprout_limits.h). */
         return -1;
     }
     p->pump_on = true;

@@ -6,7 +6,9 @@
 #ifndef SPROUT_LIMITS_H
 #define SPROUT_LIMITS_H
 
-#ifdef CONFIG_SPROUT_HARD_MAX_WATER_MS /* ESP-IDF: from Kconfig via sdkconfig.h */
+/* ESP-IDF: port/esp-idf/components/sprout_core passes the Kconfig values as -D flags to the core
+ * and to the port; where sdkconfig.h is included first, its values are taken. */
+#if defined(CONFIG_SPROUT_HARD_MAX_WATER_MS) && !defined(SPROUT_HARD_MAX_WATER_MS)
 #define SPROUT_HARD_MAX_WATER_MS CONFIG_SPROUT_HARD_MAX_WATER_MS
 #define SPROUT_HARD_MIN_REPORT_INTERVAL_S CONFIG_SPROUT_HARD_MIN_REPORT_INTERVAL_S
 #define SPROUT_HARD_MIN_TANK_EMPTY_PCT ((float)CONFIG_SPROUT_HARD_MIN_TANK_EMPTY_PCT)
