@@ -1,5 +1,5 @@
 /* AirKiss decoder: recovers the WiFi SSID and password that WeChat broadcasts in the lengths of
- * UDP packets (docs: wechat-hardware.md 6.1). A pure state machine: feed it the length of every
+ * UDP packets (the wire format is summarised below). A pure state machine: feed it the length of every
  * frame sniffed on the channel, in order; it knows nothing about radios or channels.
  *
  *   GUIDE  lengths b+1, b+2, b+3, b+4 (seen twice with the same b) lock base_len = b
