@@ -38,12 +38,18 @@ func (c *conn) readFrame(f *devicepb.Frame) error {
 	if n > uint64(c.s.opts.MaxFrameBytes) {
 		return fmt.Errorf("%w: %d bytes, limit %d", messages.ErrFrameTooLarge, n, c.s.opts.MaxFrameBytes)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
-		if err == io.EOF {
-			return io.ErrUnexpectedEOF
+	var body []byte
+	if int(n) <= c.r.Size() {
+		// Peek avoids a copy when the whole frame fits the buffer (Unmarshal copies what it keeps).
+		if body, err = c.r.Peek(int(n)); err != nil {
+			return unexpected(err)
 		}
-		return err
+		defer func() { _, _ = c.r.Discard(int(n)) }()
+	} else {
+		body = make([]byte, n)
+		if _, err := io.ReadFull(c.r, body); err != nil {
+			return unexpected(err)
+		}
 	}
 	if err := proto.Unmarshal(body, f); err != nil {
 		if what, ok := invalidResultString(body); ok {
@@ -52,6 +58,13 @@ func (c *conn) readFrame(f *devicepb.Frame) error {
 		return fmt.Errorf("malformed frame: %w", err)
 	}
 	return nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // invalidResultString reports whether body is a Frame holding only a CommandResult whose every
