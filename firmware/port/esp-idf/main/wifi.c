@@ -31,7 +31,9 @@ static bool initialised;
 static void retry_cb(void *arg)
 {
     (void)arg;
-    if (!provision_active()) {
+    /* While provisioning listens the radio is its own; once it has handed over credentials,
+     * their join is retried like any other. */
+    if (!provision_active() || provision_joining()) {
         esp_wifi_connect();
     }
 }
