@@ -105,16 +105,16 @@ func (p *Platform) WaitFor(openID string, timeout time.Duration, match func(Entr
 	seen := 0
 	for {
 		p.mu.Lock()
-		es := p.entries[openID]
+		es := append([]Entry(nil), p.entries[openID][seen:]...)
 		changed := p.changed
-		for ; seen < len(es); seen++ {
-			if match(es[seen]) {
-				e := es[seen]
-				p.mu.Unlock()
+		p.mu.Unlock()
+		// match runs without the lock: it may look at the platform (Conversation, Window, ...).
+		for _, e := range es {
+			seen++
+			if match(e) {
 				return e, nil
 			}
 		}
-		p.mu.Unlock()
 		select {
 		case <-changed:
 		case <-deadline.C:
