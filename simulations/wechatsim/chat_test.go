@@ -1,6 +1,7 @@
 package wechatsim_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -96,6 +97,23 @@ func TestTheChatPageIsServedInChinese(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("the chat page lacks %q", want)
 		}
+	}
+	// The same record as JSON.
+	resp, err = http.Get(p.URL() + "/_sim/conversations/" + u.OpenID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []wechatsim.Entry
+	json.NewDecoder(resp.Body).Decode(&es)
+	resp.Body.Close()
+	var refused []int
+	for _, e := range es {
+		if e.Kind == wechatsim.KindRefused {
+			refused = append(refused, e.Errcode)
+		}
+	}
+	if len(refused) != 2 || refused[0] != 45015 || refused[1] != 47003 {
+		t.Fatalf("refused sends in the JSON: %v", refused)
 	}
 	resp, err = http.Get(p.URL() + "/_sim/chat")
 	if err != nil {
