@@ -48,7 +48,7 @@ type Options struct {
 	// with one scan; without it, the bare code, which only Sprout's page scanner binds (the sheet
 	// says so).
 	PublicURL string
-	Logger *slog.Logger
+	Logger    *slog.Logger
 
 	// SessionTTL is how long a sign-in lasts (default 12 h).
 	SessionTTL time.Duration

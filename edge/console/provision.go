@@ -33,7 +33,7 @@ type batchView struct {
 	Devices []credential
 	HasQR   bool
 	// BareQR: the labels hold the bare code (no PublicURL): WeChat's scanner cannot bind them.
-	BareQR bool
+	BareQR  bool
 	Err     string       // why the batch stopped early
 	CSV     template.URL // data:text/csv;base64,... of Devices, for the factory's flashing line
 	CSVName string       // the file name the browser saves it under
