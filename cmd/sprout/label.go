@@ -8,7 +8,10 @@ import (
 	"strings"
 	"time"
 
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+
 	wxapi "github.com/sprout-iot/sprout/edge/wechat/api"
+	"github.com/sprout-iot/sprout/edge/wechat/bridge"
 	"github.com/sprout-iot/sprout/edge/wechat/qr"
 )
 
@@ -90,4 +93,22 @@ func (l *labelMaker) make(ctx context.Context, c *credential) (string, error) {
 		c.WeChatParamQR, content = q.URL, q.URL
 	}
 	return content, nil
+}
+
+// registerLabel adds the flags of the label pages (how users who do not follow are told to).
+func (c *wechatConfig) registerLabel(fs *flagSet) {
+	fs.str(&c.followQR, "wechat-follow-qr", "", "the content of the account's own QR code (http://weixin.qq.com/r/...): drawn on the bind page for users not known to follow")
+	fs.str(&c.followURL, "wechat-follow-url", "", "a link that opens the account's profile, shown with the follow hint")
+}
+
+// verifyDeviceQR resolves a WeChat device QR scanned on the bind page (/device/verify_qrcode).
+func (w *wechatNode) verifyDeviceQR(c *pcluster.Cluster) func(ctx context.Context, content string) (string, error) {
+	client, err := wxapi.New(wxapi.Options{BaseURL: w.cfg.apiBase, Tokens: &bridge.GrainTokens{Cluster: c, AppID: w.cfg.appID}})
+	if err != nil {
+		return nil
+	}
+	return func(ctx context.Context, content string) (string, error) {
+		info, err := client.VerifyQRCode(ctx, content)
+		return info.DeviceID, err
+	}
 }
