@@ -150,14 +150,14 @@ func TestScannedSceneVerifiesThroughTheCallback(t *testing.T) {
 	scene, _ := qr.Scene(potKey, qr.Code{Product: "pot", Device: "SP-7", Expires: time.Now().Add(time.Hour)})
 	u := sim.NewUser("")
 	for _, want := range []string{"subscribe bind SP-7", "SCAN bind SP-7"} {
-		r, err := u.ScanSproutQR(context.Background(), scene)
-		if err != nil || r.Content != want {
-			t.Fatalf("reply %+v, %v; want %q", r, err, want)
+		res, err := u.Scan(context.Background(), sim.CreateQR(scene))
+		if err != nil || res.Reply == nil || res.Reply.Content != want {
+			t.Fatalf("scan %+v, %v; want %q", res, err, want)
 		}
 	}
-	r, _ := u.ScanSproutQR(context.Background(), strings.Replace(scene, "SP-7", "SP-8", 1))
-	if !strings.Contains(r.Content, "forged") {
-		t.Fatalf("a forged scene was answered %q", r.Content)
+	res, err := u.Scan(context.Background(), sim.CreateQR(strings.Replace(scene, "SP-7", "SP-8", 1)))
+	if err != nil || res.Reply == nil || !strings.Contains(res.Reply.Content, "forged") {
+		t.Fatalf("a forged scene was answered %+v (%v)", res, err)
 	}
 }
 
