@@ -237,12 +237,14 @@ func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, cr
 			if err != nil {
 				return err
 			}
-			r, err := su.u.ScanSproutQR(cctx, scene)
+			// The pot's label is the account's parametric QR for the code (`device add
+			// --qr-wechat`): scanning it with WeChat's scanner posts SCAN, and Sprout answers.
+			res, err := su.u.Scan(cctx, platform.CreateQR(scene))
 			if err != nil {
 				return fmt.Errorf("user %s scanning %s: %w", su.u.OpenID, pot, err)
 			}
-			if !containsAny(r.Content, boundTexts) {
-				return fmt.Errorf("user %s scanning %s: reply %q is not a binding", su.u.OpenID, pot, r.Content)
+			if res.Reply == nil || !containsAny(res.Reply.Content, boundTexts) {
+				return fmt.Errorf("user %s scanning %s: %+v is not a binding", su.u.OpenID, pot, res)
 			}
 		}
 		return nil
