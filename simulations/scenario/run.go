@@ -229,9 +229,6 @@ func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, cr
 		su := users[u]
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		if _, err := su.u.SendText(cctx, "hello"); err != nil {
-			return fmt.Errorf("user %s saying hello: %w", su.u.OpenID, err)
-		}
 		for _, pot := range su.pots {
 			scene, err := qr.Scene(key, qr.Code{Product: product, Device: pot})
 			if err != nil {
@@ -246,6 +243,10 @@ func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, cr
 			if res.Reply == nil || !containsAny(res.Reply.Content, boundTexts) {
 				return fmt.Errorf("user %s scanning %s: %+v is not a binding", su.u.OpenID, pot, res)
 			}
+		}
+		// Following now (the first scan subscribed), the user writes to the account.
+		if _, err := su.u.SendText(cctx, "hello"); err != nil {
+			return fmt.Errorf("user %s saying hello: %w", su.u.OpenID, err)
 		}
 		return nil
 	})
