@@ -60,6 +60,7 @@ func TestBrowserJSSDKPagesWaitForReadyAndShowWhyWeChatRefused(t *testing.T) {
 	t.Cleanup(stub.Close)
 	w := newWorld(t, func(o *Options) {
 		o.VerifyScene = testVerifyScene
+		o.Follow = Follow{QR: "http://weixin.qq.com/r/sprout-demo-account", URL: "https://mp.weixin.qq.com/mp/profile_ext?action=home"}
 		o.JSSDKScript = stub.URL + "/jweixin-1.6.0.js"
 		o.JSSDK = func(_ context.Context, pageURL string) (*JSConfig, error) {
 			return &JSConfig{AppID: "wx-test", Timestamp: 1700000000, NonceStr: "n0nce", Signature: "sig-of-" + pageURL}, nil
@@ -91,6 +92,15 @@ func TestBrowserJSSDKPagesWaitForReadyAndShowWhyWeChatRefused(t *testing.T) {
 	if got := w.userIDs(t, "pot-scan"); len(got) != 1 || got[0] != "oScanner" {
 		t.Fatalf("after scanning, pot-scan's users are %v", got)
 	}
+
+	// A printed label opened in WeChat's browser: bound, and how to follow the account.
+	w.addPot(t, "pot-balcony")
+	do(t, ctx, "open a label", chromedp.Navigate(w.label(t, "pot-balcony", time.Time{})),
+		chromedp.Poll[chromedp.Void](`document.getElementById('label') && document.getElementById('follow')`, chromedp.WithPollingTimeout(5*time.Second)))
+	if st, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('label').dataset.state`)); st != "bound" {
+		t.Fatalf("the label page's state is %q, want bound", st)
+	}
+	shot(t, ctx, "label")
 
 	// WeChat refuses the config (a wrong signature, a domain not on the JS接口安全域名): the page
 	// says why, and the button stays off even when WeChat calls ready afterwards.
