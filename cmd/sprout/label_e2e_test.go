@@ -178,6 +178,16 @@ func TestLabelsBindThroughWeChatsScanner(t *testing.T) {
 		t.Fatalf("Ben's plants after the parametric QR: %v\n%v", err, pg)
 	}
 
+	// The account's other parametric QR (a campaign poster) is not Sprout's: a welcome, never
+	// "invalid code", and nothing bound.
+	dee := p.NewUser("oDee-label")
+	for _, who := range []*wechatsim.User{dee, ben} { // subscribe (non-follower), SCAN (follower)
+		res, err := who.Scan(ctx, p.CreateQR("spring-campaign-2026"))
+		if err != nil || res.Reply == nil || strings.Contains(res.Reply.Content, "无效") || strings.Contains(res.Reply.Content, "绑定成功") {
+			t.Fatalf("%s scanning a campaign QR: %+v %v", who.OpenID, res, err)
+		}
+	}
+
 	// A bare code and random text, scanned with WeChat's scanner, are only shown as text.
 	cid := p.NewUser("oCid-label")
 	for _, content := range []string{url1[0].QR, "water my plants", "SN: 0042-AB"} {
