@@ -79,7 +79,7 @@ type deviceCore struct {
 	lastOrder uint64                  // the last openCommand.order given
 	recent    []*actorpb.CommandOutcome
 
-	users []Binding               // bound WeChat users, owner first
+	users []Binding              // bound WeChat users, owner first
 	joins []*actorpb.JoinRequest // requests to join waiting for the owner, oldest first (join.go)
 
 	flap        flapLimit

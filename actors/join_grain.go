@@ -29,7 +29,9 @@ func newJoinID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func joinDecided(code actorpb.ErrorCode) *actorpb.JoinDecided { return &actorpb.JoinDecided{Error: code} }
+func joinDecided(code actorpb.ErrorCode) *actorpb.JoinDecided {
+	return &actorpb.JoinDecided{Error: code}
+}
 
 // ask records a scan after the owner's as a request to join (snapshot), tells the owner, and
 // answers the scan as pending.

@@ -61,7 +61,9 @@ func (j userJoin) clone() userJoin {
 }
 
 // subscribedStatus reports whether the user opened the pot's status (transmsg goes only to them).
-func (j *userJoin) subscribedStatus(deviceID string) bool { return slices.Contains(j.StatusSubs, deviceID) }
+func (j *userJoin) subscribedStatus(deviceID string) bool {
+	return slices.Contains(j.StatusSubs, deviceID)
+}
 
 // setStatusSub records subscribe_status / unsubscribe_status for a pot the user is bound to.
 func (j *userJoin) setStatusSub(m *actorpb.UserMessage, a answer) {
@@ -240,4 +242,3 @@ func (g *userGrain) unbindDone(ctx actor.Context, m *unbindRetried) {
 func (g *userGrain) keepUnbindRetries(next userCore) {
 	g.core.st.UnbindRetries = next.st.UnbindRetries
 }
-
