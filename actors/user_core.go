@@ -412,7 +412,7 @@ func (c *userCore) act(m *actorpb.UserMessage, in intent, get func(string) answe
 		return c.bound(in.arg, in.kind == "bind_sprout", get(in.arg), now, o, fx)
 	case "unbind_wechat":
 		c.st.unbindLater(in.arg, get(in.arg), now)
-		c.unbound(in.arg, get(in.arg), now, o, fx)
+		c.unbound(in.arg, get(in.arg), now, fromWeChat(o), fx)
 		return &actorpb.UserReply{}
 	case "unbind":
 		id, msg, ok := pickDevice(lang, c.devices, in.arg)

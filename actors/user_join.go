@@ -92,6 +92,14 @@ func unbindRetryWait(attempts int) time.Duration {
 	return min(2*time.Second<<min(attempts, 10), 5*time.Minute)
 }
 
+// fromWeChat is o for an unbind WeChat made itself (device_event unbind): not sent back to
+// WeChat (no compel_unbind).
+func fromWeChat(o *UserOptions) *UserOptions {
+	c := *o
+	c.CompelBind = false
+	return &c
+}
+
 // joinReply answers a scan that became a request to join (or renewed one).
 func (c *userCore) joinReply(deviceID string, br *actorpb.BindResult, o *UserOptions) *actorpb.UserReply {
 	mins := int(max(o.Join.PressWindow, time.Minute) / time.Minute)

@@ -65,7 +65,7 @@ func (c *wechatConfig) register(fs *flagSet) {
 	fs.str(&c.tplAlert, "wechat-template-alert", "", "template id for alerts, used outside the 48 h customer-service window")
 	fs.str(&c.tplOutcome, "wechat-template-outcome", "", "template id for command outcomes, used outside the window")
 	fs.str(&c.statusPushes, "wechat-status-pushes", "false", "push device online/offline to WeChat with transmsg (true/false)")
-	fs.str(&c.deviceAPI, "wechat-device-api", "false", "call compel_bind/compel_unbind when Sprout's own QR codes bind (true/false)")
+	fs.str(&c.deviceAPI, "wechat-device-api", "false", "WeChat's device APIs: keep WeChat's bindings in step with Sprout's (compel_bind/compel_unbind, periodic reconciliation) (true/false)")
 	fs.str(&c.qrKeys, "qr-keys", "", "per-product keys of Sprout's own QR codes: product=hexkey[,product=hexkey] (never logged)")
 	fs.int(&c.waterMs, "water-ms", 5000, "how long \"water now\" runs the pump")
 	fs.dur(&c.commandTimeout, "command-timeout", 30*time.Second, "deadline of a user's water command (1s..300s)")
