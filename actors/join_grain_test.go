@@ -216,3 +216,24 @@ func TestALongPressTakesAGivenAwayPotOver(t *testing.T) {
 		t.Fatalf("frank is %q, want owner", r.Role)
 	}
 }
+
+func TestRevokingAPotUnbindsItsUsersInWeChatAndEndsItsRequests(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "", actors.DeviceOptions{Join: actors.JoinOptions{CompelBind: true}})
+	edgetest.AddDevice(t, n.sql, "pot-1", "pot")
+	n.bind(t, "pot-1", "alice")
+	n.bind(t, "pot-1", "bob")
+	n.request(t, "pot-1", &actorpb.BindDevice{OpenId: "carol", Via: "wechat_qr"})
+	if res := n.revoke(t, "pot-1"); res.Error != 0 {
+		t.Fatalf("revoke: %v", res)
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if !hasPush(t, n, u, actors.PushCompelUnbind) {
+			t.Fatalf("%s was not unbound in WeChat after the revocation", u)
+		}
+	}
+	told(t, n, "carol: join JOIN_OUTCOME_REFUSED")
+	if st := n.state(t, "pot-1"); len(st.JoinRequests) != 0 || len(st.Users) != 0 {
+		t.Fatalf("after revocation: users %v requests %v", st.Users, st.JoinRequests)
+	}
+}
