@@ -111,6 +111,9 @@ func TestASecondScannerWaitsUntilTheOwnerTapsApprove(t *testing.T) {
 	// Alice hears of it, with the link; she opens it in WeChat's browser and taps approve.
 	e := waitText(t, w, "alice", "申请加入", 5*time.Second)
 	link := approveLinkRE.FindString(e.Text + " " + e.URL)
+	if link == "" && strings.Contains(e.URL, "/app/plants/") {
+		link = e.URL // a template card links the pot's page, which lists the requests with the same buttons
+	}
 	if link == "" {
 		t.Fatalf("the join_request push has no approval link: %+v", e)
 	}

@@ -66,14 +66,15 @@ type ReconcileOptions struct {
 
 // ReconcileReport is what one pass found and did.
 type ReconcileReport struct {
-	Start, End time.Time
-	Devices    int      // pots compared
-	Users      int      // users whose WeChat device list was compared
-	Unbound    int      // compel_unbind enqueued (WeChat had a binding Sprout has not)
-	Bound      int      // compel_bind enqueued (Sprout had a binding WeChat lacked)
-	Kept       int      // WeChat bindings of requesters waiting for the owner, kept
-	Errors     int      // calls that failed (their pots or users are compared again next pass)
-	Drift      []string // "unbind openid device" / "bind openid device", at most 100
+	Start, End  time.Time
+	Devices     int      // pots compared
+	Users       int      // users whose WeChat device list was compared
+	Unbound     int      // compel_unbind enqueued (WeChat had a binding Sprout has not)
+	Bound       int      // compel_bind enqueued (Sprout had a binding WeChat lacked)
+	Kept        int      // WeChat bindings of requesters waiting for the owner, kept
+	NotInWeChat int      // pots WeChat's device platform does not know (get_openid ret_code -1)
+	Errors      int      // calls that failed (their pots or users are compared again next pass)
+	Drift       []string // "unbind openid device" / "bind openid device", at most 100
 }
 
 var driftRepaired atomic.Int64
@@ -176,7 +177,7 @@ func (r *reconciler) Receive(ctx actor.Context) {
 			lvl = slog.LevelWarn
 		}
 		r.opts.Logger.Log(context.Background(), lvl, "wechat reconciliation", "devices", rep.Devices, "users", rep.Users,
-			"unbound_in_wechat", rep.Unbound, "bound_in_wechat", rep.Bound, "pending_kept", rep.Kept, "errors", rep.Errors,
+			"unbound_in_wechat", rep.Unbound, "bound_in_wechat", rep.Bound, "pending_kept", rep.Kept, "not_in_wechat", rep.NotInWeChat, "errors", rep.Errors,
 			"took", rep.End.Sub(rep.Start).Round(time.Millisecond), "drift", rep.Drift)
 		if r.opts.Report != nil {
 			r.opts.Report(rep)
@@ -227,6 +228,11 @@ func Reconcile(ctx context.Context, c *pcluster.Cluster, wx WeChatBindings, o *R
 				inWeChat, err = wx.GetOpenID(cctx, o.DeviceType, d.ID)
 			}
 			cancel()
+			var apiErr *api.Error
+			if errors.As(err, &apiErr) && apiErr.Code == -1 && apiErr.API == "/device/get_openid" {
+				rep.NotInWeChat++ // not a device of WeChat's platform (resp_msg ret_code -1): nothing to keep in step
+				continue
+			}
 			if err != nil {
 				rep.Errors++
 				o.Logger.Warn("wechat reconciliation: comparing a pot failed", "device", d.ID, "err", err)
