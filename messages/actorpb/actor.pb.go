@@ -3055,6 +3055,97 @@ func (x *JoinUnbind) GetWechatUnbound() bool {
 	return false
 }
 
+// JoinReconcileTick pokes the reconciler of WeChat's device bindings (edge/wechat/bridge,
+// reconcile.go): it runs a pass when its interval has passed since the last. Asked with a reply
+// address, it answers JoinReconcileState.
+type JoinReconcileTick struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinReconcileTick) Reset() {
+	*x = JoinReconcileTick{}
+	mi := &file_actorpb_actor_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinReconcileTick) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinReconcileTick) ProtoMessage() {}
+
+func (x *JoinReconcileTick) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinReconcileTick.ProtoReflect.Descriptor instead.
+func (*JoinReconcileTick) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
+}
+
+type JoinReconcileState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LastStartMs   int64                  `protobuf:"varint,1,opt,name=last_start_ms,json=lastStartMs,proto3" json:"last_start_ms,omitempty"` // when the last pass started (0: none yet on this activation)
+	Running       bool                   `protobuf:"varint,2,opt,name=running,proto3" json:"running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinReconcileState) Reset() {
+	*x = JoinReconcileState{}
+	mi := &file_actorpb_actor_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinReconcileState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinReconcileState) ProtoMessage() {}
+
+func (x *JoinReconcileState) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinReconcileState.ProtoReflect.Descriptor instead.
+func (*JoinReconcileState) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *JoinReconcileState) GetLastStartMs() int64 {
+	if x != nil {
+		return x.LastStartMs
+	}
+	return 0
+}
+
+func (x *JoinReconcileState) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -3297,7 +3388,11 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"JoinUnbind\x12\x17\n" +
 	"\aopen_id\x18\x01 \x01(\tR\x06openId\x12\x0e\n" +
 	"\x02by\x18\x02 \x01(\tR\x02by\x12%\n" +
-	"\x0ewechat_unbound\x18\x03 \x01(\bR\rwechatUnbound*\xa7\x02\n" +
+	"\x0ewechat_unbound\x18\x03 \x01(\bR\rwechatUnbound\"\x13\n" +
+	"\x11JoinReconcileTick\"R\n" +
+	"\x12JoinReconcileState\x12\"\n" +
+	"\rlast_start_ms\x18\x01 \x01(\x03R\vlastStartMs\x12\x18\n" +
+	"\arunning\x18\x02 \x01(\bR\arunning*\xa7\x02\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUTCOME_DONE\x10\x01\x12\x12\n" +
@@ -3350,7 +3445,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
@@ -3392,43 +3487,45 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*JoinDecide)(nil),             // 37: sprout.actor.v1.JoinDecide
 	(*JoinDecided)(nil),            // 38: sprout.actor.v1.JoinDecided
 	(*JoinUnbind)(nil),             // 39: sprout.actor.v1.JoinUnbind
-	(devicepb.CloseReason)(0),      // 40: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 41: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 42: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 43: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 44: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 45: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 46: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 47: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 48: sprout.device.v1.Config
+	(*JoinReconcileTick)(nil),      // 40: sprout.actor.v1.JoinReconcileTick
+	(*JoinReconcileState)(nil),     // 41: sprout.actor.v1.JoinReconcileState
+	(devicepb.CloseReason)(0),      // 42: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 43: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 44: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 45: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 46: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 47: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 48: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 49: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 50: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	5,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
 	29, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
-	40, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	41, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	42, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	42, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	43, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	42, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	43, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	44, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	44, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	45, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
 	29, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
-	44, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	45, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	46, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	47, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
 	29, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	40, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	46, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	42, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	48, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
 	29, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	40, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	47, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	48, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	42, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	49, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	50, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
 	29, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
 	0,  // 18: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	47, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	49, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
 	29, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
 	13, // 21: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
 	1,  // 22: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	44, // 23: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	46, // 23: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
 	16, // 24: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	48, // 25: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	50, // 25: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
 	5,  // 26: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
 	14, // 27: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
 	14, // 28: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
@@ -3443,14 +3540,14 @@ var file_actorpb_actor_proto_depIdxs = []int32{
 	27, // 37: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
 	35, // 38: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
 	36, // 39: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
-	44, // 40: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	46, // 40: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
 	29, // 41: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
 	16, // 42: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
 	14, // 43: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
 	28, // 44: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
 	27, // 45: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
 	29, // 46: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	40, // 47: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	42, // 47: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
 	2,  // 48: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
 	3,  // 49: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
 	2,  // 50: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
@@ -3490,7 +3587,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
+	"github.com/sprout-iot/sprout/messages/actorpb"
 )
 
 // Reconciliation keeps WeChat's device bindings in step with Sprout's (docs/wechat.md, "Bindings
@@ -86,9 +87,6 @@ func DriftRepaired() int64 { return driftRepaired.Load() }
 // LastReconcile is the last pass this process ran (nil before the first).
 func LastReconcile() *ReconcileReport { return lastReport.Load() }
 
-// ReconcileTick pokes the reconciler grain: it runs a pass if the interval has passed.
-type ReconcileTick struct{}
-
 type reconcileDone struct{ r ReconcileReport }
 
 // NewReconcileKind returns the reconciler grain's kind.
@@ -116,7 +114,7 @@ func PokeReconciler(ctx context.Context, c *pcluster.Cluster, interval time.Dura
 	}
 	poke := func() {
 		if pid := c.Get(ReconcileIdentity, ReconcileKind); pid != nil {
-			c.ActorSystem.Root.Send(pid, &ReconcileTick{})
+			c.ActorSystem.Root.Send(pid, &actorpb.JoinReconcileTick{})
 		}
 	}
 	poke()
@@ -146,26 +144,15 @@ func (r *reconciler) Receive(ctx actor.Context) {
 		if r.cancel != nil {
 			r.cancel()
 		}
-	case *ReconcileTick:
-		if r.running || (!r.last.IsZero() && r.opts.Now().Sub(r.last) < r.opts.Interval) {
-			return
-		}
-		if r.client == nil {
-			c, err := r.opts.WeChat(pcluster.GetCluster(ctx.ActorSystem()))
-			if err != nil {
-				r.opts.Logger.Warn("wechat reconciliation: no WeChat client", "err", err)
-				return
+	case *actorpb.JoinReconcileTick:
+		r.tick(ctx)
+		if ctx.Sender() != nil {
+			st := &actorpb.JoinReconcileState{Running: r.running}
+			if !r.last.IsZero() {
+				st.LastStartMs = r.last.UnixMilli()
 			}
-			r.client = c
+			ctx.Respond(st)
 		}
-		r.running, r.last = true, r.opts.Now()
-		pctx, cancel := context.WithCancel(context.Background())
-		r.cancel = cancel
-		root, self, cl := ctx.ActorSystem().Root, ctx.Self(), pcluster.GetCluster(ctx.ActorSystem())
-		go func() {
-			rep := Reconcile(pctx, cl, r.client, r.opts)
-			root.Send(self, &reconcileDone{r: rep})
-		}()
 	case *reconcileDone:
 		r.running = false
 		r.cancel()
@@ -183,6 +170,29 @@ func (r *reconciler) Receive(ctx actor.Context) {
 			r.opts.Report(rep)
 		}
 	}
+}
+
+// tick starts a pass when none runs and the interval has passed since the last.
+func (r *reconciler) tick(ctx actor.Context) {
+	if r.running || (!r.last.IsZero() && r.opts.Now().Sub(r.last) < r.opts.Interval) {
+		return
+	}
+	if r.client == nil {
+		c, err := r.opts.WeChat(pcluster.GetCluster(ctx.ActorSystem()))
+		if err != nil {
+			r.opts.Logger.Warn("wechat reconciliation: no WeChat client", "err", err)
+			return
+		}
+		r.client = c
+	}
+	r.running, r.last = true, r.opts.Now()
+	pctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	root, self, cl := ctx.ActorSystem().Root, ctx.Self(), pcluster.GetCluster(ctx.ActorSystem())
+	go func() {
+		rep := Reconcile(pctx, cl, r.client, r.opts)
+		root.Send(self, &reconcileDone{r: rep})
+	}()
 }
 
 // Reconcile runs one pass: every pot in the registry, then every user bound in Sprout.
