@@ -179,7 +179,7 @@ func ctx5() context.Context {
 
 func bind(t *testing.T, w *world, u *wechatsim.User, device string) {
 	t.Helper()
-	r, err := u.ScanSproutQR(ctx5(), scene(t, device))
+	r, err := u.ScanSproutQR(ctx5(), label(t, w.platform, device))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestRetriedCallbackActsOnce(t *testing.T) {
 	secret := w.addDevice(t, "pot-1")
 	pot := w.connect(t, "pot-1", secret)
 	alice := w.platform.NewUser("alice")
-	_, _ = alice.ScanSproutQR(ctx5(), scene(t, "pot-1"))
+	_, _ = alice.ScanSproutQR(ctx5(), label(t, w.platform, "pot-1"))
 	waitBound(t, w, "pot-1", "alice")
 	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
 	waitText(t, w, "alice", "浇水完成", 3*time.Second)

@@ -64,9 +64,10 @@ func TestAWeChatUnbindWhilePostgresIsDownIsStoredWhenItIsBack(t *testing.T) {
 
 	edgetest.AddDevice(t, st, "pot-1", "pot")
 	alice := p.NewUser("alice")
-	if r, err := alice.ScanSproutQR(ctx5(), scene(t, "pot-1")); err != nil || !strings.Contains(r.Content, "绑定成功") {
+	if r, err := alice.ScanSproutQR(ctx5(), label(t, p, "pot-1")); err != nil || !strings.Contains(r.Content, "绑定成功") {
 		t.Fatalf("bind: %q %v", r.Content, err)
 	}
+	p.BindInWeChatOnly("pot-1", "alice") // bound in WeChat too (its device QR, or compel_bind)
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}

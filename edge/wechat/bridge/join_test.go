@@ -46,10 +46,19 @@ func joinWorld(t *testing.T, st *memory.Store, devices actors.Store) (*world, *w
 	return w, h, u
 }
 
+// label is the scene of device's label as a parametric QR made through WeChat (qrcode/create):
+// only such codes scan as events.
+func label(t *testing.T, p *wechatsim.Platform, device string) string {
+	t.Helper()
+	s := scene(t, device)
+	p.CreateQR(s)
+	return s
+}
+
 // join is a scan after the owner's: it waits, and the owner approves it.
 func join(t *testing.T, w *world, u *wechatsim.User, device, owner string) {
 	t.Helper()
-	r, err := u.ScanSproutQR(ctx5(), scene(t, device))
+	r, err := u.ScanSproutQR(ctx5(), label(t, w.platform, device))
 	if err != nil || !strings.Contains(r.Content, "等待批准") {
 		t.Fatalf("a second scan: %q %v, want waiting for the owner", r.Content, err)
 	}
@@ -98,7 +107,7 @@ func TestASecondScannerWaitsUntilTheOwnerTapsApprove(t *testing.T) {
 	alice, bob := w.platform.NewUser("alice"), w.platform.NewUser("bob")
 	bind(t, w, alice, "pot-1")
 	// Bob scans the same label: he waits, with no control.
-	r, err := bob.ScanSproutQR(ctx5(), scene(t, "pot-1"))
+	r, err := bob.ScanSproutQR(ctx5(), label(t, w.platform, "pot-1"))
 	if err != nil || !strings.Contains(r.Content, "等待批准") {
 		t.Fatalf("a second scan: %q %v, want waiting for the owner", r.Content, err)
 	}
@@ -148,7 +157,7 @@ func TestOwnerRemovingAMemberUnbindsThemInWeChat(t *testing.T) {
 	w.addDevice(t, "pot-1")
 	alice, bob := w.platform.NewUser("alice"), w.platform.NewUser("bob")
 	bind(t, w, alice, "pot-1")
-	_, _ = bob.ScanSproutQR(ctx5(), scene(t, "pot-1"))
+	_, _ = bob.ScanSproutQR(ctx5(), label(t, w.platform, "pot-1"))
 	dc := actors.NewDeviceClient(w.member.Cluster, actors.ClientOptions{})
 	if _, err := dc.DecideJoin(context.Background(), "pot-1", "", "bob", true, "alice"); err != nil {
 		t.Fatal(err)
@@ -257,6 +266,7 @@ func TestAWeChatUnbindWhoseWriteFailedIsRetried(t *testing.T) {
 	w.addDevice(t, "pot-1")
 	alice := w.platform.NewUser("alice")
 	bind(t, w, alice, "pot-1")
+	w.platform.BindInWeChatOnly("pot-1", "alice") // bound in WeChat too (its device QR, or compel_bind)
 	st.down.Store(true)
 	if _, err := alice.Unbind(ctx5(), "pot-1"); err != nil {
 		t.Fatal(err)
