@@ -405,6 +405,9 @@ func decide(c *userCore, m *actorpb.UserMessage, in intent, ans map[string]answe
 
 func (c *userCore) act(m *actorpb.UserMessage, in intent, get func(string) answer, now time.Time, o *UserOptions, fx *userEffects) *actorpb.UserReply {
 	lang := c.st.Lang
+	if r := c.waitingReply(in, now, o); r != nil { // no pot yet, a request to join waiting (user_join.go)
+		return r
+	}
 	switch in.kind {
 	case "bad_qr":
 		return text(say(lang, "bind_bad_qr"))
@@ -480,7 +483,7 @@ func (c *userCore) bound(deviceID string, sprout bool, a answer, now time.Time, 
 	case a.err != nil:
 		return text(deviceErrorText(lang, deviceID, a.err))
 	case a.bind.Role == RolePending:
-		return c.joinReply(deviceID, a.bind, o)
+		return c.joinReply(deviceID, a.bind, now, o)
 	}
 	c.setBinding(Binding{DeviceID: deviceID, OpenID: c.openID, Role: a.bind.Role, BoundAt: now}, true)
 	if a.bind.Already {

@@ -48,6 +48,13 @@ type userJoin struct {
 	// UnbindRetries are WeChat unbinds (device_event unbind) whose store write failed: tried again
 	// until stored, so WeChat and Sprout agree.
 	UnbindRetries []unbindRetry `json:"unbind_retries,omitempty"`
+	// Joining are the user's requests to join, until they hear the result (or they expire).
+	Joining []joining `json:"joining,omitempty"`
+}
+
+type joining struct {
+	DeviceID string    `json:"device_id"`
+	Until    time.Time `json:"until"`
 }
 
 type unbindRetry struct {
@@ -57,7 +64,7 @@ type unbindRetry struct {
 }
 
 func (j userJoin) clone() userJoin {
-	return userJoin{StatusSubs: slices.Clone(j.StatusSubs), UnbindRetries: slices.Clone(j.UnbindRetries)}
+	return userJoin{StatusSubs: slices.Clone(j.StatusSubs), UnbindRetries: slices.Clone(j.UnbindRetries), Joining: slices.Clone(j.Joining)}
 }
 
 // subscribedStatus reports whether the user opened the pot's status (transmsg goes only to them).
@@ -100,13 +107,29 @@ func fromWeChat(o *UserOptions) *UserOptions {
 	return &c
 }
 
-// joinReply answers a scan that became a request to join (or renewed one).
-func (c *userCore) joinReply(deviceID string, br *actorpb.BindResult, o *UserOptions) *actorpb.UserReply {
+// joinReply answers a scan that became a request to join (or renewed one), and remembers it.
+func (c *userCore) joinReply(deviceID string, br *actorpb.BindResult, now time.Time, o *UserOptions) *actorpb.UserReply {
+	c.st.Joining = slices.DeleteFunc(c.st.Joining, func(j joining) bool { return j.DeviceID == deviceID || !now.Before(j.Until) })
+	c.st.Joining = append(c.st.Joining, joining{DeviceID: deviceID, Until: now.Add(o.Join.RequestTTL)})
 	mins := int(max(o.Join.PressWindow, time.Minute) / time.Minute)
 	if br.Already {
 		return text(say(c.st.Lang, "join_pending_again", deviceID, mins))
 	}
 	return text(say(c.st.Lang, "join_pending", deviceID, mins))
+}
+
+// waitingReply answers a user with no pot whose request to join waits: asking for the status,
+// the list or watering tells them it waits for the owner (not "you have no pots").
+func (c *userCore) waitingReply(in intent, now time.Time, o *UserOptions) *actorpb.UserReply {
+	if len(c.devices) > 0 || (in.kind != "water" && in.kind != "status" && in.kind != "list") {
+		return nil
+	}
+	for _, j := range c.st.Joining {
+		if now.Before(j.Until) {
+			return text(say(c.st.Lang, "join_pending_again", j.DeviceID, int(max(o.Join.PressWindow, time.Minute)/time.Minute)))
+		}
+	}
+	return nil
 }
 
 // undoWeChatBind: a WeChat bind (device_event bind) Sprout refuses (an unknown or revoked pot) is
@@ -148,6 +171,7 @@ func joinNotice(n *userCore, nt *actorpb.UserNotice, now time.Time, o *UserOptio
 		if key == "" {
 			return
 		}
+		n.st.Joining = slices.DeleteFunc(n.st.Joining, func(j joining) bool { return j.DeviceID == nt.DeviceId })
 		if r.Outcome == actorpb.JoinOutcome_JOIN_OUTCOME_TAKEN_OVER || r.Outcome == actorpb.JoinOutcome_JOIN_OUTCOME_REMOVED {
 			n.setBinding(Binding{DeviceID: nt.DeviceId}, false)
 		}

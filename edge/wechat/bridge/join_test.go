@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/edge/edgetest"
@@ -111,8 +113,8 @@ func TestASecondScannerWaitsUntilTheOwnerTapsApprove(t *testing.T) {
 	if err != nil || !strings.Contains(r.Content, "等待批准") {
 		t.Fatalf("a second scan: %q %v, want waiting for the owner", r.Content, err)
 	}
-	if r, _ := bob.ClickMenu(ctx5(), actors.MenuWater); !strings.Contains(r.Content, "还没有绑定") {
-		t.Fatalf("a waiting requester tapping water: %q", r.Content)
+	if r, _ := bob.ClickMenu(ctx5(), actors.MenuWater); !strings.Contains(r.Content, "还在等待管理员批准") {
+		t.Fatalf("a waiting requester tapping water: %q, want told it waits", r.Content)
 	}
 	if pot.Commands() != 0 || w.platform.IsBound("pot-1", "bob") {
 		t.Fatal("a waiting requester watered, or was bound in WeChat")
@@ -284,4 +286,28 @@ func TestAWeChatUnbindWhoseWriteFailedIsRetried(t *testing.T) {
 		r, err := alice.SendText(ctx5(), "我的设备")
 		return err == nil && strings.Contains(r.Content, "还没有绑定")
 	})
+}
+
+func TestAnExpiredRequestIsToldToTheRequester(t *testing.T) {
+	t.Parallel()
+	clock := clockwork.NewFakeClock()
+	w := newWorldWith(t, actors.DeviceOptions{Clock: clock}, nil)
+	w.addDevice(t, "pot-1")
+	alice, bob := w.platform.NewUser("alice"), w.platform.NewUser("bob")
+	bind(t, w, alice, "pot-1")
+	if r, err := bob.ScanSproutQR(ctx5(), label(t, w.platform, "pot-1")); err != nil || !strings.Contains(r.Content, "等待批准") {
+		t.Fatalf("a second scan: %q %v", r.Content, err)
+	}
+	// Nobody decides for a day.
+	actortest.Eventually(t, 5*time.Second, "the expiry armed", func() bool {
+		return len(deviceState(t, w, "pot-1", "").JoinRequests) == 1
+	})
+	clock.Advance(actors.DefaultJoinTTL + time.Second)
+	waitText(t, w, "bob", "已过期", 5*time.Second)
+	if st := deviceState(t, w, "pot-1", ""); len(st.JoinRequests) != 0 || len(st.Users) != 1 {
+		t.Fatalf("after expiry: users %v requests %v", st.Users, st.JoinRequests)
+	}
+	if r, _ := bob.SendText(ctx5(), "状态"); strings.Contains(r.Content, "等待") {
+		t.Fatalf("after expiry bob is still told he waits: %q", r.Content)
+	}
 }
