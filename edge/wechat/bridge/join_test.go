@@ -22,6 +22,7 @@ import (
 	"github.com/sprout-iot/sprout/edge/web"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
 	"github.com/sprout-iot/sprout/edge/wechat/bridge"
+	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/simulations/wechatsim"
 	"github.com/sprout-iot/sprout/store/memory"
 )
@@ -309,5 +310,30 @@ func TestAnExpiredRequestIsToldToTheRequester(t *testing.T) {
 	}
 	if r, _ := bob.SendText(ctx5(), "状态"); strings.Contains(r.Content, "等待") {
 		t.Fatalf("after expiry bob is still told he waits: %q", r.Content)
+	}
+}
+
+func TestAPressOfThePotsButtonLetsTheRequesterIn(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, nil)
+	secret := w.addDevice(t, "pot-1")
+	c := w.silent(t, "pot-1", secret)
+	alice, bob := w.platform.NewUser("alice"), w.platform.NewUser("bob")
+	bind(t, w, alice, "pot-1")
+	if r, err := bob.ScanSproutQR(ctx5(), label(t, w.platform, "pot-1")); err != nil || !strings.Contains(r.Content, "按一下花盆上的按钮") {
+		t.Fatalf("a second scan: %q %v, want told about the button", r.Content, err)
+	}
+	// Bob holds the pot: he presses its button (the pot sends BUTTON_PRESSED).
+	err := c.Send(&devicepb.Frame{Body: &devicepb.Frame_Event{Event: &devicepb.Event{Seq: 1, Kind: devicepb.EventKind_EVENT_KIND_BUTTON_PRESSED}}})
+	if err == nil {
+		err = c.AwaitAck(1, 5*time.Second, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitText(t, w, "bob", "按了花盆的按钮", 5*time.Second)
+	waitBound(t, w, "pot-1", "bob")
+	if r, _ := bob.SendText(ctx5(), "状态"); !strings.Contains(r.Content, "pot-1") || strings.Contains(r.Content, "等待") {
+		t.Fatalf("bob's status after the press: %q", r.Content)
 	}
 }
