@@ -409,6 +409,7 @@ func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
 	pot := w.connect(t, "pot-1", secret)
 	alice, mallory := w.platform.NewUser("alice"), w.platform.NewUser("mallory")
 	bind(t, w, alice, "pot-1")
+	_, _ = mallory.Subscribe(ctx5()) // she follows the account (only followers can write)
 	if r, _ := mallory.SendText(ctx5(), "状态"); !strings.Contains(r.Content, "还没有绑定") {
 		t.Fatalf("status for an unbound user: %q", r.Content)
 	}
@@ -449,6 +450,7 @@ func TestBindingUnknownRevokedOrForgedCodes(t *testing.T) {
 		"forged":  {strings.Replace(scene(t, "pot-404"), "pot-404", "pot-405", 1), "二维码无效"},
 	}
 	for name, tc := range cases {
+		w.platform.CreateQR(tc.scene) // only the account's parametric QR codes scan as events
 		r, err := u.ScanSproutQR(ctx5(), tc.scene)
 		if err != nil || !strings.Contains(r.Content, tc.want) {
 			t.Errorf("%s: %q %v", name, r.Content, err)
