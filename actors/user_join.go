@@ -158,8 +158,11 @@ func joinNotice(n *userCore, nt *actorpb.UserNotice, now time.Time, o *UserOptio
 			link = o.Join.ApproveURL(nt.DeviceId, r.Id)
 			msg = say(lang, "join_request", who, nt.DeviceId, at, link)
 		}
+		// The link is in the text; a template card links the pot's page, which lists the requests
+		// with the same one-tap buttons. (Integration with the message kinds of the push outbox:
+		// kind join_request, fields pot, who, time.)
 		fx.pushes = append(fx.pushes, messagePush(&n.st, now, o, id, o.Join.TemplateID, msg,
-			map[string]string{"device": nt.DeviceId, "alert": say(lang, "join_short"), "detail": msg, "url": link}))
+			map[string]string{"device": nt.DeviceId, "alert": say(lang, "join_short"), "detail": msg}))
 	case *actorpb.UserNotice_JoinResult:
 		r := b.JoinResult
 		key := map[actorpb.JoinOutcome]string{
