@@ -62,6 +62,20 @@ type chatRefused struct {
 	Code    int
 	Meaning string
 	Errmsg  string
+	Detail  string // WeChat's errmsg when it names the field at fault
+}
+
+// showable replaces what the chat's fonts cannot draw (emoji outside the BMP) with a marker.
+func showable(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r > 0xFFFF {
+			b.WriteString("[表情]")
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func describeEvent(e Entry) (side, text, note string) {
@@ -173,6 +187,10 @@ func (p *Platform) chatLines(es []Entry) []chatLine {
 			} else {
 				r.What = "客服消息"
 			}
+			r.Preview = showable(r.Preview)
+			if e.Errcode == 47003 && e.Errmsg != "" {
+				r.Detail = e.Errmsg
+			}
 			l.Refused = r
 		case e.Kind == KindTransMsg:
 			l.Side, l.Class, l.Text = "sys", "muted", fmt.Sprintf("发送给设备 %s 的数据（%d 字节）", e.DeviceID, len(e.Payload))
@@ -228,15 +246,16 @@ body{margin:0;background:#d9d9d9;font-family:"PingFang SC","Noto Sans CJK SC","N
 .card{background:#fff;border-radius:6px;width:262px;font-size:14px;overflow:hidden}
 .card h3{margin:0;padding:12px 14px 2px;font-size:16px;font-weight:600}
 .card .date{padding:0 14px 8px;color:#999;font-size:12px}
-.card dl{margin:0;padding:4px 14px 10px}
-.card .f{display:flex;margin:3px 0;line-height:1.4}
-.card dt{color:#888;flex:none;margin-right:6px}
-.card dd{margin:0;color:#222;word-break:break-all}
+.card .fields{padding:4px 14px 10px}
+.card .f{margin:3px 0;line-height:1.45}
+.card .k{color:#888}
+.card .v{color:#222;word-break:break-all}
 .card .link{display:flex;justify-content:space-between;border-top:1px solid #eee;padding:10px 14px;color:#111;text-decoration:none}
 .card .link:after{content:"›";color:#bbb}
 .undelivered .card{opacity:.45}
 .refused{background:#fff0f0;border:1px solid #e64340;border-radius:6px;padding:8px 11px;font-size:13px;color:#e64340;max-width:262px}
 .refused b{display:block;margin-bottom:2px}
+.refused .why{font-size:11px;color:#b55;margin-top:3px;overflow-wrap:anywhere}
 .refused .pv{color:#a33;white-space:pre-wrap;word-break:break-word;margin-top:4px;font-size:12px}
 .list a{display:flex;justify-content:space-between;padding:14px 12px;background:#fff;border-bottom:1px solid #eee;color:#111;text-decoration:none}
 .list small{color:#999}
@@ -252,8 +271,8 @@ var chatTmpl = template.Must(template.New("chat").Parse(`<!doctype html>
 {{if eq .Side "sys"}}<div class="sys {{.Class}}"><span>{{.Text}}</span>{{if .Note}}<div class="note{{if .NoteRed}} red{{end}}">{{.Note}}</div>{{end}}</div>
 {{else}}<div class="row {{.Side}} {{.Class}}"><div class="av">{{if eq .Side "me"}}我{{else}}芽{{end}}</div><div class="col">
 {{if .Label}}<div class="cap">{{.Label}}</div>{{end}}
-{{if .Card}}<div class="card"><h3>{{.Card.Title}}</h3><div class="date">{{.Card.Date}}</div><dl>{{range .Card.Fields}}<div class="f">{{if .Label}}<dt>{{.Label}}：</dt>{{end}}<dd>{{.Value}}</dd></div>{{end}}</dl>{{if .Card.URL}}<a class="link" href="{{.Card.URL}}">查看详情</a>{{end}}</div>
-{{else if .Refused}}<div class="refused"><b>{{.Refused.What}}发送失败（{{.Refused.Code}}）</b>{{.Refused.Meaning}}{{if .Refused.Preview}}<div class="pv">{{.Refused.Preview}}</div>{{end}}</div>
+{{if .Card}}<div class="card"><h3>{{.Card.Title}}</h3><div class="date">{{.Card.Date}}</div><div class="fields">{{range .Card.Fields}}<div class="f">{{if .Label}}<span class="k">{{.Label}}：</span>{{end}}<span class="v">{{.Value}}</span></div>{{end}}</div>{{if .Card.URL}}<a class="link" href="{{.Card.URL}}">查看详情</a>{{end}}</div>
+{{else if .Refused}}<div class="refused"><b>{{.Refused.What}}发送失败（{{.Refused.Code}}）</b>{{.Refused.Meaning}}{{if .Refused.Detail}}<div class="why">{{.Refused.Detail}}</div>{{end}}{{if .Refused.Preview}}<div class="pv">{{.Refused.Preview}}</div>{{end}}</div>
 {{else}}<div class="bubble">{{.Text}}</div>{{end}}
 {{if .Note}}<div class="note{{if .NoteRed}} red{{end}}">{{.Note}}</div>{{end}}
 </div></div>{{end}}{{end}}</div>

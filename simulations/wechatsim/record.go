@@ -86,13 +86,15 @@ func (p *Platform) Conversation(openID string) []Entry {
 	return append([]Entry(nil), p.entries[openID]...)
 }
 
-// Received returns what a user received (Direction Out), oldest first.
+// Received returns what reached the user (Direction Out), oldest first: not the sends WeChat
+// refused (KindRefused) nor template cards whose delivery failed (Delivery other than success).
 func (p *Platform) Received(openID string) []Entry {
 	var out []Entry
 	for _, e := range p.Conversation(openID) {
-		if e.Direction == Out {
-			out = append(out, e)
+		if e.Direction != Out || e.Kind == KindRefused || (e.Kind == KindTemplate && e.Delivery != DeliverySuccess) {
+			continue
 		}
+		out = append(out, e)
 	}
 	return out
 }
@@ -105,16 +107,16 @@ func (p *Platform) WaitFor(openID string, timeout time.Duration, match func(Entr
 	seen := 0
 	for {
 		p.mu.Lock()
-		es := p.entries[openID]
+		es := append([]Entry(nil), p.entries[openID][seen:]...)
 		changed := p.changed
-		for ; seen < len(es); seen++ {
-			if match(es[seen]) {
-				e := es[seen]
-				p.mu.Unlock()
+		p.mu.Unlock()
+		// match runs without the lock: it may look at the platform (Conversation, Window, ...).
+		for _, e := range es {
+			seen++
+			if match(e) {
 				return e, nil
 			}
 		}
-		p.mu.Unlock()
 		select {
 		case <-changed:
 		case <-deadline.C:

@@ -150,7 +150,9 @@ func (u *User) Subscribe(ctx context.Context) (*Reply, error) {
 	return u.event(ctx, "subscribe")
 }
 
-// Unsubscribe unfollows the account. Afterwards every send to the user is refused with 43004.
+// Unsubscribe unfollows the account. Afterwards every send to the user is refused with 43004, and
+// the client's device status subscriptions end. The user's device bindings stay: whether WeChat
+// unbinds devices on unfollow is not documented.
 func (u *User) Unsubscribe(ctx context.Context) (*Reply, error) {
 	u.p.mu.Lock()
 	if !u.st().subscribed {

@@ -151,3 +151,19 @@ func TestAnUnfollowedUserGets43004ForEverythingUntilTheyFollowAgain(t *testing.T
 		t.Fatalf("after following again: %d", code)
 	}
 }
+
+func TestReceivedIsOnlyWhatReachedTheUser(t *testing.T) {
+	p := start(t, wechatsim.Options{})
+	newSprout(t, p)
+	a := newAPI(t, p)
+	u := p.NewUser("oRCV")
+	u.Subscribe(ctx5(t))
+	a.cs("oRCV", "one")
+	a.template("oRCV", "tmpl_nope", "", alertData())
+	u.SetDeliveryStatus(wechatsim.DeliveryUserBlock)
+	a.template("oRCV", "tmpl_alert_raised", "", alertData())
+	got := p.Received("oRCV")
+	if len(got) != 1 || got[0].Text != "one" {
+		t.Fatalf("received %+v", got)
+	}
+}
