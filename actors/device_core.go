@@ -79,7 +79,8 @@ type deviceCore struct {
 	lastOrder uint64                  // the last openCommand.order given
 	recent    []*actorpb.CommandOutcome
 
-	users []Binding // bound WeChat users, owner first
+	users []Binding              // bound WeChat users, owner first
+	joins []*actorpb.JoinRequest // requests to join waiting for the owner, oldest first (join.go)
 
 	flap        flapLimit
 	connects    []time.Time // recent authenticated connects, within flap.window
@@ -114,6 +115,8 @@ type effects struct {
 	outcomes  []*actorpb.CommandOutcome // to whoever waits for these commands, and published
 	notices   []*actorpb.DeviceNotice   // published to subscribers
 	timers    []timer                   // command deadlines to arm
+	join      joinEffects               // join notices and WeChat binding calls (join.go)
+	pressed   *buttonPress              // the pot's button was pressed: let a request in (join_grain.go)
 }
 
 type timer struct {
@@ -161,6 +164,7 @@ func (c *deviceCore) next() *deviceCore {
 	}
 	n.recent = slices.Clip(c.recent)
 	n.users = slices.Clip(c.users)
+	n.joins = slices.Clip(c.joins)
 	n.connects = slices.Clone(c.connects)
 	return &n
 }
@@ -207,6 +211,7 @@ func (c *deviceCore) recover(d Device, r Recovered, now time.Time) (effects, err
 			c.setAlert(a.Kind, a)
 		}
 		c.recent = snap.RecentOutcomes
+		c.joins = snap.JoinRequests // pruned once the bindings are loaded
 		for _, o := range snap.OpenCommands {
 			oc := &openCommand{req: o.Command, deadline: time.UnixMilli(o.AtMs)}
 			if oc.req == nil || oc.req.CommandId != o.CommandId {
@@ -233,7 +238,7 @@ func (c *deviceCore) recover(d Device, r Recovered, now time.Time) (effects, err
 
 // snapshot serialises what recovery needs.
 func (c *deviceCore) snapshot() []byte {
-	s := &actorpb.DeviceState{DeviceId: c.id, Config: c.config, RecentOutcomes: c.recent}
+	s := &actorpb.DeviceState{DeviceId: c.id, Config: c.config, RecentOutcomes: c.recent, JoinRequests: c.joins}
 	for _, k := range alertOrder {
 		if a := c.alerts[k]; a != nil {
 			s.Alerts = append(s.Alerts, a)
@@ -400,6 +405,8 @@ func (c *deviceCore) report(m *actorpb.Report, now time.Time) (*actorpb.ReportAc
 			c.clear(&fx, actorpb.AlertKind_ALERT_KIND_TANK_EMPTY, c.tankLevel(), c.config.GetThresholds().GetTankEmptyPct(), now)
 		case devicepb.EventKind_EVENT_KIND_PUMP_FAULT:
 			c.raise(&fx, actorpb.AlertKind_ALERT_KIND_PUMP_FAULT, 0, 0, now)
+		case devicepb.EventKind_EVENT_KIND_BUTTON_PRESSED:
+			fx.pressed = &buttonPress{long: e.Detail == ButtonLongPress, at: now}
 		}
 		return &actorpb.ReportAck{Seq: e.Seq}, fx
 	}

@@ -298,7 +298,7 @@ func TestRevocationClosesTheConnectionAndRefusesEverything(t *testing.T) {
 	if d, out, _ := c.sendCommand(&actorpb.SendCommand{CommandId: "w2", Kind: devicepb.CommandKind_COMMAND_KIND_READ_NOW}, t0); d != commandAnswered || out.Outcome != actorpb.Outcome_OUTCOME_REVOKED {
 		t.Fatalf("command after revocation: %v", out)
 	}
-	if res, _ := c.bind("carol", t0); res.Ok || res.Code != actorpb.ErrorCode_ERROR_CODE_REVOKED {
+	if res, _, _ := c.bind("carol", "sprout_qr", t0); res.Ok || res.Code != actorpb.ErrorCode_ERROR_CODE_REVOKED {
 		t.Fatalf("bind after revocation: %v", res)
 	}
 	// Idempotent: nothing more happens the second time.

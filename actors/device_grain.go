@@ -65,7 +65,9 @@ type DeviceOptions struct {
 	// blocking them on cluster look-ups (default: one per member, made on first use, with the
 	// default CourierOptions).
 	Courier *Courier
-	Logger  *slog.Logger
+	// Join configures who may join a pot after its owner (join.go).
+	Join   JoinOptions
+	Logger *slog.Logger
 }
 
 func (o *DeviceOptions) defaults() {
@@ -90,6 +92,7 @@ func (o *DeviceOptions) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.Join.defaults()
 }
 
 // deviceKind is what the device grains of one member share.
@@ -145,6 +148,7 @@ type deviceGrain struct {
 	retries     map[uint64]clockwork.Timer // steps waiting to be tried again (retryStep)
 	retrySeq    uint64
 	idleTimer   clockwork.Timer // armed only while idle() (see idleCheck)
+	joinTimer   clockwork.Timer // the earliest pending request's expiry (join_grain.go)
 	lastActive  time.Time
 	stopping    bool
 	log         *slog.Logger // made on first use (logger): most grains never log
@@ -214,6 +218,9 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 			g.idleTimer.Stop()
 			g.idleTimer = nil
 		}
+		if g.joinTimer != nil {
+			g.joinTimer.Stop()
+		}
 	case idleCheck:
 		// Passivate an offline grain with nothing to do; its state is in storage.
 		g.idleTimer = nil
@@ -244,6 +251,14 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		g.bind(ctx, m)
 	case *actorpb.UnbindDevice:
 		g.unbind(ctx, m)
+	case *actorpb.JoinDecide:
+		g.joinDecide(ctx, m)
+	case *actorpb.JoinUnbind:
+		g.joinUnbind(ctx, m)
+	case joinExpiry:
+		g.step(ctx, m, attempt, func(c *deviceCore, now time.Time) effects { return c.expireJoins(now, &g.opts.Join) })
+	case *buttonPress:
+		g.pressed(ctx, m, attempt)
 	case *actorpb.RevokeDevice:
 		g.revoke(ctx, m)
 	case *actorpb.Subscribe:
@@ -284,7 +299,8 @@ func (g *deviceGrain) logger() *slog.Logger {
 // idle reports whether the grain could passivate: offline with no open command and no step
 // waiting to be stored.
 func (g *deviceGrain) idle() bool {
-	return g.core != nil && !g.core.online && len(g.core.open) == 0 && len(g.retries) == 0
+	// A pot with requests to join stays active to expire them on time.
+	return g.core != nil && !g.core.online && len(g.core.open) == 0 && len(g.retries) == 0 && len(g.core.joins) == 0
 }
 
 // armIdle runs after every message: it holds an idle timer exactly while the grain is idle.
@@ -340,6 +356,7 @@ func (g *deviceGrain) load(ctx actor.Context) {
 			return
 		}
 		next.users = withOwner(users)
+		next.pruneJoins()
 	}
 	// Claim the device now, not at the first change: a duplicate activation elsewhere (created by
 	// a read during a membership change) must fence the old one before it serves another frame.
@@ -354,6 +371,7 @@ func (g *deviceGrain) load(ctx actor.Context) {
 		return
 	}
 	g.core, g.device, g.loaded = next, d, true
+	fx.join.arm = true // requests that expired meanwhile expire now
 	g.perform(ctx, fx)
 }
 
@@ -373,10 +391,15 @@ func (g *deviceGrain) stateFor(ctx actor.Context, openID string) *actorpb.Device
 	case !g.core.known:
 		return &actorpb.DeviceState{DeviceId: id, Denied: openID != "", Error: actorpb.ErrorCode_ERROR_CODE_UNKNOWN_DEVICE}
 	case openID != "" && !g.core.bound(openID):
-		return &actorpb.DeviceState{DeviceId: id, Known: true, Denied: true, Error: actorpb.ErrorCode_ERROR_CODE_NOT_BOUND}
+		// A requester waiting for the owner sees that, and nothing of the pot.
+		return &actorpb.DeviceState{DeviceId: id, Known: true, Denied: true, Error: actorpb.ErrorCode_ERROR_CODE_NOT_BOUND,
+			JoinPending: g.core.joinByID("", openID)}
 	}
 	st := g.core.state()
 	st.Users = g.core.userIDs()
+	if openID == "" || openID == g.core.owner() {
+		st.JoinRequests = g.core.joins
+	}
 	return st
 }
 
@@ -611,6 +634,7 @@ func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
 	for _, b := range fx.bindings {
 		g.kind.courierOf(ctx.ActorSystem()).Send(b.openID, UserKind, b.msg)
 	}
+	g.performJoin(ctx, fx)
 }
 
 func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {
@@ -638,14 +662,19 @@ func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {
 var bindUnavailable = &actorpb.BindResult{Error: "storage", Code: actorpb.ErrorCode_ERROR_CODE_UNAVAILABLE}
 
 // bind binds a user: stored in the bindings first, then logged, then the user is told. A failed
-// log entry does not undo a stored binding (the bindings are the truth; it is logged).
+// log entry does not undo a stored binding (the bindings are the truth; it is logged). A scan
+// after the owner's becomes a request to join (join_grain.go).
 func (g *deviceGrain) bind(ctx actor.Context, m *actorpb.BindDevice) {
 	if !g.ready(ctx) || g.opts.Users == nil {
 		ctx.Respond(bindUnavailable)
 		return
 	}
 	now := g.now()
-	res, b := g.core.bind(m.OpenId, now)
+	res, b, ask := g.core.bind(m.OpenId, m.Via, now)
+	if ask {
+		g.ask(ctx, m, res)
+		return
+	}
 	if b != nil {
 		c, cancel := context.WithTimeout(context.Background(), loadTimeout)
 		defer cancel()
@@ -656,7 +685,11 @@ func (g *deviceGrain) bind(ctx actor.Context, m *actorpb.BindDevice) {
 		}
 		next := g.core.next()
 		fx := effectsWithEvent(now, EventKindBound, m)
-		next.addUser(*b, &fx)
+		if j := next.joinByID("", b.OpenID); j != nil { // invited while waiting: the request is answered
+			next.admit(j, *b, actorpb.JoinOutcome_JOIN_OUTCOME_APPROVED, now, &g.opts.Join, &fx)
+		} else {
+			next.addUser(*b, &fx)
+		}
 		g.keepStored(ctx, next, fx, "binding")
 	}
 	ctx.Respond(res)
@@ -668,7 +701,7 @@ func (g *deviceGrain) unbind(ctx actor.Context, m *actorpb.UnbindDevice) {
 		return
 	}
 	if !g.core.bound(m.OpenId) {
-		ctx.Respond(&actorpb.BindResult{Ok: true})
+		g.withdraw(ctx, m.OpenId) // a requester who gave up waiting
 		return
 	}
 	c, cancel := context.WithTimeout(context.Background(), loadTimeout)
@@ -736,6 +769,7 @@ func (g *deviceGrain) revoke(ctx actor.Context, m *actorpb.RevokeDevice) {
 	}
 	next := g.core.next()
 	fx := next.revoke(m, unbound, now)
+	next.revokeJoins(unbound, now, &g.opts.Join, &fx)
 	g.keepStored(ctx, next, fx, "revocation")
 	res := &actorpb.RevokeResult{RevokedAtMs: g.core.revokedAt.UnixMilli()}
 	if failed {

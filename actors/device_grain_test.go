@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -122,14 +123,36 @@ func (r *userRecorder) add(s string) {
 	r.mu.Unlock()
 }
 
+// all is what users were told, without the join notices (joins).
 func (r *userRecorder) all() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]string(nil), r.got...)
+	var out []string
+	for _, g := range r.got {
+		if !strings.Contains(g, ": join ") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// joins is the join notices users were told ("openid: join request" or "openid: join OUTCOME").
+func (r *userRecorder) joins() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, g := range r.got {
+		if strings.Contains(g, ": join ") {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 func (r *userRecorder) has(s string) bool {
-	for _, g := range r.all() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, g := range r.got {
 		if g == s {
 			return true
 		}
@@ -148,6 +171,13 @@ func (r *userRecorder) kind() *pcluster.Kind {
 			r.add(fmt.Sprintf("%s: bound=%v role=%s", id.Identity, m.Bound, m.Role))
 		case *actorpb.CommandOutcome:
 			r.add(fmt.Sprintf("%s: outcome %s %s", id.Identity, m.CommandId, m.Outcome))
+		case *actorpb.UserNotice:
+			switch b := m.Body.(type) {
+			case *actorpb.UserNotice_JoinRequest:
+				r.add(fmt.Sprintf("%s: join request %s", id.Identity, b.JoinRequest.OpenId))
+			case *actorpb.UserNotice_JoinResult:
+				r.add(fmt.Sprintf("%s: join %s", id.Identity, b.JoinResult.Outcome))
+			}
 		}
 	}))
 }
@@ -221,9 +251,19 @@ func (n *node) command(t *testing.T, id string, m *actorpb.SendCommand) *actorpb
 	return n.request(t, id, m).(*actorpb.CommandOutcome)
 }
 
+// bind binds openID as a scan does; after the owner, the scan is a request to join, which the
+// owner approves (the answer is then the bound user's).
 func (n *node) bind(t *testing.T, id, openID string) *actorpb.BindResult {
 	t.Helper()
-	return n.request(t, id, &actorpb.BindDevice{OpenId: openID, Via: "test"}).(*actorpb.BindResult)
+	r := n.request(t, id, &actorpb.BindDevice{OpenId: openID, Via: "sprout_qr"}).(*actorpb.BindResult)
+	if r.Role != actors.RolePending {
+		return r
+	}
+	owner := n.state(t, id).Users[0]
+	if d := n.request(t, id, &actorpb.JoinDecide{OpenId: openID, Approve: true, By: owner}).(*actorpb.JoinDecided); d.Error != 0 {
+		t.Fatalf("the owner approving %s: %v", openID, d)
+	}
+	return n.request(t, id, &actorpb.BindDevice{OpenId: openID, Via: "sprout_qr"}).(*actorpb.BindResult)
 }
 
 func (n *node) revoke(t *testing.T, id string) *actorpb.RevokeResult {

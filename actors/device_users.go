@@ -33,27 +33,32 @@ func (c *deviceCore) mayCommand(requestedBy string) bool {
 }
 
 // bind decides a binding: unknown and revoked devices refuse, the first binder becomes the owner,
-// and binding again changes nothing.
-func (c *deviceCore) bind(openID string, now time.Time) (*actorpb.BindResult, *Binding) {
+// binding again changes nothing. After the owner, a trusted way (the owner's invite, an operator)
+// adds a member at once; any other (a scan) is a request to join (ask true): it waits for the
+// owner or a press of the pot's button (join.go).
+func (c *deviceCore) bind(openID, via string, now time.Time) (res *actorpb.BindResult, b *Binding, ask bool) {
 	switch {
 	case !c.known:
-		return &actorpb.BindResult{Error: "unknown_device", Code: actorpb.ErrorCode_ERROR_CODE_UNKNOWN_DEVICE}, nil
+		return &actorpb.BindResult{Error: "unknown_device", Code: actorpb.ErrorCode_ERROR_CODE_UNKNOWN_DEVICE}, nil, false
 	case c.revoked:
-		return &actorpb.BindResult{Error: "revoked", Code: actorpb.ErrorCode_ERROR_CODE_REVOKED}, nil
+		return &actorpb.BindResult{Error: "revoked", Code: actorpb.ErrorCode_ERROR_CODE_REVOKED}, nil, false
 	case openID == "":
-		return &actorpb.BindResult{Error: "no_user", Code: actorpb.ErrorCode_ERROR_CODE_INVALID}, nil
+		return &actorpb.BindResult{Error: "no_user", Code: actorpb.ErrorCode_ERROR_CODE_INVALID}, nil, false
 	}
 	for _, b := range c.users {
 		if b.OpenID == openID {
-			return &actorpb.BindResult{Ok: true, Role: b.Role, Already: true}, nil
+			return &actorpb.BindResult{Ok: true, Role: b.Role, Already: true}, nil, false
 		}
 	}
 	role := RoleMember
-	if len(c.users) == 0 {
+	switch {
+	case len(c.users) == 0:
 		role = RoleOwner
+	case !trustedJoin(via):
+		return &actorpb.BindResult{Ok: true, Role: RolePending, Already: c.joinIndex(openID) >= 0}, nil, true
 	}
-	b := Binding{DeviceID: c.id, OpenID: openID, Role: role, BoundAt: now}
-	return &actorpb.BindResult{Ok: true, Role: role}, &b
+	b = &Binding{DeviceID: c.id, OpenID: openID, Role: role, BoundAt: now}
+	return &actorpb.BindResult{Ok: true, Role: role}, b, false
 }
 
 // addUser and removeUser apply a stored binding change and tell the users concerned. When the

@@ -145,6 +145,7 @@ type userState struct {
 	// Watering is the water commands this user started that have not ended yet: a tap for the
 	// same pot meanwhile joins the command instead of watering again.
 	Watering []watering `json:"watering,omitempty"`
+	userJoin            // status subscriptions, WeChat unbinds to retry (user_join.go)
 }
 
 type cachedReply struct {
@@ -172,6 +173,7 @@ func (s *userState) clone() userState {
 	c.AlertPushes = slices.Clone(s.AlertPushes)
 	c.Summary = slices.Clone(s.Summary)
 	c.Watering = slices.Clone(s.Watering)
+	c.userJoin = s.userJoin.clone()
 	return c
 }
 
@@ -403,13 +405,17 @@ func decide(c *userCore, m *actorpb.UserMessage, in intent, ans map[string]answe
 
 func (c *userCore) act(m *actorpb.UserMessage, in intent, get func(string) answer, now time.Time, o *UserOptions, fx *userEffects) *actorpb.UserReply {
 	lang := c.st.Lang
+	if r := c.waitingReply(in, now, o); r != nil { // no pot yet, a request to join waiting (user_join.go)
+		return r
+	}
 	switch in.kind {
 	case "bad_qr":
 		return text(say(lang, "bind_bad_qr"))
 	case "bind_sprout", "bind_wechat":
 		return c.bound(in.arg, in.kind == "bind_sprout", get(in.arg), now, o, fx)
 	case "unbind_wechat":
-		c.unbound(in.arg, get(in.arg), now, o, fx)
+		c.st.unbindLater(in.arg, get(in.arg), now)
+		c.unbound(in.arg, get(in.arg), now, fromWeChat(o), fx)
 		return &actorpb.UserReply{}
 	case "unbind":
 		id, msg, ok := pickDevice(lang, c.devices, in.arg)
@@ -448,6 +454,7 @@ func (c *userCore) act(m *actorpb.UserMessage, in intent, get func(string) answe
 		return text(say(lang, "device_list", deviceList(lang, c.devices)))
 	case "status_sub":
 		a := get(in.arg)
+		c.st.setStatusSub(m, a)
 		return &actorpb.UserReply{Kind: actorpb.UserReply_KIND_DEVICE_STATUS, Connected: a.err == nil && a.state.Online}
 	case "device_text":
 		// Bytes from the device page: "status" asks for the state; anything else is answered with it.
@@ -465,6 +472,9 @@ func (c *userCore) act(m *actorpb.UserMessage, in intent, get func(string) answe
 
 func (c *userCore) bound(deviceID string, sprout bool, a answer, now time.Time, o *UserOptions, fx *userEffects) *actorpb.UserReply {
 	lang := c.st.Lang
+	if !sprout {
+		c.undoWeChatBind(deviceID, a, now, o, fx)
+	}
 	switch {
 	case errors.Is(a.err, ErrUnknownDevice):
 		return text(say(lang, "bind_unknown", deviceID))
@@ -472,6 +482,8 @@ func (c *userCore) bound(deviceID string, sprout bool, a answer, now time.Time, 
 		return text(say(lang, "bind_revoked", deviceID))
 	case a.err != nil:
 		return text(deviceErrorText(lang, deviceID, a.err))
+	case a.bind.Role == RolePending:
+		return c.joinReply(deviceID, a.bind, now, o)
 	}
 	c.setBinding(Binding{DeviceID: deviceID, OpenID: c.openID, Role: a.bind.Role, BoundAt: now}, true)
 	if a.bind.Already {
@@ -565,8 +577,10 @@ func notice(c *userCore, nt *actorpb.UserNotice, now time.Time, o *UserOptions) 
 		msg := say(lang, "flapping", nt.DeviceId, f.WindowS, f.Connects, mins)
 		fx.pushes = append(fx.pushes, messagePush(&n.st, now, o, pushID("notice", n.openID, nt.NoticeId), o.AlertTemplateID, msg,
 			map[string]string{"device": nt.DeviceId, "alert": say(lang, "flapping_short"), "detail": msg}))
+	case *actorpb.UserNotice_JoinRequest, *actorpb.UserNotice_JoinResult:
+		joinNotice(&n, nt, now, o, &fx)
 	case *actorpb.UserNotice_Presence:
-		if o.StatusPushes {
+		if o.StatusPushes && n.st.subscribedStatus(nt.DeviceId) {
 			fx.pushes = append(fx.pushes, Push{ID: pushID("status", n.openID, nt.NoticeId), Kind: PushStatus,
 				Payload: mustJSON(PushPayload{DeviceID: nt.DeviceId, DeviceType: o.DeviceType, Connected: b.Presence.Online})})
 		}

@@ -56,6 +56,8 @@ type UserOptions struct {
 	DeviceType string
 	// Pushed, if set, is called after pushes are enqueued (wakes the node's pusher at once).
 	Pushed func()
+	// Join: the press window (told to requesters), the approval link, the join template (join.go).
+	Join   JoinOptions
 	Logger *slog.Logger
 }
 
@@ -89,6 +91,7 @@ func (o *UserOptions) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.Join.defaults()
 }
 
 // NewUserKind returns the cluster kind that hosts user grains on this member.
@@ -121,7 +124,9 @@ type userGrain struct {
 	saved   []byte // the snapshot as last loaded or stored
 	cluster *cluster.Cluster
 	summary clockwork.Timer
-	log     *slog.Logger
+	// unbindTimer: the earliest WeChat unbind to try again (user_join.go)
+	unbindTimer clockwork.Timer
+	log         *slog.Logger
 	// jobs are the callbacks waiting for device answers, by dedup key; watering by the pot a tap
 	// is for, so that another tap for that pot meanwhile joins it.
 	jobs     map[string]*job
@@ -181,7 +186,7 @@ func (g *userGrain) Receive(ctx actor.Context) {
 			g.summary.Stop()
 		}
 	case *actor.ReceiveTimeout:
-		if len(g.core.st.Summary) == 0 && len(g.pending) == 0 {
+		if len(g.core.st.Summary) == 0 && len(g.pending) == 0 && len(g.core.st.UnbindRetries) == 0 {
 			ctx.Stop(ctx.Self())
 		}
 	case *actorpb.UserMessage:
@@ -200,6 +205,10 @@ func (g *userGrain) Receive(ctx actor.Context) {
 		} else {
 			g.log.Warn("a notice was not pushed: the user's state could not be loaded", "notice", m.NoticeId)
 		}
+	case unbindRetryDue:
+		g.retryUnbinds(ctx)
+	case *unbindRetried:
+		g.unbindDone(ctx, m)
 	case summaryDue:
 		if g.ready(ctx) {
 			next, fx := flushSummary(&g.core, g.opts.Clock.Now(), g.opts)
@@ -252,6 +261,7 @@ func (g *userGrain) load(ctx actor.Context) {
 		}
 		g.armSummary(ctx, due)
 	}
+	g.armUnbindRetry(ctx)
 }
 
 // ready loads the state if it is not loaded yet, and reports whether it is.
@@ -462,6 +472,8 @@ func (g *userGrain) commit(ctx actor.Context, next userCore, fx userEffects) boo
 			cancel()
 			if err != nil {
 				g.log.Warn("saving user failed; nothing of this message was done", "err", err)
+				g.keepUnbindRetries(next)
+				g.armUnbindRetry(ctx)
 				return false
 			}
 			g.saved = b
@@ -483,6 +495,7 @@ func (g *userGrain) commit(ctx actor.Context, next userCore, fx userEffects) boo
 	if !fx.summaryAt.IsZero() {
 		g.armSummary(ctx, fx.summaryAt)
 	}
+	g.armUnbindRetry(ctx)
 	return true
 }
 

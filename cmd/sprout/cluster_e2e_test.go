@@ -99,6 +99,27 @@ func (c *testCluster) edges(nodes []*server) []string {
 }
 
 // command posts a command to a node's API and returns the outcome name, or "http <status>".
+// approveJoins approves every pending request to join pot id through the API.
+func approveJoins(t *testing.T, s *server, id string) {
+	t.Helper()
+	var m struct {
+		Requests []struct{ ID string } `json:"join_requests"`
+	}
+	s.get(t, "/api/v1/devices/"+id+"/members", &m)
+	for _, r := range m.Requests {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+s.http+"/api/v1/devices/"+id+"/join-requests/"+r.ID+"/approve", nil)
+		req.Header.Set("Authorization", "Bearer "+s.token)
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("approving a request to join %s: HTTP %d", id, resp.StatusCode)
+		}
+	}
+}
+
 func command(s *server, id, kind string, timeout time.Duration) string {
 	body := fmt.Sprintf(`{"kind":%q,"water_ms":500,"timeout_ms":%d}`, kind, timeout.Milliseconds())
 	req, _ := http.NewRequest(http.MethodPost, "http://"+s.http+"/api/v1/devices/"+id+"/commands", strings.NewReader(body))
@@ -175,8 +196,15 @@ func TestClusterRoutesCommandsAndAlertsAcrossNodes(t *testing.T) {
 		for _, id := range []string{"x-0001", "x-0002", "x-0003"} {
 			scene, _ := qr.Scene(c.qrKey, qr.Code{Product: "pot", Device: id})
 			r, err := scanParamQR(ctx, c.platform, u, scene)
-			if err != nil || !strings.Contains(r.Content, "绑定成功") {
+			want := "绑定成功"
+			if u == bob {
+				want = "等待批准" // after the owner, a scan waits for approval (approved below, as an operator)
+			}
+			if err != nil || !strings.Contains(r.Content, want) {
 				t.Fatalf("bind %s: %v %v", id, r, err)
+			}
+			if u == bob {
+				approveJoins(t, c.nodes[0], id)
 			}
 		}
 	}

@@ -113,11 +113,12 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	cfg.grain.Notify = hooks.notify
 	users, _ := st.(actors.UserStore)
 	cfg.grain.Users = users
-	wx, err := newWeChat(&cfg.wx, users, log)
+	wx, err := newWeChat(&cfg.wx, st, users, log)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
+	cfg.grain.Join = wx.joinOptions()
 	if hooks.wechat != nil {
 		hooks.wechat(wx)
 	}
@@ -174,7 +175,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			PublicURL: cfg.wx.publicURL,
 			OAuth:     web.OAuth{AppID: cfg.wx.appID, Secret: cfg.wx.secret, APIBase: cfg.wx.apiBase, AuthorizeBase: cfg.wx.authorizeBase()},
 			WaterMs:   uint32(cfg.wx.waterMs), CommandTimeout: cfg.wx.commandTimeout, VerifyScene: wx.verifyScene,
-			JSSDK: wx.jsConfig(m.Cluster), VerifyDeviceQR: wx.verifyDeviceQR(m.Cluster),
+			JSSDK: wx.jsConfig(m.Cluster), VerifyDeviceQR: wx.verifyDeviceQR(m.Cluster), PressWindow: cfg.wx.joinPress,
 			Follow: web.Follow{QR: cfg.wx.followQR, URL: cfg.wx.followURL}}).Routes(r)
 	}
 	if err := wx.start(m.Cluster, r, m.Address()); err != nil {

@@ -33,6 +33,7 @@ type wechatConfig struct {
 	alertWindow                                    time.Duration
 	webCookieKey, publicURL                        string
 	followQR, followURL                            string // labels: how the pages tell users to follow
+	joinPress, joinTTL, reconcileInterval          time.Duration
 }
 
 // cookieKey signs the pages' session cookies: SPROUT_WEB_COOKIE_KEY (hex, 32+ bytes), or one
@@ -65,7 +66,7 @@ func (c *wechatConfig) register(fs *flagSet) {
 	fs.str(&c.tplAlert, "wechat-template-alert", "", "template id for alerts, used outside the 48 h customer-service window")
 	fs.str(&c.tplOutcome, "wechat-template-outcome", "", "template id for command outcomes, used outside the window")
 	fs.str(&c.statusPushes, "wechat-status-pushes", "false", "push device online/offline to WeChat with transmsg (true/false)")
-	fs.str(&c.deviceAPI, "wechat-device-api", "false", "call compel_bind/compel_unbind when Sprout's own QR codes bind (true/false)")
+	fs.str(&c.deviceAPI, "wechat-device-api", "false", "WeChat's device APIs: keep WeChat's bindings in step with Sprout's (compel_bind/compel_unbind, periodic reconciliation) (true/false)")
 	fs.str(&c.qrKeys, "qr-keys", "", "per-product keys of Sprout's own QR codes: product=hexkey[,product=hexkey] (never logged)")
 	fs.int(&c.waterMs, "water-ms", 5000, "how long \"water now\" runs the pump")
 	fs.dur(&c.commandTimeout, "command-timeout", 30*time.Second, "deadline of a user's water command (1s..300s)")
@@ -74,6 +75,27 @@ func (c *wechatConfig) register(fs *flagSet) {
 	fs.str(&c.webCookieKey, "web-cookie-key", "", "hex key (16+ bytes) signing the /app pages' session cookies; empty: derived from the AppID and secret (never logged)")
 	fs.str(&c.publicURL, "public-url", "", "the URL users reach this service at (OAuth redirects for /app, printed labels' <URL>/b/<code>); empty: taken from each request")
 	c.registerLabel(fs)
+	fs.dur(&c.joinPress, "join-press-window", actors.DefaultPressWindow, "a press of the pot's button within this long after a request to join lets it in (a long press takes the pot over)")
+	fs.dur(&c.joinTTL, "join-ttl", actors.DefaultJoinTTL, "a request to join a pot that nobody decides expires after this long")
+	fs.dur(&c.reconcileInterval, "wechat-reconcile-interval", bridge.DefaultReconcileInterval, "how often WeChat's device bindings are compared with Sprout's and repaired (with --wechat-device-api)")
+}
+
+// joinOptions are who may join a pot, for device and user grains: the press window, the request
+// TTL, WeChat's device APIs, the approval link (with --public-url) and the pusher's wake-up.
+func (w *wechatNode) joinOptions() actors.JoinOptions {
+	o := actors.JoinOptions{PressWindow: w.cfg.joinPress, RequestTTL: w.cfg.joinTTL, CompelBind: w.cfg.deviceAPI == "true",
+		Pushed: w.wake}
+	if w.cfg.publicURL != "" {
+		o.ApproveURL = web.ApproveURL(w.cfg.publicURL)
+	}
+	return o
+}
+
+// wake makes the pusher read the outbox now.
+func (w *wechatNode) wake() {
+	if p := w.pusher.Load(); p != nil {
+		p.Wake()
+	}
 }
 
 // parseQRKeys reads product=hexkey pairs.
@@ -108,6 +130,8 @@ type wechatNode struct {
 	sent func(actors.Push)
 	// qrKeys verify Sprout's own QR codes (scanned in WeChat, or typed into the pages).
 	qrKeys qr.KeyMap
+	// reconcile: WeChat's device bindings are reconciled (--wechat-device-api)
+	reconcile bool
 }
 
 // verifyScene turns a scanned or typed Sprout QR code into its device id.
@@ -116,7 +140,7 @@ func (w *wechatNode) verifyScene(scene string) (string, error) {
 	return c.Device, err
 }
 
-func newWeChat(cfg *wechatConfig, users actors.UserStore, log *slog.Logger) (*wechatNode, error) {
+func newWeChat(cfg *wechatConfig, store actors.Store, users actors.UserStore, log *slog.Logger) (*wechatNode, error) {
 	w := &wechatNode{cfg: cfg, users: users, log: log}
 	if users == nil {
 		if cfg.appID != "" {
@@ -134,16 +158,21 @@ func newWeChat(cfg *wechatConfig, users actors.UserStore, log *slog.Logger) (*we
 		StatusPushes: cfg.statusPushes == "true", CompelBind: cfg.deviceAPI == "true", DeviceType: cfg.account, WaterMs: uint32(cfg.waterMs),
 		CommandTimeout: cfg.commandTimeout, AlertBurst: cfg.alertBurst, AlertWindow: cfg.alertWindow,
 		VerifyScene: w.verifyScene,
-		Pushed: func() {
-			if p := w.pusher.Load(); p != nil {
-				p.Wake()
-			}
-		},
+		Pushed:      w.wake,
+		Join:        w.joinOptions(),
 	}
 	w.kindsL = append(w.kindsL, actors.NewUserKind(uo))
 	if cfg.appID != "" {
 		f := &api.Fetcher{BaseURL: cfg.apiBase, AppID: cfg.appID, Secret: cfg.secret}
 		w.kindsL = append(w.kindsL, bridge.NewTokenKind(f.Fetch, api.CacheOptions{}))
+	}
+	if cfg.appID != "" && cfg.deviceAPI == "true" && store != nil {
+		w.kindsL = append(w.kindsL, bridge.NewReconcileKind(bridge.ReconcileOptions{Store: store, Users: users,
+			DeviceType: cfg.account, Interval: cfg.reconcileInterval, Pushed: w.wake, Logger: log,
+			WeChat: func(c *pcluster.Cluster) (bridge.WeChatBindings, error) {
+				return api.New(api.Options{BaseURL: cfg.apiBase, Tokens: &bridge.GrainTokens{Cluster: c, AppID: cfg.appID}})
+			}}))
+		w.reconcile = true
 	}
 	return w, nil
 }
@@ -175,6 +204,9 @@ func (w *wechatNode) start(c *pcluster.Cluster, r chi.Router, owner string) erro
 		defer close(w.pushing)
 		p.Run(ctx)
 	}()
+	if w.reconcile {
+		go bridge.PokeReconciler(ctx, c, w.cfg.reconcileInterval)
+	}
 	return nil
 }
 

@@ -87,6 +87,7 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Get("/devices/{id}/readings", h.readings)
 			r.Get("/devices/{id}/events", h.events)
 			r.Post("/devices/{id}/revoke", h.revoke)
+			h.memberRoutes(r)
 		})
 		r.Get("/cluster", h.clusterMembers)
 	})

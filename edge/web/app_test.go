@@ -204,4 +204,5 @@ func TestApp(t *testing.T) {
 	})
 
 	testManage(t, w)
+	testJoin(t, w)
 }

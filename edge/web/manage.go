@@ -98,7 +98,11 @@ func wantsJSON(r *http.Request) bool {
 
 // reply answers a POST: JSON to the page's script, else a small page.
 func (h *Handler) reply(w http.ResponseWriter, r *http.Request, status int, outcome, key string, links ...link) {
-	msg := tr(langOf(r), key)
+	h.replyf(w, r, status, outcome, tr(langOf(r), key), links...)
+}
+
+// replyf is reply with the message's text.
+func (h *Handler) replyf(w http.ResponseWriter, r *http.Request, status int, outcome, msg string, links ...link) {
 	if wantsJSON(r) {
 		b, err := json.Marshal(commandResult{Outcome: outcome, Message: msg}) // before the status
 		if err != nil {
@@ -159,6 +163,7 @@ func (h *Handler) fillManage(r *http.Request, p *page, s session, st *actorpb.De
 		}
 		p.Members = append(p.Members, memberView{Ref: h.memberRef(st.DeviceId, u), Masked: mask(u), Role: tr(p.Lang, role), Self: u == s.OpenID})
 	}
+	h.ownerRequests(p, st)
 }
 
 func num(f float32) string { return strconv.FormatFloat(float64(f), 'f', -1, 32) }
@@ -233,11 +238,12 @@ func formFloat(r *http.Request, name string, lo, hi float64) (float32, bool) {
 	return float32(f), true
 }
 
-// unbindGrain removes openID from the device through its grain (the grain updates the store).
-func (h *Handler) unbindGrain(ctx context.Context, id, openID string) error {
+// unbindGrain removes openID from the device through its grain, on behalf of by (the user
+// themself, or the owner): the grain updates the store, tells them, and unbinds them in WeChat.
+func (h *Handler) unbindGrain(ctx context.Context, id, openID, by string) error {
 	ctx, cancel := context.WithTimeout(ctx, h.opts.GrainTimeout)
 	defer cancel()
-	return h.devices.Unbind(ctx, id, openID)
+	return h.devices.RemoveUser(ctx, id, openID, by, false)
 }
 
 // unbindConfirm is the confirm step before leaving a plant.
@@ -265,7 +271,7 @@ func (h *Handler) unbind(w http.ResponseWriter, r *http.Request) {
 		h.problem(w, r, err)
 		return
 	}
-	if err := h.unbindGrain(r.Context(), id, s.OpenID); err != nil {
+	if err := h.unbindGrain(r.Context(), id, s.OpenID, s.OpenID); err != nil {
 		h.opts.Logger.Warn("web: unbinding", "device", id, "err", err)
 		h.problem(w, r, err)
 		return
@@ -303,7 +309,7 @@ func (h *Handler) removeMember(w http.ResponseWriter, r *http.Request) {
 		h.reply(w, r, http.StatusNotFound, "not_found", "no_member")
 		return
 	}
-	if err := h.unbindGrain(r.Context(), id, target); err != nil {
+	if err := h.unbindGrain(r.Context(), id, target, s.OpenID); err != nil {
 		h.opts.Logger.Warn("web: removing member", "device", id, "err", err)
 		h.problem(w, r, err)
 		return
@@ -433,6 +439,8 @@ func (h *Handler) bindTo(w http.ResponseWriter, r *http.Request, s session, id, 
 	case err != nil:
 		h.opts.Logger.Warn("web: binding", "device", id, "err", err)
 		h.problem(w, r, err)
+	case br.Role == actors.RolePending: // after the owner: a request to join, waiting
+		h.replyf(w, r, http.StatusOK, "pending", fmt.Sprintf(tr(lang, "join_pending"), h.pressMinutes()), plant)
 	case br.Already:
 		h.reply(w, r, http.StatusOK, "already", "bind_already", plant)
 	default:

@@ -186,6 +186,9 @@ func (h *Handler) plant(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		st, err = h.state(r.Context(), s.OpenID, id)
 	}
+	if errors.Is(err, actors.ErrNotBound) && h.waiting(w, r, s, id) {
+		return // a requester waiting for the owner sees only that
+	}
 	if err != nil {
 		h.problem(w, r, err)
 		return

@@ -29,6 +29,7 @@ type page struct {
 	Settings *settingsView
 	Members  []memberView
 	Invite   *inviteView
+	Requests []requestView // pending requests to join (the owner's pages, join.go)
 	Confirm  *confirmView
 	CanBind  bool
 	Code     string
@@ -69,7 +70,7 @@ func (h *Handler) newPage(r *http.Request, s session) *page {
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"plants.html", "plant.html", "message.html", "confirm.html", "invite.html", "bind.html", "wifi.html", "label.html"} {
+	for _, name := range []string{"plants.html", "plant.html", "message.html", "confirm.html", "invite.html", "bind.html", "wifi.html", "label.html", "join.html"} {
 		out[name] = template.Must(template.New(name).ParseFS(templateFS, "templates/layout.html", "templates/"+name))
 	}
 	return out

@@ -74,6 +74,9 @@ type Options struct {
 	MaxPlants int
 	// InviteTTL is how long an owner's invite link stays valid (default 24 h).
 	InviteTTL time.Duration
+	// PressWindow is the pot's button window told to requesters (actors.JoinOptions.PressWindow;
+	// default 2 min).
+	PressWindow time.Duration
 	// VerifyScene checks the code printed on a pot (a Sprout QR token, or its URL form) and returns
 	// the device it names; wire it to qr.Verify with the product QR keys. Nil: "bind a plant" is
 	// not offered.
@@ -189,6 +192,8 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Post("/plants/{id}/unbind", h.unbind)
 			r.Post("/plants/{id}/members/remove", h.removeMember)
 			r.Get("/plants/{id}/invite", h.invite)
+			r.Get("/plants/{id}/requests/{request}", h.joinRequestPage)
+			r.Post("/plants/{id}/requests/{request}", h.decideJoin)
 			r.Get("/join", h.joinConfirm)
 			r.Post("/join", h.join)
 			r.Get("/bind", h.bindForm)

@@ -75,8 +75,14 @@ func (w *world) addPot(t *testing.T, id string, openIDs ...string) []byte {
 	t.Helper()
 	secret := edgetest.AddDevice(t, w.store, id, "pot")
 	for _, o := range openIDs {
-		if _, err := w.web.devices.Bind(context.Background(), id, o, "test"); err != nil {
+		br, err := w.web.devices.Bind(context.Background(), id, o, "test")
+		if err != nil {
 			t.Fatalf("binding %s to %s: %v", o, id, err)
+		}
+		if br.Role == actors.RolePending { // after the owner: the owner approves
+			if _, err := w.web.devices.DecideJoin(context.Background(), id, "", o, true, openIDs[0]); err != nil {
+				t.Fatalf("approving %s on %s: %v", o, id, err)
+			}
 		}
 	}
 	return secret

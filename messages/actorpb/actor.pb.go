@@ -224,6 +224,70 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_actorpb_actor_proto_rawDescGZIP(), []int{2}
 }
 
+type JoinOutcome int32
+
+const (
+	JoinOutcome_JOIN_OUTCOME_UNSPECIFIED JoinOutcome = 0
+	JoinOutcome_JOIN_OUTCOME_APPROVED    JoinOutcome = 1 // by the owner (or an operator)
+	JoinOutcome_JOIN_OUTCOME_PRESSED     JoinOutcome = 2 // approved by a press of the pot's button
+	JoinOutcome_JOIN_OUTCOME_REFUSED     JoinOutcome = 3 // the owner said no
+	JoinOutcome_JOIN_OUTCOME_EXPIRED     JoinOutcome = 4 // nobody decided in time
+	JoinOutcome_JOIN_OUTCOME_OWNER       JoinOutcome = 5 // took the pot over (long press): the requester is now its only user, its owner
+	JoinOutcome_JOIN_OUTCOME_TAKEN_OVER  JoinOutcome = 6 // to the old users and pending requesters: someone holding the pot took it over
+	JoinOutcome_JOIN_OUTCOME_REMOVED     JoinOutcome = 7 // the owner (or an operator) removed this user
+)
+
+// Enum value maps for JoinOutcome.
+var (
+	JoinOutcome_name = map[int32]string{
+		0: "JOIN_OUTCOME_UNSPECIFIED",
+		1: "JOIN_OUTCOME_APPROVED",
+		2: "JOIN_OUTCOME_PRESSED",
+		3: "JOIN_OUTCOME_REFUSED",
+		4: "JOIN_OUTCOME_EXPIRED",
+		5: "JOIN_OUTCOME_OWNER",
+		6: "JOIN_OUTCOME_TAKEN_OVER",
+		7: "JOIN_OUTCOME_REMOVED",
+	}
+	JoinOutcome_value = map[string]int32{
+		"JOIN_OUTCOME_UNSPECIFIED": 0,
+		"JOIN_OUTCOME_APPROVED":    1,
+		"JOIN_OUTCOME_PRESSED":     2,
+		"JOIN_OUTCOME_REFUSED":     3,
+		"JOIN_OUTCOME_EXPIRED":     4,
+		"JOIN_OUTCOME_OWNER":       5,
+		"JOIN_OUTCOME_TAKEN_OVER":  6,
+		"JOIN_OUTCOME_REMOVED":     7,
+	}
+)
+
+func (x JoinOutcome) Enum() *JoinOutcome {
+	p := new(JoinOutcome)
+	*p = x
+	return p
+}
+
+func (x JoinOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JoinOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_actorpb_actor_proto_enumTypes[3].Descriptor()
+}
+
+func (JoinOutcome) Type() protoreflect.EnumType {
+	return &file_actorpb_actor_proto_enumTypes[3]
+}
+
+func (x JoinOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JoinOutcome.Descriptor instead.
+func (JoinOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{3}
+}
+
 type UserReply_Kind int32
 
 const (
@@ -260,11 +324,11 @@ func (x UserReply_Kind) String() string {
 }
 
 func (UserReply_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_actorpb_actor_proto_enumTypes[3].Descriptor()
+	return file_actorpb_actor_proto_enumTypes[4].Descriptor()
 }
 
 func (UserReply_Kind) Type() protoreflect.EnumType {
-	return &file_actorpb_actor_proto_enumTypes[3]
+	return &file_actorpb_actor_proto_enumTypes[4]
 }
 
 func (x UserReply_Kind) Number() protoreflect.EnumNumber {
@@ -1247,8 +1311,13 @@ type DeviceState struct {
 	Denied          bool                   `protobuf:"varint,15,opt,name=denied,proto3" json:"denied,omitempty"`                                      // GetState.open_id is not bound to this device
 	Users           []string               `protobuf:"bytes,16,rep,name=users,proto3" json:"users,omitempty"`                                         // bound OpenIDs, owner first (not in snapshots)
 	Error           ErrorCode              `protobuf:"varint,17,opt,name=error,proto3,enum=sprout.actor.v1.ErrorCode" json:"error,omitempty"`         // not UNSPECIFIED: the grain could not answer (then only device_id is set)
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Joining (members, 21-25): pending requests to join, oldest first (in snapshots, and in the
+	// unchecked state an operator or the owner's pages read); join_pending is the asking user's own
+	// pending request when GetState.open_id is not bound but waits for the owner (denied is set).
+	JoinRequests  []*JoinRequest `protobuf:"bytes,21,rep,name=join_requests,json=joinRequests,proto3" json:"join_requests,omitempty"`
+	JoinPending   *JoinRequest   `protobuf:"bytes,22,opt,name=join_pending,json=joinPending,proto3" json:"join_pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeviceState) Reset() {
@@ -1398,6 +1467,20 @@ func (x *DeviceState) GetError() ErrorCode {
 		return x.Error
 	}
 	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *DeviceState) GetJoinRequests() []*JoinRequest {
+	if x != nil {
+		return x.JoinRequests
+	}
+	return nil
+}
+
+func (x *DeviceState) GetJoinPending() *JoinRequest {
+	if x != nil {
+		return x.JoinPending
+	}
+	return nil
 }
 
 // UserMessage is one WeChat callback for a user, handed by the WeChat edge to the user's grain.
@@ -1797,6 +1880,8 @@ type UserNotice struct {
 	//	*UserNotice_Alert
 	//	*UserNotice_Presence
 	//	*UserNotice_Flapping
+	//	*UserNotice_JoinRequest
+	//	*UserNotice_JoinResult
 	Body          isUserNotice_Body   `protobuf_oneof:"body"`
 	Latest        *devicepb.Telemetry `protobuf:"bytes,6,opt,name=latest,proto3" json:"latest,omitempty"`
 	Trace         *TraceContext       `protobuf:"bytes,7,opt,name=trace,proto3" json:"trace,omitempty"`
@@ -1889,6 +1974,24 @@ func (x *UserNotice) GetFlapping() *Flapping {
 	return nil
 }
 
+func (x *UserNotice) GetJoinRequest() *JoinRequest {
+	if x != nil {
+		if x, ok := x.Body.(*UserNotice_JoinRequest); ok {
+			return x.JoinRequest
+		}
+	}
+	return nil
+}
+
+func (x *UserNotice) GetJoinResult() *JoinResult {
+	if x != nil {
+		if x, ok := x.Body.(*UserNotice_JoinResult); ok {
+			return x.JoinResult
+		}
+	}
+	return nil
+}
+
 func (x *UserNotice) GetLatest() *devicepb.Telemetry {
 	if x != nil {
 		return x.Latest
@@ -1919,11 +2022,23 @@ type UserNotice_Flapping struct {
 	Flapping *Flapping `protobuf:"bytes,8,opt,name=flapping,proto3,oneof"`
 }
 
+type UserNotice_JoinRequest struct {
+	JoinRequest *JoinRequest `protobuf:"bytes,9,opt,name=join_request,json=joinRequest,proto3,oneof"` // to the owner: someone asks to join (kind join_request)
+}
+
+type UserNotice_JoinResult struct {
+	JoinResult *JoinResult `protobuf:"bytes,10,opt,name=join_result,json=joinResult,proto3,oneof"` // to the requester (or a user who lost the pot): what became of it (kind join_result)
+}
+
 func (*UserNotice_Alert) isUserNotice_Body() {}
 
 func (*UserNotice_Presence) isUserNotice_Body() {}
 
 func (*UserNotice_Flapping) isUserNotice_Body() {}
+
+func (*UserNotice_JoinRequest) isUserNotice_Body() {}
+
+func (*UserNotice_JoinResult) isUserNotice_Body() {}
 
 // Subscribe registers a PID for DeviceNotice messages from one device grain until Unsubscribe or
 // until the subscriber stops. Delivery is at most once; durable consumers read the event log.
@@ -2611,6 +2726,426 @@ func (x *BindingChanged) GetAtMs() int64 {
 	return 0
 }
 
+// JoinRequest is a WeChat user's request to join a pot that already has an owner. It waits for
+// the owner (or a press of the pot's button) in the device grain's snapshot until it expires.
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`                       // unguessable; names the request in the owner's approval link
+	OpenId        string                 `protobuf:"bytes,2,opt,name=open_id,json=openId,proto3" json:"open_id,omitempty"` // the requester
+	AtMs          int64                  `protobuf:"varint,3,opt,name=at_ms,json=atMs,proto3" json:"at_ms,omitempty"`      // when it was asked (the latest scan)
+	ExpiresAtMs   int64                  `protobuf:"varint,4,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	Via           string                 `protobuf:"bytes,5,opt,name=via,proto3" json:"via,omitempty"` // how it was asked: wechat_qr, sprout_qr, ...
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_actorpb_actor_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *JoinRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetOpenId() string {
+	if x != nil {
+		return x.OpenId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetAtMs() int64 {
+	if x != nil {
+		return x.AtMs
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *JoinRequest) GetVia() string {
+	if x != nil {
+		return x.Via
+	}
+	return ""
+}
+
+// JoinResult tells a user what became of their request (or of their membership).
+type JoinResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Outcome       JoinOutcome            `protobuf:"varint,2,opt,name=outcome,proto3,enum=sprout.actor.v1.JoinOutcome" json:"outcome,omitempty"`
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"` // owner or member, when approved
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResult) Reset() {
+	*x = JoinResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResult) ProtoMessage() {}
+
+func (x *JoinResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResult.ProtoReflect.Descriptor instead.
+func (*JoinResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *JoinResult) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *JoinResult) GetOutcome() JoinOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return JoinOutcome_JOIN_OUTCOME_UNSPECIFIED
+}
+
+func (x *JoinResult) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+// JoinDecide asks a device grain to approve or refuse a pending request; answered by JoinDecided.
+type JoinDecide struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"` // the request; or, when empty, the requester's open_id
+	OpenId        string                 `protobuf:"bytes,2,opt,name=open_id,json=openId,proto3" json:"open_id,omitempty"`
+	Approve       bool                   `protobuf:"varint,3,opt,name=approve,proto3" json:"approve,omitempty"`
+	By            string                 `protobuf:"bytes,4,opt,name=by,proto3" json:"by,omitempty"` // the owner's OpenID (checked), or "api" / "console" (trusted callers)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinDecide) Reset() {
+	*x = JoinDecide{}
+	mi := &file_actorpb_actor_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinDecide) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinDecide) ProtoMessage() {}
+
+func (x *JoinDecide) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinDecide.ProtoReflect.Descriptor instead.
+func (*JoinDecide) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *JoinDecide) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *JoinDecide) GetOpenId() string {
+	if x != nil {
+		return x.OpenId
+	}
+	return ""
+}
+
+func (x *JoinDecide) GetApprove() bool {
+	if x != nil {
+		return x.Approve
+	}
+	return false
+}
+
+func (x *JoinDecide) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+type JoinDecided struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=sprout.actor.v1.ErrorCode" json:"error,omitempty"` // NOT_OWNER, INVALID (no such request: decided or expired), UNAVAILABLE, ...
+	Outcome       JoinOutcome            `protobuf:"varint,2,opt,name=outcome,proto3,enum=sprout.actor.v1.JoinOutcome" json:"outcome,omitempty"`
+	OpenId        string                 `protobuf:"bytes,3,opt,name=open_id,json=openId,proto3" json:"open_id,omitempty"` // the requester
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinDecided) Reset() {
+	*x = JoinDecided{}
+	mi := &file_actorpb_actor_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinDecided) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinDecided) ProtoMessage() {}
+
+func (x *JoinDecided) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinDecided.ProtoReflect.Descriptor instead.
+func (*JoinDecided) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *JoinDecided) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *JoinDecided) GetOutcome() JoinOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return JoinOutcome_JOIN_OUTCOME_UNSPECIFIED
+}
+
+func (x *JoinDecided) GetOpenId() string {
+	if x != nil {
+		return x.OpenId
+	}
+	return ""
+}
+
+// JoinUnbind removes a user's binding or pending request, saying who asks (BindResult answers).
+type JoinUnbind struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	OpenId        string                 `protobuf:"bytes,1,opt,name=open_id,json=openId,proto3" json:"open_id,omitempty"`
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`                                             // the user themself, the owner's OpenID (checked), or "api" / "console"
+	WechatUnbound bool                   `protobuf:"varint,3,opt,name=wechat_unbound,json=wechatUnbound,proto3" json:"wechat_unbound,omitempty"` // WeChat already removed its side (device_event unbind): no compel_unbind
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinUnbind) Reset() {
+	*x = JoinUnbind{}
+	mi := &file_actorpb_actor_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinUnbind) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinUnbind) ProtoMessage() {}
+
+func (x *JoinUnbind) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinUnbind.ProtoReflect.Descriptor instead.
+func (*JoinUnbind) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *JoinUnbind) GetOpenId() string {
+	if x != nil {
+		return x.OpenId
+	}
+	return ""
+}
+
+func (x *JoinUnbind) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *JoinUnbind) GetWechatUnbound() bool {
+	if x != nil {
+		return x.WechatUnbound
+	}
+	return false
+}
+
+// JoinReconcileTick pokes the reconciler of WeChat's device bindings (edge/wechat/bridge,
+// reconcile.go): it runs a pass when its interval has passed since the last. Asked with a reply
+// address, it answers JoinReconcileState.
+type JoinReconcileTick struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinReconcileTick) Reset() {
+	*x = JoinReconcileTick{}
+	mi := &file_actorpb_actor_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinReconcileTick) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinReconcileTick) ProtoMessage() {}
+
+func (x *JoinReconcileTick) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinReconcileTick.ProtoReflect.Descriptor instead.
+func (*JoinReconcileTick) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
+}
+
+type JoinReconcileState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LastStartMs   int64                  `protobuf:"varint,1,opt,name=last_start_ms,json=lastStartMs,proto3" json:"last_start_ms,omitempty"` // when the last pass started (0: none yet on this activation)
+	Running       bool                   `protobuf:"varint,2,opt,name=running,proto3" json:"running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinReconcileState) Reset() {
+	*x = JoinReconcileState{}
+	mi := &file_actorpb_actor_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinReconcileState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinReconcileState) ProtoMessage() {}
+
+func (x *JoinReconcileState) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinReconcileState.ProtoReflect.Descriptor instead.
+func (*JoinReconcileState) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *JoinReconcileState) GetLastStartMs() int64 {
+	if x != nil {
+		return x.LastStartMs
+	}
+	return 0
+}
+
+func (x *JoinReconcileState) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
 var File_actorpb_actor_proto protoreflect.FileDescriptor
 
 const file_actorpb_actor_proto_rawDesc = "" +
@@ -2698,7 +3233,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06active\x18\x02 \x01(\bR\x06active\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\x02R\x05value\x12\x1c\n" +
 	"\tthreshold\x18\x04 \x01(\x02R\tthreshold\x12\x19\n" +
-	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\xb1\x05\n" +
+	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\xb5\x06\n" +
 	"\vDeviceState\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05known\x18\x02 \x01(\bR\x05known\x12\x16\n" +
@@ -2719,7 +3254,9 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x0frecent_outcomes\x18\x0e \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\x0erecentOutcomes\x12\x16\n" +
 	"\x06denied\x18\x0f \x01(\bR\x06denied\x12\x14\n" +
 	"\x05users\x18\x10 \x03(\tR\x05users\x120\n" +
-	"\x05error\x18\x11 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\"\xa7\x03\n" +
+	"\x05error\x18\x11 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\x12A\n" +
+	"\rjoin_requests\x18\x15 \x03(\v2\x1c.sprout.actor.v1.JoinRequestR\fjoinRequests\x12?\n" +
+	"\fjoin_pending\x18\x16 \x01(\v2\x1c.sprout.actor.v1.JoinRequestR\vjoinPending\"\xa7\x03\n" +
 	"\vUserMessage\x12\x1b\n" +
 	"\tdedup_key\x18\x01 \x01(\tR\bdedupKey\x12\x19\n" +
 	"\bmsg_type\x18\x02 \x01(\tR\amsgType\x12\x14\n" +
@@ -2762,7 +3299,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x18\n" +
 	"\aalready\x18\x04 \x01(\bR\aalready\x12.\n" +
-	"\x04code\x18\x05 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x04code\"\xef\x02\n" +
+	"\x04code\x18\x05 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x04code\"\xf2\x03\n" +
 	"\n" +
 	"UserNotice\x12\x1b\n" +
 	"\tnotice_id\x18\x01 \x01(\tR\bnoticeId\x12\x1b\n" +
@@ -2770,7 +3307,11 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x05at_ms\x18\x03 \x01(\x03R\x04atMs\x12.\n" +
 	"\x05alert\x18\x04 \x01(\v2\x16.sprout.actor.v1.AlertH\x00R\x05alert\x127\n" +
 	"\bpresence\x18\x05 \x01(\v2\x19.sprout.actor.v1.PresenceH\x00R\bpresence\x127\n" +
-	"\bflapping\x18\b \x01(\v2\x19.sprout.actor.v1.FlappingH\x00R\bflapping\x123\n" +
+	"\bflapping\x18\b \x01(\v2\x19.sprout.actor.v1.FlappingH\x00R\bflapping\x12A\n" +
+	"\fjoin_request\x18\t \x01(\v2\x1c.sprout.actor.v1.JoinRequestH\x00R\vjoinRequest\x12>\n" +
+	"\vjoin_result\x18\n" +
+	" \x01(\v2\x1b.sprout.actor.v1.JoinResultH\x00R\n" +
+	"joinResult\x123\n" +
 	"\x06latest\x18\x06 \x01(\v2\x1b.sprout.device.v1.TelemetryR\x06latest\x123\n" +
 	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05traceB\x06\n" +
 	"\x04body\"5\n" +
@@ -2819,7 +3360,39 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05bound\x18\x02 \x01(\bR\x05bound\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\x12\x13\n" +
-	"\x05at_ms\x18\x04 \x01(\x03R\x04atMs*\xa7\x02\n" +
+	"\x05at_ms\x18\x04 \x01(\x03R\x04atMs\"\x81\x01\n" +
+	"\vJoinRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\aopen_id\x18\x02 \x01(\tR\x06openId\x12\x13\n" +
+	"\x05at_ms\x18\x03 \x01(\x03R\x04atMs\x12\"\n" +
+	"\rexpires_at_ms\x18\x04 \x01(\x03R\vexpiresAtMs\x12\x10\n" +
+	"\x03via\x18\x05 \x01(\tR\x03via\"w\n" +
+	"\n" +
+	"JoinResult\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x126\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1c.sprout.actor.v1.JoinOutcomeR\aoutcome\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\"n\n" +
+	"\n" +
+	"JoinDecide\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x17\n" +
+	"\aopen_id\x18\x02 \x01(\tR\x06openId\x12\x18\n" +
+	"\aapprove\x18\x03 \x01(\bR\aapprove\x12\x0e\n" +
+	"\x02by\x18\x04 \x01(\tR\x02by\"\x90\x01\n" +
+	"\vJoinDecided\x120\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\x126\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1c.sprout.actor.v1.JoinOutcomeR\aoutcome\x12\x17\n" +
+	"\aopen_id\x18\x03 \x01(\tR\x06openId\"\\\n" +
+	"\n" +
+	"JoinUnbind\x12\x17\n" +
+	"\aopen_id\x18\x01 \x01(\tR\x06openId\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\x12%\n" +
+	"\x0ewechat_unbound\x18\x03 \x01(\bR\rwechatUnbound\"\x13\n" +
+	"\x11JoinReconcileTick\"R\n" +
+	"\x12JoinReconcileState\x12\"\n" +
+	"\rlast_start_ms\x18\x01 \x01(\x03R\vlastStartMs\x12\x18\n" +
+	"\arunning\x18\x02 \x01(\bR\arunning*\xa7\x02\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUTCOME_DONE\x10\x01\x12\x12\n" +
@@ -2848,7 +3421,16 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x14ERROR_CODE_NOT_BOUND\x10\x03\x12\x16\n" +
 	"\x12ERROR_CODE_REVOKED\x10\x04\x12\x16\n" +
 	"\x12ERROR_CODE_INVALID\x10\x05\x12\x18\n" +
-	"\x14ERROR_CODE_NOT_OWNER\x10\x06B/Z-github.com/sprout-iot/sprout/messages/actorpbb\x06proto3"
+	"\x14ERROR_CODE_NOT_OWNER\x10\x06*\xe3\x01\n" +
+	"\vJoinOutcome\x12\x1c\n" +
+	"\x18JOIN_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15JOIN_OUTCOME_APPROVED\x10\x01\x12\x18\n" +
+	"\x14JOIN_OUTCOME_PRESSED\x10\x02\x12\x18\n" +
+	"\x14JOIN_OUTCOME_REFUSED\x10\x03\x12\x18\n" +
+	"\x14JOIN_OUTCOME_EXPIRED\x10\x04\x12\x16\n" +
+	"\x12JOIN_OUTCOME_OWNER\x10\x05\x12\x1b\n" +
+	"\x17JOIN_OUTCOME_TAKEN_OVER\x10\x06\x12\x18\n" +
+	"\x14JOIN_OUTCOME_REMOVED\x10\aB/Z-github.com/sprout-iot/sprout/messages/actorpbb\x06proto3"
 
 var (
 	file_actorpb_actor_proto_rawDescOnce sync.Once
@@ -2862,104 +3444,119 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 	return file_actorpb_actor_proto_rawDescData
 }
 
-var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
 	(ErrorCode)(0),                 // 2: sprout.actor.v1.ErrorCode
-	(UserReply_Kind)(0),            // 3: sprout.actor.v1.UserReply.Kind
-	(*ConnRef)(nil),                // 4: sprout.actor.v1.ConnRef
-	(*Authenticate)(nil),           // 5: sprout.actor.v1.Authenticate
-	(*AuthResult)(nil),             // 6: sprout.actor.v1.AuthResult
-	(*Deliver)(nil),                // 7: sprout.actor.v1.Deliver
-	(*Report)(nil),                 // 8: sprout.actor.v1.Report
-	(*ReportAck)(nil),              // 9: sprout.actor.v1.ReportAck
-	(*DeliverResult)(nil),          // 10: sprout.actor.v1.DeliverResult
-	(*Detach)(nil),                 // 11: sprout.actor.v1.Detach
-	(*SendCommand)(nil),            // 12: sprout.actor.v1.SendCommand
-	(*CommandOutcome)(nil),         // 13: sprout.actor.v1.CommandOutcome
-	(*GetState)(nil),               // 14: sprout.actor.v1.GetState
-	(*Alert)(nil),                  // 15: sprout.actor.v1.Alert
-	(*DeviceState)(nil),            // 16: sprout.actor.v1.DeviceState
-	(*UserMessage)(nil),            // 17: sprout.actor.v1.UserMessage
-	(*UserReply)(nil),              // 18: sprout.actor.v1.UserReply
-	(*BindDevice)(nil),             // 19: sprout.actor.v1.BindDevice
-	(*UnbindDevice)(nil),           // 20: sprout.actor.v1.UnbindDevice
-	(*BindResult)(nil),             // 21: sprout.actor.v1.BindResult
-	(*UserNotice)(nil),             // 22: sprout.actor.v1.UserNotice
-	(*Subscribe)(nil),              // 23: sprout.actor.v1.Subscribe
-	(*Unsubscribe)(nil),            // 24: sprout.actor.v1.Unsubscribe
-	(*DeviceNotice)(nil),           // 25: sprout.actor.v1.DeviceNotice
-	(*Flapping)(nil),               // 26: sprout.actor.v1.Flapping
-	(*Presence)(nil),               // 27: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 28: sprout.actor.v1.TraceContext
-	(*TokenRequest)(nil),           // 29: sprout.actor.v1.TokenRequest
-	(*TokenReply)(nil),             // 30: sprout.actor.v1.TokenReply
-	(*RevokeDevice)(nil),           // 31: sprout.actor.v1.RevokeDevice
-	(*RevokeResult)(nil),           // 32: sprout.actor.v1.RevokeResult
-	(*BindingChanged)(nil),         // 33: sprout.actor.v1.BindingChanged
-	(devicepb.CloseReason)(0),      // 34: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 35: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 36: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 37: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 38: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 39: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 40: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 41: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 42: sprout.device.v1.Config
+	(JoinOutcome)(0),               // 3: sprout.actor.v1.JoinOutcome
+	(UserReply_Kind)(0),            // 4: sprout.actor.v1.UserReply.Kind
+	(*ConnRef)(nil),                // 5: sprout.actor.v1.ConnRef
+	(*Authenticate)(nil),           // 6: sprout.actor.v1.Authenticate
+	(*AuthResult)(nil),             // 7: sprout.actor.v1.AuthResult
+	(*Deliver)(nil),                // 8: sprout.actor.v1.Deliver
+	(*Report)(nil),                 // 9: sprout.actor.v1.Report
+	(*ReportAck)(nil),              // 10: sprout.actor.v1.ReportAck
+	(*DeliverResult)(nil),          // 11: sprout.actor.v1.DeliverResult
+	(*Detach)(nil),                 // 12: sprout.actor.v1.Detach
+	(*SendCommand)(nil),            // 13: sprout.actor.v1.SendCommand
+	(*CommandOutcome)(nil),         // 14: sprout.actor.v1.CommandOutcome
+	(*GetState)(nil),               // 15: sprout.actor.v1.GetState
+	(*Alert)(nil),                  // 16: sprout.actor.v1.Alert
+	(*DeviceState)(nil),            // 17: sprout.actor.v1.DeviceState
+	(*UserMessage)(nil),            // 18: sprout.actor.v1.UserMessage
+	(*UserReply)(nil),              // 19: sprout.actor.v1.UserReply
+	(*BindDevice)(nil),             // 20: sprout.actor.v1.BindDevice
+	(*UnbindDevice)(nil),           // 21: sprout.actor.v1.UnbindDevice
+	(*BindResult)(nil),             // 22: sprout.actor.v1.BindResult
+	(*UserNotice)(nil),             // 23: sprout.actor.v1.UserNotice
+	(*Subscribe)(nil),              // 24: sprout.actor.v1.Subscribe
+	(*Unsubscribe)(nil),            // 25: sprout.actor.v1.Unsubscribe
+	(*DeviceNotice)(nil),           // 26: sprout.actor.v1.DeviceNotice
+	(*Flapping)(nil),               // 27: sprout.actor.v1.Flapping
+	(*Presence)(nil),               // 28: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 29: sprout.actor.v1.TraceContext
+	(*TokenRequest)(nil),           // 30: sprout.actor.v1.TokenRequest
+	(*TokenReply)(nil),             // 31: sprout.actor.v1.TokenReply
+	(*RevokeDevice)(nil),           // 32: sprout.actor.v1.RevokeDevice
+	(*RevokeResult)(nil),           // 33: sprout.actor.v1.RevokeResult
+	(*BindingChanged)(nil),         // 34: sprout.actor.v1.BindingChanged
+	(*JoinRequest)(nil),            // 35: sprout.actor.v1.JoinRequest
+	(*JoinResult)(nil),             // 36: sprout.actor.v1.JoinResult
+	(*JoinDecide)(nil),             // 37: sprout.actor.v1.JoinDecide
+	(*JoinDecided)(nil),            // 38: sprout.actor.v1.JoinDecided
+	(*JoinUnbind)(nil),             // 39: sprout.actor.v1.JoinUnbind
+	(*JoinReconcileTick)(nil),      // 40: sprout.actor.v1.JoinReconcileTick
+	(*JoinReconcileState)(nil),     // 41: sprout.actor.v1.JoinReconcileState
+	(devicepb.CloseReason)(0),      // 42: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 43: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 44: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 45: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 46: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 47: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 48: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 49: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 50: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
-	4,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	28, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	35, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	36, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	36, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	37, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	28, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
-	38, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	39, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	28, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	40, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	28, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	41, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	42, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	28, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	5,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
+	29, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	42, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	43, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	44, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	44, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	45, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	29, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
+	46, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	47, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	29, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	42, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	48, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	29, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	42, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	49, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	50, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	29, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
 	0,  // 18: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	41, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	28, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
-	12, // 21: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
+	49, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	29, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	13, // 21: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
 	1,  // 22: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	38, // 23: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	15, // 24: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	42, // 25: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	4,  // 26: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	13, // 27: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	13, // 28: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	46, // 23: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	16, // 24: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	50, // 25: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	5,  // 26: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	14, // 27: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	14, // 28: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
 	2,  // 29: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
-	28, // 30: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	3,  // 31: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	2,  // 32: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
-	15, // 33: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	27, // 34: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	26, // 35: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	38, // 36: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	28, // 37: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	15, // 38: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	13, // 39: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	27, // 40: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	26, // 41: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	28, // 42: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 43: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	2,  // 44: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	35, // 30: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
+	35, // 31: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
+	29, // 32: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	4,  // 33: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	2,  // 34: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
+	16, // 35: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	28, // 36: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	27, // 37: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	35, // 38: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
+	36, // 39: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
+	46, // 40: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	29, // 41: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	16, // 42: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	14, // 43: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	28, // 44: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	27, // 45: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	29, // 46: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	42, // 47: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	2,  // 48: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 49: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	2,  // 50: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 51: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -2975,6 +3572,8 @@ func file_actorpb_actor_proto_init() {
 		(*UserNotice_Alert)(nil),
 		(*UserNotice_Presence)(nil),
 		(*UserNotice_Flapping)(nil),
+		(*UserNotice_JoinRequest)(nil),
+		(*UserNotice_JoinResult)(nil),
 	}
 	file_actorpb_actor_proto_msgTypes[21].OneofWrappers = []any{
 		(*DeviceNotice_Alert)(nil),
@@ -2987,8 +3586,8 @@ func file_actorpb_actor_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   30,
+			NumEnums:      5,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

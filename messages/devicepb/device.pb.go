@@ -154,6 +154,10 @@ const (
 	EventKind_EVENT_KIND_PUMP_FAULT    EventKind = 2
 	EventKind_EVENT_KIND_SENSOR_FAULT  EventKind = 3
 	EventKind_EVENT_KIND_TANK_REFILLED EventKind = 4
+	// The pot's button was pressed: proof that whoever pressed it holds the pot. detail "long" is a
+	// long press (hold 5 s): take the pot over; anything else is a short press: let a pending
+	// request to join in (docs/wechat.md, "Who may join").
+	EventKind_EVENT_KIND_BUTTON_PRESSED EventKind = 5
 )
 
 // Enum value maps for EventKind.
@@ -164,13 +168,15 @@ var (
 		2: "EVENT_KIND_PUMP_FAULT",
 		3: "EVENT_KIND_SENSOR_FAULT",
 		4: "EVENT_KIND_TANK_REFILLED",
+		5: "EVENT_KIND_BUTTON_PRESSED",
 	}
 	EventKind_value = map[string]int32{
-		"EVENT_KIND_UNSPECIFIED":   0,
-		"EVENT_KIND_TANK_EMPTY":    1,
-		"EVENT_KIND_PUMP_FAULT":    2,
-		"EVENT_KIND_SENSOR_FAULT":  3,
-		"EVENT_KIND_TANK_REFILLED": 4,
+		"EVENT_KIND_UNSPECIFIED":    0,
+		"EVENT_KIND_TANK_EMPTY":     1,
+		"EVENT_KIND_PUMP_FAULT":     2,
+		"EVENT_KIND_SENSOR_FAULT":   3,
+		"EVENT_KIND_TANK_REFILLED":  4,
+		"EVENT_KIND_BUTTON_PRESSED": 5,
 	}
 )
 
@@ -1514,13 +1520,14 @@ const file_devicepb_device_proto_rawDesc = "" +
 	"\x13COMMAND_STATUS_DONE\x10\x01\x12\x19\n" +
 	"\x15COMMAND_STATUS_FAILED\x10\x02\x12\x1b\n" +
 	"\x17COMMAND_STATUS_REJECTED\x10\x03\x12\x17\n" +
-	"\x13COMMAND_STATUS_BUSY\x10\x04*\x98\x01\n" +
+	"\x13COMMAND_STATUS_BUSY\x10\x04*\xb7\x01\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15EVENT_KIND_TANK_EMPTY\x10\x01\x12\x19\n" +
 	"\x15EVENT_KIND_PUMP_FAULT\x10\x02\x12\x1b\n" +
 	"\x17EVENT_KIND_SENSOR_FAULT\x10\x03\x12\x1c\n" +
-	"\x18EVENT_KIND_TANK_REFILLED\x10\x04*\xd9\x03\n" +
+	"\x18EVENT_KIND_TANK_REFILLED\x10\x04\x12\x1d\n" +
+	"\x19EVENT_KIND_BUTTON_PRESSED\x10\x05*\xd9\x03\n" +
 	"\vCloseReason\x12\x1c\n" +
 	"\x18CLOSE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bCLOSE_REASON_PROTOCOL_ERROR\x10\x01\x12\x1c\n" +

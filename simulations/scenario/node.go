@@ -387,3 +387,22 @@ func (p *proxy) close() {
 	_ = p.ln.Close()
 	p.setDown(true)
 }
+
+// approveJoin approves openID's pending request to join pot id through the API.
+func (n *node) approveJoin(ctx context.Context, id, openID string) error {
+	var m struct {
+		Requests []struct {
+			ID     string `json:"id"`
+			OpenID string `json:"open_id"`
+		} `json:"join_requests"`
+	}
+	if err := n.api(ctx, http.MethodGet, "/api/v1/devices/"+url.PathEscape(id)+"/members", nil, &m); err != nil {
+		return err
+	}
+	for _, r := range m.Requests {
+		if r.OpenID == openID {
+			return n.api(ctx, http.MethodPost, "/api/v1/devices/"+url.PathEscape(id)+"/join-requests/"+url.PathEscape(r.ID)+"/approve", nil, nil)
+		}
+	}
+	return fmt.Errorf("no pending request of %s on %s", openID, id)
+}

@@ -177,7 +177,7 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 		dry[i] = int(float64(i+1)*p.DryFraction) > int(float64(i)*p.DryFraction)
 	}
 	logf("binding %d users to %d pots each...", p.Users, p.PotsPerUser)
-	users, err := bindUsers(ctx, platform, qrKey, creds, dry, p)
+	users, err := bindUsers(ctx, platform, qrKey, creds, dry, p, n)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +212,9 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 
 // bindUsers makes the users, has each write once (so Sprout answers them in English) and scan
 // the QR codes of their pots. User u binds pots u*k .. u*k+k-1 (mod plants).
-func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, creds []fleet.Credential, dry []bool, p Parameters) ([]*simUser, error) {
+// A scan of a pot that has an owner is a request to join: approved through n's API (as an
+// operator would; docs/wechat.md, "Who may join").
+func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, creds []fleet.Credential, dry []bool, p Parameters, n *node) ([]*simUser, error) {
 	users := make([]*simUser, p.Users)
 	for u := range users {
 		var pots []string
@@ -239,6 +241,12 @@ func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, cr
 			res, err := su.u.Scan(cctx, platform.CreateQR(scene))
 			if err != nil {
 				return fmt.Errorf("user %s scanning %s: %w", su.u.OpenID, pot, err)
+			}
+			if res.Reply != nil && containsAny(res.Reply.Content, pendingTexts) {
+				if err := n.approveJoin(cctx, pot, su.u.OpenID); err != nil {
+					return fmt.Errorf("approving user %s on %s: %w", su.u.OpenID, pot, err)
+				}
+				continue
 			}
 			if res.Reply == nil || !containsAny(res.Reply.Content, boundTexts) {
 				return fmt.Errorf("user %s scanning %s: %+v is not a binding", su.u.OpenID, pot, res)

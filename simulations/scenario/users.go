@@ -29,6 +29,7 @@ var (
 	raisedTexts  = []string{" alert: ", "提醒："} // an alert raised (not cleared)
 	summaryTexts = []string{"need attention", "需要关注"}
 	boundTexts   = []string{"Bound:", "绑定成功", "already bound", "已经绑定过了"}
+	pendingTexts = []string{"waiting for approval", "等待批准", "still waiting for its owner", "还在等待管理员批准"}
 )
 
 func containsAny(s string, subs []string) bool {

@@ -277,7 +277,7 @@ func TestAlertReachesEveryBoundUserOnceAndNoOneElse(t *testing.T) {
 	c := w.silent(t, "pot-1", secret)
 	alice, bob, carol := w.platform.NewUser("alice"), w.platform.NewUser("bob"), w.platform.NewUser("carol")
 	bind(t, w, alice, "pot-1")
-	bind(t, w, bob, "pot-1")
+	join(t, w, bob, "pot-1", "alice")   // after the owner, a scan waits for the owner's approval
 	_, _ = carol.SendText(ctx5(), "你好") // carol follows the account but has no pot
 	for seq := uint64(1); seq <= 5; seq++ {
 		if err := c.Report(&devicepb.Telemetry{Seq: seq, SoilMoisturePct: 10, TemperatureC: 20, TankLevelPct: 80}, 2*time.Second, nil); err != nil {
@@ -422,6 +422,7 @@ func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
 	pot := w.connect(t, "pot-1", secret)
 	alice, mallory := w.platform.NewUser("alice"), w.platform.NewUser("mallory")
 	bind(t, w, alice, "pot-1")
+	_, _ = mallory.Subscribe(ctx5()) // she follows the account (only followers can write)
 	if r, _ := mallory.SendText(ctx5(), "状态"); !strings.Contains(r.Content, "还没有绑定") {
 		t.Fatalf("status for an unbound user: %q", r.Content)
 	}

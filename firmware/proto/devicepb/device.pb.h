@@ -31,7 +31,11 @@ typedef enum _sprout_device_v1_EventKind {
     sprout_device_v1_EventKind_EVENT_KIND_TANK_EMPTY = 1,
     sprout_device_v1_EventKind_EVENT_KIND_PUMP_FAULT = 2,
     sprout_device_v1_EventKind_EVENT_KIND_SENSOR_FAULT = 3,
-    sprout_device_v1_EventKind_EVENT_KIND_TANK_REFILLED = 4
+    sprout_device_v1_EventKind_EVENT_KIND_TANK_REFILLED = 4,
+    /* The pot's button was pressed: proof that whoever pressed it holds the pot. detail "long" is a
+ long press (hold 5 s): take the pot over; anything else is a short press: let a pending
+ request to join in (docs/wechat.md, "Who may join"). */
+    sprout_device_v1_EventKind_EVENT_KIND_BUTTON_PRESSED = 5
 } sprout_device_v1_EventKind;
 
 typedef enum _sprout_device_v1_CloseReason {
@@ -194,8 +198,8 @@ extern "C" {
 #define _sprout_device_v1_CommandStatus_ARRAYSIZE ((sprout_device_v1_CommandStatus)(sprout_device_v1_CommandStatus_COMMAND_STATUS_BUSY+1))
 
 #define _sprout_device_v1_EventKind_MIN sprout_device_v1_EventKind_EVENT_KIND_UNSPECIFIED
-#define _sprout_device_v1_EventKind_MAX sprout_device_v1_EventKind_EVENT_KIND_TANK_REFILLED
-#define _sprout_device_v1_EventKind_ARRAYSIZE ((sprout_device_v1_EventKind)(sprout_device_v1_EventKind_EVENT_KIND_TANK_REFILLED+1))
+#define _sprout_device_v1_EventKind_MAX sprout_device_v1_EventKind_EVENT_KIND_BUTTON_PRESSED
+#define _sprout_device_v1_EventKind_ARRAYSIZE ((sprout_device_v1_EventKind)(sprout_device_v1_EventKind_EVENT_KIND_BUTTON_PRESSED+1))
 
 #define _sprout_device_v1_CloseReason_MIN sprout_device_v1_CloseReason_CLOSE_REASON_UNSPECIFIED
 #define _sprout_device_v1_CloseReason_MAX sprout_device_v1_CloseReason_CLOSE_REASON_UNAVAILABLE
