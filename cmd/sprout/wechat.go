@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,8 @@ import (
 type wechatConfig struct {
 	appID, secret, token, aesKey, apiBase, account string
 	tplAlert, tplOutcome                           string
+	tplKinds                                       map[string]*string // message kind -> template id
+	tplMap                                         string
 	qrKeys                                         string
 	statusPushes, deviceAPI                        string
 	waterMs                                        int
@@ -61,8 +64,15 @@ func (c *wechatConfig) register(fs *flagSet) {
 	fs.str(&c.aesKey, "wechat-aes-key", "", "EncodingAESKey (43 characters) for safe/compatible mode; empty: plaintext mode (never logged)")
 	fs.str(&c.apiBase, "wechat-api-base", api.DefaultBaseURL, "WeChat API base URL (the simulated platform's URL in make run)")
 	fs.str(&c.account, "wechat-account", "", "the account's original id (gh_...): callbacks to another account are refused, and it is the device type of status pushes")
-	fs.str(&c.tplAlert, "wechat-template-alert", "", "template id for alerts, used outside the 48 h customer-service window")
-	fs.str(&c.tplOutcome, "wechat-template-outcome", "", "template id for command outcomes, used outside the window")
+	fs.str(&c.tplAlert, "wechat-template-alert", "", "older setting: the template of alert_raised, alert_cleared and device_notice when their own is not set")
+	fs.str(&c.tplOutcome, "wechat-template-outcome", "", "older setting: the template of command_outcome when its own is not set")
+	c.tplKinds = map[string]*string{}
+	for _, kind := range actors.MessageKinds {
+		v := new(string)
+		c.tplKinds[kind] = v
+		fs.str(v, "wechat-template-"+strings.ReplaceAll(kind, "_", "-"), "", "the account's template id for "+kind+" messages, used when the user's customer-service allowance is used up")
+	}
+	fs.str(&c.tplMap, "wechat-template-map", "", "JSON file mapping template keys to message fields by hand: {\"kind\": {\"thing1\": \"pot\"}}")
 	fs.str(&c.statusPushes, "wechat-status-pushes", "false", "push device online/offline to WeChat with transmsg (true/false)")
 	fs.str(&c.deviceAPI, "wechat-device-api", "false", "call compel_bind/compel_unbind when Sprout's own QR codes bind (true/false)")
 	fs.str(&c.qrKeys, "qr-keys", "", "per-product keys of Sprout's own QR codes: product=hexkey[,product=hexkey] (never logged)")
@@ -72,6 +82,38 @@ func (c *wechatConfig) register(fs *flagSet) {
 	fs.dur(&c.alertWindow, "alert-window", time.Minute, "the alert rate-limit window")
 	fs.str(&c.webCookieKey, "web-cookie-key", "", "hex key (16+ bytes) signing the /app pages' session cookies; empty: derived from the AppID and secret (never logged)")
 	fs.str(&c.publicURL, "public-url", "", "the URL users reach this service at (OAuth redirects for /app); empty: taken from each request")
+}
+
+// templateIDs is the template id of each message kind: its own setting, else the older
+// SPROUT_WECHAT_TEMPLATE_ALERT / _OUTCOME for the kinds they covered.
+func (c *wechatConfig) templateIDs() map[string]string {
+	ids := map[string]string{}
+	for kind, v := range c.tplKinds {
+		if v != nil && *v != "" {
+			ids[kind] = *v
+		}
+	}
+	fallback := map[string]string{actors.MsgAlertRaised: c.tplAlert, actors.MsgAlertCleared: c.tplAlert,
+		actors.MsgDeviceNotice: c.tplAlert, actors.MsgCommandOutcome: c.tplOutcome}
+	for kind, id := range fallback {
+		if ids[kind] == "" && id != "" {
+			ids[kind] = id
+		}
+	}
+	return ids
+}
+
+// pageURL is the pot's page in the pages (edge/web), which templates link to; "" without a
+// public URL (WeChat needs an absolute http(s) link).
+func (c *wechatConfig) pageURL(deviceID string) string {
+	base := strings.TrimRight(c.publicURL, "/")
+	if base == "" {
+		return ""
+	}
+	if deviceID == "" {
+		return base + "/app/"
+	}
+	return base + "/app/plants/" + url.PathEscape(deviceID)
 }
 
 // parseQRKeys reads product=hexkey pairs.
@@ -106,7 +148,14 @@ type wechatNode struct {
 	sent func(actors.Push)
 	// qrKeys verify Sprout's own QR codes (scanned in WeChat, or typed into the pages).
 	qrKeys qr.KeyMap
+	// tplOverrides is the template map file's content; templates the account's templates per
+	// kind, learned at start and every hour (nil until start).
+	tplOverrides map[string]map[string]string
+	templates    atomic.Pointer[bridge.Templates]
 }
+
+// Templates is the node's template registry (nil when WeChat is off), for the console and health.
+func (w *wechatNode) Templates() *bridge.Templates { return w.templates.Load() }
 
 // verifyScene turns a scanned or typed Sprout QR code into its device id.
 func (w *wechatNode) verifyScene(scene string) (string, error) {
@@ -127,8 +176,13 @@ func newWeChat(cfg *wechatConfig, users actors.UserStore, log *slog.Logger) (*we
 		return nil, err
 	}
 	w.qrKeys = keys
+	overrides, err := bridge.LoadTemplateMap(cfg.tplMap)
+	if err != nil {
+		return nil, err
+	}
+	w.tplOverrides = overrides
 	uo := actors.UserOptions{
-		Store: users, Logger: log, AlertTemplateID: cfg.tplAlert, OutcomeTemplateID: cfg.tplOutcome,
+		Store: users, Logger: log,
 		StatusPushes: cfg.statusPushes == "true", CompelBind: cfg.deviceAPI == "true", DeviceType: cfg.account, WaterMs: uint32(cfg.waterMs),
 		CommandTimeout: cfg.commandTimeout, AlertBurst: cfg.alertBurst, AlertWindow: cfg.alertWindow,
 		VerifyScene: w.verifyScene,
@@ -156,7 +210,7 @@ func (w *wechatNode) start(c *pcluster.Cluster, r chi.Router, owner string) erro
 		return nil
 	}
 	h, err := wechat.NewHandler(wechat.Options{AppID: w.cfg.appID, Token: w.cfg.token, EncodingAESKey: w.cfg.aesKey,
-		AccountID: w.cfg.account, Logger: w.log}, &bridge.Dispatcher{Cluster: c, Logger: w.log})
+		AccountID: w.cfg.account, Logger: w.log}, &bridge.Dispatcher{Cluster: c, Logger: w.log, Receipts: w.users})
 	if err != nil {
 		return fmt.Errorf("WeChat callback endpoint: %w", err)
 	}
@@ -165,10 +219,21 @@ func (w *wechatNode) start(c *pcluster.Cluster, r chi.Router, owner string) erro
 	if err != nil {
 		return err
 	}
-	p := bridge.NewPusher(w.users, client, bridge.PusherOptions{Owner: owner, Logger: w.log, Sent: w.sent})
+	tpl := bridge.NewTemplates(client, bridge.TemplateOptions{IDs: w.cfg.templateIDs(), Overrides: w.tplOverrides, Logger: w.log})
+	w.templates.Store(tpl)
+	// Learn the templates before the first send, so that a template that cannot be filled is
+	// reported at start-up; a failure is retried in the background.
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := tpl.Refresh(lctx); err != nil {
+		w.log.Warn("learning the account's templates at start-up failed; retrying in the background", "err", err)
+	}
+	lcancel()
+	p := bridge.NewPusher(w.users, client, bridge.PusherOptions{Owner: owner, Logger: w.log, Sent: w.sent,
+		Templates: tpl, PageURL: w.cfg.pageURL})
 	w.pusher.Store(p)
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel, w.pushing = cancel, make(chan struct{})
+	go tpl.Run(ctx)
 	go func() {
 		defer close(w.pushing)
 		p.Run(ctx)
