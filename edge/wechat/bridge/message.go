@@ -203,13 +203,13 @@ func (p *Pusher) contactEvent(ctx context.Context, openID, kind string, at time.
 }
 
 func (p *Pusher) callText(ctx context.Context, push actors.Push, text string) (err error) {
-	ctx, span := observe.Child(ctx, "wechat.api custom/send")
+	ctx, span := observe.Child(ctx, "wechat.api text")
 	defer func() { observe.End(span, err) }()
 	return p.client.SendText(ctx, push.OpenID, text)
 }
 
 func (p *Pusher) callTemplate(ctx context.Context, push actors.Push, m api.TemplateMessage) (id int64, err error) {
-	ctx, span := observe.Child(ctx, "wechat.api template/send")
+	ctx, span := observe.Child(ctx, "wechat.api template")
 	defer func() { observe.End(span, err) }()
 	return p.client.SendTemplate(ctx, m)
 }
