@@ -179,7 +179,7 @@ type Templates struct {
 
 	mu       sync.RWMutex
 	learned  bool
-	failing  bool // the last learn failed
+	failing  bool                     // the last learn failed
 	keys     map[string][]TemplateKey // by kind, resolved
 	titles   map[string]string        // by kind
 	problems map[string]string        // by kind: why its template cannot be used

@@ -68,8 +68,8 @@ func TestTemplateThatCannotBeFilledIsReported(t *testing.T) {
 	cases := []struct {
 		kind, content, want string
 	}{
-		{actors.MsgCommandOutcome, alertRaisedContent, `"value"`},              // outcomes have no reading
-		{actors.MsgAlertRaised, joinContent, `"who"`},                          // alerts have no applicant
+		{actors.MsgCommandOutcome, alertRaisedContent, `"value"`}, // outcomes have no reading
+		{actors.MsgAlertRaised, joinContent, `"who"`},             // alerts have no applicant
 		{actors.MsgAlertRaised, "名称：{{thing1.DATA}}\n车牌：{{car_number2.DATA}}", "car_number"},
 		{actors.MsgAlertRaised, "设备名称：{{phrase1.DATA}}", "phrase"},
 	}
