@@ -119,7 +119,8 @@ func (p *Pusher) message(ctx context.Context, push actors.Push, pl actors.PushPa
 			push.ErrCode = api.Code(csErr)
 			p.contactEvent(c, push.OpenID, actors.ContactClosed, now)
 		case api.ActionStopUser:
-			return p.stopUser(c, push, csErr, now, done)
+			push.ErrCode = api.Code(csErr)
+			return p.stopUser(c, push.OpenID, csErr, now, done)
 		default:
 			push.ErrCode = api.Code(csErr)
 			p.operatorAlert(kind, push.ErrCode, csErr.Error())
@@ -167,7 +168,8 @@ func (p *Pusher) message(ctx context.Context, push actors.Push, pl actors.PushPa
 		}
 		return done(actors.PushFailed, "the account's daily template quota is used up (45009) and the user's customer-service allowance too: "+err.Error())
 	case api.ActionStopUser:
-		return p.stopUser(c, push, err, now, done)
+		push.ErrCode = api.Code(err)
+		return p.stopUser(c, push.OpenID, err, now, done)
 	default:
 		push.ErrCode = api.Code(err)
 		if errors.Is(err, api.ErrTemplate) {
@@ -187,10 +189,9 @@ func (p *Pusher) reason(csErr error, why string) string {
 }
 
 // stopUser records that the user cannot be reached (43004: unfollowed) and fails the push.
-func (p *Pusher) stopUser(ctx context.Context, push actors.Push, err error, now time.Time, done func(string, string) actors.Push) actors.Push {
-	push.ErrCode = api.Code(err)
+func (p *Pusher) stopUser(ctx context.Context, openID string, err error, now time.Time, done func(string, string) actors.Push) actors.Push {
 	if errors.Is(err, api.ErrNotFollowing) {
-		p.contactEvent(ctx, push.OpenID, actors.ContactRefused, now)
+		p.contactEvent(ctx, openID, actors.ContactRefused, now)
 		return done(actors.PushFailed, "the user does not follow the account (43004): nothing is sent until they follow again")
 	}
 	return done(actors.PushFailed, err.Error())
