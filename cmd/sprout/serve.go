@@ -162,7 +162,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			return nil, err
 		}
 		console.New(console.Options{Cluster: m.Cluster, Store: st, AdminToken: cfg.adminToken,
-			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, Logger: log}).Routes(r)
+			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, Logger: log, PushHealth: wx.pushHealth, PushWake: wx.wake}).Routes(r)
 	}
 	r.Method(http.MethodGet, "/metrics", n.tel.Handler())
 	if err := registerNodeMetrics(n.tel, n); err != nil {

@@ -14,7 +14,12 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/go-chi/chi/v5"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/edge/console"
 	"github.com/sprout-iot/sprout/edge/web"
 	"github.com/sprout-iot/sprout/edge/wechat"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
@@ -157,6 +162,49 @@ type wechatNode struct {
 // Templates is the node's template registry (nil when WeChat is off), for the console and health.
 func (w *wechatNode) Templates() *bridge.Templates { return w.templates.Load() }
 
+// pushHealth is the console's view of reaching users: each kind's template problem and the
+// refusals that need the operator.
+func (w *wechatNode) pushHealth() console.PushHealth {
+	var ph console.PushHealth
+	if t := w.templates.Load(); t != nil {
+		ph.TemplateProblems = t.Problems()
+	}
+	for _, a := range bridge.OperatorAlerts() {
+		ph.OperatorAlerts = append(ph.OperatorAlerts, console.OperatorAlert{Kind: a.Kind, ErrCode: a.ErrCode, Count: a.Count, Last: a.Last})
+	}
+	return ph
+}
+
+// wake makes the node's pusher read the outbox now.
+func (w *wechatNode) wake() {
+	if p := w.pusher.Load(); p != nil {
+		p.Wake()
+	}
+}
+
+// registerTemplateMetric exposes sprout_wechat_template_problems{kind}: 1 for each message kind
+// whose template cannot be used (none configured, unknown to the account, keys Sprout cannot
+// fill, refused by WeChat).
+func (w *wechatNode) registerTemplateMetric() {
+	m := observe.Meter()
+	if m == nil {
+		return
+	}
+	g, err := m.Int64ObservableGauge("sprout.wechat.template.problems", metric.WithUnit("{kind}"),
+		metric.WithDescription("Message kinds whose WeChat template cannot be used, by kind (see the console's WeChat messages page)."))
+	if err != nil {
+		return
+	}
+	_, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		if t := w.templates.Load(); t != nil {
+			for kind := range t.Problems() {
+				o.ObserveInt64(g, 1, metric.WithAttributes(attribute.String("kind", kind)))
+			}
+		}
+		return nil
+	}, g)
+}
+
 // verifyScene turns a scanned or typed Sprout QR code into its device id.
 func (w *wechatNode) verifyScene(scene string) (string, error) {
 	c, err := qr.Verify(w.qrKeys, scene, time.Now())
@@ -221,6 +269,7 @@ func (w *wechatNode) start(c *pcluster.Cluster, r chi.Router, owner string) erro
 	}
 	tpl := bridge.NewTemplates(client, bridge.TemplateOptions{IDs: w.cfg.templateIDs(), Overrides: w.tplOverrides, Logger: w.log})
 	w.templates.Store(tpl)
+	w.registerTemplateMetric()
 	// Learn the templates before the first send, so that a template that cannot be filled is
 	// reported at start-up; a failure is retried in the background.
 	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
