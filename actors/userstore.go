@@ -78,6 +78,7 @@ const (
 	ContactUnsubscribe = "unsubscribe" // unfollowing: nothing is sent until they follow again
 	ContactRefused     = "refused"     // WeChat answered 43004 (not following) to a send at At
 	ContactClosed      = "closed"      // WeChat answered 45015/45047 to a send at At: the window is spent
+	ContactUnused      = "unused"      // a send taken from the window opened at At did not go out (WeChat busy): give it back
 )
 
 // ContactEvent is one change of a user's reachability.
@@ -128,6 +129,14 @@ func ApplyContact(c Contact, ev ContactEvent) Contact {
 		c.Unfollowed, c.SendsLeft, c.At = true, 0, ev.At
 	case ContactClosed:
 		c.SendsLeft = 0
+	case ContactUnused:
+		if ev.At.Equal(c.At) && !c.Unfollowed {
+			max := ActionSends
+			if c.Kind == ContactMessage {
+				max = MessageSends
+			}
+			c.SendsLeft = min(c.SendsLeft+1, max)
+		}
 	}
 	return c
 }

@@ -478,6 +478,19 @@ func testContact(t *testing.T, s actors.UserStore) {
 	if ok, _ := s.TakeServiceSend(ctx, "oAlice", at(330)); !ok {
 		t.Fatal("a send 30 s after a click was refused")
 	}
+	// A send WeChat did not take (busy) is given back to its window, not to a newer one.
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactUnused, At: at(300)}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Contact(ctx, "oAlice"); c.SendsLeft != 3 {
+		t.Fatalf("after giving a send back: %d left, want 3", c.SendsLeft)
+	}
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactUnused, At: at(300)}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Contact(ctx, "oAlice"); c.SendsLeft != 3 {
+		t.Fatalf("giving back more than the allowance: %d left, want 3", c.SendsLeft)
+	}
 	// WeChat said 45047: the window is spent.
 	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactClosed, At: at(331)}); err != nil {
 		t.Fatal(err)

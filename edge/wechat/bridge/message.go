@@ -111,7 +111,10 @@ func (p *Pusher) message(ctx context.Context, push actors.Push, pl actors.PushPa
 			push.ErrCode = 0
 			return done(actors.PushSent, "")
 		case api.ActionRetry:
+			// WeChat did not take it (busy, a network failure): the send is given back to the
+			// window it was taken from.
 			push.ErrCode = api.Code(csErr)
+			p.contactEvent(c, push.OpenID, actors.ContactUnused, contact.At)
 			return retry(csErr)
 		case api.ActionFallback:
 			// 45015/45047: WeChat's count differs from ours (another sender, a clock): the window
