@@ -154,7 +154,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		}
 	}()
 	r := chi.NewRouter()
-	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address()}).Routes(r)
+	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address(), PushWake: wx.wake}).Routes(r)
 	if cfg.adminToken != "" {
 		qrKeys, err := parseQRKeys(cfg.wx.qrKeys)
 		if err != nil {
