@@ -15,6 +15,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/edgetest"
+	"github.com/sprout-iot/sprout/edge/wechat"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
 	"github.com/sprout-iot/sprout/edge/wechat/bridge"
 	"github.com/sprout-iot/sprout/store/memory"
@@ -375,4 +376,29 @@ func TestRaisedIsHeardBeforeCleared(t *testing.T) {
 		t.Fatalf("calls = %+v; want raised (busy), raised, cleared", calls)
 	}
 	_ = got
+}
+
+// TestTemplateReceiptIsRecordedOnItsPush: TEMPLATESENDJOBFINISH is recorded against the push sent
+// with its msgid, and never reaches the user grain (no cluster is needed to answer it).
+func TestTemplateReceiptIsRecordedOnItsPush(t *testing.T) {
+	w := newPushWorld(t, nil)
+	w.enqueue(t, "oAlice", actors.MsgAlertRaised, "pot-1", "raised", alertFields())
+	sent := w.wait(t, 1)[0]
+	if sent.MsgID == "" {
+		t.Fatalf("push = %+v, want a msgid", sent)
+	}
+	d := &bridge.Dispatcher{Receipts: w.st, Logger: edgetest.Quiet()}
+	r, err := d.Dispatch(w.ctx, &wechat.Message{FromUserName: "oAlice", MsgType: wechat.MsgTypeEvent,
+		Event: bridge.EventTemplateFinished, MsgID: sent.MsgID, Status: "failed:user block"})
+	if err != nil || r != nil {
+		t.Fatalf("dispatch = %v, %v; want success", r, err)
+	}
+	ps, _ := w.st.UserPushes(w.ctx, "oAlice", 0)
+	if ps[0].Receipt != "failed:user block" {
+		t.Fatalf("push after its receipt = %+v", ps[0])
+	}
+	if _, err := d.Dispatch(w.ctx, &wechat.Message{FromUserName: "oAlice", MsgType: wechat.MsgTypeEvent,
+		Event: bridge.EventTemplateFinished, MsgID: "999", Status: "success"}); err != nil {
+		t.Fatalf("a receipt for an unknown msgid: %v", err)
+	}
 }
