@@ -33,13 +33,25 @@ var qrKey = []byte("0123456789abcdef0123456789abcdef")
 
 // world is one Sprout node wired to the simulated WeChat platform, as `sprout serve` wires it.
 type world struct {
-	store    *memory.Store
-	devices  actors.Store // the device grains' store: store, or a wrapper around it
-	member   *cluster.Member
-	edgeAddr string
-	platform *wechatsim.Platform
-	callback string
-	pushes   atomic.Int64
+	store     *memory.Store
+	devices   actors.Store // the device grains' store: store, or a wrapper around it
+	member    *cluster.Member
+	edgeAddr  string
+	platform  *wechatsim.Platform
+	callback  string
+	pushes    atomic.Int64
+	templates *bridge.Templates
+}
+
+// simTemplates are the simulated account's templates (wechatsim.DefaultTemplates) per message kind.
+var simTemplates = map[string]string{
+	actors.MsgAlertRaised:    "tmpl_alert_raised",
+	actors.MsgAlertCleared:   "tmpl_alert_cleared",
+	actors.MsgCommandOutcome: "tmpl_command_outcome",
+	actors.MsgDeviceNotice:   "tmpl_device_notice",
+	actors.MsgJoinRequest:    "tmpl_join_request",
+	actors.MsgJoinResult:     "tmpl_legacy_notice",
+	actors.MsgReplyLater:     "tmpl_legacy_notice",
 }
 
 func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
@@ -118,7 +130,7 @@ func (w *world) serveWeChat(t *testing.T, log *slog.Logger, pusher *atomic.Point
 	t.Helper()
 	p, c := w.platform, w.member.Cluster
 	h, err := wechat.NewHandler(wechat.Options{AppID: p.AppID(), Token: p.Token(), EncodingAESKey: p.EncodingAESKey(),
-		AccountID: p.AccountID(), Logger: log}, &bridge.Dispatcher{Cluster: c, Logger: log})
+		AccountID: p.AccountID(), Logger: log}, &bridge.Dispatcher{Cluster: c, Logger: log, Receipts: w.store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,8 +144,11 @@ func (w *world) serveWeChat(t *testing.T, log *slog.Logger, pusher *atomic.Point
 	p.SetCallbackURL(w.callback)
 
 	client, _ := api.New(api.Options{BaseURL: p.URL(), Tokens: &bridge.GrainTokens{Cluster: c, AppID: p.AppID()}})
+	w.templates = bridge.NewTemplates(client, bridge.TemplateOptions{IDs: simTemplates, Logger: log})
+	_ = w.templates.Refresh(context.Background())
 	pu := bridge.NewPusher(w.store, client, bridge.PusherOptions{Logger: log, Poll: 200 * time.Millisecond,
-		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }})
+		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }, Templates: w.templates,
+		PageURL: func(id string) string { return "https://sprout.example/app/plants/" + id }})
 	pusher.Store(pu)
 	ctx, cancel := context.WithCancel(context.Background())
 	go pu.Run(ctx)
