@@ -3,10 +3,7 @@ package wechatsim
 import (
 	"errors"
 	"fmt"
-	"html"
 	"net/http"
-	"net/url"
-	"sort"
 	"time"
 )
 
@@ -24,6 +21,10 @@ const (
 	KindDeviceStatus = "device_status" // Out: /device/transmsg with msg_type 2
 	KindReply        = "reply"         // Out: a passive reply to one of the user's callbacks
 	KindCallback     = "callback"      // In: a callback the user's action caused
+	KindReceipt      = "receipt"       // In: TEMPLATESENDJOBFINISH posted to Sprout for a template
+	KindRefused      = "refused"       // Out: a send the platform refused (Errcode, Attempted)
+	KindScanText     = "scan_text"     // the user scanned content WeChat only shows as text
+	KindPage         = "page"          // the user's in-WeChat browser opened a page (URL, Status)
 )
 
 // Entry is one line of a user's conversation with the account.
@@ -37,6 +38,8 @@ type Entry struct {
 	Text string `json:"text,omitempty"` // custom text, user text, reply content
 
 	TemplateID  string                   `json:"template_id,omitempty"`
+	Title       string                   `json:"title,omitempty"`  // template: the template's title
+	Fields      []TemplateField          `json:"fields,omitempty"` // template: the card's lines as rendered
 	URL         string                   `json:"url,omitempty"`
 	Data        map[string]TemplateValue `json:"data,omitempty"`
 	ClientMsgID string                   `json:"client_msg_id,omitempty"`
@@ -49,7 +52,17 @@ type Entry struct {
 
 	MsgType string `json:"msg_type,omitempty"` // In: the callback's MsgType; Out/reply: the reply's
 	Event   string `json:"event,omitempty"`
-	Status  int    `json:"http_status,omitempty"` // In: Sprout's HTTP status (0 = no answer)
+	Status  int    `json:"http_status,omitempty"` // In: Sprout's HTTP status (0 = no answer); page: the page's
+
+	// Delivery is a template's delivery status (TEMPLATESENDJOBFINISH's Status: "success",
+	// "failed:user block", "failed: system failed"); on a receipt, the status posted.
+	Delivery string `json:"delivery,omitempty"`
+	// Refused sends: WeChat's errcode and errmsg, and what was attempted (KindCustomText or
+	// KindTemplate; Text or TemplateID/Data hold what would have been sent).
+	Errcode   int    `json:"errcode,omitempty"`
+	Errmsg    string `json:"errmsg,omitempty"`
+	Attempted string `json:"attempted,omitempty"`
+	Attempts  int    `json:"attempts,omitempty"` // In: how many times the callback was posted
 }
 
 // ErrWaitTimeout is returned by WaitFor when nothing matched in time.
@@ -118,21 +131,4 @@ func (p *Platform) handleDump(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, p.entries)
-}
-
-func (p *Platform) handleIndex(w http.ResponseWriter, r *http.Request) {
-	p.mu.Lock()
-	ids := make([]string, 0, len(p.entries))
-	for id := range p.entries {
-		ids = append(ids, id)
-	}
-	p.mu.Unlock()
-	sort.Strings(ids)
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprintf(w, "<!doctype html><title>wechatsim</title><h1>Simulated WeChat account %s</h1>", html.EscapeString(p.opts.AccountID))
-	fmt.Fprint(w, `<p>JSON: <a href="/_sim/conversations">/_sim/conversations</a></p><ul>`)
-	for _, id := range ids {
-		fmt.Fprintf(w, `<li><a href="/_sim/conversations/%s">%s</a></li>`, url.PathEscape(id), html.EscapeString(id))
-	}
-	fmt.Fprint(w, "</ul>")
 }
