@@ -194,7 +194,9 @@ func ctx5() context.Context {
 
 func bind(t *testing.T, w *world, u *wechatsim.User, device string) {
 	t.Helper()
-	r, err := u.ScanSproutQR(ctx5(), scene(t, device))
+	sc := scene(t, device)
+	w.platform.CreateQR(sc) // the label's parametric QR, created through qrcode/create
+	r, err := u.ScanSproutQR(ctx5(), sc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,7 +352,9 @@ func TestRetriedCallbackActsOnce(t *testing.T) {
 	secret := w.addDevice(t, "pot-1")
 	pot := w.connect(t, "pot-1", secret)
 	alice := w.platform.NewUser("alice")
-	_, _ = alice.ScanSproutQR(ctx5(), scene(t, "pot-1"))
+	sc := scene(t, "pot-1")
+	w.platform.CreateQR(sc)
+	_, _ = alice.ScanSproutQR(ctx5(), sc)
 	waitBound(t, w, "pot-1", "alice")
 	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
 	waitText(t, w, "alice", "浇水完成", 3*time.Second)
@@ -424,6 +428,9 @@ func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
 	pot := w.connect(t, "pot-1", secret)
 	alice, mallory := w.platform.NewUser("alice"), w.platform.NewUser("mallory")
 	bind(t, w, alice, "pot-1")
+	if _, err := mallory.Subscribe(ctx5()); err != nil { // only followers can write to the account
+		t.Fatal(err)
+	}
 	if r, _ := mallory.SendText(ctx5(), "状态"); !strings.Contains(r.Content, "还没有绑定") {
 		t.Fatalf("status for an unbound user: %q", r.Content)
 	}
@@ -464,6 +471,7 @@ func TestBindingUnknownRevokedOrForgedCodes(t *testing.T) {
 		"forged":  {strings.Replace(scene(t, "pot-404"), "pot-404", "pot-405", 1), "二维码无效"},
 	}
 	for name, tc := range cases {
+		w.platform.CreateQR(tc.scene)
 		r, err := u.ScanSproutQR(ctx5(), tc.scene)
 		if err != nil || !strings.Contains(r.Content, tc.want) {
 			t.Errorf("%s: %q %v", name, r.Content, err)
