@@ -50,7 +50,7 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.R
 	}
 	if m.MsgType == wechat.MsgTypeEvent && m.Event == EventTemplateFinished {
 		if d.Receipts != nil {
-			found, err := d.Receipts.RecordReceipt(ctx, m.MsgID, m.Status)
+			found, err := d.recordReceipt(ctx, m.MsgID, m.Status)
 			if err != nil {
 				return nil, fmt.Errorf("recording the receipt of template message %s: %w", m.MsgID, err)
 			}
@@ -111,6 +111,28 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.R
 		return wechat.DeviceStatusReply(m, r.Connected), nil
 	}
 	return wechat.Success(), nil
+}
+
+// receiptWait is how long a receipt waits for its push's msgid to be recorded: WeChat may post
+// TEMPLATESENDJOBFINISH before the pusher has written the answer of the send it belongs to.
+const receiptWait = 2 * time.Second
+
+// recordReceipt records a receipt on its push, waiting up to receiptWait for the push's msgid.
+func (d *Dispatcher) recordReceipt(ctx context.Context, msgID, status string) (bool, error) {
+	deadline := time.Now().Add(receiptWait)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		found, err := d.Receipts.RecordReceipt(ctx, msgID, status)
+		if found || err != nil || msgID == "" || time.Now().After(deadline) {
+			return found, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-t.C:
+		}
+	}
 }
 
 // request asks the user's grain and gives up after timeout. The deadline is kept here: the

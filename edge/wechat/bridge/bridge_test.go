@@ -41,6 +41,7 @@ type world struct {
 	callback  string
 	pushes    atomic.Int64
 	templates *bridge.Templates
+	now       func() time.Time // the pusher's clock (nil: time.Now)
 }
 
 // simTemplates are the simulated account's templates (wechatsim.DefaultTemplates) per message kind.
@@ -147,7 +148,7 @@ func (w *world) serveWeChat(t *testing.T, log *slog.Logger, pusher *atomic.Point
 	w.templates = bridge.NewTemplates(client, bridge.TemplateOptions{IDs: simTemplates, Logger: log})
 	_ = w.templates.Refresh(context.Background())
 	pu := bridge.NewPusher(w.store, client, bridge.PusherOptions{Logger: log, Poll: 200 * time.Millisecond,
-		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }, Templates: w.templates,
+		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }, Templates: w.templates, Now: w.now,
 		PageURL: func(id string) string { return "https://sprout.example/app/plants/" + id }})
 	pusher.Store(pu)
 	ctx, cancel := context.WithCancel(context.Background())
