@@ -402,3 +402,35 @@ func TestTemplateReceiptIsRecordedOnItsPush(t *testing.T) {
 		t.Fatalf("a receipt for an unknown msgid: %v", err)
 	}
 }
+
+// TestUnusableTemplatesAreReportedWhenLearned: at start-up (Refresh) a configured id the account
+// does not have, a template with a key Sprout cannot fill and a kind without a template are each
+// reported with what is wrong; such a kind's messages fail with that reason once the user's
+// allowance is used up, and the others are sent.
+func TestUnusableTemplatesAreReportedWhenLearned(t *testing.T) {
+	w := newPushWorld(t, map[string]string{actors.MsgAlertRaised: "tmpl_gone", actors.MsgCommandOutcome: "tmpl_car",
+		actors.MsgAlertCleared: "tmpl_alert_cleared"})
+	w.wx.mu.Lock()
+	w.wx.templates["tmpl_car"] = "设备名称：{{thing1.DATA}}\n车牌：{{car_number2.DATA}}"
+	w.wx.mu.Unlock()
+	if err := w.tpl.Refresh(w.ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := w.tpl.Problems()
+	for kind, want := range map[string]string{actors.MsgAlertRaised: "not one of the account's templates",
+		actors.MsgCommandOutcome: "car_number", actors.MsgJoinRequest: "no template configured"} {
+		if !strings.Contains(p[kind], want) {
+			t.Errorf("problem of %s = %q, want it to say %q", kind, p[kind], want)
+		}
+	}
+	if _, ok := p[actors.MsgAlertCleared]; ok {
+		t.Errorf("a usable template reported: %q", p[actors.MsgAlertCleared])
+	}
+	w.enqueue(t, "oAlice", actors.MsgAlertRaised, "pot-1", "raised", alertFields())
+	if got := w.wait(t, 1)[0]; got.Status != actors.PushFailed || !strings.Contains(got.LastError, "not one of the account's templates") {
+		t.Fatalf("a message of a kind whose template is unusable = %+v", got)
+	}
+	if n := len(w.wx.sent()); n != 0 {
+		t.Fatalf("%d calls to WeChat for it", n)
+	}
+}
