@@ -120,3 +120,45 @@ func (h *Handler) retryPush(w http.ResponseWriter, r *http.Request) {
 		h.showPushes(w, r, http.StatusOK, tr(langOf(r), "push_retried")+" "+id, true)
 	}
 }
+
+// The pushes page's texts, added to the console's (i18n.go).
+func init() {
+	for k, v := range map[string]string{
+		"pushes":          "微信消息",
+		"push_templates":  "模板问题",
+		"push_operator":   "需要运营处理的微信拒绝",
+		"push_failed":     "发送失败的消息",
+		"push_none":       "没有发送失败的消息。",
+		"push_when":       "时间",
+		"push_user":       "用户",
+		"push_kind":       "类型",
+		"push_channel":    "渠道",
+		"push_reason":     "原因",
+		"push_count":      "次数",
+		"push_retry":      "重新发送",
+		"push_retried":    "已重新排队发送",
+		"push_not_failed": "这条消息不是发送失败状态",
+		"unknown_push":    "没有这条消息",
+	} {
+		textsZH[k] = v
+	}
+	for k, v := range map[string]string{
+		"pushes":          "WeChat messages",
+		"push_templates":  "Template problems",
+		"push_operator":   "WeChat refusals the operator must fix",
+		"push_failed":     "Messages that failed",
+		"push_none":       "No message failed.",
+		"push_when":       "When",
+		"push_user":       "User",
+		"push_kind":       "Kind",
+		"push_channel":    "Channel",
+		"push_reason":     "Reason",
+		"push_count":      "Count",
+		"push_retry":      "Send again",
+		"push_retried":    "Queued to be sent again",
+		"push_not_failed": "This message has not failed",
+		"unknown_push":    "No such message",
+	} {
+		textsEN[k] = v
+	}
+}
