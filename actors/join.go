@@ -62,9 +62,6 @@ type JoinOptions struct {
 	ApproveURL func(deviceID, requestID string) string
 	// Pushed, if set, is called after a device grain enqueued pushes (wakes the node's pusher).
 	Pushed func()
-	// TemplateID is the template of join_request and join_result pushes outside the
-	// customer-service window (SPROUT_WECHAT_TEMPLATE_JOIN_REQUEST).
-	TemplateID string
 }
 
 func (o *JoinOptions) defaults() {

@@ -135,13 +135,12 @@ func pushID(parts ...string) string {
 
 // userState is the persisted part of a user grain.
 type userState struct {
-	Lang            string        `json:"lang"`
-	LastInteraction time.Time     `json:"last_interaction"`
-	Replies         []cachedReply `json:"replies"` // for WeChat's retries of one callback
-	Notices         []string      `json:"notices"` // notice ids already pushed
-	AlertPushes     []time.Time   `json:"alert_pushes"`
-	Summary         []string      `json:"summary"`               // alert lines held back by the rate limit
-	SummaryDue      time.Time     `json:"summary_due,omitempty"` // when the held summary goes out
+	Lang        string        `json:"lang"`
+	Replies     []cachedReply `json:"replies"` // for WeChat's retries of one callback
+	Notices     []string      `json:"notices"` // notice ids already pushed
+	AlertPushes []time.Time   `json:"alert_pushes"`
+	Summary     []string      `json:"summary"`               // alert lines held back by the rate limit
+	SummaryDue  time.Time     `json:"summary_due,omitempty"` // when the held summary goes out
 	// Watering is the water commands this user started that have not ended yet: a tap for the
 	// same pot meanwhile joins the command instead of watering again.
 	Watering []watering `json:"watering,omitempty"`
@@ -388,7 +387,6 @@ type decision struct {
 func decide(c *userCore, m *actorpb.UserMessage, in intent, ans map[string]answer, now time.Time, o *UserOptions) decision {
 	d := decision{next: c.clone()}
 	n := &d.next
-	n.st.LastInteraction = now
 	if m.MsgType == "text" {
 		n.st.Lang = detectLang(m.Content, n.st.Lang)
 	}
@@ -539,8 +537,30 @@ func outcome(c *userCore, out *actorpb.CommandOutcome, now time.Time, o *UserOpt
 	n := c.clone()
 	n.st.Watering = slices.DeleteFunc(n.st.Watering, func(w watering) bool { return w.CommandID == out.CommandId })
 	msg := outcomeText(n.st.Lang, out)
-	return n, userEffects{pushes: []Push{messagePush(&n.st, now, o, pushID("outcome", n.openID, out.DeviceId, out.CommandId),
-		o.OutcomeTemplateID, msg, map[string]string{"device": out.DeviceId, "result": msg})}}
+	at := out.AtMs
+	if at == 0 {
+		at = now.UnixMilli()
+	}
+	return n, userEffects{pushes: []Push{messagePush(n.openID, MsgCommandOutcome, pushID("outcome", n.openID, out.DeviceId, out.CommandId),
+		out.DeviceId, msg, MessageFields{Pot: out.DeviceId, What: say(n.st.Lang, "op_water"), State: outcomeState(out.Outcome),
+			Detail: msg, AtMs: at})}}
+}
+
+// outcomeState is the outcome as a short Chinese state word (a template's phrase).
+func outcomeState(o actorpb.Outcome) string {
+	switch o {
+	case actorpb.Outcome_OUTCOME_DONE:
+		return "成功"
+	case actorpb.Outcome_OUTCOME_REJECTED, actorpb.Outcome_OUTCOME_NOT_BOUND:
+		return "被拒绝"
+	case actorpb.Outcome_OUTCOME_BUSY:
+		return "忙碌"
+	case actorpb.Outcome_OUTCOME_OFFLINE:
+		return "离线"
+	case actorpb.Outcome_OUTCOME_TIMED_OUT:
+		return "超时"
+	}
+	return "失败"
 }
 
 // notice decides a device's alert or presence change: each notice is pushed at most once, and a
@@ -555,11 +575,22 @@ func notice(c *userCore, nt *actorpb.UserNotice, now time.Time, o *UserOptions) 
 	switch b := nt.Body.(type) {
 	case *actorpb.UserNotice_Alert:
 		a := b.Alert
-		var msg string
+		at := nt.AtMs
+		if at == 0 {
+			at = now.UnixMilli()
+		}
+		kind, f := MsgAlertCleared, MessageFields{Pot: nt.DeviceId, What: alertText(lang, a.Kind), State: "已恢复", AtMs: at,
+			AlertKey: nt.DeviceId + "|" + a.Kind.String()}
 		if a.Active {
-			msg = say(lang, "alert_raised", nt.DeviceId, alertText(lang, a.Kind), a.Value, a.Threshold)
+			kind, f.State, f.Value = MsgAlertRaised, "告警", strconv.FormatFloat(float64(a.Value), 'f', 1, 64)
+			f.Detail = say(lang, "alert_raised", nt.DeviceId, alertText(lang, a.Kind), a.Value, a.Threshold)
 		} else {
-			msg = say(lang, "alert_cleared", nt.DeviceId, alertText(lang, a.Kind))
+			f.Detail = say(lang, "alert_cleared", nt.DeviceId, alertText(lang, a.Kind))
+		}
+		msg := f.Detail
+		combined := ""
+		if !a.Active {
+			combined = say(lang, "alert_blip", nt.DeviceId, alertText(lang, a.Kind), a.Value)
 		}
 		if !n.st.allowAlert(now, o.AlertWindow, o.AlertBurst) {
 			if len(n.st.Summary) == 0 {
@@ -569,14 +600,17 @@ func notice(c *userCore, nt *actorpb.UserNotice, now time.Time, o *UserOptions) 
 			n.st.Summary = append(n.st.Summary, msg)
 			return n, fx
 		}
-		fx.pushes = append(fx.pushes, messagePush(&n.st, now, o, pushID("notice", n.openID, nt.NoticeId), o.AlertTemplateID, msg,
-			map[string]string{"device": nt.DeviceId, "alert": alertText(lang, a.Kind), "detail": msg}))
+		p := messagePush(n.openID, kind, pushID("notice", n.openID, nt.NoticeId), nt.DeviceId, msg, f)
+		if combined != "" {
+			p.Payload = mustJSON(PushPayload{MessageKind: kind, Text: msg, Combined: combined, Fields: &f, DeviceID: nt.DeviceId})
+		}
+		fx.pushes = append(fx.pushes, p)
 	case *actorpb.UserNotice_Flapping:
-		f := b.Flapping
-		mins := max((f.UntilMs-now.UnixMilli()+59_999)/60_000, 1)
-		msg := say(lang, "flapping", nt.DeviceId, f.WindowS, f.Connects, mins)
-		fx.pushes = append(fx.pushes, messagePush(&n.st, now, o, pushID("notice", n.openID, nt.NoticeId), o.AlertTemplateID, msg,
-			map[string]string{"device": nt.DeviceId, "alert": say(lang, "flapping_short"), "detail": msg}))
+		fl := b.Flapping
+		mins := max((fl.UntilMs-now.UnixMilli()+59_999)/60_000, 1)
+		msg := say(lang, "flapping", nt.DeviceId, fl.WindowS, fl.Connects, mins)
+		fx.pushes = append(fx.pushes, messagePush(n.openID, MsgDeviceNotice, pushID("notice", n.openID, nt.NoticeId), nt.DeviceId, msg,
+			MessageFields{Pot: nt.DeviceId, What: say(lang, "flapping_short"), State: "不稳定", Detail: msg, AtMs: now.UnixMilli()}))
 	case *actorpb.UserNotice_JoinRequest, *actorpb.UserNotice_JoinResult:
 		joinNotice(&n, nt, now, o, &fx)
 	case *actorpb.UserNotice_Presence:
@@ -599,19 +633,46 @@ func flushSummary(c *userCore, now time.Time, o *UserOptions) (userCore, userEff
 	}
 	lines := n.st.Summary
 	msg := say(n.st.Lang, "alert_summary", len(lines), strings.Join(lines, "\n"))
-	p := messagePush(&n.st, now, o, pushID("summary", n.openID, strings.Join(lines, "\n")), o.AlertTemplateID, msg,
-		map[string]string{"device": "", "detail": msg})
+	p := messagePush(n.openID, MsgAlertRaised, pushID("summary", n.openID, strings.Join(lines, "\n")), "", msg,
+		MessageFields{Pot: say(n.st.Lang, "pots_n", len(lines)), What: say(n.st.Lang, "alerts_n", len(lines)), State: "告警",
+			Detail: msg, AtMs: now.UnixMilli()})
 	n.st.Summary, n.st.SummaryDue = nil, time.Time{}
 	return n, userEffects{pushes: []Push{p}}
 }
 
-// messagePush chooses the channel: a customer-service text inside the window, a template outside.
-func messagePush(st *userState, now time.Time, o *UserOptions, id, templateID, msg string, data map[string]string) Push {
-	inWindow := now.Sub(st.LastInteraction) < o.ServiceWindow
-	if inWindow || templateID == "" {
-		return Push{ID: id, Kind: PushText, Payload: mustJSON(PushPayload{Text: msg})}
+// messagePush is one message to a user: the pusher chooses its channel when it sends it (a
+// customer-service text while the user's allowance lasts, else the kind's template), from the
+// user's contact state then. Pushes about one pot (deviceID) reach the user in order.
+func messagePush(openID, kind, id, deviceID, text string, f MessageFields) Push {
+	key := ""
+	if deviceID != "" {
+		key = openID + "|" + deviceID
 	}
-	return Push{ID: id, Kind: PushTemplate, Payload: mustJSON(PushPayload{Text: msg, TemplateID: templateID, Data: data})}
+	return Push{ID: id, Kind: PushMessage, OrderKey: key,
+		Payload: mustJSON(PushPayload{MessageKind: kind, Text: text, Fields: &f, DeviceID: deviceID})}
+}
+
+// contactKind classifies a callback as the user's own action for WeChat's customer-service
+// allowance (ContactMessage, ContactClick, ...), or "" when it opens no window: VIEW, template
+// receipts, location reports, device status subscriptions, device binds (not confirmed by
+// WeChat's public docs; taken conservatively) and anything else. Unsubscribe closes it.
+func contactKind(m *actorpb.UserMessage) string {
+	switch m.MsgType {
+	case "text", "image", "voice", "video", "shortvideo", "location", "link":
+		return ContactMessage
+	case "event":
+		switch m.Event {
+		case "subscribe":
+			return ContactSubscribe
+		case "SCAN":
+			return ContactScan
+		case "CLICK":
+			return ContactClick
+		case "unsubscribe":
+			return ContactUnsubscribe
+		}
+	}
+	return ""
 }
 
 func text(t string) *actorpb.UserReply {

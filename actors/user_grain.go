@@ -29,12 +29,6 @@ type UserOptions struct {
 	Clock Clock
 	// VerifyScene turns a scanned Sprout QR scene into a device id, or says why it is invalid.
 	VerifyScene func(scene string) (deviceID string, err error)
-	// ServiceWindow is how long after a user's last message customer-service texts may be sent
-	// (WeChat: 48 h). Outside it pushes use templates.
-	ServiceWindow time.Duration
-	// AlertTemplateID and OutcomeTemplateID are the template messages used outside the window
-	// (empty: texts are tried anyway, and fail as WeChat refuses them).
-	AlertTemplateID, OutcomeTemplateID string
 	// AlertBurst alerts per AlertWindow are pushed one by one; past that they wait and go out as
 	// one summary when the window ends (defaults 3 per 1 min).
 	AlertBurst  int
@@ -64,9 +58,6 @@ type UserOptions struct {
 func (o *UserOptions) defaults() {
 	if o.Clock == nil {
 		o.Clock = RealClock()
-	}
-	if o.ServiceWindow == 0 {
-		o.ServiceWindow = 48 * time.Hour
 	}
 	if o.AlertBurst == 0 {
 		o.AlertBurst = 3
@@ -102,9 +93,43 @@ func NewUserKind(opts UserOptions) *cluster.Kind {
 	}))
 }
 
+// Message kinds of PushMessage: each has its template (SPROUT_WECHAT_TEMPLATE_<KIND>) and its
+// time to live.
+const (
+	MsgAlertRaised    = "alert_raised"
+	MsgAlertCleared   = "alert_cleared"
+	MsgCommandOutcome = "command_outcome"
+	MsgDeviceNotice   = "device_notice" // offline, flapping
+	MsgJoinRequest    = "join_request"
+	MsgJoinResult     = "join_result"
+	MsgReplyLater     = "reply_later" // the grain's answer after WeChat's time ran out
+)
+
+// MessageKinds lists every message kind.
+var MessageKinds = []string{MsgAlertRaised, MsgAlertCleared, MsgCommandOutcome, MsgDeviceNotice, MsgJoinRequest, MsgJoinResult, MsgReplyLater}
+
+// MessageFields are a message's meaning, from which the pusher fills a template's keys.
+type MessageFields struct {
+	Pot    string `json:"pot,omitempty"`    // the pot's name (its id)
+	What   string `json:"what,omitempty"`   // what happened, short: 土壤太干 / soil too dry, 浇水
+	Value  string `json:"value,omitempty"`  // the reading, e.g. 12.0%
+	State  string `json:"state,omitempty"`  // a short Chinese state word: 告警, 已恢复, 成功, 离线
+	Who    string `json:"who,omitempty"`    // a person (join requests)
+	Detail string `json:"detail,omitempty"` // a longer explanation
+	AtMs   int64  `json:"at_ms,omitempty"`  // when it happened (Unix ms)
+	// AlertKey pairs an alert's raised and cleared messages (pot and alert kind).
+	AlertKey string `json:"alert_key,omitempty"`
+}
+
 // PushPayload is the JSON payload of an outbox push.
 type PushPayload struct {
-	Text       string            `json:"text,omitempty"`        // PushText, and the fallback of templates
+	// MessageKind and Fields: PushMessage (Text is its customer-service form).
+	MessageKind string         `json:"message_kind,omitempty"`
+	Fields      *MessageFields `json:"fields,omitempty"`
+	Text        string         `json:"text,omitempty"` // PushText, PushMessage, and the fallback of templates
+	// Combined is an alert_cleared message's text for when its raised message was never sent
+	// (it cleared first): one message saying it happened and is over.
+	Combined   string            `json:"combined,omitempty"`
 	TemplateID string            `json:"template_id,omitempty"` // PushTemplate
 	Data       map[string]string `json:"data,omitempty"`        // template fields
 	DeviceID   string            `json:"device_id,omitempty"`   // PushStatus, PushCompel*
@@ -294,6 +319,7 @@ func (g *userGrain) handle(ctx actor.Context, m *actorpb.UserMessage) {
 			return
 		}
 	}
+	g.recordContact(m)
 	in := parseIntent(m)
 	if in.kind == "bind_qr" {
 		id, err := g.opts.VerifyScene(in.arg)
@@ -336,6 +362,28 @@ func (g *userGrain) handle(ctx actor.Context, m *actorpb.UserMessage) {
 		g.watering[water] = j
 	}
 	g.fanOut(ctx, j)
+}
+
+// recordContact records the user's own action (once per callback: WeChat's retries were
+// answered above) so that the pusher knows the customer-service allowance it opened. The window
+// starts when the user acted (CreateTime), never later than now. A failure is logged: the
+// pusher then sends templates, which need no window.
+func (g *userGrain) recordContact(m *actorpb.UserMessage) {
+	kind := contactKind(m)
+	if kind == "" {
+		return
+	}
+	at := g.opts.Clock.Now()
+	if m.CreateTime > 0 {
+		if t := time.Unix(m.CreateTime, 0); t.Before(at) {
+			at = t
+		}
+	}
+	c, cancel := context.WithTimeout(g.tctx, g.opts.RequestTimeout)
+	defer cancel()
+	if err := g.opts.Store.RecordContact(c, g.core.openID, ContactEvent{Kind: kind, At: at}); err != nil {
+		g.log.Warn("recording the user's action failed; pushes use templates until the next one", "kind", kind, "err", err)
+	}
 }
 
 func (g *userGrain) track(key string, j *job) {
@@ -458,7 +506,13 @@ func (g *userGrain) respond(ctx actor.Context, w waiter, r *actorpb.UserReply) {
 	if r.Kind != actorpb.UserReply_KIND_TEXT || r.Text == "" || !g.loaded {
 		return
 	}
-	g.enqueue([]Push{messagePush(&g.core.st, g.opts.Clock.Now(), g.opts, pushID("late", g.core.openID, w.key), "", r.Text, nil)})
+	now := g.opts.Clock.Now()
+	pot := ""
+	if len(g.core.devices) == 1 {
+		pot = g.core.devices[0].DeviceID
+	}
+	g.enqueue([]Push{messagePush(g.core.openID, MsgReplyLater, pushID("late", g.core.openID, w.key), "", r.Text,
+		MessageFields{Pot: pot, What: say(g.core.st.Lang, "reply_later"), State: "已处理", Detail: r.Text, AtMs: now.UnixMilli()})})
 }
 
 // commit keeps the decided state once it is stored (one write, only when it changed and only

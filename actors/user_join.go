@@ -159,10 +159,9 @@ func joinNotice(n *userCore, nt *actorpb.UserNotice, now time.Time, o *UserOptio
 			msg = say(lang, "join_request", who, nt.DeviceId, at, link)
 		}
 		// The link is in the text; a template card links the pot's page, which lists the requests
-		// with the same one-tap buttons. (Integration with the message kinds of the push outbox:
-		// kind join_request, fields pot, who, time.)
-		fx.pushes = append(fx.pushes, messagePush(&n.st, now, o, id, o.Join.TemplateID, msg,
-			map[string]string{"device": nt.DeviceId, "alert": say(lang, "join_short"), "detail": msg}))
+		// with the same one-tap buttons.
+		fx.pushes = append(fx.pushes, messagePush(n.openID, MsgJoinRequest, id, nt.DeviceId, msg,
+			MessageFields{Pot: nt.DeviceId, Who: who, What: say(lang, "join_short"), State: "待批准", Detail: msg, AtMs: r.AtMs}))
 	case *actorpb.UserNotice_JoinResult:
 		r := b.JoinResult
 		key := map[actorpb.JoinOutcome]string{
@@ -179,9 +178,18 @@ func joinNotice(n *userCore, nt *actorpb.UserNotice, now time.Time, o *UserOptio
 			n.setBinding(Binding{DeviceID: nt.DeviceId}, false)
 		}
 		msg := say(lang, key, nt.DeviceId)
-		fx.pushes = append(fx.pushes, messagePush(&n.st, now, o, id, o.Join.TemplateID, msg,
-			map[string]string{"device": nt.DeviceId, "alert": say(lang, "join_short"), "detail": msg}))
+		fx.pushes = append(fx.pushes, messagePush(n.openID, MsgJoinResult, id, nt.DeviceId, msg,
+			MessageFields{Pot: nt.DeviceId, What: say(lang, "join_short"), State: joinStates[r.Outcome], Detail: msg, AtMs: now.UnixMilli()}))
 	}
+}
+
+// joinStates are the short state words (a template's phrase: at most 5 Chinese characters) of
+// each outcome of a request to join.
+var joinStates = map[actorpb.JoinOutcome]string{
+	actorpb.JoinOutcome_JOIN_OUTCOME_APPROVED: "已批准", actorpb.JoinOutcome_JOIN_OUTCOME_PRESSED: "已加入",
+	actorpb.JoinOutcome_JOIN_OUTCOME_REFUSED: "已拒绝", actorpb.JoinOutcome_JOIN_OUTCOME_EXPIRED: "已过期",
+	actorpb.JoinOutcome_JOIN_OUTCOME_OWNER: "已成为主人", actorpb.JoinOutcome_JOIN_OUTCOME_TAKEN_OVER: "已转让",
+	actorpb.JoinOutcome_JOIN_OUTCOME_REMOVED: "已移除",
 }
 
 // chinaZone is how times are shown to WeChat users (UTC+8, no DST).

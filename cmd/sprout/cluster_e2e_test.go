@@ -60,7 +60,9 @@ func (c *testCluster) addNode(t *testing.T) *server {
 	s.extraEnv = []string{"SPROUT_CLUSTER=consul", "SPROUT_CONSUL_ADDR=" + c.consul, "SPROUT_DB=" + c.dsn,
 		"SPROUT_WECHAT_APPID=" + p.AppID(), "SPROUT_WECHAT_SECRET=" + p.Secret(), "SPROUT_WECHAT_TOKEN=" + p.Token(),
 		"SPROUT_WECHAT_ACCOUNT=" + p.AccountID(), "SPROUT_WECHAT_API_BASE=" + p.URL(),
-		"SPROUT_QR_KEYS=pot=" + hex.EncodeToString(c.qrKey), "SPROUT_COMMAND_TIMEOUT=10s", "SPROUT_WATER_MS=500"}
+		"SPROUT_QR_KEYS=pot=" + hex.EncodeToString(c.qrKey), "SPROUT_COMMAND_TIMEOUT=10s", "SPROUT_WATER_MS=500",
+		"SPROUT_WECHAT_TEMPLATE_ALERT_RAISED=tmpl_alert_raised", "SPROUT_WECHAT_TEMPLATE_ALERT_CLEARED=tmpl_alert_cleared",
+		"SPROUT_WECHAT_TEMPLATE_COMMAND_OUTCOME=tmpl_command_outcome"}
 	s.start(t)
 	c.nodes = append(c.nodes, s)
 	return s
@@ -268,11 +270,30 @@ func TestClusterRoutesCommandsAndAlertsAcrossNodes(t *testing.T) {
 	t.Logf("%d acked readings checked", acks.checkStored(t, c.nodes[0]))
 }
 
+// countTexts counts the messages a user received that say sub: customer-service texts
+// containing it, and template cards whose fields hold each of its parts ("pot-1 提醒：土壤太干"
+// is the alert card of pot-1 with 土壤太干). Refused sends are not received.
 func countTexts(p *wechatsim.Platform, openID, sub string) int {
 	n := 0
 	for _, e := range p.Received(openID) {
-		if strings.Contains(e.Text, sub) {
-			n++
+		switch e.Kind {
+		case wechatsim.KindCustomText:
+			if strings.Contains(e.Text, sub) {
+				n++
+			}
+		case wechatsim.KindTemplate:
+			var vals []string
+			for _, f := range e.Fields {
+				vals = append(vals, f.Value)
+			}
+			all := "\n" + strings.Join(vals, "\n") + "\n"
+			ok := true
+			for _, part := range strings.Split(sub, " 提醒：") {
+				ok = ok && strings.Contains(all, "\n"+part+"\n")
+			}
+			if ok {
+				n++
+			}
 		}
 	}
 	return n

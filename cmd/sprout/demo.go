@@ -85,6 +85,20 @@ func demo(ctx context.Context, args []string) error {
 	cfg.wx.account, cfg.wx.apiBase = platform.AccountID(), platform.URL()
 	cfg.wx.qrKeys = "sprout-pot=" + hex.EncodeToString(qrKey)
 	cfg.wx.commandTimeout = 20 * time.Second
+	// The simulated account's templates (wechatsim.DefaultTemplates): once a user's
+	// customer-service allowance is used up, the demo's messages arrive as template cards.
+	for kind, id := range demoTemplates {
+		if v := cfg.wx.tplKinds[kind]; v != nil && *v == "" {
+			*v = id
+		}
+	}
+	if cfg.wx.publicURL == "" {
+		host := cfg.httpAddr
+		if strings.HasPrefix(host, ":") {
+			host = "localhost" + host
+		}
+		cfg.wx.publicURL = "http://" + host
+	}
 	var pushed, failed atomic.Int64
 	n, err := startNode(ctx, &cfg, log, nodeHooks{wechat: func(w *wechatNode) {
 		w.sent = func(p actors.Push) {
@@ -213,6 +227,18 @@ func demoUser(ctx context.Context, p *wechatsim.Platform, u *wechatsim.User, pub
 }
 
 // freeOr returns addr if it can be listened on, else a free loopback port.
+// demoTemplates are the template ids of the simulated account (wechatsim.DefaultTemplates) for
+// each message kind; the kinds without a template of their own use the older keyword template.
+var demoTemplates = map[string]string{
+	actors.MsgAlertRaised:    "tmpl_alert_raised",
+	actors.MsgAlertCleared:   "tmpl_alert_cleared",
+	actors.MsgCommandOutcome: "tmpl_command_outcome",
+	actors.MsgDeviceNotice:   "tmpl_device_notice",
+	actors.MsgJoinRequest:    "tmpl_join_request",
+	actors.MsgJoinResult:     "tmpl_legacy_notice",
+	actors.MsgReplyLater:     "tmpl_legacy_notice",
+}
+
 func freeOr(addr string) string {
 	ln, err := net.Listen("tcp", addr)
 	if err == nil {

@@ -29,7 +29,9 @@ func TestPushDecidedBeforeACrashIsDeliveredAfterTheRestart(t *testing.T) {
 	s := newServer(t, dir)
 	s.extraEnv = []string{"SPROUT_WECHAT_APPID=" + p.AppID(), "SPROUT_WECHAT_SECRET=" + p.Secret(),
 		"SPROUT_WECHAT_TOKEN=" + p.Token(), "SPROUT_WECHAT_ACCOUNT=" + p.AccountID(), "SPROUT_WECHAT_API_BASE=" + p.URL(),
-		"SPROUT_QR_KEYS=sprout-pot=" + hex.EncodeToString(key)}
+		"SPROUT_QR_KEYS=sprout-pot=" + hex.EncodeToString(key),
+		"SPROUT_WECHAT_TEMPLATE_ALERT_RAISED=tmpl_alert_raised", "SPROUT_WECHAT_TEMPLATE_ALERT_CLEARED=tmpl_alert_cleared",
+		"SPROUT_PUBLIC_URL=https://sprout.example"}
 	s.start(t)
 	p.SetCallbackURL("http://" + s.http + "/wechat")
 	ctx := context.Background()
@@ -39,8 +41,9 @@ func TestPushDecidedBeforeACrashIsDeliveredAfterTheRestart(t *testing.T) {
 		t.Fatalf("bind: %v %v", r, err)
 	}
 	// WeChat is down (system busy) from now on.
-	const send = "/cgi-bin/message/custom/send"
+	const send, tmpl = "/cgi-bin/message/custom/send", "/cgi-bin/message/template/send"
 	p.FailNext(send, 1_000_000, -1)
+	p.FailNext(tmpl, 1_000_000, -1)
 	conn, err := plant.Dial(s.edge, "", time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -52,15 +55,15 @@ func TestPushDecidedBeforeACrashIsDeliveredAfterTheRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	conn.Close()
-	actortest.Eventually(t, 10*time.Second, "the alert push attempted", func() bool { return p.Calls(send) > 0 })
+	actortest.Eventually(t, 10*time.Second, "the alert push attempted", func() bool { return p.Calls(send)+p.Calls(tmpl) > 0 })
 	s.kill(t)
-	if n := countTexts(p, "alice", "土壤太干"); n != 0 {
+	if n := countDelivered(p, "alice", "土壤太干"); n != 0 {
 		t.Fatalf("alice got the alert before the crash (%d); the test needs it undelivered", n)
 	}
 	p.ClearFailures()
 	s.start(t)
 	if _, err := p.WaitFor("alice", 15*time.Second, func(e wechatsim.Entry) bool {
-		return e.Kind != wechatsim.KindReply && strings.Contains(e.Text, "土壤太干")
+		return delivered(e, "土壤太干")
 	}); err != nil {
 		t.Fatalf("the alert decided before the crash never arrived: %v", err)
 	}
@@ -70,7 +73,33 @@ func TestPushDecidedBeforeACrashIsDeliveredAfterTheRestart(t *testing.T) {
 		v, ok := m["sprout_outbox_pending"]
 		return ok && v == 0
 	})
-	if n := countTexts(p, "alice", "土壤太干"); n != 1 {
+	if n := countDelivered(p, "alice", "土壤太干"); n != 1 {
 		t.Fatalf("alice got the alert %d times", n)
 	}
+}
+
+// delivered reports whether e is a message the user received (a customer-service text or a
+// template card, not a refused send) that mentions sub.
+func delivered(e wechatsim.Entry, sub string) bool {
+	switch e.Kind {
+	case wechatsim.KindCustomText:
+		return strings.Contains(e.Text, sub)
+	case wechatsim.KindTemplate:
+		for _, f := range e.Fields {
+			if strings.Contains(f.Value, sub) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func countDelivered(p *wechatsim.Platform, openID, sub string) int {
+	n := 0
+	for _, e := range p.Received(openID) {
+		if delivered(e, sub) {
+			n++
+		}
+	}
+	return n
 }

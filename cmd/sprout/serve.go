@@ -155,7 +155,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		}
 	}()
 	r := chi.NewRouter()
-	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address()}).Routes(r)
+	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address(), PushWake: wx.wake}).Routes(r)
 	if cfg.adminToken != "" {
 		qrKeys, err := parseQRKeys(cfg.wx.qrKeys)
 		if err != nil {
@@ -163,7 +163,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			return nil, err
 		}
 		console.New(console.Options{Cluster: m.Cluster, Store: st, AdminToken: cfg.adminToken,
-			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, PublicURL: cfg.wx.publicURL, Logger: log}).Routes(r)
+			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, PublicURL: cfg.wx.publicURL, Logger: log, PushHealth: wx.pushHealth, PushWake: wx.wake}).Routes(r)
 	}
 	r.Method(http.MethodGet, "/metrics", n.tel.Handler())
 	if err := registerNodeMetrics(n.tel, n); err != nil {
@@ -176,7 +176,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			OAuth:     web.OAuth{AppID: cfg.wx.appID, Secret: cfg.wx.secret, APIBase: cfg.wx.apiBase, AuthorizeBase: cfg.wx.authorizeBase()},
 			WaterMs:   uint32(cfg.wx.waterMs), CommandTimeout: cfg.wx.commandTimeout, VerifyScene: wx.verifyScene,
 			JSSDK: wx.jsConfig(m.Cluster), VerifyDeviceQR: wx.verifyDeviceQR(m.Cluster), PressWindow: cfg.wx.joinPress,
-			Follow: web.Follow{QR: cfg.wx.followQR, URL: cfg.wx.followURL}}).Routes(r)
+			Follow: web.Follow{QR: cfg.wx.followQR, URL: cfg.wx.followURL, State: followState(users)}}).Routes(r)
 	}
 	if err := wx.start(m.Cluster, r, m.Address()); err != nil {
 		n.stop(context.Background())
@@ -255,4 +255,23 @@ func runServe(args []string) error {
 	defer cancel()
 	n.stop(sctx)
 	return nil
+}
+
+// followState tells the pages whether a user follows the account, from the contact state the
+// user grain and the pusher keep: unfollowed (unsubscribe, or WeChat's 43004), following (any own
+// action recorded since), or unknown (nothing recorded: a label scanned by someone who never
+// wrote to the account), for which the pages show how to follow.
+func followState(users actors.UserStore) func(context.Context, string) (web.FollowState, error) {
+	return func(ctx context.Context, openID string) (web.FollowState, error) {
+		c, err := users.Contact(ctx, openID)
+		switch {
+		case err != nil:
+			return web.FollowUnknown, err
+		case c.Unfollowed:
+			return web.NotFollowing, nil
+		case c.Kind != "":
+			return web.Following, nil
+		}
+		return web.FollowUnknown, nil
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -13,7 +14,12 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 	"github.com/go-chi/chi/v5"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/edge/console"
 	"github.com/sprout-iot/sprout/edge/web"
 	"github.com/sprout-iot/sprout/edge/wechat"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
@@ -25,6 +31,8 @@ import (
 type wechatConfig struct {
 	appID, secret, token, aesKey, apiBase, account string
 	tplAlert, tplOutcome                           string
+	tplKinds                                       map[string]*string // message kind -> template id
+	tplMap                                         string
 	qrKeys                                         string
 	statusPushes, deviceAPI                        string
 	waterMs                                        int
@@ -63,8 +71,15 @@ func (c *wechatConfig) register(fs *flagSet) {
 	fs.str(&c.aesKey, "wechat-aes-key", "", "EncodingAESKey (43 characters) for safe/compatible mode; empty: plaintext mode (never logged)")
 	fs.str(&c.apiBase, "wechat-api-base", api.DefaultBaseURL, "WeChat API base URL (the simulated platform's URL in make run)")
 	fs.str(&c.account, "wechat-account", "", "the account's original id (gh_...): callbacks to another account are refused, and it is the device type of status pushes")
-	fs.str(&c.tplAlert, "wechat-template-alert", "", "template id for alerts, used outside the 48 h customer-service window")
-	fs.str(&c.tplOutcome, "wechat-template-outcome", "", "template id for command outcomes, used outside the window")
+	fs.str(&c.tplAlert, "wechat-template-alert", "", "older setting: the template of alert_raised, alert_cleared and device_notice when their own is not set")
+	fs.str(&c.tplOutcome, "wechat-template-outcome", "", "older setting: the template of command_outcome when its own is not set")
+	c.tplKinds = map[string]*string{}
+	for _, kind := range actors.MessageKinds {
+		v := new(string)
+		c.tplKinds[kind] = v
+		fs.str(v, "wechat-template-"+strings.ReplaceAll(kind, "_", "-"), "", "the account's template id for "+kind+" messages, used when the user's customer-service allowance is used up")
+	}
+	fs.str(&c.tplMap, "wechat-template-map", "", "JSON file mapping template keys to message fields by hand: {\"kind\": {\"thing1\": \"pot\"}}")
 	fs.str(&c.statusPushes, "wechat-status-pushes", "false", "push device online/offline to WeChat with transmsg (true/false)")
 	fs.str(&c.deviceAPI, "wechat-device-api", "false", "WeChat's device APIs: keep WeChat's bindings in step with Sprout's (compel_bind/compel_unbind, periodic reconciliation) (true/false)")
 	fs.str(&c.qrKeys, "qr-keys", "", "per-product keys of Sprout's own QR codes: product=hexkey[,product=hexkey] (never logged)")
@@ -96,6 +111,38 @@ func (w *wechatNode) wake() {
 	if p := w.pusher.Load(); p != nil {
 		p.Wake()
 	}
+}
+
+// templateIDs is the template id of each message kind: its own setting, else the older
+// SPROUT_WECHAT_TEMPLATE_ALERT / _OUTCOME for the kinds they covered.
+func (c *wechatConfig) templateIDs() map[string]string {
+	ids := map[string]string{}
+	for kind, v := range c.tplKinds {
+		if v != nil && *v != "" {
+			ids[kind] = *v
+		}
+	}
+	fallback := map[string]string{actors.MsgAlertRaised: c.tplAlert, actors.MsgAlertCleared: c.tplAlert,
+		actors.MsgDeviceNotice: c.tplAlert, actors.MsgCommandOutcome: c.tplOutcome}
+	for kind, id := range fallback {
+		if ids[kind] == "" && id != "" {
+			ids[kind] = id
+		}
+	}
+	return ids
+}
+
+// pageURL is the pot's page in the pages (edge/web), which templates link to; "" without a
+// public URL (WeChat needs an absolute http(s) link).
+func (c *wechatConfig) pageURL(deviceID string) string {
+	base := strings.TrimRight(c.publicURL, "/")
+	if base == "" {
+		return ""
+	}
+	if deviceID == "" {
+		return base + "/app/"
+	}
+	return base + "/app/plants/" + url.PathEscape(deviceID)
 }
 
 // parseQRKeys reads product=hexkey pairs.
@@ -132,6 +179,49 @@ type wechatNode struct {
 	qrKeys qr.KeyMap
 	// reconcile: WeChat's device bindings are reconciled (--wechat-device-api)
 	reconcile bool
+	// tplOverrides is the template map file's content; templates the account's templates per
+	// kind, learned at start and every hour (nil until start).
+	tplOverrides map[string]map[string]string
+	templates    atomic.Pointer[bridge.Templates]
+}
+
+// Templates is the node's template registry (nil when WeChat is off), for the console and health.
+func (w *wechatNode) Templates() *bridge.Templates { return w.templates.Load() }
+
+// pushHealth is the console's view of reaching users: each kind's template problem and the
+// refusals that need the operator.
+func (w *wechatNode) pushHealth() console.PushHealth {
+	var ph console.PushHealth
+	if t := w.templates.Load(); t != nil {
+		ph.TemplateProblems = t.Problems()
+	}
+	for _, a := range bridge.OperatorAlerts() {
+		ph.OperatorAlerts = append(ph.OperatorAlerts, console.OperatorAlert{Kind: a.Kind, ErrCode: a.ErrCode, Count: a.Count, Last: a.Last})
+	}
+	return ph
+}
+
+// registerTemplateMetric exposes sprout_wechat_template_problems{kind}: 1 for each message kind
+// whose template cannot be used (none configured, unknown to the account, keys Sprout cannot
+// fill, refused by WeChat).
+func (w *wechatNode) registerTemplateMetric() {
+	m := observe.Meter()
+	if m == nil {
+		return
+	}
+	g, err := m.Int64ObservableGauge("sprout.wechat.template.problems", metric.WithUnit("{kind}"),
+		metric.WithDescription("Message kinds whose WeChat template cannot be used, by kind (see the console's WeChat messages page)."))
+	if err != nil {
+		return
+	}
+	_, _ = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		if t := w.templates.Load(); t != nil {
+			for kind := range t.Problems() {
+				o.ObserveInt64(g, 1, metric.WithAttributes(attribute.String("kind", kind)))
+			}
+		}
+		return nil
+	}, g)
 }
 
 // verifyScene turns a scanned or typed Sprout QR code into its device id.
@@ -153,8 +243,13 @@ func newWeChat(cfg *wechatConfig, store actors.Store, users actors.UserStore, lo
 		return nil, err
 	}
 	w.qrKeys = keys
+	overrides, err := bridge.LoadTemplateMap(cfg.tplMap)
+	if err != nil {
+		return nil, err
+	}
+	w.tplOverrides = overrides
 	uo := actors.UserOptions{
-		Store: users, Logger: log, AlertTemplateID: cfg.tplAlert, OutcomeTemplateID: cfg.tplOutcome,
+		Store: users, Logger: log,
 		StatusPushes: cfg.statusPushes == "true", CompelBind: cfg.deviceAPI == "true", DeviceType: cfg.account, WaterMs: uint32(cfg.waterMs),
 		CommandTimeout: cfg.commandTimeout, AlertBurst: cfg.alertBurst, AlertWindow: cfg.alertWindow,
 		VerifyScene: w.verifyScene,
@@ -187,7 +282,7 @@ func (w *wechatNode) start(c *pcluster.Cluster, r chi.Router, owner string) erro
 		return nil
 	}
 	h, err := wechat.NewHandler(wechat.Options{AppID: w.cfg.appID, Token: w.cfg.token, EncodingAESKey: w.cfg.aesKey,
-		AccountID: w.cfg.account, Logger: w.log}, &bridge.Dispatcher{Cluster: c, Logger: w.log})
+		AccountID: w.cfg.account, Logger: w.log}, &bridge.Dispatcher{Cluster: c, Logger: w.log, Receipts: w.users})
 	if err != nil {
 		return fmt.Errorf("WeChat callback endpoint: %w", err)
 	}
@@ -196,10 +291,22 @@ func (w *wechatNode) start(c *pcluster.Cluster, r chi.Router, owner string) erro
 	if err != nil {
 		return err
 	}
-	p := bridge.NewPusher(w.users, client, bridge.PusherOptions{Owner: owner, Logger: w.log, Sent: w.sent})
+	tpl := bridge.NewTemplates(client, bridge.TemplateOptions{IDs: w.cfg.templateIDs(), Overrides: w.tplOverrides, Logger: w.log})
+	w.templates.Store(tpl)
+	w.registerTemplateMetric()
+	// Learn the templates before the first send, so that a template that cannot be filled is
+	// reported at start-up; a failure is retried in the background.
+	lctx, lcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := tpl.Refresh(lctx); err != nil {
+		w.log.Warn("learning the account's templates at start-up failed; retrying in the background", "err", err)
+	}
+	lcancel()
+	p := bridge.NewPusher(w.users, client, bridge.PusherOptions{Owner: owner, Logger: w.log, Sent: w.sent,
+		Templates: tpl, PageURL: w.cfg.pageURL})
 	w.pusher.Store(p)
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel, w.pushing = cancel, make(chan struct{})
+	go tpl.Run(ctx)
 	go func() {
 		defer close(w.pushing)
 		p.Run(ctx)

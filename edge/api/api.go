@@ -47,6 +47,8 @@ type Options struct {
 	// added to a command's own deadline while the API waits for its outcome (default 5 s).
 	GrainTimeout time.Duration
 	Logger       *slog.Logger
+	// PushWake, if set, wakes the node's pusher after a push is sent again.
+	PushWake func()
 }
 
 // Handler serves the API.
@@ -90,6 +92,8 @@ func (h *Handler) Routes(r chi.Router) {
 			h.memberRoutes(r)
 		})
 		r.Get("/cluster", h.clusterMembers)
+		r.Get("/pushes/failed", h.failedPushes)
+		r.Post("/pushes/{pid}/retry", h.retryPush)
 	})
 	// Go's profiler, behind the same token: for operators chasing a slow node.
 	r.With(h.auth).Mount("/debug", middleware.Profiler())

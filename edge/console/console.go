@@ -85,6 +85,10 @@ type Options struct {
 	RefreshEvery time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// PushHealth, if set, reports the templates' problems and WeChat's refusals that need the
+	// operator (the pushes page); PushWake wakes the node's pusher after "send again".
+	PushHealth func() PushHealth
+	PushWake   func()
 }
 
 func (o *Options) defaults() {
@@ -189,6 +193,8 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Get("/provision", h.provisionForm)
 			r.Post("/provision", h.provision)
 			r.Post("/logout", h.logout)
+			r.Get("/pushes", h.pushes)
+			r.Post("/pushes/{id}/retry", h.retryPush)
 		})
 	})
 	r.Get("/console", func(w http.ResponseWriter, r *http.Request) {

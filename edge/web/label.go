@@ -158,8 +158,8 @@ func (h *Handler) labelBind(w http.ResponseWriter, r *http.Request) {
 }
 
 // rolePending is the grain's role for a scan after the owner's: a request to join that waits for
-// the owner (actors.RolePending of the joining rules).
-const rolePending = "pending"
+// the owner.
+const rolePending = actors.RolePending
 
 // followHint is the "follow the account" box, unless the user is known to follow.
 func (h *Handler) followHint(ctx context.Context, openID string) *followView {

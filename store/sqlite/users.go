@@ -119,10 +119,10 @@ func (s *Store) EnqueuePushes(ctx context.Context, ps []actors.Push) error {
 				status = actors.PushPending
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO pushes
-				(id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+				(id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at, order_key)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 				p.ID, p.OpenID, p.Kind, p.Payload, store.Micros(p.CreatedAt), status, p.Attempts,
-				nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt)); err != nil {
+				nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt), store.CleanText(p.OrderKey)); err != nil {
 				return fmt.Errorf("push %s: %w", p.ID, err)
 			}
 		}
@@ -130,7 +130,8 @@ func (s *Store) EnqueuePushes(ctx context.Context, ps []actors.Push) error {
 	})
 }
 
-const pushColumns = `id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at`
+const pushColumns = `id, open_id, kind, payload, created_at, status, attempts, next_attempt_at, last_error, sent_at,
+	order_key, channel, errcode, msg_id, receipt`
 
 func scanPushes(rows *sql.Rows) ([]actors.Push, error) {
 	defer rows.Close()
@@ -143,11 +144,13 @@ func scanPushes(rows *sql.Rows) ([]actors.Push, error) {
 			payload       []byte
 			attempts      int64
 			status, lastE string
+			errcode       int64
 		)
-		if err := rows.Scan(&p.ID, &p.OpenID, &p.Kind, &payload, &created, &status, &attempts, &next, &lastE, &sentAt); err != nil {
+		if err := rows.Scan(&p.ID, &p.OpenID, &p.Kind, &payload, &created, &status, &attempts, &next, &lastE, &sentAt,
+			&p.OrderKey, &p.Channel, &errcode, &p.MsgID, &p.Receipt); err != nil {
 			return nil, err
 		}
-		p.Payload, p.Status, p.Attempts, p.LastError = payload, status, int(attempts), lastE
+		p.Payload, p.Status, p.Attempts, p.LastError, p.ErrCode = payload, status, int(attempts), lastE, int(errcode)
 		p.CreatedAt = store.FromMicros(created)
 		if next.Valid {
 			p.NextAttemptAt = store.FromMicros(next.Int64)
@@ -171,9 +174,12 @@ func (s *Store) ClaimPushes(ctx context.Context, owner string, now time.Time, le
 	tok := store.LeaseToken(owner)
 	at := store.Micros(now)
 	rows, err := s.w.QueryContext(ctx, `UPDATE pushes SET lease_owner = ?1, lease_until = ?3
-		WHERE id IN (SELECT id FROM pushes
+		WHERE id IN (SELECT id FROM pushes p
 			WHERE status = 'pending' AND (next_attempt_at IS NULL OR next_attempt_at <= ?2)
 				AND (lease_until IS NULL OR lease_until <= ?2)
+				AND (order_key = '' OR NOT EXISTS (SELECT 1 FROM pushes o
+					WHERE o.order_key = p.order_key AND o.status = 'pending'
+						AND (o.created_at < p.created_at OR (o.created_at = p.created_at AND o.id < p.id))))
 			ORDER BY created_at, id LIMIT ?4)
 		RETURNING `+pushColumns, tok, at, store.Micros(now.Add(lease)), min(limit, store.MaxQueryLimit))
 	if err != nil {
@@ -217,9 +223,10 @@ func (s *Store) CompletePush(ctx context.Context, p actors.Push) error {
 	}
 	return s.write(ctx, "complete push "+p.ID, func(ctx context.Context, tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE pushes SET status = ?, attempts = ?, next_attempt_at = ?,
-				last_error = ?, sent_at = ?, lease_owner = NULL, lease_until = NULL
+				last_error = ?, sent_at = ?, channel = ?, errcode = ?, msg_id = ?, lease_owner = NULL, lease_until = NULL
 			WHERE id = ? AND lease_owner = ? AND status = 'pending'`,
-			p.Status, p.Attempts, nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt), p.ID, p.Lease)
+			p.Status, p.Attempts, nullMicros(p.NextAttemptAt), store.CleanText(p.LastError), nullMicros(p.SentAt),
+			store.CleanText(p.Channel), p.ErrCode, store.CleanText(p.MsgID), p.ID, p.Lease)
 		return leaseHeld(res, err, p)
 	})
 }
@@ -249,4 +256,119 @@ func (s *Store) UserPushes(ctx context.Context, openID string, limit int) ([]act
 		return nil, readErr(fmt.Sprintf("pushes of %s", openID), err)
 	}
 	return out, nil
+}
+
+// RecordContact applies one event to a user's reachability in one transaction.
+func (s *Store) RecordContact(ctx context.Context, openID string, ev actors.ContactEvent) error {
+	if err := store.ValidOpenID(openID); err != nil {
+		return err
+	}
+	return s.write(ctx, "record contact of "+openID, func(ctx context.Context, tx *sql.Tx) error {
+		c, err := contact(ctx, tx, openID)
+		if err != nil {
+			return err
+		}
+		c = actors.ApplyContact(c, ev)
+		_, err = tx.ExecContext(ctx, `INSERT INTO wechat_contacts (open_id, unfollowed, kind, at, until, sends_left)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (open_id) DO UPDATE SET unfollowed = excluded.unfollowed,
+			kind = excluded.kind, at = excluded.at, until = excluded.until, sends_left = excluded.sends_left`,
+			openID, c.Unfollowed, c.Kind, store.Micros(c.At), store.Micros(c.Until), c.SendsLeft)
+		return err
+	})
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func contact(ctx context.Context, q queryer, openID string) (actors.Contact, error) {
+	var (
+		c         actors.Contact
+		at, until int64
+	)
+	err := q.QueryRowContext(ctx, `SELECT unfollowed, kind, at, until, sends_left FROM wechat_contacts WHERE open_id = ?`, openID).
+		Scan(&c.Unfollowed, &c.Kind, &at, &until, &c.SendsLeft)
+	if errors.Is(err, sql.ErrNoRows) {
+		return actors.Contact{}, nil
+	}
+	if err != nil {
+		return actors.Contact{}, err
+	}
+	c.At, c.Until = store.FromMicros(at), store.FromMicros(until)
+	return c, nil
+}
+
+// Contact returns a user's reachability (the zero Contact if none is recorded).
+func (s *Store) Contact(ctx context.Context, openID string) (actors.Contact, error) {
+	c, err := contact(ctx, s.r, openID)
+	if err != nil {
+		return c, readErr("contact of "+openID, err)
+	}
+	return c, nil
+}
+
+// TakeServiceSend consumes one customer-service send of the user's open window.
+func (s *Store) TakeServiceSend(ctx context.Context, openID string, now time.Time) (bool, error) {
+	var took bool
+	err := s.write(ctx, "take a service send of "+openID, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE wechat_contacts SET sends_left = sends_left - 1
+			WHERE open_id = ? AND unfollowed = 0 AND sends_left > 0 AND until > ?`, openID, store.Micros(now))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		took = n == 1
+		return err
+	})
+	return took, err
+}
+
+// RecordReceipt records a template's delivery receipt on the push sent with msgID.
+func (s *Store) RecordReceipt(ctx context.Context, msgID, status string) (bool, error) {
+	if msgID == "" {
+		return false, nil
+	}
+	var found bool
+	err := s.write(ctx, "record receipt "+msgID, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE pushes SET receipt = ? WHERE msg_id = ?`, store.CleanText(status), store.CleanText(msgID))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		found = n > 0
+		return err
+	})
+	return found, err
+}
+
+// FailedPushes lists pushes failed for good, newest first.
+func (s *Store) FailedPushes(ctx context.Context, limit int) ([]actors.Push, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT `+pushColumns+` FROM pushes WHERE status = 'failed'
+		ORDER BY created_at DESC, id DESC LIMIT ?`, store.QueryLimit(limit))
+	if err != nil {
+		return nil, readErr("failed pushes", err)
+	}
+	out, err := scanPushes(rows)
+	if err != nil {
+		return nil, readErr("failed pushes", err)
+	}
+	return out, nil
+}
+
+// RetryPush puts a failed or skipped push back in the queue, due at now.
+func (s *Store) RetryPush(ctx context.Context, id string, now time.Time) error {
+	return s.write(ctx, "retry push "+id, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE pushes SET status = 'pending', attempts = 0, last_error = '', errcode = 0,
+				next_attempt_at = ?, lease_owner = NULL, lease_until = NULL
+			WHERE id = ? AND status IN ('failed', 'skipped')`, store.Micros(now), id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return fmt.Errorf("push %s: %w", id, actors.ErrNotFailed)
+		}
+		return nil
+	})
 }

@@ -26,6 +26,9 @@ var userTests = []struct {
 	{"ConcurrentClaimsAreDisjoint", testConcurrentClaims},
 	{"StaleLeaseOwnerCanNeitherCompleteNorResend", testStaleLease},
 	{"RenewedLeaseIsNotClaimedAgain", testRenewLease},
+	{"PushContactWindowsAndAllowanceAcrossPushers", testContact},
+	{"PushOrderPerUserAndPot", testPushOrder},
+	{"PushOutcomeReceiptAndRetry", testPushOutcome},
 }
 
 func runUserTests(t *testing.T, open Opener) {
@@ -422,5 +425,211 @@ func testRenewLease(t *testing.T, s actors.UserStore) {
 	sent.Status, sent.Attempts, sent.SentAt = actors.PushSent, 1, at(71)
 	if err := s.CompletePush(ctx, sent); err != nil {
 		t.Fatalf("completing after renewals: %v", err)
+	}
+}
+
+// testContact: a user's own action opens a window with its allowance; each customer-service
+// send consumes one, atomically, even from many pushers at once; unfollowing closes everything
+// until they act again; a late event does not undo a newer one.
+func testContact(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	if c, err := s.Contact(ctx, "oNew"); err != nil || c.InWindow(at(1)) || !c.Follows() {
+		t.Fatalf("a user with no record = %+v, %v; want outside any window, not known unfollowed", c, err)
+	}
+	if ok, err := s.TakeServiceSend(ctx, "oNew", at(1)); ok || err != nil {
+		t.Fatalf("a send to a user with no record = %v, %v; want refused", ok, err)
+	}
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactMessage, At: at(100)}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Contact(ctx, "oAlice")
+	if err != nil || c.Kind != actors.ContactMessage || !c.At.Equal(at(100)) || !c.Until.Equal(at(100).Add(48*time.Hour)) || c.SendsLeft != 5 {
+		t.Fatalf("after a message: %+v, %v; want a 48 h window with 5 sends", c, err)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		took int
+	)
+	for range 12 {
+		wg.Go(func() {
+			ok, err := s.TakeServiceSend(ctx, "oAlice", at(200))
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				mu.Lock()
+				took++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if took != 5 {
+		t.Fatalf("12 concurrent sends took %d of the allowance, want exactly 5", took)
+	}
+	// A click opens a fresh 1-minute window of 3 sends; after the minute, none.
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactClick, At: at(300)}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.TakeServiceSend(ctx, "oAlice", at(300).Add(61*time.Second)); ok {
+		t.Fatal("a send 61 s after a click was allowed")
+	}
+	if ok, _ := s.TakeServiceSend(ctx, "oAlice", at(330)); !ok {
+		t.Fatal("a send 30 s after a click was refused")
+	}
+	// A send WeChat did not take (busy) is given back to its window, not to a newer one.
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactUnused, At: at(300)}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Contact(ctx, "oAlice"); c.SendsLeft != 3 {
+		t.Fatalf("after giving a send back: %d left, want 3", c.SendsLeft)
+	}
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactUnused, At: at(300)}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Contact(ctx, "oAlice"); c.SendsLeft != 3 {
+		t.Fatalf("giving back more than the allowance: %d left, want 3", c.SendsLeft)
+	}
+	// WeChat said 45047: the window is spent.
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactClosed, At: at(331)}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.TakeServiceSend(ctx, "oAlice", at(332)); ok {
+		t.Fatal("a send after WeChat closed the window was allowed")
+	}
+	// Unfollowing: nothing until they follow again; a 43004 older than the follow changes nothing.
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactUnsubscribe, At: at(400)}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Contact(ctx, "oAlice"); c.Follows() || c.InWindow(at(401)) {
+		t.Fatalf("after unsubscribe: %+v", c)
+	}
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactSubscribe, At: at(500)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordContact(ctx, "oAlice", actors.ContactEvent{Kind: actors.ContactRefused, At: at(450)}); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Contact(ctx, "oAlice"); !c.Follows() || !c.InWindow(at(510)) || c.SendsLeft != 3 || c.Kind != actors.ContactSubscribe {
+		t.Fatalf("after following again (and a late 43004): %+v; want following, 3 sends", c)
+	}
+	if c, _ := s.Contact(ctx, "oBob"); c != (actors.Contact{}) {
+		t.Fatalf("another user's contact: %+v", c)
+	}
+}
+
+// testPushOrder: a push is not claimed while an older pending push about the same user and pot
+// waits (raised before cleared), whoever claims; other pots and users are not held up.
+func testPushOrder(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	raised, cleared, other := push("raised", 1), push("cleared", 2), push("other", 3)
+	raised.OrderKey, cleared.OrderKey, other.OrderKey = "oAlice|pot-1", "oAlice|pot-1", "oAlice|pot-2"
+	plain := push("plain", 4)
+	if err := s.EnqueuePushes(ctx, []actors.Push{cleared, raised, other, plain}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.ClaimPushes(ctx, "node-a", at(10), 30*time.Second, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(pushIDs(a), []string{"raised", "other", "plain"}) {
+		t.Fatalf("claim = %v, want raised, other, plain (cleared waits for raised)", pushIDs(a))
+	}
+	for _, p := range a[1:] {
+		p.Status, p.Attempts, p.SentAt = actors.PushSent, 1, at(11)
+		if err := s.CompletePush(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// raised is retried later: cleared still waits, even after raised's lease ended.
+	r := a[0]
+	r.Attempts, r.NextAttemptAt, r.LastError = 1, at(100), "busy"
+	if err := s.CompletePush(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := s.ClaimPushes(ctx, "node-b", at(50), 30*time.Second, 10); len(b) != 0 {
+		t.Fatalf("claim while raised waits for its retry = %v, want none", pushIDs(b))
+	}
+	b, _ := s.ClaimPushes(ctx, "node-b", at(100), 30*time.Second, 10)
+	if !slices.Equal(pushIDs(b), []string{"raised"}) {
+		t.Fatalf("claim when raised is due = %v, want raised only", pushIDs(b))
+	}
+	r = b[0]
+	r.Status, r.Attempts, r.SentAt = actors.PushSent, 2, at(101)
+	if err := s.CompletePush(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := s.ClaimPushes(ctx, "node-b", at(102), 30*time.Second, 10)
+	if !slices.Equal(pushIDs(c), []string{"cleared"}) {
+		t.Fatalf("claim after raised was sent = %v, want cleared", pushIDs(c))
+	}
+	all, _ := s.UserPushes(ctx, "oAlice", 0)
+	for _, p := range all {
+		if p.ID == "cleared" && p.OrderKey != "oAlice|pot-1" {
+			t.Errorf("order key not kept: %+v", p)
+		}
+	}
+}
+
+// testPushOutcome: each push's channel, errcode and msgid are recorded; the receipt finds the
+// push by msgid; a push failed for good is listed and can be sent again, once.
+func testPushOutcome(t *testing.T, s actors.UserStore) {
+	ctx := ctxFor(t)
+	if err := s.EnqueuePushes(ctx, []actors.Push{push("tpl", 1), push("bad", 2), push("later", 3)}); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := s.ClaimPushes(ctx, "node-a", at(10), 30*time.Second, 10)
+	if err != nil || len(ps) != 3 {
+		t.Fatalf("claim = %v, %v", pushIDs(ps), err)
+	}
+	sent := ps[0]
+	sent.Status, sent.Attempts, sent.SentAt, sent.Channel, sent.ErrCode, sent.MsgID = actors.PushSent, 1, at(11), actors.ChannelTemplate, 45015, "1234567"
+	failed := ps[1]
+	failed.Status, failed.Attempts, failed.Channel, failed.ErrCode, failed.LastError = actors.PushFailed, 1, actors.ChannelTemplate, 40037, "invalid template_id"
+	for _, p := range []actors.Push{sent, failed} {
+		if err := s.CompletePush(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := s.RecordReceipt(ctx, "1234567", "failed:user block"); !ok || err != nil {
+		t.Fatalf("receipt of a known msgid = %v, %v", ok, err)
+	}
+	if ok, err := s.RecordReceipt(ctx, "999", "success"); ok || err != nil {
+		t.Fatalf("receipt of an unknown msgid = %v, %v; want false, nil", ok, err)
+	}
+	all, _ := s.UserPushes(ctx, "oAlice", 0)
+	byID := map[string]actors.Push{}
+	for _, p := range all {
+		byID[p.ID] = p
+	}
+	if p := byID["tpl"]; p.Channel != actors.ChannelTemplate || p.ErrCode != 45015 || p.MsgID != "1234567" || p.Receipt != "failed:user block" {
+		t.Errorf("sent push = %+v; want channel, errcode, msgid and receipt kept", p)
+	}
+	f, err := s.FailedPushes(ctx, 0)
+	if err != nil || !slices.Equal(pushIDs(f), []string{"bad"}) || f[0].ErrCode != 40037 || f[0].LastError != "invalid template_id" {
+		t.Fatalf("failed pushes = %+v, %v; want bad with its reason", f, err)
+	}
+	for _, id := range []string{"tpl", "later", "nope"} {
+		if err := s.RetryPush(ctx, id, at(20)); !errors.Is(err, actors.ErrNotFailed) {
+			t.Errorf("RetryPush(%s) = %v, want ErrNotFailed", id, err)
+		}
+	}
+	if err := s.RetryPush(ctx, "bad", at(20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RetryPush(ctx, "bad", at(20)); !errors.Is(err, actors.ErrNotFailed) {
+		t.Errorf("retrying it twice = %v, want ErrNotFailed", err)
+	}
+	// "later" is still leased by node-a until 40 s; "bad" is due again at once, untouched by the old lease.
+	if err := s.CompletePush(ctx, ps[1]); !errors.Is(err, actors.ErrLeaseLost) {
+		t.Errorf("the old lease completing the retried push = %v, want ErrLeaseLost", err)
+	}
+	again, _ := s.ClaimPushes(ctx, "node-b", at(21), 30*time.Second, 10)
+	if !slices.Equal(pushIDs(again), []string{"bad"}) || again[0].Attempts != 0 || again[0].LastError != "" || again[0].ErrCode != 0 {
+		t.Fatalf("claim after the retry = %+v, want bad, fresh", again)
+	}
+	if f, _ := s.FailedPushes(ctx, 0); len(f) != 0 {
+		t.Fatalf("failed pushes after the retry = %v", pushIDs(f))
 	}
 }

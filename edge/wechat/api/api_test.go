@@ -227,6 +227,9 @@ func TestCustomerServiceTextNeedsARecentInteraction(t *testing.T) {
 	f := setup(t, wechatsim.Options{})
 	ctx := context.Background()
 	u := f.follower(t, "oWINDOW")
+	if _, err := u.SendText(ctx, "hello"); err != nil { // a message opens 48 h
+		t.Fatal(err)
+	}
 	if err := f.client.SendText(ctx, u.OpenID, "your pot is dry"); err != nil {
 		t.Fatalf("inside the window: %v", err)
 	}
@@ -235,8 +238,13 @@ func TestCustomerServiceTextNeedsARecentInteraction(t *testing.T) {
 	if !errors.Is(err, api.ErrWindowExpired) || !errors.Is(err, api.ErrPermanent) {
 		t.Fatalf("outside the window: %v, want ErrWindowExpired", err)
 	}
-	got := f.sim.Received(u.OpenID)
-	if len(got) != 1 || got[0].Kind != wechatsim.KindCustomText || got[0].Text != "your pot is dry" {
+	var got []wechatsim.Entry
+	for _, e := range f.sim.Received(u.OpenID) {
+		if e.Kind == wechatsim.KindCustomText {
+			got = append(got, e)
+		}
+	}
+	if len(got) != 1 || got[0].Text != "your pot is dry" {
 		t.Fatalf("user received %+v", got)
 	}
 }
@@ -245,8 +253,9 @@ func TestTemplateMessagesReachFollowersOncePerClientMsgID(t *testing.T) {
 	f := setup(t, wechatsim.Options{})
 	ctx := context.Background()
 	u := f.follower(t, "oTPL")
-	m := api.TemplateMessage{ToUser: u.OpenID, TemplateID: "tpl-dry", ClientMsgID: "alert-42",
-		Data: map[string]api.TemplateValue{"keyword1": {Value: "soil <20%"}}}
+	m := api.TemplateMessage{ToUser: u.OpenID, TemplateID: "tmpl_legacy_notice", ClientMsgID: "alert-42",
+		Data: map[string]api.TemplateValue{"first": {Value: "dry"}, "keyword1": {Value: "soil <20%"}, "keyword2": {Value: "pot-1"},
+			"keyword3": {Value: "2026-12-03 13:05"}, "remark": {Value: "water it"}}}
 	id1, err := f.client.SendTemplate(ctx, m)
 	if err != nil {
 		t.Fatal(err)
@@ -259,15 +268,23 @@ func TestTemplateMessagesReachFollowersOncePerClientMsgID(t *testing.T) {
 	if err != nil || e.Data["keyword1"].Value != "soil <20%" || e.MsgID != id1 {
 		t.Fatalf("recorded %+v, %v", e, err)
 	}
-	if n := len(f.sim.Received(u.OpenID)); n != 1 {
-		t.Fatalf("user received %d messages, want 1", n)
+	n := 0
+	for _, e := range f.sim.Received(u.OpenID) {
+		if e.Kind == wechatsim.KindTemplate {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("user received %d template messages, want 1", n)
 	}
 
 	stranger := f.sim.NewUser("oNOTFOLLOWING")
-	if _, err := f.client.SendTemplate(ctx, api.TemplateMessage{ToUser: stranger.OpenID, TemplateID: "t"}); !errors.Is(err, api.ErrNotFollowing) {
+	m.ToUser, m.ClientMsgID = stranger.OpenID, "alert-43"
+	if _, err := f.client.SendTemplate(ctx, m); !errors.Is(err, api.ErrNotFollowing) {
 		t.Fatalf("to a non-follower: %v, want ErrNotFollowing", err)
 	}
-	if _, err := f.client.SendTemplate(ctx, api.TemplateMessage{ToUser: "oNOBODY", TemplateID: "t"}); !errors.Is(err, api.ErrInvalidOpenID) {
+	m.ToUser, m.ClientMsgID = "oNOBODY", "alert-44"
+	if _, err := f.client.SendTemplate(ctx, m); !errors.Is(err, api.ErrInvalidOpenID) {
 		t.Fatalf("to an unknown openid: %v, want ErrInvalidOpenID", err)
 	}
 }

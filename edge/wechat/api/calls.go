@@ -238,3 +238,25 @@ func (c *Client) JSAPITicket(ctx context.Context) (JSTicket, error) {
 	}
 	return JSTicket{Value: out.Ticket, ExpiresAt: time.Now().Add(time.Duration(out.ExpiresIn) * time.Second)}, nil
 }
+
+// PrivateTemplate is one of the account's templates (/cgi-bin/template/get_all_private_template).
+// Content holds the placeholders {{key.DATA}} whose keys a send must fill exactly.
+type PrivateTemplate struct {
+	TemplateID      string `json:"template_id"`
+	Title           string `json:"title"`
+	PrimaryIndustry string `json:"primary_industry"`
+	DeputyIndustry  string `json:"deputy_industry"`
+	Content         string `json:"content"`
+	Example         string `json:"example"`
+}
+
+// PrivateTemplates lists the account's templates with their declared content.
+func (c *Client) PrivateTemplates(ctx context.Context) ([]PrivateTemplate, error) {
+	var out struct {
+		List []PrivateTemplate `json:"template_list"`
+	}
+	if err := c.call(ctx, http.MethodGet, "/cgi-bin/template/get_all_private_template", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return out.List, nil
+}

@@ -35,11 +35,29 @@ const StillWorking = "还在处理，结果稍后通知你。Still working on it
 type Dispatcher struct {
 	Cluster *pcluster.Cluster
 	Logger  *slog.Logger
+	// Receipts, if set, records template delivery receipts (TEMPLATESENDJOBFINISH) on their
+	// pushes; they are not the user's action and never reach the user grain.
+	Receipts actors.UserStore
 }
+
+// EventTemplateFinished is the template delivery receipt event.
+const EventTemplateFinished = "TEMPLATESENDJOBFINISH"
 
 // Dispatch hands m to its user grain and turns the grain's answer into the passive reply.
 func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.Reply, error) {
 	if m.FromUserName == "" {
+		return wechat.Success(), nil
+	}
+	if m.MsgType == wechat.MsgTypeEvent && m.Event == EventTemplateFinished {
+		if d.Receipts != nil {
+			found, err := d.recordReceipt(ctx, m.MsgID, m.Status)
+			if err != nil {
+				return nil, fmt.Errorf("recording the receipt of template message %s: %w", m.MsgID, err)
+			}
+			if !found && d.Logger != nil {
+				d.Logger.Info("a template receipt for a message Sprout has no record of", "msgid", m.MsgID, "status", m.Status)
+			}
+		}
 		return wechat.Success(), nil
 	}
 	um := &actorpb.UserMessage{DedupKey: m.DedupKey(), MsgType: m.MsgType, Event: m.Event, EventKey: m.Scene(),
@@ -93,6 +111,28 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *wechat.Message) (*wechat.R
 		return wechat.DeviceStatusReply(m, r.Connected), nil
 	}
 	return wechat.Success(), nil
+}
+
+// receiptWait is how long a receipt waits for its push's msgid to be recorded: WeChat may post
+// TEMPLATESENDJOBFINISH before the pusher has written the answer of the send it belongs to.
+const receiptWait = 2 * time.Second
+
+// recordReceipt records a receipt on its push, waiting up to receiptWait for the push's msgid.
+func (d *Dispatcher) recordReceipt(ctx context.Context, msgID, status string) (bool, error) {
+	deadline := time.Now().Add(receiptWait)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		found, err := d.Receipts.RecordReceipt(ctx, msgID, status)
+		if found || err != nil || msgID == "" || time.Now().After(deadline) {
+			return found, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case <-t.C:
+		}
+	}
 }
 
 // request asks the user's grain and gives up after timeout. The deadline is kept here: the
@@ -210,6 +250,26 @@ type PusherOptions struct {
 	// (metrics, tests): after its fate is recorded, or with the push as claimed (pending) when it
 	// was not sent (its lease was lost, or it was released because the pusher stopped).
 	Sent func(actors.Push)
+	// Templates fills each message kind's template (nil: messages go out as customer-service
+	// texts only, while the user's allowance lasts).
+	Templates *Templates
+	// PageURL is the link a template opens for a pot ("" for none; PublicURL + /app/plants/<id>
+	// in sprout serve); called with "" for messages about no one pot.
+	PageURL func(deviceID string) string
+	// TTL is how long a message of each kind is worth sending (DefaultTTL for kinds not set); an
+	// older one is recorded skipped ("expired") instead of being sent late.
+	TTL map[string]time.Duration
+}
+
+// DefaultTTL is each message kind's time to live.
+var DefaultTTL = map[string]time.Duration{
+	actors.MsgAlertRaised:    6 * time.Hour,
+	actors.MsgAlertCleared:   6 * time.Hour,
+	actors.MsgCommandOutcome: time.Hour,
+	actors.MsgDeviceNotice:   2 * time.Hour,
+	actors.MsgJoinRequest:    24 * time.Hour,
+	actors.MsgJoinResult:     24 * time.Hour,
+	actors.MsgReplyLater:     10 * time.Minute,
 }
 
 // Pusher sends the outbox's pushes: at least once (leases survive a dead node), deduplicated by
@@ -258,6 +318,14 @@ func NewPusher(st actors.UserStore, client *api.Client, o PusherOptions) *Pusher
 	if o.Owner == "" {
 		o.Owner = fmt.Sprintf("node-%d", rand.Uint32())
 	}
+	ttl := map[string]time.Duration{}
+	for k, v := range DefaultTTL {
+		ttl[k] = v
+	}
+	for k, v := range o.TTL {
+		ttl[k] = v
+	}
+	o.TTL = ttl
 	return &Pusher{opts: o, store: st, client: client, wake: make(chan struct{}, 1)}
 }
 
@@ -348,6 +416,14 @@ func (p *Pusher) send(ctx context.Context, push actors.Push) actors.Push {
 	err := json.Unmarshal(push.Payload, &pl)
 	ctx, span := p.span(ctx, push, pl)
 	defer span.End()
+	if err == nil && push.Kind == actors.PushMessage {
+		push = p.message(ctx, push, pl)
+		if push.Status == actors.PushFailed {
+			observe.Fail(span, errors.New(push.LastError))
+		}
+		p.record(ctx, push)
+		return push
+	}
 	if err == nil {
 		c, cancel := context.WithTimeout(ctx, p.opts.SendTimeout)
 		err = p.call(c, push, pl)
@@ -361,7 +437,7 @@ func (p *Pusher) send(ctx context.Context, push actors.Push) actors.Push {
 	case err == nil:
 		push.Status, push.SentAt, push.LastError = actors.PushSent, now, ""
 		observe.Pushed(observe.PushSent, push.Kind)
-	case errors.Is(err, api.ErrPermanent) || push.Attempts >= p.opts.MaxAttempts:
+	case errors.Is(err, api.ErrPermanent) || api.Classify(err) != api.ActionRetry || push.Attempts >= p.opts.MaxAttempts:
 		push.Status, push.LastError = actors.PushFailed, err.Error()
 		observe.Pushed(observe.PushFailed, push.Kind)
 		observe.Fail(span, err)
@@ -377,6 +453,12 @@ func (p *Pusher) send(ctx context.Context, push actors.Push) actors.Push {
 		wait = wait/2 + rand.N(wait/2+1)
 		push.LastError, push.NextAttemptAt = err.Error(), now.Add(wait)
 	}
+	p.record(ctx, push)
+	return push
+}
+
+// record writes a push's fate under its lease.
+func (p *Pusher) record(ctx context.Context, push actors.Push) {
 	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := p.store.CompletePush(c, push); errors.Is(err, actors.ErrLeaseLost) {
@@ -386,7 +468,6 @@ func (p *Pusher) send(ctx context.Context, push actors.Push) actors.Push {
 	} else if err != nil {
 		p.opts.Logger.Warn("recording a push failed (it will be sent again after its lease)", "push", push.ID, "err", err)
 	}
-	return push
 }
 
 // span traces one push attempt under the trace its payload carries (the action that caused it);

@@ -33,13 +33,26 @@ var qrKey = []byte("0123456789abcdef0123456789abcdef")
 
 // world is one Sprout node wired to the simulated WeChat platform, as `sprout serve` wires it.
 type world struct {
-	store    *memory.Store
-	devices  actors.Store // the device grains' store: store, or a wrapper around it
-	member   *cluster.Member
-	edgeAddr string
-	platform *wechatsim.Platform
-	callback string
-	pushes   atomic.Int64
+	store     *memory.Store
+	devices   actors.Store // the device grains' store: store, or a wrapper around it
+	member    *cluster.Member
+	edgeAddr  string
+	platform  *wechatsim.Platform
+	callback  string
+	pushes    atomic.Int64
+	templates *bridge.Templates
+	now       func() time.Time // the pusher's clock (nil: time.Now)
+}
+
+// simTemplates are the simulated account's templates (wechatsim.DefaultTemplates) per message kind.
+var simTemplates = map[string]string{
+	actors.MsgAlertRaised:    "tmpl_alert_raised",
+	actors.MsgAlertCleared:   "tmpl_alert_cleared",
+	actors.MsgCommandOutcome: "tmpl_command_outcome",
+	actors.MsgDeviceNotice:   "tmpl_device_notice",
+	actors.MsgJoinRequest:    "tmpl_join_request",
+	actors.MsgJoinResult:     "tmpl_legacy_notice",
+	actors.MsgReplyLater:     "tmpl_legacy_notice",
 }
 
 func newWorld(t *testing.T, tune func(*actors.UserOptions, *wechatsim.Options)) *world {
@@ -118,7 +131,7 @@ func (w *world) serveWeChat(t *testing.T, log *slog.Logger, pusher *atomic.Point
 	t.Helper()
 	p, c := w.platform, w.member.Cluster
 	h, err := wechat.NewHandler(wechat.Options{AppID: p.AppID(), Token: p.Token(), EncodingAESKey: p.EncodingAESKey(),
-		AccountID: p.AccountID(), Logger: log}, &bridge.Dispatcher{Cluster: c, Logger: log})
+		AccountID: p.AccountID(), Logger: log}, &bridge.Dispatcher{Cluster: c, Logger: log, Receipts: w.store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,8 +145,11 @@ func (w *world) serveWeChat(t *testing.T, log *slog.Logger, pusher *atomic.Point
 	p.SetCallbackURL(w.callback)
 
 	client, _ := api.New(api.Options{BaseURL: p.URL(), Tokens: &bridge.GrainTokens{Cluster: c, AppID: p.AppID()}})
+	w.templates = bridge.NewTemplates(client, bridge.TemplateOptions{IDs: simTemplates, Logger: log})
+	_ = w.templates.Refresh(context.Background())
 	pu := bridge.NewPusher(w.store, client, bridge.PusherOptions{Logger: log, Poll: 200 * time.Millisecond,
-		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }})
+		MinBackoff: 50 * time.Millisecond, Sent: func(actors.Push) { w.pushes.Add(1) }, Templates: w.templates, Now: w.now,
+		PageURL: func(id string) string { return "https://sprout.example/app/plants/" + id }})
 	pusher.Store(pu)
 	ctx, cancel := context.WithCancel(context.Background())
 	go pu.Run(ctx)
@@ -422,7 +438,9 @@ func TestUnboundUserCanNeitherReadNorControl(t *testing.T) {
 	pot := w.connect(t, "pot-1", secret)
 	alice, mallory := w.platform.NewUser("alice"), w.platform.NewUser("mallory")
 	bind(t, w, alice, "pot-1")
-	_, _ = mallory.Subscribe(ctx5()) // she follows the account (only followers can write)
+	if _, err := mallory.Subscribe(ctx5()); err != nil { // only followers can write to the account
+		t.Fatal(err)
+	}
 	if r, _ := mallory.SendText(ctx5(), "状态"); !strings.Contains(r.Content, "还没有绑定") {
 		t.Fatalf("status for an unbound user: %q", r.Content)
 	}
