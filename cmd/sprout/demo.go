@@ -131,7 +131,7 @@ func demo(ctx context.Context, args []string) error {
 	fmt.Printf(`
 Sprout demo: %d plants, %d WeChat users, one node (embedded store in %s).
 
-  users' WeChat conversations  http://%s/_sim/conversations   (as the simulated WeChat recorded them)
+  users' WeChat conversations  http://%s/_sim/chat   (each user's chat as a phone shows it; JSON: /_sim/conversations)
   a user's plant pages         http://%s/app/   (sign in as one of the simulated users)
   the manufacturer's console   http://%s/console/   (sign in with the admin token below)
   Sprout API                   http://%s/api/v1/devices/pot-0001   (Authorization: Bearer %s)
