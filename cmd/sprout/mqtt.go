@@ -12,6 +12,8 @@ import (
 	"github.com/sprout-iot/sprout/edge/device"
 	"github.com/sprout-iot/sprout/edge/mqtt"
 	"github.com/sprout-iot/sprout/edge/tlsconf"
+	"github.com/sprout-iot/sprout/simulations/fleet"
+	"github.com/sprout-iot/sprout/simulations/plant"
 )
 
 // linkConfig is how devices reach a node besides the plaintext TCP edge: MQTT, MQTTS, the TCP
@@ -114,4 +116,27 @@ func (l *links) stop(ctx context.Context) {
 	if l != nil && l.mqtt != nil {
 		_ = l.mqtt.Shutdown(ctx)
 	}
+}
+
+// simTransport makes the fleet's plants use transport ("tcp" or "mqtt"), over TLS when caFile
+// is set.
+func simTransport(o *fleet.Options, transport, caFile string) error {
+	if transport != plant.TransportTCP && transport != plant.TransportMQTT {
+		return fmt.Errorf("%w: --transport must be tcp or mqtt, got %q", errUsage, transport)
+	}
+	var tc *tls.Config
+	if caFile != "" {
+		var err error
+		if tc, err = tlsconf.ClientConfig(caFile, ""); err != nil {
+			return err
+		}
+	}
+	prev := o.Plant
+	o.Plant = func(i int, c *plant.Config) {
+		c.Transport, c.TLS = transport, tc
+		if prev != nil {
+			prev(i, c)
+		}
+	}
+	return nil
 }

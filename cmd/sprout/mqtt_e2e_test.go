@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
@@ -220,5 +221,58 @@ func TestTLSListenersWithDevCertsAndReloadOnSIGHUP(t *testing.T) {
 	b, _ := json.Marshal(st)
 	if !st.Online {
 		t.Fatalf("pot not online over MQTTS: %s", b)
+	}
+}
+
+// TestSimOverMQTTAndTLS: `sprout sim --transport mqtt` (plaintext and MQTTS) and `sprout sim
+// --tls-ca` (the TCP edge over TLS) report through one node with the plaintext TCP edge off.
+func TestSimOverMQTTAndTLS(t *testing.T) {
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if out, err := exec.Command(sproutBin, "tls", "dev", "--out", tlsDir).CombinedOutput(); err != nil {
+		t.Fatalf("sprout tls dev: %v\n%s", err, out)
+	}
+	creds := provisionDevices(t, dir, "sm", 30)
+	s := newServer(t, dir)
+	mqttAddr, mqtts, edgeTLS := freeAddr(t), freeAddr(t), freeAddr(t)
+	s.extraEnv = []string{"SPROUT_EDGE_ADDR=", "SPROUT_MQTT_ADDR=" + mqttAddr, "SPROUT_MQTTS_ADDR=" + mqtts, "SPROUT_EDGE_TLS_ADDR=" + edgeTLS,
+		"SPROUT_TLS_CERT=" + filepath.Join(tlsDir, tlsconf.DevCertFile), "SPROUT_TLS_KEY=" + filepath.Join(tlsDir, tlsconf.DevKeyFile)}
+	s.start(t)
+	ca := filepath.Join(tlsDir, tlsconf.DevCAFile)
+	for i, run := range []struct {
+		name string
+		args []string
+	}{
+		{"mqtt", []string{"--transport", "mqtt", "--server", mqttAddr}},
+		{"mqtts", []string{"--transport", "mqtt", "--server", mqtts, "--tls-ca", ca}},
+		{"tcp over tls", []string{"--server", edgeTLS, "--tls-ca", ca}},
+	} {
+		t.Run(run.name, func(t *testing.T) {
+			part := creds[i*10 : (i+1)*10]
+			credFile := filepath.Join(dir, fmt.Sprintf("creds-%d.json", i))
+			b, _ := json.Marshal(part)
+			_ = os.WriteFile(credFile, b, 0o600)
+			repFile := filepath.Join(dir, fmt.Sprintf("report-%d.json", i))
+			out, err := exec.Command(sproutBin, append([]string{"sim", "--creds", credFile, "--devices", "10",
+				"--duration", "3s", "--report-interval", "100ms", "--json", repFile, "--quiet"}, run.args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("sim: %v\n%s", err, out)
+			}
+			var rep fleet.Report
+			rb, _ := os.ReadFile(repFile)
+			if err := json.Unmarshal(rb, &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rep.ConnectedMax != 10 || rep.FramesAcked == 0 || rep.FramesAcked+10 < rep.FramesSent {
+				t.Fatalf("sim report: connected %d, sent %d, acked %d\n%s", rep.ConnectedMax, rep.FramesSent, rep.FramesAcked, out)
+			}
+			var state struct {
+				LastSeq uint64 `json:"last_seq"`
+			}
+			s.get(t, "/api/v1/devices/"+part[0].ID, &state)
+			if state.LastSeq == 0 {
+				t.Fatalf("no telemetry stored for %s", part[0].ID)
+			}
+		})
 	}
 }
