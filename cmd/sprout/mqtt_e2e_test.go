@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -274,5 +275,23 @@ func TestSimOverMQTTAndTLS(t *testing.T) {
 				t.Fatalf("no telemetry stored for %s", part[0].ID)
 			}
 		})
+	}
+}
+
+// TestDemoRunsPlantsOverMQTTAndTLS: the demo's plants over MQTT, MQTTS and the TCP edge over TLS
+// (dev certificates in its data dir) all come online, beside the plain TCP ones.
+func TestDemoRunsPlantsOverMQTTAndTLS(t *testing.T) {
+	args := []string{"--plants", "8", "--users", "1", "--demo-dir", filepath.Join(t.TempDir(), "demo"),
+		"--demo-edge-addr", "127.0.0.1:0", "--demo-http-addr", "127.0.0.1:0", "--demo-wechat-addr", "127.0.0.1:0"}
+	cmd := exec.Command(sproutBin, append([]string{"demo"}, args...)...)
+	out, exited := startUntil(t, cmd, "plants online    8 |")
+	if !strings.Contains(out.String(), "MQTT, MQTTS") {
+		t.Fatalf("the demo does not say where MQTT is:\n%s", out.String())
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(t, exited, out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 }
