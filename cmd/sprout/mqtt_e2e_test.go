@@ -101,6 +101,9 @@ func TestMQTTAckedReadingsSurviveSIGKILL(t *testing.T) {
 	}
 	mu.Unlock()
 	t.Logf("%d readings acked before SIGKILL", total)
+	if total == 0 {
+		t.Fatal("nothing acked before SIGKILL")
+	}
 
 	s.start(t)
 	for _, c := range creds {
@@ -275,6 +278,10 @@ func TestSimOverMQTTAndTLS(t *testing.T) {
 				t.Fatalf("no telemetry stored for %s", part[0].ID)
 			}
 		})
+	}
+	m, _ := scrape(t, s)
+	if m["sprout_mqtt_reports_total"] == 0 || m["sprout_mqtt_connections_total"] < 20 {
+		t.Fatalf("MQTT metrics: reports %v, connections %v", m["sprout_mqtt_reports_total"], m["sprout_mqtt_connections_total"])
 	}
 }
 
