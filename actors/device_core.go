@@ -321,6 +321,7 @@ func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessio
 	}
 	return &actorpb.AuthResult{Ok: true, Welcome: &devicepb.Welcome{
 		SessionId: sessionID, ServerTimeMs: now.UnixMilli(), Config: c.config, LastSeq: c.lastSeq,
+		ServerProof: messages.ServerProof(secret, m.DeviceNonce, m.ServerNonce),
 	}}, fx
 }
 

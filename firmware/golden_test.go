@@ -48,7 +48,7 @@ func goldenCases() []goldenCase {
 			SessionId: "0b7c2f4e-1d2a-4c8e-9f00-123456789abc", ServerTimeMs: 1767225600123,
 			Config: &devicepb.Config{ReportIntervalS: 60, HeartbeatIntervalS: 30, MaxWaterMs: 30000, MinWaterIntervalS: 60,
 				Thresholds: &devicepb.Thresholds{SoilMoistureMinPct: 20.5, TemperatureMaxC: 35, TankEmptyPct: 5, HysteresisPct: 2.25, HysteresisC: 1.5}},
-			LastSeq: 1 << 40}}}},
+			LastSeq: 1 << 40, ServerProof: seqBytes(32, 0x40)}}}},
 		{"telemetry", &devicepb.Frame{Body: &devicepb.Frame_Telemetry{Telemetry: &devicepb.Telemetry{
 			Seq: 1<<32 + 7, DeviceTimeMs: 1767225600999, SoilMoisturePct: 37.5, TemperatureC: -4.25, TankLevelPct: 100, SupplyMv: 3312}}}},
 		{"ack", &devicepb.Frame{Body: &devicepb.Frame_Ack{Ack: &devicepb.Ack{Seq: ^uint64(0)}}}},
@@ -148,5 +148,31 @@ func TestGoldenMAC(t *testing.T) {
 	}
 	if string(want) != line {
 		t.Errorf("mac.txt holds %q, Go computes %q", want, line)
+	}
+}
+
+// TestGoldenServerProof pins Welcome.server_proof: the C test recomputes it from
+// test/golden/go/server_proof.txt ("secret device_nonce server_nonce proof", hex).
+func TestGoldenServerProof(t *testing.T) {
+	secret, _ := hex.DecodeString("7370726f75742d7365637265742d30303031aabbccddeeff")
+	dn, sn := seqBytes(16, 0x10), seqBytes(16, 0xA0)
+	proof := messages.ServerProof(secret, dn, sn)
+	if bytes.Equal(proof, messages.MAC(secret, dn, sn, "")) || bytes.Equal(proof, messages.MAC(secret, sn, dn, "")) {
+		t.Fatal("the server proof equals a device MAC over the same nonces")
+	}
+	line := fmt.Sprintf("%x %x %x %x\n", secret, dn, sn, proof)
+	path := filepath.Join("test", "golden", "go", "server_proof.txt")
+	if updating() {
+		if err := os.WriteFile(path, []byte(line), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(want) != line {
+		t.Errorf("server_proof.txt holds %q, Go computes %q", want, line)
 	}
 }

@@ -298,6 +298,39 @@ func TestInteropVirtualDevicesAgainstSproutServe(t *testing.T) {
 		t.Fatalf("command to the silent pot: %+v, want timed_out", silent)
 	}
 
+	// A command id of non-ASCII characters (36 bytes, the protocol's limit) while the pump runs:
+	// the BUSY answer to another command quotes that id, cut to the detail's 64 bytes. Cut in
+	// the middle of a character, it was invalid UTF-8: the node dropped the session, the pot
+	// reconnected and was sent the open commands again, and so on (about once a second, until
+	// the flapping ban). Now the cut is on a character boundary and the session stays up.
+	dryLog := pots[1].log
+	sessionsBefore := strings.Count(dryLog.String(), "online: session")
+	// "busy: the pump is running command " is 34 bytes, leaving 30 for the id: 1 + 29 bytes of
+	// this one ends one byte short of a character.
+	longID := "w" + strings.Repeat("浇水", 5) + "浇" // 34 bytes
+	watered := make(chan outcomeJSON, 1)
+	go func() {
+		var o outcomeJSON
+		api(t, srv, "POST", "/api/v1/devices/interop-pot-dry/commands",
+			map[string]any{"command_id": longID, "kind": "water", "water_ms": 3000, "timeout_ms": 10000}, &o)
+		watered <- o
+	}()
+	actortest.Eventually(t, 10*time.Second, "the dry pot's pump running", func() bool {
+		return strings.Contains(dryLog.String(), "pump on for 3000 ms")
+	})
+	var busy outcomeJSON
+	api(t, srv, "POST", "/api/v1/devices/interop-pot-dry/commands",
+		map[string]any{"kind": "read_now", "timeout_ms": 2000}, &busy)
+	if busy.Outcome != "busy" || !strings.Contains(busy.Detail, "浇水") {
+		t.Fatalf("a command while the pump runs a non-ASCII command id: %+v, want busy quoting the id", busy)
+	}
+	if o := <-watered; o.Outcome != "done" || o.WateredMl != 60 {
+		t.Fatalf("the non-ASCII water command: %+v, want done with 60 ml", o)
+	}
+	if n := strings.Count(dryLog.String(), "online: session"); n != sessionsBefore {
+		t.Fatalf("the dry pot reconnected %d times during the BUSY answer", n-sessionsBefore)
+	}
+
 	// Kill the server hard while the pots keep measuring, then restart it on the same store.
 	srv.kill(t)
 	time.Sleep(3 * time.Second) // ~7 readings per pot taken while the server is down

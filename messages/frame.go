@@ -106,3 +106,17 @@ func MAC(secret, deviceNonce, serverNonce []byte, deviceID string) []byte {
 	m.Write([]byte(deviceID))
 	return m.Sum(nil)
 }
+
+// ServerProofLabel starts the data of the server's proof, so that it can never be taken for a
+// device's MAC (which starts with the device nonce) or the other way round.
+const ServerProofLabel = "sprout welcome v1"
+
+// ServerProof computes Welcome.server_proof, the server's side of the mutual handshake:
+// HMAC-SHA256(secret, "sprout welcome v1" || serverNonce || deviceNonce).
+func ServerProof(secret, deviceNonce, serverNonce []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ServerProofLabel))
+	m.Write(serverNonce)
+	m.Write(deviceNonce)
+	return m.Sum(nil)
+}

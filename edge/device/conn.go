@@ -111,11 +111,23 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 			_ = c.nc.SetReadDeadline(time.Now().Add(s.opts.IdleTimeout))
 		}
 		f := &devicepb.Frame{} // not reused: the grain may still hold its body
-		if err := messages.ReadFrame(c.r, s.opts.MaxFrameBytes, f); err != nil {
+		if err := c.readFrame(f); err != nil {
 			select {
 			case <-c.closing: // closed from elsewhere; its reason stands
 				return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, ""
 			default:
+			}
+			var refused *errRefused
+			if errors.As(err, &refused) {
+				// A result the pot cut in the middle of a character: refuse that frame (it is
+				// not delivered, strings must be UTF-8) and keep the session, whose framing is
+				// intact. Dropping it would make the pot reconnect, get the open command again
+				// and answer the same frame, in a loop.
+				s.framesIn.Add(1)
+				s.refuse(refused.what)
+				s.opts.Logger.Warn("refused a frame from the device; the session goes on", "device", c.device,
+					"session", c.session, "why", refused.what)
+				continue
 			}
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {

@@ -128,6 +128,9 @@ type Stats struct {
 	Pending      int64            // frames in outbound queues now (all connections)
 	PendingBytes int64            // their bytes
 	Closed       map[string]int64 // ended connections by reason (CloseReason names)
+	// Refused counts frames refused without ending their session, by why (for now only
+	// "command_result: invalid UTF-8 in command_id|detail").
+	Refused map[string]int64
 }
 
 // Server accepts device connections.
@@ -145,6 +148,7 @@ type Server struct {
 	pending, pendingBytes                    atomic.Int64
 	sockets                                  atomic.Int64 // slots taken (MaxConnections)
 	reasons                                  sync.Map     // string -> *atomic.Int64
+	refused                                  sync.Map     // string -> *atomic.Int64
 	wg                                       sync.WaitGroup
 	listening                                atomic.Int32 // Serve calls accepting now
 }
@@ -259,12 +263,21 @@ func (s *Server) release(c *conn) {
 func (s *Server) Stats() Stats {
 	st := Stats{Open: s.sockets.Load(), Connected: s.connected.Load(), Accepted: s.accepted.Load(),
 		FramesIn: s.framesIn.Load(), FramesOut: s.framesOut.Load(), Pending: s.pending.Load(),
-		PendingBytes: s.pendingBytes.Load(), Closed: map[string]int64{}}
+		PendingBytes: s.pendingBytes.Load(), Closed: map[string]int64{}, Refused: map[string]int64{}}
 	s.reasons.Range(func(k, v any) bool {
 		st.Closed[k.(string)] = v.(*atomic.Int64).Load()
 		return true
 	})
+	s.refused.Range(func(k, v any) bool {
+		st.Refused[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
 	return st
+}
+
+func (s *Server) refuse(why string) {
+	v, _ := s.refused.LoadOrStore(why, new(atomic.Int64))
+	v.(*atomic.Int64).Add(1)
 }
 
 func (s *Server) count(r devicepb.CloseReason) {

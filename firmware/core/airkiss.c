@@ -138,6 +138,7 @@ static bool try_complete(sprout_airkiss *ak)
             return false;
         }
         all_confirmed = all_confirmed && c->count >= 2;
+
         any_contested = any_contested || contested;
         memcpy(data + 4 * g, c->bytes, group_size(ak, g));
     }
@@ -146,6 +147,9 @@ static bool try_complete(sprout_airkiss *ak)
     }
     uint8_t pl = ak->pwd_len;
     uint8_t sl = (uint8_t)(ak->total_len - pl - 1);
+    if (sl == 0) {
+        return false; /* an empty SSID names no network */
+    }
     if (sprout_airkiss_crc8(data + pl + 1, sl) != ak->ssid_crc) {
         return false;
     }
@@ -187,7 +191,8 @@ static bool data_word(sprout_airkiss *ak, uint16_t v)
     if (!ak->have_prefix && window_tagged(ak, 0x1F0, 0x40)) {
         uint8_t pl = (uint8_t)((ak->window[0] & 0xF) << 4 | (ak->window[1] & 0xF));
         uint8_t crc = (uint8_t)((ak->window[2] & 0xF) << 4 | (ak->window[3] & 0xF));
-        if (sprout_airkiss_crc8(&pl, 1) == crc && pl < ak->total_len && pl <= SPROUT_AIRKISS_MAX_PASSWORD &&
+        /* total = password + the random byte + the SSID, which has at least one byte */
+        if (sprout_airkiss_crc8(&pl, 1) == crc && pl + 2u <= ak->total_len && pl <= SPROUT_AIRKISS_MAX_PASSWORD &&
             ak->total_len - pl - 1 <= SPROUT_AIRKISS_MAX_SSID) {
             ak->pwd_len = pl;
             ak->have_prefix = true;
@@ -196,6 +201,12 @@ static bool data_word(sprout_airkiss *ak, uint16_t v)
         return false;
     }
     if ((v & 0x180) == 0x80) { /* a sequence header: crc or index, told apart when data follows */
+        if (ak->pending.collecting) {
+            /* The group being collected was cut short (its last bytes were lost). Its headers
+             * must not outlive it: with the next group's crc header lost too, its index would
+             * be read as that group's crc, which one time in 128 matches. */
+            ak->pending.header_count = 0;
+        }
         ak->pending.headers[0] = ak->pending.headers[1];
         ak->pending.headers[1] = (uint8_t)(v & 0x7F);
         if (ak->pending.header_count < 2) {
@@ -232,6 +243,9 @@ static bool data_word(sprout_airkiss *ak, uint16_t v)
         if (ok) {
             vote(ak, index, buf + 1, size);
             return try_complete(ak);
+        }
+        if (ak->bad_groups < UINT16_MAX) {
+            ak->bad_groups++;
         }
     }
     /* Anything else (guide and magic repeats, other traffic) is not part of a group. */

@@ -1,5 +1,5 @@
 /* AirKiss decoder: recovers the WiFi SSID and password that WeChat broadcasts in the lengths of
- * UDP packets (docs: wechat-hardware.md 6.1). A pure state machine: feed it the length of every
+ * UDP packets (the wire format is summarised below). A pure state machine: feed it the length of every
  * frame sniffed on the channel, in order; it knows nothing about radios or channels.
  *
  *   GUIDE  lengths b+1, b+2, b+3, b+4 (seen twice with the same b) lock base_len = b
@@ -69,6 +69,7 @@ typedef struct {
         uint8_t bytes[4];
     } pending;
     sprout_airkiss_candidate groups[SPROUT_AIRKISS_MAX_GROUPS][SPROUT_AIRKISS_CANDIDATES];
+    uint16_t bad_groups; /* groups that failed their 7-bit CRC (diagnostics) */
 
     /* The result, valid once COMPLETE; strings are NUL-terminated. */
     char ssid[SPROUT_AIRKISS_MAX_SSID + 1];

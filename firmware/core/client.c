@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sprout_limits.h"
 #include "sha256.h"
+#include "utf8.h"
 
 typedef sprout_device_v1_Frame frame_t;
 
@@ -24,6 +26,19 @@ void sprout_options_defaults(sprout_options *o)
     o->pump_ml_per_s = 20;
     o->report_interval_ms = 0;
     o->max_wait_ms = 1000;
+    o->backoff_stable_ms = SPROUT_BACKOFF_STABLE_MS;
+}
+
+void sprout_server_proof(const uint8_t *secret, size_t secret_len, const uint8_t device_nonce[SPROUT_NONCE_BYTES],
+                         const uint8_t server_nonce[SPROUT_NONCE_BYTES], uint8_t out[32])
+{
+    static const char label[] = SPROUT_SERVER_PROOF_LABEL;
+    sprout_hmac m;
+    sprout_hmac_init(&m, secret, secret_len);
+    sprout_hmac_update(&m, label, sizeof label - 1);
+    sprout_hmac_update(&m, server_nonce, SPROUT_NONCE_BYTES);
+    sprout_hmac_update(&m, device_nonce, SPROUT_NONCE_BYTES);
+    sprout_hmac_final(&m, out);
 }
 
 const char *sprout_state_name(sprout_state s)
@@ -76,14 +91,36 @@ static int64_t wall_ms(sprout_client *c, int64_t mono)
     return 0;
 }
 
+/* copy_str copies a string into a fixed protocol field, cut on a character boundary. */
 static void copy_str(char *dst, size_t cap, const char *src)
 {
-    size_t n = strlen(src);
-    if (n >= cap) {
-        n = cap - 1;
+    sprout_utf8_copy(dst, cap, src);
+}
+
+/* tenths formats a percentage as "12.3" without %f, so that the core needs no float printf
+ * (newlib-nano and many embedded libcs leave it out). */
+static const char *tenths(char buf[16], float v)
+{
+    if (!(v == v)) {
+        return "nan";
     }
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+    long t = (long)(v * 10.0f + (v < 0 ? -0.5f : 0.5f));
+    const char *sign = t < 0 ? "-" : "";
+    if (t < 0) {
+        t = -t;
+    }
+    snprintf(buf, 16, "%s%ld.%ld", sign, t / 10, t % 10);
+    return buf;
+}
+
+/* equal_time compares in constant time (proofs). */
+static bool equal_time(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint8_t d = 0;
+    for (size_t i = 0; i < n; i++) {
+        d |= (uint8_t)(a[i] ^ b[i]);
+    }
+    return d == 0;
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -178,6 +215,9 @@ static void protocol_error(sprout_client *c, const char *detail)
 
 static void send_record(sprout_client *c, sprout_record *rec)
 {
+    if (sprout_record_seq(rec) >= c->saved_next_seq) {
+        return; /* its seq is not persisted yet: after a reboot it could be reused (held back) */
+    }
     frame_t f = sprout_device_v1_Frame_init_zero;
     if (rec->kind == SPROUT_RECORD_EVENT) {
         if (rec->body.event.device_time_ms == 0 && c->clock_synced) {
@@ -197,23 +237,56 @@ static void send_record(sprout_client *c, sprout_record *rec)
     }
 }
 
+/* send_pending sends, in order, every queued record not yet sent on this connection. */
+static void send_pending(sprout_client *c, bool resend)
+{
+    if (c->state != SPROUT_STATE_ONLINE) {
+        return;
+    }
+    for (size_t i = 0; i < c->ring.count && !c->io_error; i++) {
+        sprout_record *rec = sprout_ring_at(&c->ring, i);
+        if (rec->sent_ms == 0 && sprout_record_seq(rec) < c->saved_next_seq) {
+            send_record(c, rec);
+            if (resend) {
+                c->stats.records_resent++;
+            }
+        }
+    }
+}
+
+/* save_seq persists next_seq. Until it succeeds, records numbered at or past the last saved
+ * value are held back: sent, then forgotten by a reboot, their seqs would be given out again and
+ * the server would drop the new readings as duplicates. */
+static bool save_seq(sprout_client *c)
+{
+    if (c->saved_next_seq == c->next_seq) {
+        return true;
+    }
+    if (sprout_store_save_seq(c->port, c->next_seq) != 0) {
+        logf_(c, SPROUT_LOG_ERROR, "cannot persist seq %llu: holding back records from seq %llu",
+              (unsigned long long)c->next_seq, (unsigned long long)c->saved_next_seq);
+        c->seq_retry_ms = now_ms(c) + 1000;
+        return false;
+    }
+    c->saved_next_seq = c->next_seq;
+    return true;
+}
+
 /* ---- readings and events ---------------------------------------------------------------- */
 
 /* push_record numbers rec, persists the counter first (a seq must never repeat, even across a
- * power cut), queues it and sends it when online. */
+ * power cut), queues it and sends it when online and its seq is saved. */
 static void push_record(sprout_client *c, sprout_record *rec)
 {
     uint64_t seq = c->next_seq++;
     sprout_record_set_seq(rec, seq);
-    if (sprout_store_save_seq(c->port, c->next_seq) != 0) {
-        logf_(c, SPROUT_LOG_ERROR, "cannot persist seq %llu", (unsigned long long)seq);
-    }
+    rec->sent_ms = 0;
     if (sprout_ring_push(&c->ring, rec)) {
         logf_(c, SPROUT_LOG_WARN, "outbox full: dropped the oldest record (%u dropped since boot)",
               (unsigned)c->ring.dropped);
     }
-    if (c->state == SPROUT_STATE_ONLINE) {
-        send_record(c, sprout_ring_at(&c->ring, c->ring.count - 1));
+    if (save_seq(c)) {
+        send_pending(c, false);
     }
 }
 
@@ -226,10 +299,12 @@ static void push_event(sprout_client *c, sprout_device_v1_EventKind kind, const 
     rec.taken_ms = now;
     rec.body.event.device_time_ms = wall_ms(c, now);
     rec.body.event.kind = kind;
+    char detail[160];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(rec.body.event.detail, sizeof rec.body.event.detail, fmt, ap);
+    vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
+    copy_str(rec.body.event.detail, sizeof rec.body.event.detail, detail);
     push_record(c, &rec);
 }
 
@@ -260,14 +335,14 @@ static bool take_reading(sprout_client *c)
     push_record(c, &rec);
 
     const sprout_device_v1_Thresholds *t = &c->config.thresholds;
+    char pct[16];
     if (!c->tank_empty && r.tank_level_pct <= t->tank_empty_pct) {
         c->tank_empty = true;
-        push_event(c, sprout_device_v1_EventKind_EVENT_KIND_TANK_EMPTY, "tank at %.1f%%",
-                   (double)r.tank_level_pct);
+        push_event(c, sprout_device_v1_EventKind_EVENT_KIND_TANK_EMPTY, "tank at %s%%", tenths(pct, r.tank_level_pct));
     } else if (c->tank_empty && r.tank_level_pct > t->tank_empty_pct + t->hysteresis_pct) {
         c->tank_empty = false;
-        push_event(c, sprout_device_v1_EventKind_EVENT_KIND_TANK_REFILLED, "tank at %.1f%%",
-                   (double)r.tank_level_pct);
+        push_event(c, sprout_device_v1_EventKind_EVENT_KIND_TANK_REFILLED, "tank at %s%%",
+                   tenths(pct, r.tank_level_pct));
     }
     return true;
 }
@@ -293,10 +368,12 @@ static void finish(sprout_client *c, const char *id, sprout_device_v1_CommandSta
     copy_str(r.command_id, sizeof r.command_id, id);
     r.status = status;
     r.watered_ml = watered_ml;
+    char detail[160];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r.detail, sizeof r.detail, fmt, ap);
+    vsnprintf(detail, sizeof detail, fmt, ap);
     va_end(ap);
+    copy_str(r.detail, sizeof r.detail, detail); /* an id in the detail may be cut mid-character */
     logf_(c, SPROUT_LOG_INFO, "command %s: status %d, %s", r.command_id, (int)status, r.detail);
 
     sprout_history_entry tmp = {.result = r, .undelivered = true};
@@ -341,9 +418,12 @@ static void start_water(sprout_client *c, const sprout_device_v1_Command *cmd)
         finish(c, id, sprout_device_v1_CommandStatus_COMMAND_STATUS_REJECTED, 0, "water_ms must be positive");
         return;
     }
-    if (cmd->water_ms > cf->max_water_ms) {
+    if (cmd->water_ms > cf->max_water_ms || cmd->water_ms > SPROUT_HARD_MAX_WATER_MS) {
+        /* cf is clamped to the hard limit already; the second test keeps this true even if a
+         * future path forgets to clamp. */
+        uint32_t max = cf->max_water_ms < SPROUT_HARD_MAX_WATER_MS ? cf->max_water_ms : SPROUT_HARD_MAX_WATER_MS;
         finish(c, id, sprout_device_v1_CommandStatus_COMMAND_STATUS_REJECTED, 0,
-               "water_ms %u exceeds max_water_ms %u", (unsigned)cmd->water_ms, (unsigned)cf->max_water_ms);
+               "water_ms %u exceeds max_water_ms %u", (unsigned)cmd->water_ms, (unsigned)max);
         return;
     }
     if (too_soon(c, now, &elapsed_s)) {
@@ -357,9 +437,14 @@ static void start_water(sprout_client *c, const sprout_device_v1_Command *cmd)
         finish(c, id, sprout_device_v1_CommandStatus_COMMAND_STATUS_FAILED, 0, "cannot read the tank level");
         return;
     }
-    if (r.tank_level_pct <= cf->thresholds.tank_empty_pct) {
-        finish(c, id, sprout_device_v1_CommandStatus_COMMAND_STATUS_REJECTED, 0,
-               "tank empty: %.1f%% <= %.1f%%", (double)r.tank_level_pct, (double)cf->thresholds.tank_empty_pct);
+    float empty = cf->thresholds.tank_empty_pct;
+    if (!(empty >= SPROUT_HARD_MIN_TANK_EMPTY_PCT)) {
+        empty = SPROUT_HARD_MIN_TANK_EMPTY_PCT;
+    }
+    if (!(r.tank_level_pct > empty)) { /* NaN from a broken sensor counts as empty too */
+        char lvl[16], lim[16];
+        finish(c, id, sprout_device_v1_CommandStatus_COMMAND_STATUS_REJECTED, 0, "tank empty: %s%% <= %s%%",
+               tenths(lvl, r.tank_level_pct), tenths(lim, empty));
         return;
     }
     /* Record the id before the pump starts: if the device reboots mid-run, a retry of this id gets
@@ -405,8 +490,8 @@ static void apply_config(sprout_client *c, const sprout_config *in)
 {
     sprout_config next = *in;
     sprout_config_normalize(&next);
-    if (memcmp(&next, &c->config, sizeof next) == 0) {
-        return;
+    if (sprout_config_equal(&next, &c->config)) {
+        return; /* no flash write for a config we already have */
     }
     int64_t old_interval = report_interval_ms(c);
     c->config = next;
@@ -527,16 +612,39 @@ static void on_challenge(sprout_client *c, const sprout_device_v1_Challenge *ch)
     sprout_hmac_update(&m, ch->server_nonce, sizeof ch->server_nonce);
     sprout_hmac_update(&m, c->cfg.device_id, strlen(c->cfg.device_id));
     sprout_hmac_final(&m, BODY(&f, auth).mac);
+    memcpy(c->server_nonce, ch->server_nonce, sizeof c->server_nonce);
     c->state = SPROUT_STATE_AWAIT_WELCOME;
     send_frame(c, &f);
 }
 
+/* server_proven checks Welcome.server_proof: only a server that knows this device's secret can
+ * compute it for this connection's nonces. */
+static bool server_proven(sprout_client *c, const sprout_device_v1_Welcome *w)
+{
+    uint8_t want[32];
+    if (w->server_proof.size != sizeof want) {
+        return false;
+    }
+    sprout_server_proof(c->cfg.secret, c->cfg.secret_len, c->device_nonce, c->server_nonce, want);
+    return equal_time(want, w->server_proof.bytes, sizeof want);
+}
+
 static void on_welcome(sprout_client *c, const sprout_device_v1_Welcome *w)
 {
+    if (!server_proven(c, w)) {
+        /* Not our server (or a server without our secret): accept nothing from it, neither its
+         * config nor anything after the Welcome, and try again later, on the next server. */
+        c->stats.server_proof_failures++;
+        logf_(c, SPROUT_LOG_ERROR, "server proof %s: not trusting this server",
+              w->server_proof.size == 0 ? "missing" : "wrong");
+        send_close(c, sprout_device_v1_CloseReason_CLOSE_REASON_AUTH_FAILED, "server proof failed");
+        drop_with_backoff(c);
+        return;
+    }
     int64_t now = now_ms(c);
     c->state = SPROUT_STATE_ONLINE;
     c->stats.handshakes++;
-    sprout_backoff_reset(&c->backoff);
+    c->online_since_ms = now; /* the backoff is forgotten once this session has lasted (run_timers) */
     copy_str(c->session_id, sizeof c->session_id, w->session_id);
     if (w->server_time_ms > 0) {
         c->clock_synced = true;
@@ -555,18 +663,14 @@ static void on_welcome(sprout_client *c, const sprout_device_v1_Welcome *w)
         logf_(c, SPROUT_LOG_WARN, "seq counter behind the server (%llu <= %llu): continuing from %llu",
               (unsigned long long)c->next_seq, (unsigned long long)w->last_seq, (unsigned long long)seq);
         c->next_seq = seq;
-        if (sprout_store_save_seq(c->port, c->next_seq) != 0) {
-            logf_(c, SPROUT_LOG_ERROR, "cannot persist seq");
-        }
+        c->saved_next_seq = w->last_seq + 1; /* nothing above the server's was ever sent */
+        (void)save_seq(c);
     } else {
         sprout_ring_drop_through(&c->ring, w->last_seq);
     }
     logf_(c, SPROUT_LOG_INFO, "online: session %s, server last_seq %llu, %u to resend", c->session_id,
           (unsigned long long)w->last_seq, (unsigned)c->ring.count);
-    for (size_t i = 0; i < c->ring.count && !c->io_error; i++) {
-        send_record(c, sprout_ring_at(&c->ring, i));
-        c->stats.records_resent++;
-    }
+    send_pending(c, true);
     for (size_t i = 0; i < c->history.count && !c->io_error; i++) {
         sprout_history_entry *e = &c->history.items[i];
         if (e->undelivered && !(c->pump.running && strcmp(e->result.command_id, c->pump.command_id) == 0)) {
@@ -716,6 +820,7 @@ int sprout_client_init(sprout_client *c, const sprout_port *port, const sprout_c
     if (sprout_store_load_history(port, &c->history) < 0) {
         logf_(c, SPROUT_LOG_ERROR, "stored command history unreadable");
     }
+    c->saved_next_seq = c->next_seq;
     sprout_store_load_i64(port, SPROUT_KEY_LAST_WATER, &c->last_water_end_wall_ms);
     int64_t now = now_ms(c);
     c->next_connect_ms = now;
@@ -733,6 +838,9 @@ static void run_timers(sprout_client *c, int64_t now)
         take_reading(c);
         c->next_report_ms = now + report_interval_ms(c);
     }
+    if (c->saved_next_seq != c->next_seq && now >= c->seq_retry_ms && save_seq(c)) {
+        send_pending(c, false);
+    }
     switch (c->state) {
     case SPROUT_STATE_OFFLINE:
         if (now >= c->next_connect_ms) {
@@ -748,6 +856,9 @@ static void run_timers(sprout_client *c, int64_t now)
         break;
     case SPROUT_STATE_ONLINE: {
         int64_t hb = heartbeat_ms(c);
+        if (c->backoff.attempt != 0 && now - c->online_since_ms >= (int64_t)c->cfg.options.backoff_stable_ms) {
+            sprout_backoff_reset(&c->backoff); /* this session has lasted: the link is good again */
+        }
         if (now - c->last_rx_ms >= hb * (int64_t)c->cfg.options.silence_factor) {
             logf_(c, SPROUT_LOG_WARN, "server silent for %lld ms", (long long)(now - c->last_rx_ms));
             send_close(c, sprout_device_v1_CloseReason_CLOSE_REASON_IDLE_TIMEOUT, "server silent");
@@ -790,6 +901,9 @@ static int64_t next_deadline(const sprout_client *c, int64_t now)
         d = min64(d, c->handshake_deadline_ms);
         break;
     case SPROUT_STATE_ONLINE:
+        if (c->backoff.attempt != 0) {
+            d = min64(d, c->online_since_ms + (int64_t)c->cfg.options.backoff_stable_ms);
+        }
         d = min64(d, c->last_tx_ms + heartbeat_ms(c));
         d = min64(d, c->last_rx_ms + heartbeat_ms(c) * (int64_t)c->cfg.options.silence_factor);
         break;
@@ -856,6 +970,10 @@ void sprout_client_shutdown(sprout_client *c)
         c->pump.running = false;
     }
     if (connected(c)) {
+        /* Tell the server, so that it marks the pot offline now rather than after its idle
+         * timeout. A Close needs no answer; a failed send changes nothing here. */
+        send_close(c, sprout_device_v1_CloseReason_CLOSE_REASON_UNSPECIFIED,
+                   c->reboot_pending ? "device shutting down: rebooting" : "device shutting down");
         c->port->tcp_close(c->port->ctx);
         c->state = SPROUT_STATE_OFFLINE;
     }

@@ -17,12 +17,22 @@
 
 #include "backoff.h"
 #include "frame.h"
+#include "sprout_limits.h"
 #include "ring.h"
 #include "sprout_port.h"
 #include "store.h"
+#include "utf8.h"
 
 #define SPROUT_PROTOCOL_VERSION 1
 #define SPROUT_NONCE_BYTES 16
+
+/* SPROUT_SERVER_PROOF_LABEL starts the data of Welcome.server_proof (17 bytes, no NUL). */
+#define SPROUT_SERVER_PROOF_LABEL "sprout welcome v1"
+
+/* sprout_server_proof computes what a server that knows secret puts in Welcome.server_proof:
+ * HMAC-SHA256(secret, "sprout welcome v1" || server_nonce || device_nonce). */
+void sprout_server_proof(const uint8_t *secret, size_t secret_len, const uint8_t device_nonce[SPROUT_NONCE_BYTES],
+                         const uint8_t server_nonce[SPROUT_NONCE_BYTES], uint8_t out[32]);
 
 typedef struct {
     const char *host;
@@ -43,6 +53,8 @@ typedef struct {
     uint32_t pump_ml_per_s;        /* 20: the pump's flow, for CommandResult.watered_ml */
     uint32_t report_interval_ms;   /* 0: use config.report_interval_s; otherwise force this (simulations) */
     uint32_t max_wait_ms;          /* 1000: the longest a step blocks */
+    uint32_t backoff_stable_ms;    /* SPROUT_BACKOFF_STABLE_MS (60000): a session must last this long before
+                                      the backoff forgets earlier failures */
     bool ignore_commands;          /* false; true makes the device silent on commands (server timeout tests) */
 } sprout_options;
 
@@ -75,6 +87,7 @@ typedef struct {
     uint32_t records_resent;   /* readings and events sent again after a reconnect */
     uint32_t acks;
     uint32_t protocol_errors;
+    uint32_t server_proof_failures; /* Welcomes without a valid server proof (not our server) */
     uint32_t commands_executed; /* commands that ran (not re-sent results, not BUSY) */
     uint32_t results_resent;    /* repeated command ids answered from history */
 } sprout_stats;
@@ -97,6 +110,8 @@ typedef struct sprout_client {
     int64_t next_connect_ms;
     int64_t handshake_deadline_ms;
     uint8_t device_nonce[SPROUT_NONCE_BYTES];
+    uint8_t server_nonce[SPROUT_NONCE_BYTES];
+    int64_t online_since_ms;  /* when the Welcome of this session arrived */
     char session_id[sizeof(((sprout_device_v1_Welcome *)0)->session_id)];
     uint8_t rx[SPROUT_FRAME_PREFIX_MAX + SPROUT_MAX_FRAME_BYTES];
     size_t rx_len;
@@ -108,6 +123,8 @@ typedef struct sprout_client {
     /* Readings */
     sprout_ring ring;
     uint64_t next_seq;
+    uint64_t saved_next_seq;  /* the next_seq last persisted: records at or past it are held back */
+    int64_t seq_retry_ms;     /* when to try persisting next_seq again after a failure */
     int64_t next_report_ms;
     bool tank_empty;
     bool sensor_fault;

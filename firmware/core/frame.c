@@ -35,7 +35,9 @@ sprout_frame_status sprout_frame_decode(const uint8_t *buf, size_t len, size_t m
 {
     uint64_t body = 0;
     int n = read_prefix(buf, len, &body);
-    if (n < 0) {
+    if (n < 0 || n > SPROUT_FRAME_PREFIX_MAX) {
+        /* A prefix padded past the longest one our limit needs (0x80 0x80 0x80 0x00 is a valid
+         * uvarint) would let prefix + body outgrow the receive buffer. */
         return SPROUT_FRAME_TOO_LARGE;
     }
     if (n == 0) {

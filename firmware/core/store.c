@@ -4,10 +4,18 @@
 #include <pb_encode.h>
 #include <string.h>
 
+#include "sprout_limits.h"
+
 void sprout_config_defaults(sprout_config *c)
 {
     memset(c, 0, sizeof *c);
     sprout_config_normalize(c);
+}
+
+/* clamp_min raises v to lo (NaN too). */
+static float clamp_min(float v, float lo)
+{
+    return v >= lo ? v : lo;
 }
 
 void sprout_config_normalize(sprout_config *c)
@@ -32,6 +40,36 @@ void sprout_config_normalize(sprout_config *c)
         c->thresholds.hysteresis_pct = SPROUT_DEFAULT_HYSTERESIS_PCT;
         c->thresholds.hysteresis_c = SPROUT_DEFAULT_HYSTERESIS_C;
     }
+    /* The build-time hard limits (sprout_limits.h) win over any config. */
+    if (c->max_water_ms > SPROUT_HARD_MAX_WATER_MS) {
+        c->max_water_ms = SPROUT_HARD_MAX_WATER_MS;
+    }
+    if (c->report_interval_s < SPROUT_HARD_MIN_REPORT_INTERVAL_S) {
+        c->report_interval_s = SPROUT_HARD_MIN_REPORT_INTERVAL_S;
+    }
+    if (c->heartbeat_interval_s < SPROUT_HARD_MIN_HEARTBEAT_INTERVAL_S) {
+        c->heartbeat_interval_s = SPROUT_HARD_MIN_HEARTBEAT_INTERVAL_S;
+    }
+    if (c->min_water_interval_s < SPROUT_HARD_MIN_WATER_INTERVAL_S) {
+        c->min_water_interval_s = SPROUT_HARD_MIN_WATER_INTERVAL_S;
+    }
+    c->thresholds.tank_empty_pct = clamp_min(c->thresholds.tank_empty_pct, SPROUT_HARD_MIN_TANK_EMPTY_PCT);
+}
+
+/* same_float compares bit patterns: a NaN equals itself, so a stored NaN is not rewritten. */
+static bool same_float(float a, float b)
+{
+    return memcmp(&a, &b, sizeof a) == 0;
+}
+
+bool sprout_config_equal(const sprout_config *a, const sprout_config *b)
+{
+    const sprout_device_v1_Thresholds *x = &a->thresholds, *y = &b->thresholds;
+    return a->report_interval_s == b->report_interval_s && a->heartbeat_interval_s == b->heartbeat_interval_s &&
+           a->max_water_ms == b->max_water_ms && a->min_water_interval_s == b->min_water_interval_s &&
+           a->has_thresholds == b->has_thresholds && same_float(x->soil_moisture_min_pct, y->soil_moisture_min_pct) &&
+           same_float(x->temperature_max_c, y->temperature_max_c) && same_float(x->tank_empty_pct, y->tank_empty_pct) &&
+           same_float(x->hysteresis_pct, y->hysteresis_pct) && same_float(x->hysteresis_c, y->hysteresis_c);
 }
 
 sprout_history_entry *sprout_history_find(sprout_history *h, const char *command_id)

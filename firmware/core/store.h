@@ -37,8 +37,11 @@ typedef sprout_device_v1_Config sprout_config;
 typedef sprout_device_v1_CommandResult sprout_command_result;
 
 void sprout_config_defaults(sprout_config *c);
-/* sprout_config_normalize replaces unset (zero) fields by their defaults. */
+/* sprout_config_normalize replaces unset (zero) fields by their defaults and clamps every field
+ * to the build-time hard limits of sprout_limits.h. */
 void sprout_config_normalize(sprout_config *c);
+/* sprout_config_equal compares field by field (never the padding between them). */
+bool sprout_config_equal(const sprout_config *a, const sprout_config *b);
 
 /* sprout_history is the list of remembered command results, newest last. undelivered marks a
  * result not yet handed to a connection (RAM only: after a reboot the server's retry of the

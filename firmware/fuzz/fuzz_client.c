@@ -31,6 +31,11 @@ static void welcome(sprout_frame *f)
 {
     strcpy(f->body.welcome.session_id, "s");
     f->body.welcome.server_time_ms = 1;
+    /* the proof of a server that knows the secret, for this connection's nonces (the
+     * Challenge above carries a zero server nonce) */
+    static const uint8_t zero[SPROUT_NONCE_BYTES];
+    sprout_server_proof(secret, sizeof secret, client.device_nonce, zero, f->body.welcome.server_proof.bytes);
+    f->body.welcome.server_proof.size = 32;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -67,7 +72,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < 4; i++) {
         sprout_client_step(&client);
     }
-    if (client.rx_len > sizeof client.rx || client.ring.count > SPROUT_RING_CAP) {
+    if (client.rx_len > sizeof client.rx || client.ring.count > SPROUT_RING_CAP ||
+        fake.pump_ms > SPROUT_HARD_MAX_WATER_MS || client.config.max_water_ms > SPROUT_HARD_MAX_WATER_MS) {
         abort();
     }
     return 0;

@@ -74,6 +74,10 @@ static void g_welcome(sprout_frame *f)
     w->config.thresholds.hysteresis_pct = 2.25f;
     w->config.thresholds.hysteresis_c = 1.5f;
     w->last_seq = 1099511627776ULL; /* 2^40 */
+    w->server_proof.size = 32;
+    for (int i = 0; i < 32; i++) {
+        w->server_proof.bytes[i] = (uint8_t)(0x40 + i);
+    }
 }
 
 static void g_telemetry(sprout_frame *f)

@@ -227,6 +227,34 @@ static void test_a_group_with_a_bad_crc_is_ignored(void **state)
     assert_int_equal(sprout_airkiss_feed(&ak, 999), SPROUT_AIRKISS_COMPLETE);
 }
 
+/* A sequence that says the SSID is empty (total = password + random byte): there is no network
+ * to join, so it must never decode, however clean. */
+static void test_an_empty_ssid_is_refused(void **state)
+{
+    (void)state;
+    static sprout_airkiss ak;
+    sprout_airkiss_reset(&ak);
+    const uint16_t guide[] = {1, 2, 3, 4, 1, 2, 3, 4};
+    feed_all(&ak, guide, 8, 0);
+    uint8_t crc = sprout_airkiss_crc8(NULL, 0); /* of the empty SSID */
+    const uint16_t magic[] = {0x08, 0x13, (uint16_t)(0x20 | crc >> 4), (uint16_t)(0x30 | (crc & 0xF))};
+    feed_all(&ak, magic, 4, 0);
+    feed_all(&ak, magic, 4, 0);
+    assert_int_equal(ak.state, SPROUT_AIRKISS_DATA);
+    uint8_t pl = 2, plcrc = sprout_airkiss_crc8(&pl, 1);
+    const uint16_t prefix[] = {0x40, 0x52, (uint16_t)(0x60 | plcrc >> 4), (uint16_t)(0x70 | (plcrc & 0xF))};
+    uint8_t g[4] = {0, 'p', 'w', 9};
+    uint8_t gcrc = sprout_airkiss_crc8(g, 4) & 0x7F;
+    const uint16_t group[] = {(uint16_t)(0x80 | gcrc), 0x80, 0x100 | 'p', 0x100 | 'w', 0x109};
+    for (int round = 0; round < 3; round++) {
+        feed_all(&ak, prefix, 4, 0);
+        for (size_t i = 0; i < 5; i++) {
+            assert_int_not_equal(sprout_airkiss_feed(&ak, group[i]), SPROUT_AIRKISS_COMPLETE);
+        }
+    }
+    assert_int_not_equal(ak.state, SPROUT_AIRKISS_DONE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +264,7 @@ int main(void)
         cmocka_unit_test(test_a_false_lock_is_replaced_by_a_real_guide),
         cmocka_unit_test(test_magic_needs_two_agreeing_sightings_and_reads_0x08_as_zero),
         cmocka_unit_test(test_a_group_with_a_bad_crc_is_ignored),
+        cmocka_unit_test(test_an_empty_ssid_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

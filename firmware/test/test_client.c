@@ -101,7 +101,22 @@ static void push_challenge(void)
     fake_push_frame(&fake, &f);
 }
 
-static void push_welcome(uint64_t last_seq, const sprout_device_v1_Config *config)
+typedef enum { PROOF_VALID, PROOF_MISSING, PROOF_WRONG, PROOF_DEVICE_MAC } proof_kind;
+
+/* server_proof computes what docs/protocol.md specifies, independently of the core:
+ * HMAC-SHA256(secret, "sprout welcome v1" || server_nonce || device_nonce). */
+static void server_proof(const uint8_t *key, size_t key_len, uint8_t out[32])
+{
+    uint8_t data[17 + 16 + 16];
+    memcpy(data, "sprout welcome v1", 17);
+    for (int i = 0; i < 16; i++) {
+        data[17 + i] = (uint8_t)(0xA0 + i); /* push_challenge's nonce */
+    }
+    memcpy(data + 33, client.device_nonce, 16);
+    sprout_hmac_sha256(key, key_len, data, sizeof data, out);
+}
+
+static void push_welcome_proof(uint64_t last_seq, const sprout_device_v1_Config *config, proof_kind proof)
 {
     frame_t f = sprout_device_v1_Frame_init_zero;
     f.which_body = sprout_device_v1_Frame_welcome_tag;
@@ -112,7 +127,36 @@ static void push_welcome(uint64_t last_seq, const sprout_device_v1_Config *confi
         f.body.welcome.has_config = true;
         f.body.welcome.config = *config;
     }
+    static const uint8_t other_secret[] = {1, 2, 3, 4};
+    switch (proof) {
+    case PROOF_VALID:
+        server_proof(secret, sizeof secret, f.body.welcome.server_proof.bytes);
+        f.body.welcome.server_proof.size = 32;
+        break;
+    case PROOF_WRONG:
+        server_proof(other_secret, sizeof other_secret, f.body.welcome.server_proof.bytes);
+        f.body.welcome.server_proof.size = 32;
+        break;
+    case PROOF_DEVICE_MAC: { /* the device's own Auth.mac sent back: a replay, not a proof */
+        uint8_t data[16 + 16 + sizeof ID - 1];
+        memcpy(data, client.device_nonce, 16);
+        for (int i = 0; i < 16; i++) {
+            data[16 + i] = (uint8_t)(0xA0 + i);
+        }
+        memcpy(data + 32, ID, sizeof ID - 1);
+        sprout_hmac_sha256(secret, sizeof secret, data, sizeof data, f.body.welcome.server_proof.bytes);
+        f.body.welcome.server_proof.size = 32;
+        break;
+    }
+    case PROOF_MISSING:
+        break;
+    }
     fake_push_frame(&fake, &f);
+}
+
+static void push_welcome(uint64_t last_seq, const sprout_device_v1_Config *config)
+{
+    push_welcome_proof(last_seq, config, PROOF_VALID);
 }
 
 /* handshake drives OFFLINE -> ONLINE; unsent readings are left to the caller to pop. */
@@ -346,12 +390,14 @@ static void test_connect_failures_back_off_exponentially_over_the_server_list(vo
     assert_int_equal(client.state, SPROUT_STATE_AWAIT_CHALLENGE);
 }
 
-static void test_a_successful_handshake_resets_the_backoff(void **state)
+static void test_a_handshake_alone_does_not_reset_the_backoff(void **state)
 {
     (void)state;
     fake.fail_connects = 4;
     handshake(0);
-    assert_int_equal(client.backoff.attempt, 0);
+    /* Only a session that stays up SPROUT_BACKOFF_STABLE_MS forgets the failures (see
+     * test_backoff_resets_only_after_a_session_stayed_up). */
+    assert_int_equal(client.backoff.attempt, 4);
 }
 
 static void test_refused_device_backs_off_for_minutes(void **state)
@@ -777,13 +823,13 @@ static void test_welcome_config_is_applied_and_persisted(void **state)
     step();
     sprout_device_v1_Config c = sprout_device_v1_Config_init_zero;
     c.report_interval_s = 15;
-    c.min_water_interval_s = 5;
+    c.min_water_interval_s = 25;
     push_welcome(0, &c);
     step();
     assert_int_equal(client.config.report_interval_s, 15);
     sprout_config stored;
     assert_int_equal(sprout_store_load_config(&port, &stored), 0);
-    assert_int_equal(stored.min_water_interval_s, 5);
+    assert_int_equal(stored.min_water_interval_s, 25);
 }
 
 static void test_reboot_answers_done_then_restarts(void **state)
@@ -793,6 +839,8 @@ static void test_reboot_answers_done_then_restarts(void **state)
     push_command("b1", sprout_device_v1_CommandKind_COMMAND_KIND_REBOOT, 0);
     step();
     expect_result("b1", sprout_device_v1_CommandStatus_COMMAND_STATUS_DONE);
+    frame_t bye = expect_sent(sprout_device_v1_Frame_close_tag); /* it says goodbye first */
+    assert_non_null(strstr(bye.body.close.detail, "rebooting"));
     assert_int_equal(fake.reboots, 1);
     assert_int_equal(client.state, SPROUT_STATE_OFFLINE);
     handshake(client.next_seq - 1);
@@ -869,6 +917,296 @@ static void test_a_sensor_failure_raises_one_event(void **state)
     cfg.options.report_interval_ms = 0;
 }
 
+/* ---- the server's proof and the build-time hard limits ---- */
+
+/* hostile_welcome: a server without the secret answers the handshake with a Welcome that would
+ * let the pump run for an hour. */
+static void hostile_welcome(proof_kind proof)
+{
+    step();
+    expect_sent(sprout_device_v1_Frame_hello_tag);
+    push_challenge();
+    step();
+    expect_sent(sprout_device_v1_Frame_auth_tag);
+    sprout_device_v1_Config evil = sprout_device_v1_Config_init_zero;
+    evil.max_water_ms = 3600000;
+    evil.report_interval_s = 1;
+    int sets = fake.kv_sets;
+    push_welcome_proof(0, &evil, proof);
+    push_command("evil-1", sprout_device_v1_CommandKind_COMMAND_KIND_WATER, 3600000);
+    step();
+    assert_int_not_equal(client.state, SPROUT_STATE_ONLINE);
+    assert_int_equal(client.stats.handshakes, 0);
+    assert_int_equal(client.stats.server_proof_failures, 1);
+    frame_t c = expect_sent(sprout_device_v1_Frame_close_tag);
+    assert_int_equal(c.body.close.reason, sprout_device_v1_CloseReason_CLOSE_REASON_AUTH_FAILED);
+    expect_nothing_sent(); /* no result, no reading: nothing for a stranger */
+    assert_int_equal(fake.pump_starts, 0);
+    assert_int_equal(client.config.max_water_ms, SPROUT_DEFAULT_MAX_WATER_MS);
+    assert_int_equal(client.config.report_interval_s, SPROUT_DEFAULT_REPORT_INTERVAL_S);
+    assert_int_equal(fake.kv_sets, sets); /* nothing persisted from it */
+    assert_true(client.next_connect_ms > fake.now_ms); /* and it backs off */
+}
+
+static void test_a_welcome_without_the_server_proof_is_refused(void **state)
+{
+    (void)state;
+    hostile_welcome(PROOF_MISSING);
+}
+
+static void test_a_welcome_with_a_wrong_server_proof_is_refused(void **state)
+{
+    (void)state;
+    hostile_welcome(PROOF_WRONG);
+}
+
+static void test_the_devices_own_mac_is_not_a_server_proof(void **state)
+{
+    (void)state;
+    hostile_welcome(PROOF_DEVICE_MAC);
+}
+
+static void test_refused_server_proofs_back_off_exponentially(void **state)
+{
+    (void)state;
+    int64_t delays[4];
+    for (int i = 0; i < 4; i++) {
+        while (client.state == SPROUT_STATE_OFFLINE) {
+            step();
+        }
+        expect_sent(sprout_device_v1_Frame_hello_tag);
+        push_challenge();
+        step();
+        expect_sent(sprout_device_v1_Frame_auth_tag);
+        push_welcome_proof(0, NULL, PROOF_MISSING);
+        step();
+        expect_sent(sprout_device_v1_Frame_close_tag);
+        assert_int_equal(client.state, SPROUT_STATE_OFFLINE);
+        delays[i] = client.next_connect_ms - fake.now_ms;
+    }
+    /* base 1 s doubling, with jitter in [d/2, d]: 0.5..1, 1..2, 2..4, 4..8 s */
+    for (int i = 0; i < 4; i++) {
+        assert_true(delays[i] >= 500 << i && delays[i] <= 1000 << i);
+    }
+}
+
+/* A server that does know the secret (a compromised or misconfigured one) still cannot exceed
+ * the limits compiled into the firmware. */
+static void test_build_time_hard_limits_cap_every_config_and_command(void **state)
+{
+    (void)state;
+    step();
+    expect_sent(sprout_device_v1_Frame_hello_tag);
+    push_challenge();
+    step();
+    expect_sent(sprout_device_v1_Frame_auth_tag);
+    sprout_device_v1_Config evil = sprout_device_v1_Config_init_zero;
+    evil.max_water_ms = 3600000;
+    evil.report_interval_s = 1;
+    evil.heartbeat_interval_s = 1;
+    evil.min_water_interval_s = 1;
+    evil.has_thresholds = true;
+    evil.thresholds.tank_empty_pct = -50;
+    push_welcome(0, &evil);
+    step();
+    assert_int_equal(client.state, SPROUT_STATE_ONLINE);
+    assert_int_equal(client.config.max_water_ms, SPROUT_HARD_MAX_WATER_MS);
+    assert_int_equal(client.config.report_interval_s, SPROUT_HARD_MIN_REPORT_INTERVAL_S);
+    assert_int_equal(client.config.heartbeat_interval_s, SPROUT_HARD_MIN_HEARTBEAT_INTERVAL_S);
+    assert_int_equal(client.config.min_water_interval_s, SPROUT_HARD_MIN_WATER_INTERVAL_S);
+    assert_true(client.config.thresholds.tank_empty_pct == SPROUT_HARD_MIN_TANK_EMPTY_PCT);
+    fake_drain_sent(&fake);
+
+    push_command("long", sprout_device_v1_CommandKind_COMMAND_KIND_WATER, 3600000);
+    step();
+    sprout_device_v1_CommandResult r = expect_result("long", sprout_device_v1_CommandStatus_COMMAND_STATUS_REJECTED);
+    assert_non_null(strstr(r.detail, "exceeds"));
+    assert_int_equal(fake.pump_starts, 0);
+
+    /* SET_CONFIG is capped the same way. */
+    frame_t f = sprout_device_v1_Frame_init_zero;
+    f.which_body = sprout_device_v1_Frame_command_tag;
+    strcpy(f.body.command.command_id, "cfg");
+    f.body.command.kind = sprout_device_v1_CommandKind_COMMAND_KIND_SET_CONFIG;
+    f.body.command.has_config = true;
+    f.body.command.config = evil;
+    fake_push_frame(&fake, &f);
+    step();
+    expect_result("cfg", sprout_device_v1_CommandStatus_COMMAND_STATUS_DONE);
+    assert_int_equal(client.config.max_water_ms, SPROUT_HARD_MAX_WATER_MS);
+
+    /* A tank at 1 % is empty for the firmware whatever the config says. */
+    fake.reading.tank_level_pct = 1.0f;
+    push_command("dry", sprout_device_v1_CommandKind_COMMAND_KIND_WATER, 1000);
+    step();
+    while (fake_pop_sent(&fake, &f) && f.which_body != sprout_device_v1_Frame_command_result_tag) {
+    }
+    assert_int_equal(f.body.command_result.status, sprout_device_v1_CommandStatus_COMMAND_STATUS_REJECTED);
+    assert_int_equal(fake.pump_starts, 0);
+
+    /* A config stored by an older firmware (or written behind its back) is capped on load. */
+    sprout_config stored = evil;
+    assert_int_equal(sprout_store_save_config(&port, &stored), 0);
+    reinit();
+    assert_int_equal(client.config.max_water_ms, SPROUT_HARD_MAX_WATER_MS);
+    assert_int_equal(client.config.report_interval_s, SPROUT_HARD_MIN_REPORT_INTERVAL_S);
+}
+
+/* ---- strings cut on character boundaries ---- */
+
+static bool valid_utf8(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 0 : (*p & 0xE0) == 0xC0 ? 1 : (*p & 0xF0) == 0xE0 ? 2 : (*p & 0xF8) == 0xF0 ? 3 : -1;
+        if (n < 0) {
+            return false;
+        }
+        p++;
+        for (int i = 0; i < n; i++, p++) {
+            if ((*p & 0xC0) != 0x80) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static void test_busy_detail_with_a_non_ascii_command_id_stays_valid_utf8(void **state)
+{
+    (void)state;
+    online_and_drained();
+    /* "busy: the pump is running command " is 34 bytes, leaving 30 of the detail's 64 for the
+     * id: "w" and 29 bytes of three-byte characters, one byte short of the tenth. */
+    const char *id = "w浇水浇水浇水浇水浇水浇";
+    assert_int_equal(strlen(id), 34);
+    push_command(id, sprout_device_v1_CommandKind_COMMAND_KIND_WATER, 5000);
+    step();
+    push_command("r1", sprout_device_v1_CommandKind_COMMAND_KIND_READ_NOW, 0);
+    step();
+    sprout_device_v1_CommandResult r = expect_result("r1", sprout_device_v1_CommandStatus_COMMAND_STATUS_BUSY);
+    assert_true(valid_utf8(r.detail));
+    assert_non_null(strstr(r.detail, "浇水"));
+}
+
+static void test_every_cut_string_ends_on_a_character_boundary(void **state)
+{
+    (void)state;
+    char out[8];
+    sprout_utf8_copy(out, sizeof out, "ab水水"); /* 2 + 3 + 3 bytes: the second 水 does not fit */
+    assert_string_equal(out, "ab水");
+    sprout_utf8_copy(out, sizeof out, "abcdefgh");
+    assert_string_equal(out, "abcdefg");
+    sprout_utf8_copy(out, sizeof out, "a😀😀"); /* 1 + 4 + 4 */
+    assert_string_equal(out, "a😀");
+    char cut[] = "abcd水";
+    sprout_utf8_cut(cut, 6); /* 6 bytes would split 水 */
+    assert_string_equal(cut, "abcd");
+    /* A long Close detail (an id from the server) is cut the same way. */
+    assert_true(valid_utf8(out));
+}
+
+/* ---- backoff across short sessions ---- */
+
+static void test_backoff_resets_only_after_a_session_stayed_up(void **state)
+{
+    (void)state;
+    /* A server that welcomes and drops at once: the delays must grow, not stay at 1 s. */
+    int64_t delays[5];
+    for (int i = 0; i < 5; i++) {
+        handshake(0);
+        fake_drain_sent(&fake);
+        drop_peer();
+        delays[i] = client.next_connect_ms - fake.now_ms;
+    }
+    assert_true(delays[0] <= 1000);
+    assert_true(delays[4] >= 8000); /* 16 s before jitter */
+    /* A session that stays up past the stable time forgets the failures. */
+    handshake(0);
+    fake.peer_closed = false;
+    for (int i = 0; i * 10000 < SPROUT_BACKOFF_STABLE_MS + 10000; i++) {
+        frame_t f;
+        while (fake_pop_sent(&fake, &f)) { /* ack everything, the resent records too */
+            if (f.which_body == sprout_device_v1_Frame_telemetry_tag) {
+                push_ack(f.body.telemetry.seq);
+            }
+        }
+        frame_t p = sprout_device_v1_Frame_init_zero;
+        p.which_body = sprout_device_v1_Frame_pong_tag;
+        fake_push_frame(&fake, &p);
+        run_for(10000);
+    }
+    assert_int_equal(client.state, SPROUT_STATE_ONLINE);
+    drop_peer();
+    assert_true(client.next_connect_ms - fake.now_ms <= 1000);
+}
+
+/* ---- the seq is saved before anything with it is sent ---- */
+
+static void test_nothing_is_sent_until_its_seq_is_saved(void **state)
+{
+    (void)state;
+    cfg.options.report_interval_ms = 1000;
+    assert_int_equal(sprout_client_init(&client, &port, &cfg), 0);
+    online_and_drained();
+    fake.fail_kv_set = true;
+    run_for(1500);
+    expect_nothing_sent(); /* a reading whose seq could not be saved is held back */
+    assert_int_equal(client.ring.count, 1);
+    fake.fail_kv_set = false;
+    run_for(1000);
+    frame_t a = expect_sent(sprout_device_v1_Frame_telemetry_tag);
+    frame_t b = expect_sent(sprout_device_v1_Frame_telemetry_tag);
+    assert_int_equal(b.body.telemetry.seq, a.body.telemetry.seq + 1);
+    uint64_t next = 0;
+    assert_int_equal(sprout_store_load_seq(&port, &next), 0);
+    assert_true(next > b.body.telemetry.seq);
+    cfg.options.report_interval_ms = 0;
+}
+
+/* ---- shutdown ---- */
+
+static void test_shutdown_says_close_to_the_server(void **state)
+{
+    (void)state;
+    online_and_drained();
+    sprout_client_shutdown(&client);
+    frame_t c = expect_sent(sprout_device_v1_Frame_close_tag);
+    assert_non_null(strstr(c.body.close.detail, "shutting down"));
+    assert_int_equal(client.state, SPROUT_STATE_OFFLINE);
+}
+
+static void test_config_compare_ignores_padding(void **state)
+{
+    (void)state;
+    sprout_config a, b;
+    memset(&a, 0x00, sizeof a);
+    memset(&b, 0xAA, sizeof b);
+    sprout_config_defaults(&a);
+    b.report_interval_s = a.report_interval_s;
+    b.heartbeat_interval_s = a.heartbeat_interval_s;
+    b.max_water_ms = a.max_water_ms;
+    b.min_water_interval_s = a.min_water_interval_s;
+    b.has_thresholds = true;
+    b.thresholds = a.thresholds;
+    assert_true(sprout_config_equal(&a, &b));
+    b.thresholds.hysteresis_c += 1;
+    assert_false(sprout_config_equal(&a, &b));
+    /* Applying the same config again writes nothing to flash. */
+    online_and_drained();
+    int sets = fake.kv_sets;
+    frame_t f = sprout_device_v1_Frame_init_zero;
+    f.which_body = sprout_device_v1_Frame_command_tag;
+    strcpy(f.body.command.command_id, "same");
+    f.body.command.kind = sprout_device_v1_CommandKind_COMMAND_KIND_SET_CONFIG;
+    f.body.command.has_config = true;
+    f.body.command.config = client.config;
+    fake_push_frame(&fake, &f);
+    step();
+    expect_result("same", sprout_device_v1_CommandStatus_COMMAND_STATUS_DONE);
+    assert_int_equal(fake.kv_sets, sets + 1); /* the command history only, not the config */
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup(name, setup)
@@ -882,7 +1220,7 @@ int main(void)
         T(test_frames_split_into_single_bytes_are_reassembled),
         T(test_unknown_frame_bodies_are_ignored),
         T(test_connect_failures_back_off_exponentially_over_the_server_list),
-        T(test_a_successful_handshake_resets_the_backoff),
+        T(test_a_handshake_alone_does_not_reset_the_backoff),
         T(test_refused_device_backs_off_for_minutes),
         T(test_close_with_a_hint_reconnects_after_it_to_the_next_server),
         T(test_a_broken_send_drops_the_connection),
@@ -913,6 +1251,17 @@ int main(void)
         T(test_silent_mode_ignores_commands),
         T(test_tank_events_fire_on_transitions_only),
         T(test_a_sensor_failure_raises_one_event),
+        T(test_a_welcome_without_the_server_proof_is_refused),
+        T(test_a_welcome_with_a_wrong_server_proof_is_refused),
+        T(test_the_devices_own_mac_is_not_a_server_proof),
+        T(test_refused_server_proofs_back_off_exponentially),
+        T(test_build_time_hard_limits_cap_every_config_and_command),
+        T(test_busy_detail_with_a_non_ascii_command_id_stays_valid_utf8),
+        T(test_every_cut_string_ends_on_a_character_boundary),
+        T(test_backoff_resets_only_after_a_session_stayed_up),
+        T(test_nothing_is_sent_until_its_seq_is_saved),
+        T(test_shutdown_says_close_to_the_server),
+        T(test_config_compare_ignores_padding),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,6 +4,7 @@
 
 #include "frame.h"
 #include "golden_cases.h"
+#include "client.h"
 #include "sha256.h"
 
 static char path_buf[512];
@@ -103,6 +104,27 @@ static void test_handshake_mac_matches_go(void **state)
     char got[65];
     tohex(mac, 32, got);
     assert_string_equal(got, mac_hex);
+    free(txt);
+}
+
+static void test_server_proof_matches_go(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *txt = (char *)read_file(golden_path("go", "server_proof", "txt"), &len);
+    assert_non_null(txt);
+    txt = realloc(txt, len + 1);
+    txt[len] = '\0';
+    char secret_hex[256], dn_hex[64], sn_hex[64], proof_hex[80];
+    assert_int_equal(sscanf(txt, "%255s %63s %63s %79s", secret_hex, dn_hex, sn_hex, proof_hex), 4);
+    uint8_t secret[128], dn[16], sn[16], proof[32];
+    size_t sl = unhex(secret_hex, secret, sizeof secret);
+    assert_int_equal(unhex(dn_hex, dn, sizeof dn), 16);
+    assert_int_equal(unhex(sn_hex, sn, sizeof sn), 16);
+    sprout_server_proof(secret, sl, dn, sn, proof);
+    char got[65];
+    tohex(proof, 32, got);
+    assert_string_equal(got, proof_hex);
     free(txt);
 }
 
@@ -218,6 +240,13 @@ static void test_a_length_prefix_over_the_limit_is_refused_before_the_body_arriv
     uint8_t endless[] = {0x80, 0x80, 0x80, 0x80};
     assert_int_equal(sprout_frame_decode(endless, 3, SPROUT_MAX_FRAME_BYTES, &f, &used), SPROUT_FRAME_NEED_MORE);
     assert_int_equal(sprout_frame_decode(endless, 4, SPROUT_MAX_FRAME_BYTES, &f, &used), SPROUT_FRAME_TOO_LARGE);
+    /* A prefix padded past SPROUT_FRAME_PREFIX_MAX bytes (0x80 0x80 0x80 0x00 is a valid uvarint
+     * for 0) would let prefix + body outgrow the receive buffer: refused, not waited for. */
+    uint8_t padded[] = {0x80, 0x84, 0x80, 0x00}; /* 512 in four bytes */
+    assert_int_equal(sprout_frame_decode(padded, sizeof padded, SPROUT_MAX_FRAME_BYTES, &f, &used), SPROUT_FRAME_TOO_LARGE);
+    uint8_t padded_zero[] = {0x80, 0x80, 0x80, 0x00};
+    assert_int_equal(sprout_frame_decode(padded_zero, sizeof padded_zero, SPROUT_MAX_FRAME_BYTES, &f, &used),
+                     SPROUT_FRAME_TOO_LARGE);
     uint8_t ten[11];
     memset(ten, 0xFF, sizeof ten);
     assert_int_equal(sprout_frame_decode(ten, sizeof ten, SIZE_MAX, &f, &used), SPROUT_FRAME_TOO_LARGE);
@@ -297,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_go_golden_frames_decode_and_reencode_identically),
         cmocka_unit_test(test_c_golden_frames_are_committed),
         cmocka_unit_test(test_handshake_mac_matches_go),
+        cmocka_unit_test(test_server_proof_matches_go),
         cmocka_unit_test(test_strings_at_their_limit_decode_one_more_byte_is_rejected),
         cmocka_unit_test(test_nonces_and_mac_must_have_their_exact_length),
         cmocka_unit_test(test_a_length_prefix_over_the_limit_is_refused_before_the_body_arrives),

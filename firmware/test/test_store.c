@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include "fake_port.h"
+#include "sprout_limits.h"
 #include "store.h"
 
 static fake_port fake;
@@ -45,17 +46,26 @@ static void test_values_round_trip(void **state)
     assert_int_equal(seq, 1ULL << 40);
 
     sprout_config c = sprout_device_v1_Config_init_zero, back;
-    c.report_interval_s = 5;
+    c.report_interval_s = 15;
     c.max_water_ms = 1234;
     c.has_thresholds = true;
-    c.thresholds.tank_empty_pct = 0; /* an explicit zero threshold survives */
+    c.thresholds.tank_empty_pct = 4; /* an explicit threshold survives */
     c.thresholds.soil_moisture_min_pct = 33;
     assert_int_equal(sprout_store_save_config(&port, &c), 0);
     assert_int_equal(sprout_store_load_config(&port, &back), 0);
-    assert_int_equal(back.report_interval_s, 5);
+    assert_int_equal(back.report_interval_s, 15);
     assert_int_equal(back.max_water_ms, 1234);
     assert_int_equal(back.heartbeat_interval_s, 30); /* unset -> default */
-    assert_true(back.thresholds.tank_empty_pct == 0.0f);
+    assert_true(back.thresholds.tank_empty_pct == 4.0f);
+    /* ...but never one under the build-time hard limits (sprout_limits.h) */
+    c.thresholds.tank_empty_pct = 0;
+    c.report_interval_s = 1;
+    c.max_water_ms = 3600000;
+    assert_int_equal(sprout_store_save_config(&port, &c), 0);
+    assert_int_equal(sprout_store_load_config(&port, &back), 0);
+    assert_true(back.thresholds.tank_empty_pct == SPROUT_HARD_MIN_TANK_EMPTY_PCT);
+    assert_int_equal(back.report_interval_s, SPROUT_HARD_MIN_REPORT_INTERVAL_S);
+    assert_int_equal(back.max_water_ms, SPROUT_HARD_MAX_WATER_MS);
     assert_true(back.thresholds.soil_moisture_min_pct == 33.0f);
 
     assert_int_equal(sprout_store_save_i64(&port, SPROUT_KEY_LAST_WATER, 1767225600123LL), 0);

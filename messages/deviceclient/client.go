@@ -8,7 +8,9 @@ package deviceclient
 
 import (
 	"bufio"
+	"crypto/hmac"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -167,9 +169,23 @@ func (c *Conn) Handshake(h Hello, timeout time.Duration) (*devicepb.Welcome, err
 	if w == nil {
 		return nil, fmt.Errorf("expected Welcome, got %T", f.Body)
 	}
+	// The server proves it knows the secret too; a device trusts nothing from a server that
+	// cannot (its config, its commands). It says why and hangs up, as the firmware does.
+	if !hmac.Equal(w.ServerProof, messages.ServerProof(h.Secret, nonce, ch.ServerNonce)) {
+		_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Close{Close: &devicepb.Close{
+			Reason: devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED, Detail: "server proof failed"}}})
+		if len(w.ServerProof) == 0 {
+			return nil, fmt.Errorf("%w: the Welcome carries none", ErrServerProof)
+		}
+		return nil, fmt.Errorf("%w: wrong proof", ErrServerProof)
+	}
 	c.Welcome = w
 	return w, nil
 }
+
+// ErrServerProof is Handshake's error for a Welcome without a valid server_proof: the server
+// does not know the device's secret (docs/protocol.md).
+var ErrServerProof = errors.New("the server did not prove it knows the device secret")
 
 // SendHello sends the Hello with a fresh device nonce, which it returns (the first step of
 // Handshake, for tests that stop part-way).

@@ -53,7 +53,8 @@ func TestHandshakeProvesTheSecretAndReturnsTheWelcome(t *testing.T) {
 			_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Close{Close: &devicepb.Close{Reason: devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED}}})
 			return
 		}
-		_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Welcome{Welcome: &devicepb.Welcome{SessionId: "s-1", LastSeq: 7}}})
+		_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Welcome{Welcome: &devicepb.Welcome{SessionId: "s-1", LastSeq: 7,
+			ServerProof: messages.ServerProof(secret, h.DeviceNonce, nonce)}}})
 		_, _ = c.Recv(time.Second)
 	})
 	c, err := deviceclient.Dial(addr, "", time.Second)
@@ -99,5 +100,56 @@ func TestResetEndsTheConnectionWithoutAClose(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the server's read did not end")
+	}
+}
+
+// A server that does not know the secret cannot complete the handshake: whatever it puts in
+// server_proof (nothing, a proof under another key, the device's own MAC sent back), the client
+// answers Close(AUTH_FAILED) and returns ErrServerProof, and the Welcome's config is never used.
+func TestHandshakeRefusesAServerWithoutTheSecret(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	for name, proof := range map[string]func(dn, sn []byte) []byte{
+		"none":             func(dn, sn []byte) []byte { return nil },
+		"another key":      func(dn, sn []byte) []byte { return messages.ServerProof([]byte("guess"), dn, sn) },
+		"the device's MAC": func(dn, sn []byte) []byte { return messages.MAC(secret, dn, sn, "pot-1") },
+		"nonces swapped":   func(dn, sn []byte) []byte { return messages.ServerProof(secret, sn, dn) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			closes := make(chan *devicepb.Close, 1)
+			addr := edge(t, func(c *deviceclient.Conn) {
+				f, err := c.Recv(time.Second)
+				if err != nil {
+					return
+				}
+				dn := f.GetHello().DeviceNonce
+				sn := []byte("server-nonce-16b")
+				_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Challenge{Challenge: &devicepb.Challenge{ServerNonce: sn}}})
+				if _, err = c.Recv(time.Second); err != nil {
+					return
+				}
+				_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Welcome{Welcome: &devicepb.Welcome{SessionId: "evil",
+					Config: &devicepb.Config{MaxWaterMs: 3600000}, ServerProof: proof(dn, sn)}}})
+				if f, err = c.Recv(time.Second); err == nil {
+					closes <- f.GetClose()
+				}
+			})
+			c, err := deviceclient.Dial(addr, "", time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			w, err := c.Handshake(deviceclient.Hello{DeviceID: "pot-1", Secret: secret}, time.Second)
+			if !errors.Is(err, deviceclient.ErrServerProof) || w != nil || c.Welcome != nil {
+				t.Fatalf("want ErrServerProof and no Welcome, got %v %v", w, err)
+			}
+			select {
+			case cl := <-closes:
+				if cl.GetReason() != devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED {
+					t.Fatalf("the client said %v, want Close(AUTH_FAILED)", cl)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the client sent no Close")
+			}
+		})
 	}
 }

@@ -6,6 +6,9 @@
 //
 // Handshake: device Hello -> server Challenge -> device Auth -> server Welcome (or Close).
 // Auth.mac = HMAC-SHA256(key = device secret, data = device_nonce || server_nonce || device_id).
+// Welcome.server_proof = HMAC-SHA256(key = device secret, data = "sprout welcome v1" || server_nonce
+// || device_nonce): the server's proof that it knows the secret too; the device accepts nothing
+// from a server (config, commands) before it has checked it (docs/protocol.md).
 // Telemetry and Event share one per-device sequence; both are acknowledged by Ack{seq} once stored.
 // String and byte limits are in device.options (nanopb enforces them on the device; the server
 // enforces the same limits on what it sends).
@@ -838,11 +841,15 @@ func (x *Config) GetThresholds() *Thresholds {
 
 // Welcome completes the handshake (server -> device).
 type Welcome struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`             // up to 36 bytes; names this connection in logs and traces
-	ServerTimeMs  int64                  `protobuf:"varint,2,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"` // Unix milliseconds
-	Config        *Config                `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
-	LastSeq       uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"` // the highest seq the server has stored for this device; readings up to it need no resend
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	SessionId    string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`             // up to 36 bytes; names this connection in logs and traces
+	ServerTimeMs int64                  `protobuf:"varint,2,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"` // Unix milliseconds
+	Config       *Config                `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
+	LastSeq      uint64                 `protobuf:"varint,4,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"` // the highest seq the server has stored for this device; readings up to it need no resend
+	// 32 bytes: HMAC-SHA256(secret, "sprout welcome v1" || server_nonce || device_nonce), the label
+	// being the 17 ASCII bytes without a terminator. A device closes a connection whose Welcome
+	// lacks it or carries a wrong one (a server that does not know its secret).
+	ServerProof   []byte `protobuf:"bytes,5,opt,name=server_proof,json=serverProof,proto3" json:"server_proof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -903,6 +910,13 @@ func (x *Welcome) GetLastSeq() uint64 {
 		return x.LastSeq
 	}
 	return 0
+}
+
+func (x *Welcome) GetServerProof() []byte {
+	if x != nil {
+		return x.ServerProof
+	}
+	return nil
 }
 
 // Telemetry is one reading (device -> server). Seq increases by one per reading or event and never repeats.
@@ -1444,13 +1458,14 @@ const file_devicepb_device_proto_rawDesc = "" +
 	"\x14min_water_interval_s\x18\x04 \x01(\rR\x11minWaterIntervalS\x12<\n" +
 	"\n" +
 	"thresholds\x18\x05 \x01(\v2\x1c.sprout.device.v1.ThresholdsR\n" +
-	"thresholds\"\x9b\x01\n" +
+	"thresholds\"\xbe\x01\n" +
 	"\aWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12$\n" +
 	"\x0eserver_time_ms\x18\x02 \x01(\x03R\fserverTimeMs\x120\n" +
 	"\x06config\x18\x03 \x01(\v2\x18.sprout.device.v1.ConfigR\x06config\x12\x19\n" +
-	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\"\xd7\x01\n" +
+	"\blast_seq\x18\x04 \x01(\x04R\alastSeq\x12!\n" +
+	"\fserver_proof\x18\x05 \x01(\fR\vserverProof\"\xd7\x01\n" +
 	"\tTelemetry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12$\n" +
 	"\x0edevice_time_ms\x18\x02 \x01(\x03R\fdeviceTimeMs\x12*\n" +

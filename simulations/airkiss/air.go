@@ -66,6 +66,9 @@ func (v Vector) Lengths() []int {
 	return Air(words, v.Channel)
 }
 
+// harshPassword is 64 bytes, the longest WPA passphrase.
+const harshPassword = "p@ss-0123456789-0123456789-0123456789-0123456789-0123456789-xyz!"
+
 // Vectors are the committed test vectors (firmware/test/vectors/airkiss_NAME.txt).
 func Vectors() []Vector {
 	garbage := make([]int, 1200)
@@ -90,6 +93,12 @@ func Vectors() []Vector {
 			Channel: Channel{Base: 76, Rounds: 4, Interleave: 0.1, Seed: 6}},
 		{Name: "everything", SSID: "植物-WiFi", Password: "密码 pass 1", Random: 0x44, Expect: true,
 			Channel: Channel{Base: 42, Rounds: 10, Loss: 0.1, Noise: 0.1, Interleave: 0.05, Seed: 7}},
+		// 30 % loss, noise and a 64-byte password: on these two the decoder once took a cut-short
+		// group's index header for the next group's crc and completed with a wrong password.
+		{Name: "harsh_cut_group_a", SSID: "SproutHome-5G", Password: harshPassword, Random: 0x5C, Expect: true,
+			Channel: Channel{Base: 42, Rounds: 40, Loss: 0.3, Noise: 0.15, Seed: 1629}},
+		{Name: "harsh_cut_group_b", SSID: "SproutHome-5G", Password: harshPassword, Random: 0x5C, Expect: true,
+			Channel: Channel{Base: 42, Rounds: 40, Loss: 0.3, Noise: 0.15, Seed: 2128}},
 		{Name: "garbage", Expect: false, Words: garbage, Channel: Channel{Base: 0, Rounds: 1, Seed: 8}},
 		{Name: "no_sequence", SSID: "SproutHome", Password: "correct horse battery", Random: 0x5A, Expect: false,
 			Words: full[:GuideRepeats*4+MagicRepeats*4+4], Channel: Channel{Base: 42, Rounds: 3, Seed: 9}},

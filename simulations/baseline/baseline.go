@@ -332,6 +332,7 @@ func (c *conn) handshake(cfg *devicepb.Config) (string, devicepb.CloseReason, er
 	_, _ = rand.Read(sid)
 	if err := c.write(&devicepb.Frame{Body: &devicepb.Frame_Welcome{Welcome: &devicepb.Welcome{
 		SessionId: hex.EncodeToString(sid), ServerTimeMs: time.Now().UnixMilli(), Config: cfg,
+		ServerProof: messages.ServerProof(secret, h.GetDeviceNonce(), nonce),
 	}}}); err != nil {
 		return "", 0, err
 	}

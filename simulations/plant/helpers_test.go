@@ -25,6 +25,7 @@ type server struct {
 	autoAck atomic.Bool
 	lastSeq atomic.Uint64 // sent in the next Welcome
 	refuse  atomic.Int32  // if set, the CloseReason to answer Hello with
+	noProof atomic.Bool   // if set, the Welcome carries no server proof (a server without the secret)
 	hellos  atomic.Int32
 	conns   chan *sconn
 }
@@ -75,8 +76,12 @@ func (s *server) handshake(c *deviceclient.Conn) {
 		c.Close()
 		return
 	}
+	proof := messages.ServerProof(testSecret, h.DeviceNonce, nonce)
+	if s.noProof.Load() {
+		proof = nil // a server that does not know the secret
+	}
 	_ = c.Send(&devicepb.Frame{Body: &devicepb.Frame_Welcome{Welcome: &devicepb.Welcome{
-		SessionId: "test", Config: s.cfg, LastSeq: s.lastSeq.Load()}}})
+		SessionId: "test", Config: s.cfg, LastSeq: s.lastSeq.Load(), ServerProof: proof}}})
 	sc := &sconn{Conn: c, frames: make(chan *devicepb.Frame, 4096)}
 	go func() {
 		defer close(sc.frames)

@@ -548,6 +548,8 @@ func errorKind(err error) string {
 		return "ack timeout"
 	case errors.Is(err, errDial):
 		return "dial"
+	case errors.Is(err, deviceclient.ErrServerProof):
+		return "server proof"
 	case errors.Is(err, errHandshake):
 		return "handshake"
 	case errors.Is(err, errWrite):

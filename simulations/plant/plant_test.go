@@ -469,3 +469,21 @@ func TestResultFinishedWhileOfflineIsSentAfterReconnect(t *testing.T) {
 		t.Fatalf("got %v, want DONE with 3 ml", r)
 	}
 }
+
+// A server that does not know the plant's secret sends a Welcome without the server proof: the
+// plant refuses it (Close AUTH_FAILED), never applies its config, and backs off between tries
+// like the firmware (docs/protocol.md).
+func TestPlantRefusesAServerWithoutTheSecret(t *testing.T) {
+	evil := commandConfig()
+	evil.MaxWaterMs = 3600000
+	srv := newServer(t, evil, true)
+	srv.noProof.Store(true)
+	p := plant.New(testConfig(srv.addr()))
+	run(t, p)
+	actortest.Eventually(t, 5*time.Second, "two refused handshakes", func() bool {
+		return p.Stats().Snapshot().Errors["server proof"] >= 2
+	})
+	if got := p.Stats().Snapshot().Connects; got != 0 {
+		t.Fatalf("%d sessions with a server without the secret", got)
+	}
+}

@@ -3,6 +3,8 @@
 
 #include "posix_port.h"
 
+#include "sprout_limits.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -236,7 +238,18 @@ static int kv_set(void *ctx, const char *key, const uint8_t *buf, size_t len)
     if (fsync(fd) != 0 || close(fd) != 0) {
         return -1;
     }
-    return rename(tmp, path) == 0 ? 0 : -1;
+    if (rename(tmp, path) != 0) {
+        return -1;
+    }
+    /* The rename is durable only once the directory is: without this fsync a power cut can
+     * bring back the old value (or no file) although kv_set returned 0. */
+    int dfd = open(p->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        return -1;
+    }
+    int rc = fsync(dfd);
+    close(dfd);
+    return rc == 0 ? 0 : -1;
 }
 
 /* ---- the simulated pot ---- */
@@ -313,8 +326,13 @@ static int pump_start(void *ctx, uint32_t ms)
     if (p->plant.pump_fault) {
         return -1;
     }
+    if (ms == 0 || ms > SPROUT_HARD_MAX_WATER_MS) {
+        /* The port's own guard: whatever the core asks, the pump never runs longer than the
+         * build-time hard limit (sprout_limits.h). */
+        return -1;
+    }
     p->pump_on = true;
-    p->pump_off_ms = now + ms;
+    p->pump_off_ms = now + ms; /* the failsafe stop in advance(), capped by the check above */
     return 0;
 }
 

@@ -89,6 +89,7 @@ typedef struct _sprout_device_v1_Config {
     sprout_device_v1_Thresholds thresholds;
 } sprout_device_v1_Config;
 
+typedef PB_BYTES_ARRAY_T(32) sprout_device_v1_Welcome_server_proof_t;
 /* Welcome completes the handshake (server -> device). */
 typedef struct _sprout_device_v1_Welcome {
     char session_id[37]; /* up to 36 bytes; names this connection in logs and traces */
@@ -96,6 +97,10 @@ typedef struct _sprout_device_v1_Welcome {
     bool has_config;
     sprout_device_v1_Config config;
     uint64_t last_seq; /* the highest seq the server has stored for this device; readings up to it need no resend */
+    /* 32 bytes: HMAC-SHA256(secret, "sprout welcome v1" || server_nonce || device_nonce), the label
+ being the 17 ASCII bytes without a terminator. A device closes a connection whose Welcome
+ lacks it or carries a wrong one (a server that does not know its secret). */
+    sprout_device_v1_Welcome_server_proof_t server_proof;
 } sprout_device_v1_Welcome;
 
 /* Telemetry is one reading (device -> server). Seq increases by one per reading or event and never repeats. */
@@ -223,7 +228,7 @@ extern "C" {
 #define sprout_device_v1_Auth_init_default       {{0}}
 #define sprout_device_v1_Thresholds_init_default {0, 0, 0, 0, 0}
 #define sprout_device_v1_Config_init_default     {0, 0, 0, 0, false, sprout_device_v1_Thresholds_init_default}
-#define sprout_device_v1_Welcome_init_default    {"", 0, false, sprout_device_v1_Config_init_default, 0}
+#define sprout_device_v1_Welcome_init_default    {"", 0, false, sprout_device_v1_Config_init_default, 0, {0, {0}}}
 #define sprout_device_v1_Telemetry_init_default  {0, 0, 0, 0, 0, 0}
 #define sprout_device_v1_Ack_init_default        {0}
 #define sprout_device_v1_Command_init_default    {"", _sprout_device_v1_CommandKind_MIN, 0, false, sprout_device_v1_Config_init_default, 0}
@@ -238,7 +243,7 @@ extern "C" {
 #define sprout_device_v1_Auth_init_zero          {{0}}
 #define sprout_device_v1_Thresholds_init_zero    {0, 0, 0, 0, 0}
 #define sprout_device_v1_Config_init_zero        {0, 0, 0, 0, false, sprout_device_v1_Thresholds_init_zero}
-#define sprout_device_v1_Welcome_init_zero       {"", 0, false, sprout_device_v1_Config_init_zero, 0}
+#define sprout_device_v1_Welcome_init_zero       {"", 0, false, sprout_device_v1_Config_init_zero, 0, {0, {0}}}
 #define sprout_device_v1_Telemetry_init_zero     {0, 0, 0, 0, 0, 0}
 #define sprout_device_v1_Ack_init_zero           {0}
 #define sprout_device_v1_Command_init_zero       {"", _sprout_device_v1_CommandKind_MIN, 0, false, sprout_device_v1_Config_init_zero, 0}
@@ -269,6 +274,7 @@ extern "C" {
 #define sprout_device_v1_Welcome_server_time_ms_tag 2
 #define sprout_device_v1_Welcome_config_tag      3
 #define sprout_device_v1_Welcome_last_seq_tag    4
+#define sprout_device_v1_Welcome_server_proof_tag 5
 #define sprout_device_v1_Telemetry_seq_tag       1
 #define sprout_device_v1_Telemetry_device_time_ms_tag 2
 #define sprout_device_v1_Telemetry_soil_moisture_pct_tag 3
@@ -377,7 +383,8 @@ X(a, STATIC,   OPTIONAL, MESSAGE,  thresholds,        5)
 X(a, STATIC,   SINGULAR, STRING,   session_id,        1) \
 X(a, STATIC,   SINGULAR, INT64,    server_time_ms,    2) \
 X(a, STATIC,   OPTIONAL, MESSAGE,  config,            3) \
-X(a, STATIC,   SINGULAR, UINT64,   last_seq,          4)
+X(a, STATIC,   SINGULAR, UINT64,   last_seq,          4) \
+X(a, STATIC,   SINGULAR, BYTES,    server_proof,      5)
 #define sprout_device_v1_Welcome_CALLBACK NULL
 #define sprout_device_v1_Welcome_DEFAULT NULL
 #define sprout_device_v1_Welcome_config_MSGTYPE sprout_device_v1_Config
@@ -482,13 +489,13 @@ extern const pb_msgdesc_t sprout_device_v1_Close_msg;
 #define sprout_device_v1_Command_size            105
 #define sprout_device_v1_Config_size             51
 #define sprout_device_v1_Event_size              90
-#define sprout_device_v1_Frame_size              126
+#define sprout_device_v1_Frame_size              150
 #define sprout_device_v1_Hello_size              124
 #define sprout_device_v1_Ping_size               11
 #define sprout_device_v1_Pong_size               11
 #define sprout_device_v1_Telemetry_size          43
 #define sprout_device_v1_Thresholds_size         25
-#define sprout_device_v1_Welcome_size            113
+#define sprout_device_v1_Welcome_size            147
 
 #ifdef __cplusplus
 } /* extern "C" */

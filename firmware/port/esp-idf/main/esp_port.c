@@ -1,5 +1,5 @@
-/* sprout_port on ESP-IDF v5.x. Not compiled in CI (no ESP-IDF toolchain there): reviewed by
- * hand against the ESP-IDF API reference; see firmware/README.md. */
+/* sprout_port on ESP-IDF v5.3+. Compile-checked against ESP-IDF's headers by
+ * tools/esp-idf-check.sh (make -C firmware esp-check); not run on hardware. See firmware/README.md. */
 #include "esp_port.h"
 
 #include <errno.h>
@@ -16,6 +16,7 @@
 #include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
+#include "sprout_limits.h"
 #include "lwip/netdb.h"
 #include "lwip/sockets.h"
 #include "nvs.h"
@@ -234,9 +235,29 @@ static void pump_off_cb(void *arg)
     gpio_set_level(CONFIG_SPROUT_PUMP_GPIO, 0); /* the failsafe: runs even if the client task stalls */
 }
 
+void esp_port_pump_off(void)
+{
+    /* Level first, then output: the pin goes from input (high impedance, with the pull-down) to
+     * driven low, never high. */
+    gpio_set_level(CONFIG_SPROUT_PUMP_GPIO, 0);
+    gpio_config_t io = {.pin_bit_mask = 1ULL << CONFIG_SPROUT_PUMP_GPIO, .mode = GPIO_MODE_OUTPUT,
+                        .pull_down_en = GPIO_PULLDOWN_ENABLE, .pull_up_en = GPIO_PULLUP_DISABLE,
+                        .intr_type = GPIO_INTR_DISABLE};
+    gpio_config(&io);
+    gpio_set_level(CONFIG_SPROUT_PUMP_GPIO, 0);
+}
+
 static int pump_start(void *ctx, uint32_t ms)
 {
     esp_ctx *c = ctx;
+    if (ms == 0 || ms > SPROUT_HARD_MAX_WATER_MS) {
+        /* The port's own guard (sprout_limits.h, Kconfig "Hard limits"): whatever the core asks, the
+         * pump never runs longer than the build-time limit, and the failsafe timer below is
+         * armed for at most that long. */
+        ESP_LOGE(TAG, "pump run of %u ms refused: over the hard limit %u ms", (unsigned)ms,
+                 (unsigned)SPROUT_HARD_MAX_WATER_MS);
+        return -1;
+    }
     esp_timer_stop(c->pump_timer); /* not running is fine */
     if (esp_timer_start_once(c->pump_timer, (uint64_t)ms * 1000) != ESP_OK) {
         return -1;
@@ -278,9 +299,7 @@ esp_err_t esp_port_init(sprout_port *out, bool (*up)(void *ctx))
     c->network_up = up;
     ESP_RETURN_ON_ERROR(nvs_open("sprout", NVS_READWRITE, &c->nvs), TAG, "nvs_open");
 
-    gpio_config_t io = {.pin_bit_mask = 1ULL << CONFIG_SPROUT_PUMP_GPIO, .mode = GPIO_MODE_OUTPUT};
-    ESP_RETURN_ON_ERROR(gpio_config(&io), TAG, "pump gpio");
-    gpio_set_level(CONFIG_SPROUT_PUMP_GPIO, 0);
+    esp_port_pump_off();
     esp_timer_create_args_t targs = {.callback = pump_off_cb, .name = "pump_off"};
     ESP_RETURN_ON_ERROR(esp_timer_create(&targs, &c->pump_timer), TAG, "pump timer");
 

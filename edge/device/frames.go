@@ -1,0 +1,116 @@
+package device
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sprout-iot/sprout/messages"
+	"github.com/sprout-iot/sprout/messages/devicepb"
+)
+
+// errRefused is readFrame's error for a frame that is well formed except for a string that is
+// not valid UTF-8 in a CommandResult. Its framing is intact (the whole frame was consumed), so
+// the connection goes on: the frame is refused, not the session.
+type errRefused struct{ what string }
+
+func (e *errRefused) Error() string { return "refused frame: " + e.what }
+
+// readFrame is messages.ReadFrame (same limits, same errors) that also tells a refusable frame
+// apart from a malformed one.
+func (c *conn) readFrame(f *devicepb.Frame) error {
+	n, err := binary.ReadUvarint(c.r)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return err
+		}
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) {
+			return err
+		}
+		return fmt.Errorf("malformed frame: %w", err)
+	}
+	if n > uint64(c.s.opts.MaxFrameBytes) {
+		return fmt.Errorf("%w: %d bytes, limit %d", messages.ErrFrameTooLarge, n, c.s.opts.MaxFrameBytes)
+	}
+	var body []byte
+	if int(n) <= c.r.Size() {
+		// Peek avoids a copy when the whole frame fits the buffer (Unmarshal copies what it keeps).
+		if body, err = c.r.Peek(int(n)); err != nil {
+			return unexpected(err)
+		}
+		defer func() { _, _ = c.r.Discard(int(n)) }()
+	} else {
+		body = make([]byte, n)
+		if _, err := io.ReadFull(c.r, body); err != nil {
+			return unexpected(err)
+		}
+	}
+	if err := proto.Unmarshal(body, f); err != nil {
+		if what, ok := invalidResultString(body); ok {
+			return &errRefused{what: what}
+		}
+		return fmt.Errorf("malformed frame: %w", err)
+	}
+	return nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// invalidResultString reports whether body is a Frame holding only a CommandResult whose every
+// field is well formed but whose command_id or detail is not valid UTF-8, and which one.
+func invalidResultString(body []byte) (string, bool) {
+	num, typ, n := protowire.ConsumeTag(body)
+	if n < 0 || num != 8 || typ != protowire.BytesType {
+		return "", false
+	}
+	inner, m := protowire.ConsumeBytes(body[n:])
+	if m < 0 || n+m != len(body) {
+		return "", false
+	}
+	bad := ""
+	for len(inner) > 0 {
+		num, typ, n := protowire.ConsumeTag(inner)
+		if n < 0 {
+			return "", false
+		}
+		inner = inner[n:]
+		switch {
+		case (num == 1 || num == 3) && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(inner)
+			if m < 0 {
+				return "", false
+			}
+			if !utf8.Valid(v) && bad == "" {
+				bad = map[protowire.Number]string{1: "command_id", 3: "detail"}[num]
+			}
+			inner = inner[m:]
+		case (num == 2 || num == 4) && typ == protowire.VarintType:
+			_, m := protowire.ConsumeVarint(inner)
+			if m < 0 {
+				return "", false
+			}
+			inner = inner[m:]
+		default:
+			m := protowire.ConsumeFieldValue(num, typ, inner)
+			if m < 0 {
+				return "", false
+			}
+			inner = inner[m:]
+		}
+	}
+	if bad == "" {
+		return "", false
+	}
+	return "command_result: invalid UTF-8 in " + bad, true
+}
