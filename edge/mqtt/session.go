@@ -143,11 +143,17 @@ func (s *Server) connect(cl *mochi.Client, pk packets.Packet) error {
 	root := s.cluster.ActorSystem.Root
 	x.pid = root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &connActor{x: x} }))
 	ec.sess.Store(x) // from here the socket's Close undoes what follows
-	grain, ar, err := devicelink.Authenticate(s.cluster, &actorpb.Authenticate{
-		DeviceId: id, Mac: mac, Mqtt: &actorpb.MqttAuth{UnixSeconds: secs}, ProtocolVersion: messages.ProtocolVersion,
-		RemoteAddr: cl.Net.Remote, FirmwareVersion: "mqtt",
-		Conn: &actorpb.ConnRef{Address: x.pid.Address, Id: x.pid.Id, SessionId: x.id, Edge: ec.LocalAddr().String()},
-	}, s.opts.GrainTimeout, &x.asked)
+	var grain *actor.PID
+	var ar *actorpb.AuthResult
+	// The cluster request path is deep and grows a goroutine's stack; it runs on its own goroutine
+	// so that the session's long-lived read goroutine (this one) keeps a small one: memory per pot.
+	onStack(func() {
+		grain, ar, err = devicelink.Authenticate(s.cluster, &actorpb.Authenticate{
+			DeviceId: id, Mac: mac, Mqtt: &actorpb.MqttAuth{UnixSeconds: secs}, ProtocolVersion: messages.ProtocolVersion,
+			RemoteAddr: cl.Net.Remote, FirmwareVersion: "mqtt",
+			Conn: &actorpb.ConnRef{Address: x.pid.Address, Id: x.pid.Id, SessionId: x.id, Edge: ec.LocalAddr().String()},
+		}, s.opts.GrainTimeout, &x.asked)
+	})
 	x.grain = grain
 	if err != nil {
 		s.opts.Logger.Warn("mqtt connect: device grain unavailable", "device", id, "err", err)
@@ -284,6 +290,13 @@ func (x *session) cleanup(ec *edgeConn) {
 	s.opts.Logger.Debug("mqtt session ended", "device", x.device, "session", x.id, "reason", reason.String())
 }
 
+// onStack runs f on a goroutine of its own and waits for it (see connect).
+func onStack(f func()) {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	<-done
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
@@ -343,7 +356,11 @@ func (x *session) publish(pk packets.Packet) error {
 	x.remember(enc)
 	// The PUBACK waits for the grain's answer, which comes once the reading is durably stored
 	// (the TCP edge's Ack). The broker reads this device's next packet only after it.
-	res, err := s.cluster.ActorSystem.Root.RequestFuture(x.grain, report, s.opts.GrainTimeout).Result()
+	var res any
+	var err error
+	onStack(func() {
+		res, err = s.cluster.ActorSystem.Root.RequestFuture(x.grain, report, s.opts.GrainTimeout).Result()
+	})
 	if err != nil {
 		devicelink.Forget(s.cluster, x.device)
 		s.refuse(RefusedUnavailable)
