@@ -337,7 +337,7 @@ func (x UserReply_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UserReply_Kind.Descriptor instead.
 func (UserReply_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{14, 0}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // ConnRef names one device connection: the PID of its connection actor (valid across members)
@@ -423,8 +423,11 @@ type Authenticate struct {
 	Conn            *ConnRef               `protobuf:"bytes,7,opt,name=conn,proto3" json:"conn,omitempty"`
 	RemoteAddr      string                 `protobuf:"bytes,8,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
 	Trace           *TraceContext          `protobuf:"bytes,9,opt,name=trace,proto3" json:"trace,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Set by the MQTT edge instead of the nonces: mac is then HMAC-SHA256(secret, "<device_id>|<unix_seconds>")
+	// (messages.MQTTMAC), accepted within messages.MQTTMaxClockSkew of the grain's clock.
+	Mqtt          *MqttAuth `protobuf:"bytes,50,opt,name=mqtt,proto3" json:"mqtt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Authenticate) Reset() {
@@ -520,6 +523,58 @@ func (x *Authenticate) GetTrace() *TraceContext {
 	return nil
 }
 
+func (x *Authenticate) GetMqtt() *MqttAuth {
+	if x != nil {
+		return x.Mqtt
+	}
+	return nil
+}
+
+// MqttAuth is the MQTT form of a device's proof: the time it signed (Username "<device id>|<unix seconds>").
+type MqttAuth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UnixSeconds   int64                  `protobuf:"varint,1,opt,name=unix_seconds,json=unixSeconds,proto3" json:"unix_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MqttAuth) Reset() {
+	*x = MqttAuth{}
+	mi := &file_actorpb_actor_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MqttAuth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MqttAuth) ProtoMessage() {}
+
+func (x *MqttAuth) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MqttAuth.ProtoReflect.Descriptor instead.
+func (*MqttAuth) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MqttAuth) GetUnixSeconds() int64 {
+	if x != nil {
+		return x.UnixSeconds
+	}
+	return 0
+}
+
 type AuthResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -534,7 +589,7 @@ type AuthResult struct {
 
 func (x *AuthResult) Reset() {
 	*x = AuthResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[2]
+	mi := &file_actorpb_actor_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +601,7 @@ func (x *AuthResult) String() string {
 func (*AuthResult) ProtoMessage() {}
 
 func (x *AuthResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[2]
+	mi := &file_actorpb_actor_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +614,7 @@ func (x *AuthResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthResult.ProtoReflect.Descriptor instead.
 func (*AuthResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{2}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AuthResult) GetOk() bool {
@@ -617,7 +672,7 @@ type Deliver struct {
 
 func (x *Deliver) Reset() {
 	*x = Deliver{}
-	mi := &file_actorpb_actor_proto_msgTypes[3]
+	mi := &file_actorpb_actor_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +684,7 @@ func (x *Deliver) String() string {
 func (*Deliver) ProtoMessage() {}
 
 func (x *Deliver) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[3]
+	mi := &file_actorpb_actor_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +697,7 @@ func (x *Deliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deliver.ProtoReflect.Descriptor instead.
 func (*Deliver) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{3}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Deliver) GetSessionId() string {
@@ -689,7 +744,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_actorpb_actor_proto_msgTypes[4]
+	mi := &file_actorpb_actor_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +756,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[4]
+	mi := &file_actorpb_actor_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +769,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{4}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Report) GetSessionId() string {
@@ -785,7 +840,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_actorpb_actor_proto_msgTypes[5]
+	mi := &file_actorpb_actor_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +852,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[5]
+	mi := &file_actorpb_actor_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +865,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{5}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReportAck) GetSeq() uint64 {
@@ -853,7 +908,7 @@ type DeliverResult struct {
 
 func (x *DeliverResult) Reset() {
 	*x = DeliverResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[6]
+	mi := &file_actorpb_actor_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -865,7 +920,7 @@ func (x *DeliverResult) String() string {
 func (*DeliverResult) ProtoMessage() {}
 
 func (x *DeliverResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[6]
+	mi := &file_actorpb_actor_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -878,7 +933,7 @@ func (x *DeliverResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResult.ProtoReflect.Descriptor instead.
 func (*DeliverResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{6}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeliverResult) GetSessionId() string {
@@ -914,7 +969,7 @@ type Detach struct {
 
 func (x *Detach) Reset() {
 	*x = Detach{}
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +981,7 @@ func (x *Detach) String() string {
 func (*Detach) ProtoMessage() {}
 
 func (x *Detach) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +994,7 @@ func (x *Detach) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Detach.ProtoReflect.Descriptor instead.
 func (*Detach) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Detach) GetSessionId() string {
@@ -974,7 +1029,7 @@ type SendCommand struct {
 
 func (x *SendCommand) Reset() {
 	*x = SendCommand{}
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1041,7 @@ func (x *SendCommand) String() string {
 func (*SendCommand) ProtoMessage() {}
 
 func (x *SendCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1054,7 @@ func (x *SendCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommand.ProtoReflect.Descriptor instead.
 func (*SendCommand) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SendCommand) GetCommandId() string {
@@ -1072,7 +1127,7 @@ type CommandOutcome struct {
 
 func (x *CommandOutcome) Reset() {
 	*x = CommandOutcome{}
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1139,7 @@ func (x *CommandOutcome) String() string {
 func (*CommandOutcome) ProtoMessage() {}
 
 func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1152,7 @@ func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandOutcome.ProtoReflect.Descriptor instead.
 func (*CommandOutcome) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CommandOutcome) GetDeviceId() string {
@@ -1181,7 +1236,7 @@ type GetState struct {
 
 func (x *GetState) Reset() {
 	*x = GetState{}
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1248,7 @@ func (x *GetState) String() string {
 func (*GetState) ProtoMessage() {}
 
 func (x *GetState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1261,7 @@ func (x *GetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetState.ProtoReflect.Descriptor instead.
 func (*GetState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetState) GetOpenId() string {
@@ -1229,7 +1284,7 @@ type Alert struct {
 
 func (x *Alert) Reset() {
 	*x = Alert{}
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1296,7 @@ func (x *Alert) String() string {
 func (*Alert) ProtoMessage() {}
 
 func (x *Alert) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1309,7 @@ func (x *Alert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alert.ProtoReflect.Descriptor instead.
 func (*Alert) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Alert) GetKind() AlertKind {
@@ -1322,7 +1377,7 @@ type DeviceState struct {
 
 func (x *DeviceState) Reset() {
 	*x = DeviceState{}
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1334,7 +1389,7 @@ func (x *DeviceState) String() string {
 func (*DeviceState) ProtoMessage() {}
 
 func (x *DeviceState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1347,7 +1402,7 @@ func (x *DeviceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
 func (*DeviceState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeviceState) GetDeviceId() string {
@@ -1507,7 +1562,7 @@ type UserMessage struct {
 
 func (x *UserMessage) Reset() {
 	*x = UserMessage{}
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1574,7 @@ func (x *UserMessage) String() string {
 func (*UserMessage) ProtoMessage() {}
 
 func (x *UserMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1587,7 @@ func (x *UserMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserMessage.ProtoReflect.Descriptor instead.
 func (*UserMessage) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UserMessage) GetDedupKey() string {
@@ -1639,7 +1694,7 @@ type UserReply struct {
 
 func (x *UserReply) Reset() {
 	*x = UserReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1706,7 @@ func (x *UserReply) String() string {
 func (*UserReply) ProtoMessage() {}
 
 func (x *UserReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1719,7 @@ func (x *UserReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserReply.ProtoReflect.Descriptor instead.
 func (*UserReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UserReply) GetKind() UserReply_Kind {
@@ -1706,7 +1761,7 @@ type BindDevice struct {
 
 func (x *BindDevice) Reset() {
 	*x = BindDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1718,7 +1773,7 @@ func (x *BindDevice) String() string {
 func (*BindDevice) ProtoMessage() {}
 
 func (x *BindDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1731,7 +1786,7 @@ func (x *BindDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindDevice.ProtoReflect.Descriptor instead.
 func (*BindDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BindDevice) GetOpenId() string {
@@ -1758,7 +1813,7 @@ type UnbindDevice struct {
 
 func (x *UnbindDevice) Reset() {
 	*x = UnbindDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1825,7 @@ func (x *UnbindDevice) String() string {
 func (*UnbindDevice) ProtoMessage() {}
 
 func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1838,7 @@ func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbindDevice.ProtoReflect.Descriptor instead.
 func (*UnbindDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UnbindDevice) GetOpenId() string {
@@ -1806,7 +1861,7 @@ type BindResult struct {
 
 func (x *BindResult) Reset() {
 	*x = BindResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1873,7 @@ func (x *BindResult) String() string {
 func (*BindResult) ProtoMessage() {}
 
 func (x *BindResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1886,7 @@ func (x *BindResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindResult.ProtoReflect.Descriptor instead.
 func (*BindResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BindResult) GetOk() bool {
@@ -1891,7 +1946,7 @@ type UserNotice struct {
 
 func (x *UserNotice) Reset() {
 	*x = UserNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[18]
+	mi := &file_actorpb_actor_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +1958,7 @@ func (x *UserNotice) String() string {
 func (*UserNotice) ProtoMessage() {}
 
 func (x *UserNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[18]
+	mi := &file_actorpb_actor_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +1971,7 @@ func (x *UserNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserNotice.ProtoReflect.Descriptor instead.
 func (*UserNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UserNotice) GetNoticeId() string {
@@ -2052,7 +2107,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[19]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2119,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[19]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2132,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Subscribe) GetAddress() string {
@@ -2104,7 +2159,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[20]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2116,7 +2171,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[20]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2129,7 +2184,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Unsubscribe) GetAddress() string {
@@ -2165,7 +2220,7 @@ type DeviceNotice struct {
 
 func (x *DeviceNotice) Reset() {
 	*x = DeviceNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2232,7 @@ func (x *DeviceNotice) String() string {
 func (*DeviceNotice) ProtoMessage() {}
 
 func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2245,7 @@ func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceNotice.ProtoReflect.Descriptor instead.
 func (*DeviceNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeviceNotice) GetDeviceId() string {
@@ -2298,7 +2353,7 @@ type Flapping struct {
 
 func (x *Flapping) Reset() {
 	*x = Flapping{}
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2365,7 @@ func (x *Flapping) String() string {
 func (*Flapping) ProtoMessage() {}
 
 func (x *Flapping) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2378,7 @@ func (x *Flapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flapping.ProtoReflect.Descriptor instead.
 func (*Flapping) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Flapping) GetUntilMs() int64 {
@@ -2357,7 +2412,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2424,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2437,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Presence) GetOnline() bool {
@@ -2410,7 +2465,7 @@ type TraceContext struct {
 
 func (x *TraceContext) Reset() {
 	*x = TraceContext{}
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2477,7 @@ func (x *TraceContext) String() string {
 func (*TraceContext) ProtoMessage() {}
 
 func (x *TraceContext) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2490,7 @@ func (x *TraceContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceContext.ProtoReflect.Descriptor instead.
 func (*TraceContext) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TraceContext) GetTraceparent() string {
@@ -2463,7 +2518,7 @@ type TokenRequest struct {
 
 func (x *TokenRequest) Reset() {
 	*x = TokenRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2530,7 @@ func (x *TokenRequest) String() string {
 func (*TokenRequest) ProtoMessage() {}
 
 func (x *TokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2543,7 @@ func (x *TokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRequest.ProtoReflect.Descriptor instead.
 func (*TokenRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TokenRequest) GetInvalidate() string {
@@ -2508,7 +2563,7 @@ type TokenReply struct {
 
 func (x *TokenReply) Reset() {
 	*x = TokenReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2575,7 @@ func (x *TokenReply) String() string {
 func (*TokenReply) ProtoMessage() {}
 
 func (x *TokenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2588,7 @@ func (x *TokenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenReply.ProtoReflect.Descriptor instead.
 func (*TokenReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TokenReply) GetToken() string {
@@ -2562,7 +2617,7 @@ type RevokeDevice struct {
 
 func (x *RevokeDevice) Reset() {
 	*x = RevokeDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2574,7 +2629,7 @@ func (x *RevokeDevice) String() string {
 func (*RevokeDevice) ProtoMessage() {}
 
 func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2587,7 +2642,7 @@ func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeDevice.ProtoReflect.Descriptor instead.
 func (*RevokeDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevokeDevice) GetBy() string {
@@ -2614,7 +2669,7 @@ type RevokeResult struct {
 
 func (x *RevokeResult) Reset() {
 	*x = RevokeResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2626,7 +2681,7 @@ func (x *RevokeResult) String() string {
 func (*RevokeResult) ProtoMessage() {}
 
 func (x *RevokeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2639,7 +2694,7 @@ func (x *RevokeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResult.ProtoReflect.Descriptor instead.
 func (*RevokeResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevokeResult) GetError() ErrorCode {
@@ -2670,7 +2725,7 @@ type BindingChanged struct {
 
 func (x *BindingChanged) Reset() {
 	*x = BindingChanged{}
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2682,7 +2737,7 @@ func (x *BindingChanged) String() string {
 func (*BindingChanged) ProtoMessage() {}
 
 func (x *BindingChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2695,7 +2750,7 @@ func (x *BindingChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindingChanged.ProtoReflect.Descriptor instead.
 func (*BindingChanged) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BindingChanged) GetDeviceId() string {
@@ -2741,7 +2796,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[30]
+	mi := &file_actorpb_actor_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +2808,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[30]
+	mi := &file_actorpb_actor_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +2821,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2816,7 +2871,7 @@ type JoinResult struct {
 
 func (x *JoinResult) Reset() {
 	*x = JoinResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[31]
+	mi := &file_actorpb_actor_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +2883,7 @@ func (x *JoinResult) String() string {
 func (*JoinResult) ProtoMessage() {}
 
 func (x *JoinResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[31]
+	mi := &file_actorpb_actor_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +2896,7 @@ func (x *JoinResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResult.ProtoReflect.Descriptor instead.
 func (*JoinResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *JoinResult) GetRequestId() string {
@@ -2878,7 +2933,7 @@ type JoinDecide struct {
 
 func (x *JoinDecide) Reset() {
 	*x = JoinDecide{}
-	mi := &file_actorpb_actor_proto_msgTypes[32]
+	mi := &file_actorpb_actor_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +2945,7 @@ func (x *JoinDecide) String() string {
 func (*JoinDecide) ProtoMessage() {}
 
 func (x *JoinDecide) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[32]
+	mi := &file_actorpb_actor_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +2958,7 @@ func (x *JoinDecide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinDecide.ProtoReflect.Descriptor instead.
 func (*JoinDecide) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *JoinDecide) GetRequestId() string {
@@ -2945,7 +3000,7 @@ type JoinDecided struct {
 
 func (x *JoinDecided) Reset() {
 	*x = JoinDecided{}
-	mi := &file_actorpb_actor_proto_msgTypes[33]
+	mi := &file_actorpb_actor_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2957,7 +3012,7 @@ func (x *JoinDecided) String() string {
 func (*JoinDecided) ProtoMessage() {}
 
 func (x *JoinDecided) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[33]
+	mi := &file_actorpb_actor_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2970,7 +3025,7 @@ func (x *JoinDecided) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinDecided.ProtoReflect.Descriptor instead.
 func (*JoinDecided) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *JoinDecided) GetError() ErrorCode {
@@ -3006,7 +3061,7 @@ type JoinUnbind struct {
 
 func (x *JoinUnbind) Reset() {
 	*x = JoinUnbind{}
-	mi := &file_actorpb_actor_proto_msgTypes[34]
+	mi := &file_actorpb_actor_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3018,7 +3073,7 @@ func (x *JoinUnbind) String() string {
 func (*JoinUnbind) ProtoMessage() {}
 
 func (x *JoinUnbind) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[34]
+	mi := &file_actorpb_actor_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3031,7 +3086,7 @@ func (x *JoinUnbind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinUnbind.ProtoReflect.Descriptor instead.
 func (*JoinUnbind) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *JoinUnbind) GetOpenId() string {
@@ -3066,7 +3121,7 @@ type JoinReconcileTick struct {
 
 func (x *JoinReconcileTick) Reset() {
 	*x = JoinReconcileTick{}
-	mi := &file_actorpb_actor_proto_msgTypes[35]
+	mi := &file_actorpb_actor_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3078,7 +3133,7 @@ func (x *JoinReconcileTick) String() string {
 func (*JoinReconcileTick) ProtoMessage() {}
 
 func (x *JoinReconcileTick) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[35]
+	mi := &file_actorpb_actor_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3091,7 +3146,7 @@ func (x *JoinReconcileTick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReconcileTick.ProtoReflect.Descriptor instead.
 func (*JoinReconcileTick) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
 }
 
 type JoinReconcileState struct {
@@ -3104,7 +3159,7 @@ type JoinReconcileState struct {
 
 func (x *JoinReconcileState) Reset() {
 	*x = JoinReconcileState{}
-	mi := &file_actorpb_actor_proto_msgTypes[36]
+	mi := &file_actorpb_actor_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3171,7 @@ func (x *JoinReconcileState) String() string {
 func (*JoinReconcileState) ProtoMessage() {}
 
 func (x *JoinReconcileState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[36]
+	mi := &file_actorpb_actor_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3184,7 @@ func (x *JoinReconcileState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReconcileState.ProtoReflect.Descriptor instead.
 func (*JoinReconcileState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *JoinReconcileState) GetLastStartMs() int64 {
@@ -3156,7 +3211,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x12\n" +
-	"\x04edge\x18\x04 \x01(\tR\x04edge\"\xdd\x02\n" +
+	"\x04edge\x18\x04 \x01(\tR\x04edge\"\x8c\x03\n" +
 	"\fAuthenticate\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12!\n" +
 	"\fdevice_nonce\x18\x02 \x01(\fR\vdeviceNonce\x12!\n" +
@@ -3167,7 +3222,10 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x04conn\x18\a \x01(\v2\x18.sprout.actor.v1.ConnRefR\x04conn\x12\x1f\n" +
 	"\vremote_addr\x18\b \x01(\tR\n" +
 	"remoteAddr\x123\n" +
-	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\x84\x02\n" +
+	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\x12-\n" +
+	"\x04mqtt\x182 \x01(\v2\x19.sprout.actor.v1.MqttAuthR\x04mqtt\"-\n" +
+	"\bMqttAuth\x12!\n" +
+	"\funix_seconds\x18\x01 \x01(\x03R\vunixSeconds\"\x84\x02\n" +
 	"\n" +
 	"AuthResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x125\n" +
@@ -3445,7 +3503,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
@@ -3454,109 +3512,111 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(UserReply_Kind)(0),            // 4: sprout.actor.v1.UserReply.Kind
 	(*ConnRef)(nil),                // 5: sprout.actor.v1.ConnRef
 	(*Authenticate)(nil),           // 6: sprout.actor.v1.Authenticate
-	(*AuthResult)(nil),             // 7: sprout.actor.v1.AuthResult
-	(*Deliver)(nil),                // 8: sprout.actor.v1.Deliver
-	(*Report)(nil),                 // 9: sprout.actor.v1.Report
-	(*ReportAck)(nil),              // 10: sprout.actor.v1.ReportAck
-	(*DeliverResult)(nil),          // 11: sprout.actor.v1.DeliverResult
-	(*Detach)(nil),                 // 12: sprout.actor.v1.Detach
-	(*SendCommand)(nil),            // 13: sprout.actor.v1.SendCommand
-	(*CommandOutcome)(nil),         // 14: sprout.actor.v1.CommandOutcome
-	(*GetState)(nil),               // 15: sprout.actor.v1.GetState
-	(*Alert)(nil),                  // 16: sprout.actor.v1.Alert
-	(*DeviceState)(nil),            // 17: sprout.actor.v1.DeviceState
-	(*UserMessage)(nil),            // 18: sprout.actor.v1.UserMessage
-	(*UserReply)(nil),              // 19: sprout.actor.v1.UserReply
-	(*BindDevice)(nil),             // 20: sprout.actor.v1.BindDevice
-	(*UnbindDevice)(nil),           // 21: sprout.actor.v1.UnbindDevice
-	(*BindResult)(nil),             // 22: sprout.actor.v1.BindResult
-	(*UserNotice)(nil),             // 23: sprout.actor.v1.UserNotice
-	(*Subscribe)(nil),              // 24: sprout.actor.v1.Subscribe
-	(*Unsubscribe)(nil),            // 25: sprout.actor.v1.Unsubscribe
-	(*DeviceNotice)(nil),           // 26: sprout.actor.v1.DeviceNotice
-	(*Flapping)(nil),               // 27: sprout.actor.v1.Flapping
-	(*Presence)(nil),               // 28: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 29: sprout.actor.v1.TraceContext
-	(*TokenRequest)(nil),           // 30: sprout.actor.v1.TokenRequest
-	(*TokenReply)(nil),             // 31: sprout.actor.v1.TokenReply
-	(*RevokeDevice)(nil),           // 32: sprout.actor.v1.RevokeDevice
-	(*RevokeResult)(nil),           // 33: sprout.actor.v1.RevokeResult
-	(*BindingChanged)(nil),         // 34: sprout.actor.v1.BindingChanged
-	(*JoinRequest)(nil),            // 35: sprout.actor.v1.JoinRequest
-	(*JoinResult)(nil),             // 36: sprout.actor.v1.JoinResult
-	(*JoinDecide)(nil),             // 37: sprout.actor.v1.JoinDecide
-	(*JoinDecided)(nil),            // 38: sprout.actor.v1.JoinDecided
-	(*JoinUnbind)(nil),             // 39: sprout.actor.v1.JoinUnbind
-	(*JoinReconcileTick)(nil),      // 40: sprout.actor.v1.JoinReconcileTick
-	(*JoinReconcileState)(nil),     // 41: sprout.actor.v1.JoinReconcileState
-	(devicepb.CloseReason)(0),      // 42: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 43: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 44: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 45: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 46: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 47: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 48: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 49: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 50: sprout.device.v1.Config
+	(*MqttAuth)(nil),               // 7: sprout.actor.v1.MqttAuth
+	(*AuthResult)(nil),             // 8: sprout.actor.v1.AuthResult
+	(*Deliver)(nil),                // 9: sprout.actor.v1.Deliver
+	(*Report)(nil),                 // 10: sprout.actor.v1.Report
+	(*ReportAck)(nil),              // 11: sprout.actor.v1.ReportAck
+	(*DeliverResult)(nil),          // 12: sprout.actor.v1.DeliverResult
+	(*Detach)(nil),                 // 13: sprout.actor.v1.Detach
+	(*SendCommand)(nil),            // 14: sprout.actor.v1.SendCommand
+	(*CommandOutcome)(nil),         // 15: sprout.actor.v1.CommandOutcome
+	(*GetState)(nil),               // 16: sprout.actor.v1.GetState
+	(*Alert)(nil),                  // 17: sprout.actor.v1.Alert
+	(*DeviceState)(nil),            // 18: sprout.actor.v1.DeviceState
+	(*UserMessage)(nil),            // 19: sprout.actor.v1.UserMessage
+	(*UserReply)(nil),              // 20: sprout.actor.v1.UserReply
+	(*BindDevice)(nil),             // 21: sprout.actor.v1.BindDevice
+	(*UnbindDevice)(nil),           // 22: sprout.actor.v1.UnbindDevice
+	(*BindResult)(nil),             // 23: sprout.actor.v1.BindResult
+	(*UserNotice)(nil),             // 24: sprout.actor.v1.UserNotice
+	(*Subscribe)(nil),              // 25: sprout.actor.v1.Subscribe
+	(*Unsubscribe)(nil),            // 26: sprout.actor.v1.Unsubscribe
+	(*DeviceNotice)(nil),           // 27: sprout.actor.v1.DeviceNotice
+	(*Flapping)(nil),               // 28: sprout.actor.v1.Flapping
+	(*Presence)(nil),               // 29: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 30: sprout.actor.v1.TraceContext
+	(*TokenRequest)(nil),           // 31: sprout.actor.v1.TokenRequest
+	(*TokenReply)(nil),             // 32: sprout.actor.v1.TokenReply
+	(*RevokeDevice)(nil),           // 33: sprout.actor.v1.RevokeDevice
+	(*RevokeResult)(nil),           // 34: sprout.actor.v1.RevokeResult
+	(*BindingChanged)(nil),         // 35: sprout.actor.v1.BindingChanged
+	(*JoinRequest)(nil),            // 36: sprout.actor.v1.JoinRequest
+	(*JoinResult)(nil),             // 37: sprout.actor.v1.JoinResult
+	(*JoinDecide)(nil),             // 38: sprout.actor.v1.JoinDecide
+	(*JoinDecided)(nil),            // 39: sprout.actor.v1.JoinDecided
+	(*JoinUnbind)(nil),             // 40: sprout.actor.v1.JoinUnbind
+	(*JoinReconcileTick)(nil),      // 41: sprout.actor.v1.JoinReconcileTick
+	(*JoinReconcileState)(nil),     // 42: sprout.actor.v1.JoinReconcileState
+	(devicepb.CloseReason)(0),      // 43: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 44: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 45: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 46: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 47: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 48: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 49: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 50: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 51: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	5,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	29, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
-	42, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	43, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	44, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	44, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	45, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	29, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
-	46, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	47, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	29, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	42, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	48, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	29, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	42, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	49, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	50, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	29, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
-	0,  // 18: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	49, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	29, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
-	13, // 21: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
-	1,  // 22: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	46, // 23: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	16, // 24: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	50, // 25: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	5,  // 26: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	14, // 27: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	14, // 28: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	2,  // 29: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
-	35, // 30: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
-	35, // 31: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
-	29, // 32: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	4,  // 33: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	2,  // 34: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
-	16, // 35: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	28, // 36: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	27, // 37: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	35, // 38: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
-	36, // 39: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
-	46, // 40: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	29, // 41: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	16, // 42: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	14, // 43: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	28, // 44: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	27, // 45: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	29, // 46: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	42, // 47: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	2,  // 48: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
-	3,  // 49: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
-	2,  // 50: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
-	3,  // 51: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
-	52, // [52:52] is the sub-list for method output_type
-	52, // [52:52] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	30, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	7,  // 2: sprout.actor.v1.Authenticate.mqtt:type_name -> sprout.actor.v1.MqttAuth
+	43, // 3: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	44, // 4: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	45, // 5: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	45, // 6: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	46, // 7: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	30, // 8: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
+	47, // 9: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	48, // 10: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	30, // 11: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	43, // 12: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	49, // 13: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	30, // 14: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	43, // 15: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	50, // 16: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	51, // 17: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	30, // 18: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	0,  // 19: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
+	50, // 20: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	30, // 21: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	14, // 22: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
+	1,  // 23: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
+	47, // 24: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	17, // 25: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	51, // 26: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	5,  // 27: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	15, // 28: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	15, // 29: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	2,  // 30: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
+	36, // 31: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
+	36, // 32: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
+	30, // 33: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	4,  // 34: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	2,  // 35: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
+	17, // 36: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	29, // 37: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	28, // 38: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	36, // 39: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
+	37, // 40: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
+	47, // 41: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	30, // 42: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	17, // 43: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	15, // 44: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	29, // 45: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	28, // 46: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	30, // 47: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	43, // 48: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	2,  // 49: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 50: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	2,  // 51: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 52: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -3564,18 +3624,18 @@ func file_actorpb_actor_proto_init() {
 	if File_actorpb_actor_proto != nil {
 		return
 	}
-	file_actorpb_actor_proto_msgTypes[4].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[5].OneofWrappers = []any{
 		(*Report_Telemetry)(nil),
 		(*Report_Event)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[18].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[19].OneofWrappers = []any{
 		(*UserNotice_Alert)(nil),
 		(*UserNotice_Presence)(nil),
 		(*UserNotice_Flapping)(nil),
 		(*UserNotice_JoinRequest)(nil),
 		(*UserNotice_JoinResult)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[21].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[22].OneofWrappers = []any{
 		(*DeviceNotice_Alert)(nil),
 		(*DeviceNotice_Outcome)(nil),
 		(*DeviceNotice_Presence)(nil),
@@ -3587,7 +3647,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
