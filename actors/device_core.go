@@ -289,6 +289,15 @@ func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessio
 		return fail(devicepb.CloseReason_CLOSE_REASON_DEVICE_REVOKED, "device revoked")
 	case m.ProtocolVersion != messages.ProtocolVersion:
 		return fail(devicepb.CloseReason_CLOSE_REASON_UNSUPPORTED_VERSION, fmt.Sprintf("protocol %d not supported (want %d)", m.ProtocolVersion, messages.ProtocolVersion))
+	case m.Mqtt != nil:
+		// The MQTT edge's proof: the device signed a time, which must be recent either way.
+		signed := time.Unix(m.Mqtt.UnixSeconds, 0)
+		if d := now.Sub(signed); d > messages.MQTTMaxClockSkew || d < -messages.MQTTMaxClockSkew {
+			return fail(devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED, "signed time more than 5 minutes from the server's clock")
+		}
+		if !macEqual(messages.MQTTMAC(secret, m.DeviceId, m.Mqtt.UnixSeconds), m.Mac) {
+			return fail(devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED, "authentication failed")
+		}
 	case len(m.DeviceNonce) != messages.NonceBytes || len(m.ServerNonce) != messages.NonceBytes:
 		return fail(devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "nonces must be 16 bytes")
 	case !macEqual(messages.MAC(secret, m.DeviceNonce, m.ServerNonce, m.DeviceId), m.Mac):

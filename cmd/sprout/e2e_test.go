@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	sproutBin = filepath.Join(dir, "sprout")
+	// Nodes started by these tests listen where each test says; MQTT's default port (:1883) would
+	// be shared by every node started at once. The MQTT tests set their own address.
+	os.Setenv("SPROUT_MQTT_ADDR", "")
 	if out, err := exec.Command("go", "build", "-o", sproutBin, ".").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building sprout: %v\n%s", err, out)
 		os.Exit(1)

@@ -21,6 +21,7 @@ Usage:
   sprout sim              run simulated plants against a server
   sprout demo             one node, simulated WeChat and simulated plants (make run)
   sprout scenario run F   run a scenario file (--short, --out DIR); see docs/simulations.md
+  sprout tls dev          write a development CA and node certificate (--hosts, --out)
 
 Every command takes --help.
 `
@@ -57,6 +58,8 @@ func main() {
 		err = runDemo(os.Args[2:])
 	case "scenario":
 		err = runScenario(os.Args[2:])
+	case "tls":
+		err = runTLS(os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

@@ -43,6 +43,7 @@ type serveConfig struct {
 	advertise       string
 
 	edge      device.Options
+	links     linkConfig
 	grain     actors.DeviceOptions
 	wx        wechatConfig
 	retention retentionConfig
@@ -50,7 +51,8 @@ type serveConfig struct {
 
 func (c *serveConfig) register(fs *flagSet) {
 	c.store.register(fs)
-	fs.str(&c.edgeAddr, "edge-addr", ":7100", "device TCP listener address")
+	fs.str(&c.edgeAddr, "edge-addr", ":7100", "device TCP listener address, plaintext; empty turns it off (do so in production, with --edge-tls-addr)")
+	c.links.register(fs)
 	fs.str(&c.httpAddr, "http-addr", ":8080", "HTTP address (WeChat callbacks, API, pages, /healthz, /readyz)")
 	fs.str(&c.adminToken, "admin-token", "", "bearer token for /api/v1; empty disables the API")
 	fs.str(&c.logFormat, "log-format", "json", "log format: json or text")
@@ -83,6 +85,7 @@ type node struct {
 	store  actors.Store
 	member *cluster.Member
 	edge   *device.Server
+	links  *links
 	http   *http.Server
 	router chi.Router
 	wx     *wechatNode
@@ -134,25 +137,39 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		n.stop(context.Background())
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
-	edgeLn, err := net.Listen("tcp", cfg.edgeAddr)
-	if err != nil {
-		n.stop(context.Background())
-		return nil, fmt.Errorf("device edge on %s: %w", cfg.edgeAddr, err)
+	var edgeLn net.Listener
+	if cfg.edgeAddr != "" {
+		if edgeLn, err = net.Listen("tcp", cfg.edgeAddr); err != nil {
+			n.stop(context.Background())
+			return nil, fmt.Errorf("device edge on %s: %w", cfg.edgeAddr, err)
+		}
 	}
 	httpLn, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
-		_ = edgeLn.Close()
+		if edgeLn != nil {
+			_ = edgeLn.Close()
+		}
 		n.stop(context.Background())
 		return nil, fmt.Errorf("HTTP on %s: %w", cfg.httpAddr, err)
 	}
-	n.EdgeAddr, n.HTTPAddr = edgeLn.Addr().String(), httpLn.Addr().String()
+	n.HTTPAddr = httpLn.Addr().String()
 	cfg.edge.Logger = log
 	n.edge = device.NewServer(m.Cluster, cfg.edge)
-	go func() {
-		if err := n.edge.Serve(edgeLn); err != nil {
-			log.Error("device edge stopped", "err", err)
-		}
-	}()
+	if edgeLn != nil {
+		n.EdgeAddr = edgeLn.Addr().String()
+		go func() {
+			if err := n.edge.Serve(edgeLn); err != nil {
+				log.Error("device edge stopped", "err", err)
+			}
+		}()
+	}
+	cfg.links.mqtt.GrainTimeout = cfg.edge.GrainTimeout
+	n.links, err = startLinks(ctx, &cfg.links, m.Cluster, n.edge, log)
+	if err != nil {
+		_ = httpLn.Close()
+		n.stop(context.Background())
+		return nil, err
+	}
 	r := chi.NewRouter()
 	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address()}).Routes(r)
 	if cfg.adminToken != "" {
@@ -189,7 +206,8 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		}
 	}()
 	startMaintenance(ctx, st, cfg.retention.every, cfg.retention.options(), log)
-	log.Info("sprout node started", "store", desc, "edge", n.EdgeAddr, "http", n.HTTPAddr,
+	log.Info("sprout node started", "store", desc, "edge", n.EdgeAddr, "edge_tls", n.links.EdgeTLSAddr,
+		"mqtt", n.links.MQTTAddr, "mqtts", n.links.MQTTSAddr, "http", n.HTTPAddr,
 		"cluster", cfg.clusterProvider, "member", m.Address(), "traces", n.tel.Exporter, "sampler", n.tel.Sampler)
 	return n, nil
 }
@@ -198,7 +216,7 @@ func (n *node) ready(ctx context.Context) error {
 	if n.member.Cluster.MemberList.Length() < 1 {
 		return errors.New("not joined to the cluster")
 	}
-	if n.edge == nil || !n.edge.Listening() {
+	if (n.edge == nil || !n.edge.Listening()) && (n.links == nil || n.links.mqtt == nil || !n.links.mqtt.Listening()) {
 		return errors.New("device edge not listening")
 	}
 	if _, err := n.store.ListDevices(ctx, actors.ListQuery{Limit: 1}); err != nil {
@@ -211,6 +229,7 @@ func (n *node) ready(ctx context.Context) error {
 // pusher finishes the pushes it is sending and releases the rest (it still needs the cluster's
 // token grain), the member leaves the cluster, and the store flushes.
 func (n *node) stop(ctx context.Context) {
+	n.links.stop(ctx)
 	if n.edge != nil {
 		_ = n.edge.Shutdown(ctx)
 	}
@@ -235,7 +254,7 @@ func (n *node) stop(ctx context.Context) {
 
 func runServe(args []string) error {
 	var cfg serveConfig
-	fs := newFlagSet("serve", "Runs one Sprout node: the device edge (TCP), HTTP (WeChat callbacks, API, health),\nand device grains in a cluster. Stops cleanly on SIGINT or SIGTERM.")
+	fs := newFlagSet("serve", "Runs one Sprout node: the device edges (TCP, MQTT, each also over TLS), HTTP (WeChat callbacks, API, health),\nand device grains in a cluster. Stops cleanly on SIGINT or SIGTERM.")
 	cfg.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -14,8 +14,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/cluster/observe"
+	"github.com/sprout-iot/sprout/edge/devicelink"
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
@@ -89,32 +89,12 @@ func (c *conn) handshake() bool {
 	return true
 }
 
-// authenticate looks the device's grain up once and asks it; the connection then reports to that
-// same PID. A cached PID of a grain that has since passivated answers with a dead letter: it is
-// looked up again, once. From the moment the question is sent, the grain may have attached this
-// connection (even if its answer is lost), which the cleanup undoes.
+// authenticate asks the device's grain (devicelink.Authenticate); the connection then reports to
+// that same PID.
 func (c *conn) authenticate(m *actorpb.Authenticate) (*actorpb.AuthResult, error) {
-	s := c.s
-	for attempt := 0; ; attempt++ {
-		c.grainPID = s.grain(c.device)
-		if c.grainPID == nil {
-			return nil, errors.New("the cluster cannot place the device's grain")
-		}
-		c.asked = true
-		res, err := s.cluster.ActorSystem.Root.RequestFuture(c.grainPID, m, s.opts.GrainTimeout).Result()
-		if err == nil {
-			ar, ok := res.(*actorpb.AuthResult)
-			if !ok {
-				return nil, fmt.Errorf("device grain answered %T", res)
-			}
-			return ar, nil
-		}
-		s.cluster.PidCache.Remove(c.device, actors.DeviceKind)
-		if attempt == 0 && errors.Is(err, actor.ErrDeadLetter) {
-			continue
-		}
-		return nil, err
-	}
+	pid, ar, err := devicelink.Authenticate(c.s.cluster, m, c.s.opts.GrainTimeout, &c.asked)
+	c.grainPID = pid
+	return ar, err
 }
 
 func validHello(h *devicepb.Hello) error {

@@ -9,6 +9,7 @@ package device
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/sprout-iot/sprout/actors"
@@ -259,18 +259,6 @@ func (s *Server) release(c *conn) {
 	s.wg.Done()
 }
 
-// grain looks up the device's grain (activating it if need be); nil if the cluster cannot place it.
-func (s *Server) grain(id string) *actor.PID {
-	if pid, ok := s.cluster.PidCache.Get(id, actors.DeviceKind); ok {
-		return pid
-	}
-	pid := s.cluster.Get(id, actors.DeviceKind)
-	if pid != nil {
-		s.cluster.PidCache.Set(id, actors.DeviceKind, pid)
-	}
-	return pid
-}
-
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	st := Stats{Open: s.sockets.Load(), Connected: s.connected.Load(), Accepted: s.accepted.Load(),
@@ -328,4 +316,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// ServeTLS is Serve over TLS: the TLS handshake runs on the connection's first read, within
+// HandshakeTimeout. Give it a config from edge/tlsconf (TLS 1.2 or newer, reloaded certificates).
+func (s *Server) ServeTLS(ln net.Listener, cfg *tls.Config) error {
+	return s.Serve(tls.NewListener(ln, cfg))
 }

@@ -273,7 +273,7 @@ func (x UserReply_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UserReply_Kind.Descriptor instead.
 func (UserReply_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{14, 0}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15, 0}
 }
 
 // ConnRef names one device connection: the PID of its connection actor (valid across members)
@@ -359,8 +359,11 @@ type Authenticate struct {
 	Conn            *ConnRef               `protobuf:"bytes,7,opt,name=conn,proto3" json:"conn,omitempty"`
 	RemoteAddr      string                 `protobuf:"bytes,8,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
 	Trace           *TraceContext          `protobuf:"bytes,9,opt,name=trace,proto3" json:"trace,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Set by the MQTT edge instead of the nonces: mac is then HMAC-SHA256(secret, "<device_id>|<unix_seconds>")
+	// (messages.MQTTMAC), accepted within messages.MQTTMaxClockSkew of the grain's clock.
+	Mqtt          *MqttAuth `protobuf:"bytes,50,opt,name=mqtt,proto3" json:"mqtt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Authenticate) Reset() {
@@ -456,6 +459,58 @@ func (x *Authenticate) GetTrace() *TraceContext {
 	return nil
 }
 
+func (x *Authenticate) GetMqtt() *MqttAuth {
+	if x != nil {
+		return x.Mqtt
+	}
+	return nil
+}
+
+// MqttAuth is the MQTT form of a device's proof: the time it signed (Username "<device id>|<unix seconds>").
+type MqttAuth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UnixSeconds   int64                  `protobuf:"varint,1,opt,name=unix_seconds,json=unixSeconds,proto3" json:"unix_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MqttAuth) Reset() {
+	*x = MqttAuth{}
+	mi := &file_actorpb_actor_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MqttAuth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MqttAuth) ProtoMessage() {}
+
+func (x *MqttAuth) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MqttAuth.ProtoReflect.Descriptor instead.
+func (*MqttAuth) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MqttAuth) GetUnixSeconds() int64 {
+	if x != nil {
+		return x.UnixSeconds
+	}
+	return 0
+}
+
 type AuthResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -470,7 +525,7 @@ type AuthResult struct {
 
 func (x *AuthResult) Reset() {
 	*x = AuthResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[2]
+	mi := &file_actorpb_actor_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +537,7 @@ func (x *AuthResult) String() string {
 func (*AuthResult) ProtoMessage() {}
 
 func (x *AuthResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[2]
+	mi := &file_actorpb_actor_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +550,7 @@ func (x *AuthResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthResult.ProtoReflect.Descriptor instead.
 func (*AuthResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{2}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AuthResult) GetOk() bool {
@@ -553,7 +608,7 @@ type Deliver struct {
 
 func (x *Deliver) Reset() {
 	*x = Deliver{}
-	mi := &file_actorpb_actor_proto_msgTypes[3]
+	mi := &file_actorpb_actor_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +620,7 @@ func (x *Deliver) String() string {
 func (*Deliver) ProtoMessage() {}
 
 func (x *Deliver) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[3]
+	mi := &file_actorpb_actor_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +633,7 @@ func (x *Deliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deliver.ProtoReflect.Descriptor instead.
 func (*Deliver) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{3}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Deliver) GetSessionId() string {
@@ -625,7 +680,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_actorpb_actor_proto_msgTypes[4]
+	mi := &file_actorpb_actor_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +692,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[4]
+	mi := &file_actorpb_actor_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +705,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{4}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Report) GetSessionId() string {
@@ -721,7 +776,7 @@ type ReportAck struct {
 
 func (x *ReportAck) Reset() {
 	*x = ReportAck{}
-	mi := &file_actorpb_actor_proto_msgTypes[5]
+	mi := &file_actorpb_actor_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +788,7 @@ func (x *ReportAck) String() string {
 func (*ReportAck) ProtoMessage() {}
 
 func (x *ReportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[5]
+	mi := &file_actorpb_actor_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +801,7 @@ func (x *ReportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAck.ProtoReflect.Descriptor instead.
 func (*ReportAck) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{5}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReportAck) GetSeq() uint64 {
@@ -789,7 +844,7 @@ type DeliverResult struct {
 
 func (x *DeliverResult) Reset() {
 	*x = DeliverResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[6]
+	mi := &file_actorpb_actor_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +856,7 @@ func (x *DeliverResult) String() string {
 func (*DeliverResult) ProtoMessage() {}
 
 func (x *DeliverResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[6]
+	mi := &file_actorpb_actor_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +869,7 @@ func (x *DeliverResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResult.ProtoReflect.Descriptor instead.
 func (*DeliverResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{6}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeliverResult) GetSessionId() string {
@@ -850,7 +905,7 @@ type Detach struct {
 
 func (x *Detach) Reset() {
 	*x = Detach{}
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +917,7 @@ func (x *Detach) String() string {
 func (*Detach) ProtoMessage() {}
 
 func (x *Detach) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +930,7 @@ func (x *Detach) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Detach.ProtoReflect.Descriptor instead.
 func (*Detach) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Detach) GetSessionId() string {
@@ -910,7 +965,7 @@ type SendCommand struct {
 
 func (x *SendCommand) Reset() {
 	*x = SendCommand{}
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +977,7 @@ func (x *SendCommand) String() string {
 func (*SendCommand) ProtoMessage() {}
 
 func (x *SendCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +990,7 @@ func (x *SendCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommand.ProtoReflect.Descriptor instead.
 func (*SendCommand) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SendCommand) GetCommandId() string {
@@ -1008,7 +1063,7 @@ type CommandOutcome struct {
 
 func (x *CommandOutcome) Reset() {
 	*x = CommandOutcome{}
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1075,7 @@ func (x *CommandOutcome) String() string {
 func (*CommandOutcome) ProtoMessage() {}
 
 func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1088,7 @@ func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandOutcome.ProtoReflect.Descriptor instead.
 func (*CommandOutcome) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CommandOutcome) GetDeviceId() string {
@@ -1117,7 +1172,7 @@ type GetState struct {
 
 func (x *GetState) Reset() {
 	*x = GetState{}
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1184,7 @@ func (x *GetState) String() string {
 func (*GetState) ProtoMessage() {}
 
 func (x *GetState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,7 +1197,7 @@ func (x *GetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetState.ProtoReflect.Descriptor instead.
 func (*GetState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetState) GetOpenId() string {
@@ -1165,7 +1220,7 @@ type Alert struct {
 
 func (x *Alert) Reset() {
 	*x = Alert{}
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1232,7 @@ func (x *Alert) String() string {
 func (*Alert) ProtoMessage() {}
 
 func (x *Alert) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1245,7 @@ func (x *Alert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alert.ProtoReflect.Descriptor instead.
 func (*Alert) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Alert) GetKind() AlertKind {
@@ -1253,7 +1308,7 @@ type DeviceState struct {
 
 func (x *DeviceState) Reset() {
 	*x = DeviceState{}
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1320,7 @@ func (x *DeviceState) String() string {
 func (*DeviceState) ProtoMessage() {}
 
 func (x *DeviceState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1333,7 @@ func (x *DeviceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
 func (*DeviceState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeviceState) GetDeviceId() string {
@@ -1424,7 +1479,7 @@ type UserMessage struct {
 
 func (x *UserMessage) Reset() {
 	*x = UserMessage{}
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1436,7 +1491,7 @@ func (x *UserMessage) String() string {
 func (*UserMessage) ProtoMessage() {}
 
 func (x *UserMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1449,7 +1504,7 @@ func (x *UserMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserMessage.ProtoReflect.Descriptor instead.
 func (*UserMessage) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UserMessage) GetDedupKey() string {
@@ -1556,7 +1611,7 @@ type UserReply struct {
 
 func (x *UserReply) Reset() {
 	*x = UserReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1623,7 @@ func (x *UserReply) String() string {
 func (*UserReply) ProtoMessage() {}
 
 func (x *UserReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1636,7 @@ func (x *UserReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserReply.ProtoReflect.Descriptor instead.
 func (*UserReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UserReply) GetKind() UserReply_Kind {
@@ -1623,7 +1678,7 @@ type BindDevice struct {
 
 func (x *BindDevice) Reset() {
 	*x = BindDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1690,7 @@ func (x *BindDevice) String() string {
 func (*BindDevice) ProtoMessage() {}
 
 func (x *BindDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1703,7 @@ func (x *BindDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindDevice.ProtoReflect.Descriptor instead.
 func (*BindDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BindDevice) GetOpenId() string {
@@ -1675,7 +1730,7 @@ type UnbindDevice struct {
 
 func (x *UnbindDevice) Reset() {
 	*x = UnbindDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1742,7 @@ func (x *UnbindDevice) String() string {
 func (*UnbindDevice) ProtoMessage() {}
 
 func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1755,7 @@ func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbindDevice.ProtoReflect.Descriptor instead.
 func (*UnbindDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UnbindDevice) GetOpenId() string {
@@ -1723,7 +1778,7 @@ type BindResult struct {
 
 func (x *BindResult) Reset() {
 	*x = BindResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +1790,7 @@ func (x *BindResult) String() string {
 func (*BindResult) ProtoMessage() {}
 
 func (x *BindResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +1803,7 @@ func (x *BindResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindResult.ProtoReflect.Descriptor instead.
 func (*BindResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BindResult) GetOk() bool {
@@ -1806,7 +1861,7 @@ type UserNotice struct {
 
 func (x *UserNotice) Reset() {
 	*x = UserNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[18]
+	mi := &file_actorpb_actor_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1873,7 @@ func (x *UserNotice) String() string {
 func (*UserNotice) ProtoMessage() {}
 
 func (x *UserNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[18]
+	mi := &file_actorpb_actor_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1886,7 @@ func (x *UserNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserNotice.ProtoReflect.Descriptor instead.
 func (*UserNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UserNotice) GetNoticeId() string {
@@ -1937,7 +1992,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[19]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1949,7 +2004,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[19]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1962,7 +2017,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Subscribe) GetAddress() string {
@@ -1989,7 +2044,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[20]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2056,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[20]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2069,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Unsubscribe) GetAddress() string {
@@ -2050,7 +2105,7 @@ type DeviceNotice struct {
 
 func (x *DeviceNotice) Reset() {
 	*x = DeviceNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2062,7 +2117,7 @@ func (x *DeviceNotice) String() string {
 func (*DeviceNotice) ProtoMessage() {}
 
 func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2075,7 +2130,7 @@ func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceNotice.ProtoReflect.Descriptor instead.
 func (*DeviceNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeviceNotice) GetDeviceId() string {
@@ -2183,7 +2238,7 @@ type Flapping struct {
 
 func (x *Flapping) Reset() {
 	*x = Flapping{}
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2195,7 +2250,7 @@ func (x *Flapping) String() string {
 func (*Flapping) ProtoMessage() {}
 
 func (x *Flapping) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2208,7 +2263,7 @@ func (x *Flapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flapping.ProtoReflect.Descriptor instead.
 func (*Flapping) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Flapping) GetUntilMs() int64 {
@@ -2242,7 +2297,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2254,7 +2309,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2267,7 +2322,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Presence) GetOnline() bool {
@@ -2295,7 +2350,7 @@ type TraceContext struct {
 
 func (x *TraceContext) Reset() {
 	*x = TraceContext{}
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2307,7 +2362,7 @@ func (x *TraceContext) String() string {
 func (*TraceContext) ProtoMessage() {}
 
 func (x *TraceContext) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2320,7 +2375,7 @@ func (x *TraceContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceContext.ProtoReflect.Descriptor instead.
 func (*TraceContext) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TraceContext) GetTraceparent() string {
@@ -2348,7 +2403,7 @@ type TokenRequest struct {
 
 func (x *TokenRequest) Reset() {
 	*x = TokenRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2360,7 +2415,7 @@ func (x *TokenRequest) String() string {
 func (*TokenRequest) ProtoMessage() {}
 
 func (x *TokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2373,7 +2428,7 @@ func (x *TokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRequest.ProtoReflect.Descriptor instead.
 func (*TokenRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TokenRequest) GetInvalidate() string {
@@ -2393,7 +2448,7 @@ type TokenReply struct {
 
 func (x *TokenReply) Reset() {
 	*x = TokenReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2460,7 @@ func (x *TokenReply) String() string {
 func (*TokenReply) ProtoMessage() {}
 
 func (x *TokenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2473,7 @@ func (x *TokenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenReply.ProtoReflect.Descriptor instead.
 func (*TokenReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *TokenReply) GetToken() string {
@@ -2447,7 +2502,7 @@ type RevokeDevice struct {
 
 func (x *RevokeDevice) Reset() {
 	*x = RevokeDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2459,7 +2514,7 @@ func (x *RevokeDevice) String() string {
 func (*RevokeDevice) ProtoMessage() {}
 
 func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2472,7 +2527,7 @@ func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeDevice.ProtoReflect.Descriptor instead.
 func (*RevokeDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RevokeDevice) GetBy() string {
@@ -2499,7 +2554,7 @@ type RevokeResult struct {
 
 func (x *RevokeResult) Reset() {
 	*x = RevokeResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2511,7 +2566,7 @@ func (x *RevokeResult) String() string {
 func (*RevokeResult) ProtoMessage() {}
 
 func (x *RevokeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2524,7 +2579,7 @@ func (x *RevokeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResult.ProtoReflect.Descriptor instead.
 func (*RevokeResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevokeResult) GetError() ErrorCode {
@@ -2555,7 +2610,7 @@ type BindingChanged struct {
 
 func (x *BindingChanged) Reset() {
 	*x = BindingChanged{}
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2622,7 @@ func (x *BindingChanged) String() string {
 func (*BindingChanged) ProtoMessage() {}
 
 func (x *BindingChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2635,7 @@ func (x *BindingChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindingChanged.ProtoReflect.Descriptor instead.
 func (*BindingChanged) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *BindingChanged) GetDeviceId() string {
@@ -2621,7 +2676,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x03 \x01(\tR\tsessionId\x12\x12\n" +
-	"\x04edge\x18\x04 \x01(\tR\x04edge\"\xdd\x02\n" +
+	"\x04edge\x18\x04 \x01(\tR\x04edge\"\x8c\x03\n" +
 	"\fAuthenticate\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12!\n" +
 	"\fdevice_nonce\x18\x02 \x01(\fR\vdeviceNonce\x12!\n" +
@@ -2632,7 +2687,10 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x04conn\x18\a \x01(\v2\x18.sprout.actor.v1.ConnRefR\x04conn\x12\x1f\n" +
 	"\vremote_addr\x18\b \x01(\tR\n" +
 	"remoteAddr\x123\n" +
-	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\x84\x02\n" +
+	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\x12-\n" +
+	"\x04mqtt\x182 \x01(\v2\x19.sprout.actor.v1.MqttAuthR\x04mqtt\"-\n" +
+	"\bMqttAuth\x12!\n" +
+	"\funix_seconds\x18\x01 \x01(\x03R\vunixSeconds\"\x84\x02\n" +
 	"\n" +
 	"AuthResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x125\n" +
@@ -2863,7 +2921,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
@@ -2871,95 +2929,97 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(UserReply_Kind)(0),            // 3: sprout.actor.v1.UserReply.Kind
 	(*ConnRef)(nil),                // 4: sprout.actor.v1.ConnRef
 	(*Authenticate)(nil),           // 5: sprout.actor.v1.Authenticate
-	(*AuthResult)(nil),             // 6: sprout.actor.v1.AuthResult
-	(*Deliver)(nil),                // 7: sprout.actor.v1.Deliver
-	(*Report)(nil),                 // 8: sprout.actor.v1.Report
-	(*ReportAck)(nil),              // 9: sprout.actor.v1.ReportAck
-	(*DeliverResult)(nil),          // 10: sprout.actor.v1.DeliverResult
-	(*Detach)(nil),                 // 11: sprout.actor.v1.Detach
-	(*SendCommand)(nil),            // 12: sprout.actor.v1.SendCommand
-	(*CommandOutcome)(nil),         // 13: sprout.actor.v1.CommandOutcome
-	(*GetState)(nil),               // 14: sprout.actor.v1.GetState
-	(*Alert)(nil),                  // 15: sprout.actor.v1.Alert
-	(*DeviceState)(nil),            // 16: sprout.actor.v1.DeviceState
-	(*UserMessage)(nil),            // 17: sprout.actor.v1.UserMessage
-	(*UserReply)(nil),              // 18: sprout.actor.v1.UserReply
-	(*BindDevice)(nil),             // 19: sprout.actor.v1.BindDevice
-	(*UnbindDevice)(nil),           // 20: sprout.actor.v1.UnbindDevice
-	(*BindResult)(nil),             // 21: sprout.actor.v1.BindResult
-	(*UserNotice)(nil),             // 22: sprout.actor.v1.UserNotice
-	(*Subscribe)(nil),              // 23: sprout.actor.v1.Subscribe
-	(*Unsubscribe)(nil),            // 24: sprout.actor.v1.Unsubscribe
-	(*DeviceNotice)(nil),           // 25: sprout.actor.v1.DeviceNotice
-	(*Flapping)(nil),               // 26: sprout.actor.v1.Flapping
-	(*Presence)(nil),               // 27: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 28: sprout.actor.v1.TraceContext
-	(*TokenRequest)(nil),           // 29: sprout.actor.v1.TokenRequest
-	(*TokenReply)(nil),             // 30: sprout.actor.v1.TokenReply
-	(*RevokeDevice)(nil),           // 31: sprout.actor.v1.RevokeDevice
-	(*RevokeResult)(nil),           // 32: sprout.actor.v1.RevokeResult
-	(*BindingChanged)(nil),         // 33: sprout.actor.v1.BindingChanged
-	(devicepb.CloseReason)(0),      // 34: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 35: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 36: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 37: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 38: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 39: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 40: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 41: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 42: sprout.device.v1.Config
+	(*MqttAuth)(nil),               // 6: sprout.actor.v1.MqttAuth
+	(*AuthResult)(nil),             // 7: sprout.actor.v1.AuthResult
+	(*Deliver)(nil),                // 8: sprout.actor.v1.Deliver
+	(*Report)(nil),                 // 9: sprout.actor.v1.Report
+	(*ReportAck)(nil),              // 10: sprout.actor.v1.ReportAck
+	(*DeliverResult)(nil),          // 11: sprout.actor.v1.DeliverResult
+	(*Detach)(nil),                 // 12: sprout.actor.v1.Detach
+	(*SendCommand)(nil),            // 13: sprout.actor.v1.SendCommand
+	(*CommandOutcome)(nil),         // 14: sprout.actor.v1.CommandOutcome
+	(*GetState)(nil),               // 15: sprout.actor.v1.GetState
+	(*Alert)(nil),                  // 16: sprout.actor.v1.Alert
+	(*DeviceState)(nil),            // 17: sprout.actor.v1.DeviceState
+	(*UserMessage)(nil),            // 18: sprout.actor.v1.UserMessage
+	(*UserReply)(nil),              // 19: sprout.actor.v1.UserReply
+	(*BindDevice)(nil),             // 20: sprout.actor.v1.BindDevice
+	(*UnbindDevice)(nil),           // 21: sprout.actor.v1.UnbindDevice
+	(*BindResult)(nil),             // 22: sprout.actor.v1.BindResult
+	(*UserNotice)(nil),             // 23: sprout.actor.v1.UserNotice
+	(*Subscribe)(nil),              // 24: sprout.actor.v1.Subscribe
+	(*Unsubscribe)(nil),            // 25: sprout.actor.v1.Unsubscribe
+	(*DeviceNotice)(nil),           // 26: sprout.actor.v1.DeviceNotice
+	(*Flapping)(nil),               // 27: sprout.actor.v1.Flapping
+	(*Presence)(nil),               // 28: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 29: sprout.actor.v1.TraceContext
+	(*TokenRequest)(nil),           // 30: sprout.actor.v1.TokenRequest
+	(*TokenReply)(nil),             // 31: sprout.actor.v1.TokenReply
+	(*RevokeDevice)(nil),           // 32: sprout.actor.v1.RevokeDevice
+	(*RevokeResult)(nil),           // 33: sprout.actor.v1.RevokeResult
+	(*BindingChanged)(nil),         // 34: sprout.actor.v1.BindingChanged
+	(devicepb.CloseReason)(0),      // 35: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 36: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 37: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 38: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 39: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 40: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 41: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 42: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 43: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	4,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	28, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 2: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	35, // 3: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	36, // 4: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	36, // 5: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	37, // 6: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	28, // 7: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
-	38, // 8: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	39, // 9: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	28, // 10: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 11: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	40, // 12: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	28, // 13: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 14: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	41, // 15: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	42, // 16: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	28, // 17: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
-	0,  // 18: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	41, // 19: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	28, // 20: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
-	12, // 21: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
-	1,  // 22: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	38, // 23: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	15, // 24: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	42, // 25: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	4,  // 26: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	13, // 27: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	13, // 28: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	2,  // 29: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
-	28, // 30: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	3,  // 31: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	2,  // 32: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
-	15, // 33: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	27, // 34: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	26, // 35: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	38, // 36: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	28, // 37: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	15, // 38: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	13, // 39: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	27, // 40: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	26, // 41: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	28, // 42: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	34, // 43: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	2,  // 44: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	29, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	6,  // 2: sprout.actor.v1.Authenticate.mqtt:type_name -> sprout.actor.v1.MqttAuth
+	35, // 3: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	36, // 4: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	37, // 5: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	37, // 6: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	38, // 7: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	29, // 8: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
+	39, // 9: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	40, // 10: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	29, // 11: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	35, // 12: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	41, // 13: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	29, // 14: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	35, // 15: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	42, // 16: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	43, // 17: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	29, // 18: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	0,  // 19: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
+	42, // 20: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	29, // 21: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	13, // 22: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
+	1,  // 23: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
+	39, // 24: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	16, // 25: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	43, // 26: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	4,  // 27: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	14, // 28: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	14, // 29: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	2,  // 30: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
+	29, // 31: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	3,  // 32: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	2,  // 33: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
+	16, // 34: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	28, // 35: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	27, // 36: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	39, // 37: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	29, // 38: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	16, // 39: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	14, // 40: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	28, // 41: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	27, // 42: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	29, // 43: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	35, // 44: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	2,  // 45: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
+	46, // [46:46] is the sub-list for method output_type
+	46, // [46:46] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -2967,16 +3027,16 @@ func file_actorpb_actor_proto_init() {
 	if File_actorpb_actor_proto != nil {
 		return
 	}
-	file_actorpb_actor_proto_msgTypes[4].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[5].OneofWrappers = []any{
 		(*Report_Telemetry)(nil),
 		(*Report_Event)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[18].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[19].OneofWrappers = []any{
 		(*UserNotice_Alert)(nil),
 		(*UserNotice_Presence)(nil),
 		(*UserNotice_Flapping)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[21].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[22].OneofWrappers = []any{
 		(*DeviceNotice_Alert)(nil),
 		(*DeviceNotice_Outcome)(nil),
 		(*DeviceNotice_Presence)(nil),
@@ -2988,7 +3048,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -352,6 +352,7 @@ func commands(ctx context.Context, p *proc, cs []fleet.Credential) (*CommandResu
 type proc struct {
 	cmd        *exec.Cmd
 	edge, http string
+	mqtt       string // the MQTT listener; empty: off
 	token      string
 	logs       *bytes.Buffer
 }
@@ -390,7 +391,7 @@ func startBaseline(self, credFile string) (*proc, error) {
 func startSprout(bin, dataDir, db string, cs []fleet.Credential, env ...string) (*proc, error) {
 	p := &proc{edge: freeAddr(), http: freeAddr(), token: "bench"}
 	p.cmd = exec.Command(bin, "serve")
-	p.cmd.Env = append(os.Environ(), "SPROUT_DATA_DIR="+dataDir, "SPROUT_DB="+db, "SPROUT_EDGE_ADDR="+p.edge,
+	p.cmd.Env = append(os.Environ(), "SPROUT_DATA_DIR="+dataDir, "SPROUT_DB="+db, "SPROUT_EDGE_ADDR="+p.edge, "SPROUT_MQTT_ADDR="+p.mqtt,
 		"SPROUT_HTTP_ADDR="+p.http, "SPROUT_ADMIN_TOKEN="+p.token, "SPROUT_LOG_LEVEL=error", "SPROUT_MAX_CONNECTIONS=19000")
 	p.cmd.Env = append(p.cmd.Env, env...)
 	if err := startProc(p); err != nil {

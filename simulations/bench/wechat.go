@@ -53,7 +53,7 @@ func wechatBench(bin, dataDir, db string, users, rate int, dur time.Duration) (*
 	key := []byte("bench-qr-key-0123456789abcdef012")
 	sp := &proc{edge: freeAddr(), http: freeAddr(), token: "bench"}
 	sp.cmd = exec.Command(bin, "serve")
-	sp.cmd.Env = append(os.Environ(), "SPROUT_DATA_DIR="+dataDir, "SPROUT_DB="+db, "SPROUT_EDGE_ADDR="+sp.edge,
+	sp.cmd.Env = append(os.Environ(), "SPROUT_DATA_DIR="+dataDir, "SPROUT_DB="+db, "SPROUT_EDGE_ADDR="+sp.edge, "SPROUT_MQTT_ADDR=",
 		"SPROUT_HTTP_ADDR="+sp.http, "SPROUT_ADMIN_TOKEN="+sp.token, "SPROUT_LOG_LEVEL=error",
 		"SPROUT_WECHAT_APPID="+p.AppID(), "SPROUT_WECHAT_SECRET="+p.Secret(), "SPROUT_WECHAT_TOKEN="+p.Token(),
 		"SPROUT_WECHAT_ACCOUNT="+p.AccountID(), "SPROUT_WECHAT_API_BASE="+p.URL(), "SPROUT_WATER_MS=1",

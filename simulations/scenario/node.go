@@ -37,6 +37,7 @@ func BuildSprout(ctx context.Context, dir string) (string, error) {
 type node struct {
 	cmd      *exec.Cmd
 	edge     string
+	mqtt     string // the node's MQTT listener (plants run over it with --transport mqtt)
 	http     string
 	token    string
 	logPath  string
@@ -66,7 +67,11 @@ func startNode(ctx context.Context, bin, dir string, env map[string]string) (*no
 	if err != nil {
 		return nil, err
 	}
-	n := &node{edge: edge, http: httpAddr, token: randHex(12), logPath: filepath.Join(dir, "server.log"), exited: make(chan struct{})}
+	mqttAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	n := &node{edge: edge, mqtt: mqttAddr, http: httpAddr, token: randHex(12), logPath: filepath.Join(dir, "server.log"), exited: make(chan struct{})}
 	if n.logFile, err = os.Create(n.logPath); err != nil {
 		return nil, err
 	}
@@ -76,7 +81,7 @@ func startNode(ctx context.Context, bin, dir string, env map[string]string) (*no
 			e = append(e, kv)
 		}
 	}
-	e = append(e, "SPROUT_DATA_DIR="+filepath.Join(dir, "data"), "SPROUT_EDGE_ADDR="+edge, "SPROUT_HTTP_ADDR="+httpAddr,
+	e = append(e, "SPROUT_DATA_DIR="+filepath.Join(dir, "data"), "SPROUT_EDGE_ADDR="+edge, "SPROUT_MQTT_ADDR="+mqttAddr, "SPROUT_HTTP_ADDR="+httpAddr,
 		"SPROUT_ADMIN_TOKEN="+n.token, "SPROUT_LOG_LEVEL=warn", "SPROUT_LOG_FORMAT=text")
 	for k, v := range env {
 		e = append(e, k+"="+v)

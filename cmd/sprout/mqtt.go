@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+
+	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/edge/mqtt"
+	"github.com/sprout-iot/sprout/edge/tlsconf"
+)
+
+// linkConfig is how devices reach a node besides the plaintext TCP edge: MQTT, MQTTS, the TCP
+// edge over TLS, and the certificate those serve.
+type linkConfig struct {
+	mqttAddr, mqttsAddr, edgeTLSAddr string
+	tlsCert, tlsKey                  string
+	mqtt                             mqtt.Options
+}
+
+func (c *linkConfig) register(fs *flagSet) {
+	fs.str(&c.mqttAddr, "mqtt-addr", ":1883", "MQTT (3.1.1 and 5) listener for devices, plaintext; empty turns it off (do so in production)")
+	fs.str(&c.mqttsAddr, "mqtts-addr", ":8883", "MQTT over TLS listener (needs --tls-cert and --tls-key); empty turns it off")
+	fs.str(&c.edgeTLSAddr, "edge-tls-addr", ":7443", "device TCP edge over TLS (needs --tls-cert and --tls-key); empty turns it off")
+	fs.str(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) for the TLS listeners; reloaded when the file changes or on SIGHUP. Without it the TLS listeners stay off (sprout tls dev writes a development one)")
+	fs.str(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.int(&c.mqtt.MaxPayloadBytes, "mqtt-max-payload-bytes", mqtt.DefaultMaxPayloadBytes, "largest MQTT telemetry/event/result payload; larger ones are refused and counted")
+	fs.int(&c.mqtt.MaxPacketBytes, "mqtt-max-packet-bytes", mqtt.DefaultMaxPacketBytes, "largest MQTT packet; a larger one closes the session")
+	fs.dur(&c.mqtt.MaxKeepAlive, "mqtt-max-keepalive", mqtt.DefaultMaxKeepAlive, "keep-alive given to MQTT sessions asking for none or a longer one; silent 1.5x this, a pot goes offline")
+	fs.int(&c.mqtt.MaxSessions, "mqtt-max-sessions", mqtt.DefaultMaxSessions, "most MQTT sessions this node holds")
+	fs.int(&c.mqtt.MaxHeldCommands, "mqtt-max-held-commands", mqtt.DefaultMaxHeldCommand, "commands held for an MQTT session not yet subscribed to its commands topic before it is closed")
+}
+
+// links are the listeners startLinks opened, for the node's log and its tests.
+type links struct {
+	mqtt                             *mqtt.Server
+	tls                              *tlsconf.Reloader
+	MQTTAddr, MQTTSAddr, EdgeTLSAddr string
+}
+
+// startLinks opens the MQTT, MQTTS and TLS edge listeners that are configured.
+func startLinks(ctx context.Context, c *linkConfig, cl *pcluster.Cluster, edge *device.Server, log *slog.Logger) (*links, error) {
+	l := &links{}
+	var tcfg *tls.Config
+	if c.tlsCert != "" || c.tlsKey != "" {
+		if c.tlsCert == "" || c.tlsKey == "" {
+			return nil, fmt.Errorf("--tls-cert and --tls-key go together")
+		}
+		r, err := tlsconf.Load(c.tlsCert, c.tlsKey, log)
+		if err != nil {
+			return nil, err
+		}
+		go r.Watch(ctx, 0)
+		l.tls, tcfg = r, r.Config()
+	} else if c.mqttsAddr != "" || c.edgeTLSAddr != "" {
+		log.Warn("no TLS certificate (SPROUT_TLS_CERT, SPROUT_TLS_KEY): the TLS listeners are off; devices' links travel in the clear")
+	}
+	listen := func(addr, what string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s on %s: %w", what, addr, err)
+		}
+		return ln, nil
+	}
+	if tcfg != nil && c.edgeTLSAddr != "" {
+		ln, err := listen(c.edgeTLSAddr, "device edge over TLS")
+		if err != nil {
+			return l, err
+		}
+		l.EdgeTLSAddr = ln.Addr().String()
+		go func() {
+			if err := edge.ServeTLS(ln, tcfg); err != nil {
+				log.Error("device TLS edge stopped", "err", err)
+			}
+		}()
+	}
+	if c.mqttAddr == "" && (tcfg == nil || c.mqttsAddr == "") {
+		return l, nil
+	}
+	c.mqtt.Logger = log
+	m, err := mqtt.New(cl, c.mqtt)
+	if err != nil {
+		return l, err
+	}
+	l.mqtt = m
+	if c.mqttAddr != "" {
+		ln, err := listen(c.mqttAddr, "MQTT")
+		if err != nil {
+			return l, err
+		}
+		l.MQTTAddr = ln.Addr().String()
+		if err := m.Serve(ln); err != nil {
+			return l, err
+		}
+	}
+	if tcfg != nil && c.mqttsAddr != "" {
+		ln, err := listen(c.mqttsAddr, "MQTTS")
+		if err != nil {
+			return l, err
+		}
+		l.MQTTSAddr = ln.Addr().String()
+		if err := m.Serve(tls.NewListener(ln, tcfg)); err != nil {
+			return l, err
+		}
+	}
+	return l, nil
+}
+
+func (l *links) stop(ctx context.Context) {
+	if l != nil && l.mqtt != nil {
+		_ = l.mqtt.Shutdown(ctx)
+	}
+}
