@@ -100,7 +100,7 @@ func TestVdevOverTLSAgainstSproutServe(t *testing.T) {
 			"SPROUT_TLS_CERT=" + filepath.Join(tlsDir, tlsconf.DevCertFile), "SPROUT_TLS_KEY=" + filepath.Join(tlsDir, tlsconf.DevKeyFile)}}
 	secrets := map[string]string{}
 	secretLine := regexp.MustCompile(`id=(\S+) secret=([0-9a-f]+)`)
-	for _, id := range []string{"tls-pot", "tls-pot-wrong-ca", "tls-pot-wrong-name"} {
+	for _, id := range []string{"tls-pot", "tls-pot-builtin-ca", "tls-pot-wrong-ca", "tls-pot-wrong-name"} {
 		out, err := exec.Command(bin, "device", "add", "--data-dir", srv.dataDir, "--id", id).CombinedOutput()
 		m := secretLine.FindStringSubmatch(string(out))
 		if err != nil || m == nil {
@@ -138,6 +138,21 @@ func TestVdevOverTLSAgainstSproutServe(t *testing.T) {
 		if res.Outcome != "done" || res.WateredMl != 30 {
 			t.Fatalf("water command over TLS: %+v, want done with 30 ml", res)
 		}
+	})
+
+	t.Run("a CA compiled in", func(t *testing.T) {
+		bin := filepath.Join(tmp, "vdev-ca")
+		if out, err := exec.Command("make", "-C", filepath.Join(root, "firmware"), "vdev", "VDEV_CA="+goodCA, "VDEV_BIN="+bin).CombinedOutput(); err != nil {
+			t.Fatalf("make vdev VDEV_CA=...: %v\n%s", err, out)
+		}
+		if out, _ := exec.Command(bin, "--help").CombinedOutput(); !strings.Contains(string(out), "(one is)") {
+			t.Errorf("vdev built with VDEV_CA does not say it has a CA:\n%s", out)
+		}
+		runVdev(t, bin, "tls-pot-builtin-ca", append(base("tls-pot-builtin-ca"), "--tls", "--server-name", "localhost")...)
+		actortest.Eventually(t, 20*time.Second, "tls-pot-builtin-ca online with readings", func() bool {
+			d := device(t, srv, "tls-pot-builtin-ca")
+			return d.Online && d.LastSeq >= 2
+		})
 	})
 
 	// refused runs a pot whose TLS check fails for 4 s and returns its log.
@@ -233,4 +248,41 @@ func TestVdevOverTLSAgainstSproutServe(t *testing.T) {
 			}
 		}
 	})
+}
+
+// The ESP-IDF port (which CI cannot build; tools/esp-idf-check.sh compiles it against ESP-IDF's
+// headers) verifies the node by default, and nothing in either port turns the check off.
+func TestESPLinkIsVerifiedTLSByDefault(t *testing.T) {
+	kconfig := espSource(t, filepath.Join("main", "Kconfig.projbuild"))
+	if !regexp.MustCompile(`choice SPROUT_TLS\s+prompt "[^"]*"\s+default SPROUT_TLS_PINNED_CA`).MatchString(kconfig) {
+		t.Error("Kconfig's TLS choice does not default to the pinned CA")
+	}
+	if !strings.Contains(espSource(t, filepath.Join("check", "sdkconfig_sprout.h")), "#define CONFIG_SPROUT_TLS_PINNED_CA 1") {
+		t.Error("the compile check's sdkconfig does not follow Kconfig's default (pinned CA)")
+	}
+	cmake := espSource(t, filepath.Join("main", "CMakeLists.txt"))
+	if !strings.Contains(cmake, "list(APPEND embed server_ca.pem)") || !strings.Contains(cmake, "EMBED_TXTFILES ${embed}") ||
+		!strings.Contains(cmake, "FATAL_ERROR") {
+		t.Error("main/CMakeLists.txt does not embed server_ca.pem (or builds without it)")
+	}
+	port := espSource(t, filepath.Join("main", "esp_port.c"))
+	for _, want := range []string{"esp_tls_conn_new_sync(", ".cacert_buf = server_ca_pem_start", ".crt_bundle_attach = esp_crt_bundle_attach"} {
+		if !strings.Contains(port, want) {
+			t.Errorf("esp_port.c lacks %s", want)
+		}
+	}
+	posix, err := os.ReadFile(filepath.Join("port", "posix", "posix_tls.c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, src := range map[string]string{"esp_port.c": port, "posix_tls.c": string(posix)} {
+		for _, bad := range []string{"skip_common_name", "MBEDTLS_SSL_VERIFY_NONE", "MBEDTLS_SSL_VERIFY_OPTIONAL"} {
+			if strings.Contains(src, bad) {
+				t.Errorf("%s uses %s: the server's certificate or name goes unchecked", name, bad)
+			}
+		}
+	}
+	if !strings.Contains(string(posix), "mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED)") {
+		t.Error("posix_tls.c does not require the server's certificate")
+	}
 }
