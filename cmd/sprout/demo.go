@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/api"
+	"github.com/sprout-iot/sprout/edge/tlsconf"
 	"github.com/sprout-iot/sprout/edge/wechat/qr"
 	"github.com/sprout-iot/sprout/simulations/fleet"
 	"github.com/sprout-iot/sprout/simulations/plant"
@@ -81,6 +83,13 @@ func demo(ctx context.Context, args []string) error {
 	_ = sfs.Parse(nil)
 	cfg.store.dataDir, cfg.store.db = dataDir, ""
 	cfg.edgeAddr, cfg.httpAddr, cfg.adminToken = freeOr(edgeAddr), freeOr(httpAddr), token
+	// TLS out of the box: a development CA and node certificate in the demo's data dir.
+	tlsFiles, err := tlsconf.GenerateDev(filepath.Join(dataDir, "tls"), []string{"localhost", "127.0.0.1"}, 0)
+	if err != nil {
+		return err
+	}
+	cfg.links.tlsCert, cfg.links.tlsKey = tlsFiles.Cert, tlsFiles.Key
+	cfg.links.mqttAddr, cfg.links.mqttsAddr, cfg.links.edgeTLSAddr = freeOr("127.0.0.1:1883"), freeOr("127.0.0.1:8883"), freeOr("127.0.0.1:7443")
 	cfg.wx.appID, cfg.wx.secret, cfg.wx.token = platform.AppID(), platform.Secret(), platform.Token()
 	cfg.wx.account, cfg.wx.apiBase = platform.AccountID(), platform.URL()
 	cfg.wx.qrKeys = "sprout-pot=" + hex.EncodeToString(qrKey)
@@ -123,10 +132,18 @@ Sprout demo: %d plants, %d WeChat users, one node (embedded store in %s).
   Sprout API                   http://%s/api/v1/devices/pot-0001   (Authorization: Bearer %s)
   health                       http://%s/readyz
   device edge                  %s   (try: go run ./cmd/sprout sim --server %s ...)
+  device edge over TLS         %s   (CA: %s)
+  MQTT, MQTTS                  %s, %s   (docs/mqtt.md; try: go run ./cmd/sprout sim --transport mqtt --server %s ...)
 
+A quarter of the plants talk MQTT, a quarter MQTTS, a quarter the TCP edge over TLS, the rest plain TCP.
 Ctrl-C stops everything.
 
-`, plants, users, dataDir, strings.TrimPrefix(platform.URL(), "http://"), n.HTTPAddr, n.HTTPAddr, n.HTTPAddr, token, n.HTTPAddr, n.EdgeAddr, n.EdgeAddr)
+`, plants, users, dataDir, strings.TrimPrefix(platform.URL(), "http://"), n.HTTPAddr, n.HTTPAddr, n.HTTPAddr, token, n.HTTPAddr, n.EdgeAddr, n.EdgeAddr,
+		n.links.EdgeTLSAddr, tlsFiles.CA, n.links.MQTTAddr, n.links.MQTTSAddr, n.links.MQTTAddr)
+	caTLS, err := tlsconf.ClientConfig(tlsFiles.CA, "")
+	if err != nil {
+		return err
+	}
 
 	// The plants: some start dry so that alerts come early; a few have flaky pumps.
 	fctx, fcancel := context.WithCancel(ctx)
@@ -136,6 +153,14 @@ Ctrl-C stops everything.
 		_, _ = fleet.Run(fctx, fleet.Options{Devices: creds, Servers: []string{n.EdgeAddr}, Speed: float64(speed), ConnectRate: 200,
 			Progress: func(s fleet.Snapshot) { rep.Store(&s) },
 			Plant: func(i int, c *plant.Config) {
+				switch i % 4 {
+				case 1:
+					c.Transport, c.Servers = plant.TransportMQTT, []string{n.links.MQTTAddr}
+				case 2:
+					c.Transport, c.Servers, c.TLS = plant.TransportMQTT, []string{n.links.MQTTSAddr}, caTLS
+				case 3:
+					c.Servers, c.TLS = []string{n.links.EdgeTLSAddr}, caTLS
+				}
 				if i%10 == 0 {
 					c.StartMoisture = 22
 				}

@@ -8,10 +8,16 @@ import (
 	"net"
 
 	pcluster "github.com/asynkron/protoactor-go/cluster"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/sprout-iot/sprout/cluster/telemetry"
 
 	"github.com/sprout-iot/sprout/edge/device"
 	"github.com/sprout-iot/sprout/edge/mqtt"
 	"github.com/sprout-iot/sprout/edge/tlsconf"
+	"github.com/sprout-iot/sprout/simulations/fleet"
+	"github.com/sprout-iot/sprout/simulations/plant"
 )
 
 // linkConfig is how devices reach a node besides the plaintext TCP edge: MQTT, MQTTS, the TCP
@@ -114,4 +120,65 @@ func (l *links) stop(ctx context.Context) {
 	if l != nil && l.mqtt != nil {
 		_ = l.mqtt.Shutdown(ctx)
 	}
+}
+
+// simTransport makes the fleet's plants use transport ("tcp" or "mqtt"), over TLS when caFile
+// is set.
+func simTransport(o *fleet.Options, transport, caFile string) error {
+	if transport != plant.TransportTCP && transport != plant.TransportMQTT {
+		return fmt.Errorf("%w: --transport must be tcp or mqtt, got %q", errUsage, transport)
+	}
+	var tc *tls.Config
+	if caFile != "" {
+		var err error
+		if tc, err = tlsconf.ClientConfig(caFile, ""); err != nil {
+			return err
+		}
+	}
+	prev := o.Plant
+	o.Plant = func(i int, c *plant.Config) {
+		c.Transport, c.TLS = transport, tc
+		if prev != nil {
+			prev(i, c)
+		}
+	}
+	return nil
+}
+
+// registerMQTTMetrics exposes the MQTT edge's counters on /metrics (read when scraped).
+func registerMQTTMetrics(t *telemetry.Telemetry, l *links) error {
+	if l == nil || l.mqtt == nil {
+		return nil
+	}
+	m := t.Meter()
+	sessions, err1 := m.Int64ObservableGauge("sprout.mqtt.sessions", metric.WithUnit("{session}"),
+		metric.WithDescription("Authenticated MQTT sessions on this node."))
+	accepted, err2 := m.Int64ObservableCounter("sprout.mqtt.connections", metric.WithUnit("{connection}"),
+		metric.WithDescription("MQTT sockets accepted by this node."))
+	reports, err3 := m.Int64ObservableCounter("sprout.mqtt.reports", metric.WithUnit("{message}"),
+		metric.WithDescription("Telemetry and events received over MQTT and stored."))
+	commands, err4 := m.Int64ObservableCounter("sprout.mqtt.commands", metric.WithUnit("{message}"),
+		metric.WithDescription("Commands published to devices over MQTT."))
+	refused, err5 := m.Int64ObservableCounter("sprout.mqtt.refused", metric.WithUnit("{message}"),
+		metric.WithDescription("MQTT connects and messages refused, by reason (auth, foreign_topic, too_large, bad_payload, unavailable)."))
+	for _, err := range []error{err1, err2, err3, err4, err5} {
+		if err != nil {
+			return fmt.Errorf("mqtt metrics: %w", err)
+		}
+	}
+	_, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		st := l.mqtt.Stats()
+		o.ObserveInt64(sessions, st.Sessions)
+		o.ObserveInt64(accepted, st.Accepted)
+		o.ObserveInt64(reports, st.Reports)
+		o.ObserveInt64(commands, st.Commands)
+		for reason, v := range st.Refused {
+			o.ObserveInt64(refused, v, metric.WithAttributes(attribute.String("reason", reason)))
+		}
+		return nil
+	}, sessions, accepted, reports, commands, refused)
+	if err != nil {
+		return fmt.Errorf("mqtt metrics: %w", err)
+	}
+	return nil
 }

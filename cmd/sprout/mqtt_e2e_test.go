@@ -4,8 +4,10 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -99,6 +101,9 @@ func TestMQTTAckedReadingsSurviveSIGKILL(t *testing.T) {
 	}
 	mu.Unlock()
 	t.Logf("%d readings acked before SIGKILL", total)
+	if total == 0 {
+		t.Fatal("nothing acked before SIGKILL")
+	}
 
 	s.start(t)
 	for _, c := range creds {
@@ -220,5 +225,80 @@ func TestTLSListenersWithDevCertsAndReloadOnSIGHUP(t *testing.T) {
 	b, _ := json.Marshal(st)
 	if !st.Online {
 		t.Fatalf("pot not online over MQTTS: %s", b)
+	}
+}
+
+// TestSimOverMQTTAndTLS: `sprout sim --transport mqtt` (plaintext and MQTTS) and `sprout sim
+// --tls-ca` (the TCP edge over TLS) report through one node with the plaintext TCP edge off.
+func TestSimOverMQTTAndTLS(t *testing.T) {
+	dir := t.TempDir()
+	tlsDir := filepath.Join(dir, "tls")
+	if out, err := exec.Command(sproutBin, "tls", "dev", "--out", tlsDir).CombinedOutput(); err != nil {
+		t.Fatalf("sprout tls dev: %v\n%s", err, out)
+	}
+	creds := provisionDevices(t, dir, "sm", 30)
+	s := newServer(t, dir)
+	mqttAddr, mqtts, edgeTLS := freeAddr(t), freeAddr(t), freeAddr(t)
+	s.extraEnv = []string{"SPROUT_EDGE_ADDR=", "SPROUT_MQTT_ADDR=" + mqttAddr, "SPROUT_MQTTS_ADDR=" + mqtts, "SPROUT_EDGE_TLS_ADDR=" + edgeTLS,
+		"SPROUT_TLS_CERT=" + filepath.Join(tlsDir, tlsconf.DevCertFile), "SPROUT_TLS_KEY=" + filepath.Join(tlsDir, tlsconf.DevKeyFile)}
+	s.start(t)
+	ca := filepath.Join(tlsDir, tlsconf.DevCAFile)
+	for i, run := range []struct {
+		name string
+		args []string
+	}{
+		{"mqtt", []string{"--transport", "mqtt", "--server", mqttAddr}},
+		{"mqtts", []string{"--transport", "mqtt", "--server", mqtts, "--tls-ca", ca}},
+		{"tcp over tls", []string{"--server", edgeTLS, "--tls-ca", ca}},
+	} {
+		t.Run(run.name, func(t *testing.T) {
+			part := creds[i*10 : (i+1)*10]
+			credFile := filepath.Join(dir, fmt.Sprintf("creds-%d.json", i))
+			b, _ := json.Marshal(part)
+			_ = os.WriteFile(credFile, b, 0o600)
+			repFile := filepath.Join(dir, fmt.Sprintf("report-%d.json", i))
+			out, err := exec.Command(sproutBin, append([]string{"sim", "--creds", credFile, "--devices", "10",
+				"--duration", "3s", "--report-interval", "100ms", "--json", repFile, "--quiet"}, run.args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("sim: %v\n%s", err, out)
+			}
+			var rep fleet.Report
+			rb, _ := os.ReadFile(repFile)
+			if err := json.Unmarshal(rb, &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rep.ConnectedMax != 10 || rep.FramesAcked == 0 || rep.FramesAcked+10 < rep.FramesSent {
+				t.Fatalf("sim report: connected %d, sent %d, acked %d\n%s", rep.ConnectedMax, rep.FramesSent, rep.FramesAcked, out)
+			}
+			var state struct {
+				LastSeq uint64 `json:"last_seq"`
+			}
+			s.get(t, "/api/v1/devices/"+part[0].ID, &state)
+			if state.LastSeq == 0 {
+				t.Fatalf("no telemetry stored for %s", part[0].ID)
+			}
+		})
+	}
+	m, _ := scrape(t, s)
+	if m["sprout_mqtt_reports_total"] == 0 || m["sprout_mqtt_connections_total"] < 20 {
+		t.Fatalf("MQTT metrics: reports %v, connections %v", m["sprout_mqtt_reports_total"], m["sprout_mqtt_connections_total"])
+	}
+}
+
+// TestDemoRunsPlantsOverMQTTAndTLS: the demo's plants over MQTT, MQTTS and the TCP edge over TLS
+// (dev certificates in its data dir) all come online, beside the plain TCP ones.
+func TestDemoRunsPlantsOverMQTTAndTLS(t *testing.T) {
+	args := []string{"--plants", "8", "--users", "1", "--demo-dir", filepath.Join(t.TempDir(), "demo"),
+		"--demo-edge-addr", "127.0.0.1:0", "--demo-http-addr", "127.0.0.1:0", "--demo-wechat-addr", "127.0.0.1:0"}
+	cmd := exec.Command(sproutBin, append([]string{"demo"}, args...)...)
+	out, exited := startUntil(t, cmd, "plants online    8 |")
+	if !strings.Contains(out.String(), "MQTT, MQTTS") {
+		t.Fatalf("the demo does not say where MQTT is:\n%s", out.String())
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(t, exited, out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 }

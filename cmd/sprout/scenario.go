@@ -35,6 +35,7 @@ func runScenario(args []string) error {
 	out := fs.String("out", "", "directory for the report (default scenario-reports/NAME-TIME)")
 	bin := fs.String("sprout", "", "the sprout binary to run as the node (default: this executable)")
 	cluster := fs.String("cluster", "", "comma-separated node HTTP addresses of an external cluster target (not implemented; without it, cluster scenarios start a local cluster)")
+	transport := fs.String("transport", "tcp", "how the plants reach the node(s): tcp (the TCP edge) or mqtt (each node's MQTT listener)")
 	keep := fs.Bool("keep", false, "keep the node's data directory and log in the output directory")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), scenarioUsage)
@@ -78,7 +79,10 @@ func runScenario(args []string) error {
 	if *out == "" {
 		*out = filepath.Join("scenario-reports", sc.Name+"-"+time.Now().Format("20060102-150405"))
 	}
-	o := scenario.Options{Short: *short, Binary: *bin, Log: os.Stderr}
+	if *transport != "tcp" && *transport != "mqtt" {
+		return fmt.Errorf("%w: --transport must be tcp or mqtt, got %q", errUsage, *transport)
+	}
+	o := scenario.Options{Short: *short, Binary: *bin, Log: os.Stderr, Transport: *transport}
 	if *cluster != "" {
 		o.Cluster = strings.Split(*cluster, ",")
 	}

@@ -186,6 +186,10 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		n.stop(context.Background())
 		return nil, err
 	}
+	if err := registerMQTTMetrics(n.tel, n.links); err != nil {
+		n.stop(context.Background())
+		return nil, err
+	}
 	if cfg.wx.appID != "" && users != nil {
 		web.New(web.Options{Cluster: m.Cluster, Store: st, Users: users, Logger: log, CookieKey: cfg.wx.cookieKey(),
 			PublicURL: cfg.wx.publicURL,

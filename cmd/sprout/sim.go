@@ -23,6 +23,7 @@ import (
 func runSim(args []string) error {
 	var (
 		server, creds, apiURL, token, prefix, jsonOut, localIPs string
+		transport, tlsCA                                        string
 		devices, window, processes                              int
 		duration, interval                                      time.Duration
 		quiet                                                   bool
@@ -42,6 +43,8 @@ func runSim(args []string) error {
 	fs.str(&localIPs, "local-ips", "", "source addresses, comma-separated (default 127.0.0.1-8 for loopback servers)")
 	fs.str(&jsonOut, "json", "", "write the JSON report to this file")
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines")
+	fs.str(&transport, "transport", "tcp", "tcp (Sprout's frames; --server is the edge) or mqtt (MQTT 3.1.1; --server is the MQTT listener, e.g. 127.0.0.1:1883)")
+	fs.str(&tlsCA, "tls-ca", "", "connect over TLS, trusting this CA (PEM; e.g. ca.pem from sprout tls dev); --server is then a TLS listener (:7443, or :8883 with --transport mqtt)")
 	fs.int(&processes, "processes", 1, "spread the plants over this many processes (one process holds about 19,990 sockets here), each on its own loopback source addresses")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -56,6 +59,9 @@ func runSim(args []string) error {
 		return simProcesses(ctx, cs, processes, args, jsonOut)
 	}
 	o := fleet.Options{Devices: cs, Servers: strings.Split(server, ","), ReportInterval: interval, Window: window, Duration: duration}
+	if err := simTransport(&o, transport, tlsCA); err != nil {
+		return err
+	}
 	if localIPs != "" {
 		o.LocalIPs = strings.Split(localIPs, ",")
 	}

@@ -6,6 +6,7 @@ package plant
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -49,6 +50,11 @@ type Config struct {
 	Servers  []string // edge addresses, tried in order
 	LocalIP  string   // source address for the socket ("" = any); spreads clients over 127.0.0.x
 	Firmware string   // Hello.firmware_version (default DefaultFirmware)
+	// Transport is TransportTCP (default: Sprout's frames, docs/protocol.md) or TransportMQTT
+	// (docs/mqtt.md); Servers are then MQTT listeners.
+	Transport string
+	// TLS, if set, connects over TLS verified with it (its RootCAs: the CA the pot trusts).
+	TLS *tls.Config
 
 	// ReportInterval overrides the server's report_interval_s, in real time, for load tests.
 	// 0 follows Welcome.config (simulated seconds, so scaled by Speed); Flood sends as fast as acks allow.
@@ -150,6 +156,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("plant %s: no secret", c.ID)
 	case len(c.Servers) == 0:
 		return fmt.Errorf("plant %s: no servers to connect to", c.ID)
+	case c.Transport != "" && c.Transport != TransportTCP && c.Transport != TransportMQTT:
+		return fmt.Errorf("plant %s: transport must be tcp or mqtt, got %q", c.ID, c.Transport)
 	case len(c.Firmware) > 32:
 		return fmt.Errorf("plant %s: firmware version longer than 32 bytes", c.ID)
 	}

@@ -20,7 +20,7 @@ var (
 
 // session is one connection after Welcome. Its fields are guarded by Plant.mu.
 type session struct {
-	c         *deviceclient.Conn
+	c         link
 	server    string
 	out       []byte    // frames waiting for the next flush
 	wdl       time.Time // write deadline set on the socket
@@ -52,17 +52,35 @@ func (s *session) fail(err error) {
 // the ring is resent from its oldest entry.
 func (p *Plant) connect(ctx context.Context, addr string) (*session, error) {
 	p.stats.ConnectAttempts.Add(1)
-	c, err := deviceclient.Dial(addr, p.cfg.LocalIP, p.cfg.DialTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("%w %s: %w", errDial, addr, err)
-	}
-	p.observe(Observation{Kind: Connected, Server: addr})
-	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
-	w, err := c.Handshake(deviceclient.Hello{DeviceID: p.cfg.ID, Secret: p.cfg.Secret, Firmware: p.cfg.Firmware}, p.cfg.HandshakeTimeout)
-	stop()
-	if err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("%w with %s: %w", errHandshake, addr, err)
+	var c link
+	var w *devicepb.Welcome
+	if p.cfg.Transport == TransportMQTT {
+		ml, welcome, err := dialMQTT(addr, p.cfg)
+		if err != nil {
+			return nil, err
+		}
+		p.observe(Observation{Kind: Connected, Server: addr})
+		c, w = ml, welcome
+	} else {
+		var dc *deviceclient.Conn
+		var err error
+		if p.cfg.TLS != nil {
+			dc, err = deviceclient.DialTLS(addr, p.cfg.LocalIP, p.cfg.DialTimeout, p.cfg.TLS)
+		} else {
+			dc, err = deviceclient.Dial(addr, p.cfg.LocalIP, p.cfg.DialTimeout)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w %s: %w", errDial, addr, err)
+		}
+		p.observe(Observation{Kind: Connected, Server: addr})
+		stop := context.AfterFunc(ctx, func() { _ = dc.Close() })
+		w, err = dc.Handshake(deviceclient.Hello{DeviceID: p.cfg.ID, Secret: p.cfg.Secret, Firmware: p.cfg.Firmware}, p.cfg.HandshakeTimeout)
+		stop()
+		if err != nil {
+			_ = dc.Close()
+			return nil, fmt.Errorf("%w with %s: %w", errHandshake, addr, err)
+		}
+		c = dc
 	}
 
 	s := &session{c: c, server: addr, ended: make(chan struct{}), drained: make(chan struct{}, 1), lastWrite: time.Now()}

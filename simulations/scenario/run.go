@@ -43,6 +43,9 @@ type Options struct {
 	Progress func(Progress)
 	// Log receives setup steps ("provisioning 200 plants..."); nil discards them.
 	Log io.Writer
+	// Transport is how the plants reach the nodes: plant.TransportTCP (default, the TCP edge) or
+	// plant.TransportMQTT (each node's MQTT listener).
+	Transport string
 }
 
 // Progress is the run's state at one second, for a progress line.
@@ -183,19 +186,23 @@ func Run(ctx context.Context, sc *Scenario, o Options) (*report.Report, error) {
 	}
 
 	var servers []string
+	edgeOf := func(nd *node) string { return nd.edge }
+	if o.Transport == plant.TransportMQTT {
+		edgeOf = func(nd *node) string { return nd.mqtt }
+	}
 	for _, nd := range nodes {
-		servers = append(servers, nd.edge)
+		servers = append(servers, edgeOf(nd))
 	}
 	var px *proxy
 	if p.Blip != nil {
-		if px, err = newProxy(n.edge); err != nil {
+		if px, err = newProxy(edgeOf(n)); err != nil {
 			return nil, err
 		}
 		defer px.close()
 		servers = []string{px.addr()}
 	}
 
-	r := &runState{p: p, crit: crit, rep: rep, users: users, platform: platform, tr: newTracker(p.Plants), nodes: nodes}
+	r := &runState{transport: o.Transport, p: p, crit: crit, rep: rep, users: users, platform: platform, tr: newTracker(p.Plants), nodes: nodes}
 	logf("running %s for %s...", sc.Name, p.Duration)
 	if err := r.run(ctx, creds, servers, dry, px, o.Progress); err != nil {
 		return nil, err
@@ -261,14 +268,15 @@ func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, cr
 
 // runState is one run in progress.
 type runState struct {
-	p        Parameters
-	crit     Criteria
-	rep      *report.Report
-	users    []*simUser
-	platform *wechatsim.Platform
-	tr       *tracker
-	start    time.Time
-	nodes    []*node // node 1 first
+	transport string // the plants' (Options.Transport)
+	p         Parameters
+	crit      Criteria
+	rep       *report.Report
+	users     []*simUser
+	platform  *wechatsim.Platform
+	tr        *tracker
+	start     time.Time
+	nodes     []*node // node 1 first
 
 	fleetRep *fleet.Report
 
@@ -318,6 +326,9 @@ func (r *runState) run(ctx context.Context, creds []fleet.Credential, servers []
 					c.StartMoisture = p.DryMoisture
 				}
 				c.MaxBackoff = 5 * time.Second
+				if r.transport != "" {
+					c.Transport = r.transport
+				}
 				c.Observer = r.tr.observer(i)
 			}})
 		r.fleetRep = rep
