@@ -156,11 +156,11 @@ func TestVdevOverTLSAgainstSproutServe(t *testing.T) {
 	})
 
 	// refused runs a pot whose TLS check fails for 4 s and returns its log.
-	refused := func(t *testing.T, id string, tlsArgs ...string) string {
+	refused := func(t *testing.T, id string, tlsArgs ...string) (log, nodeLine string) {
 		before := strings.Count(srv.log.String(), "tls:")
 		p := runVdev(t, vdev, id, append(append(base(id), tlsArgs...), "--run-for-ms", "4000")...)
 		waitExit(t, p, 20*time.Second)
-		log := p.log.String()
+		log = p.log.String()
 		if d := device(t, srv, id); d.Online || d.LastSeq != 0 {
 			t.Errorf("%s reached the node: %+v", id, d)
 		}
@@ -172,6 +172,14 @@ func TestVdevOverTLSAgainstSproutServe(t *testing.T) {
 		actortest.Eventually(t, 5*time.Second, "the node logging the failed TLS handshakes", func() bool {
 			return strings.Count(srv.log.String(), "tls:") > before
 		})
+		var nodeTLS []string
+		for _, line := range strings.Split(srv.log.String(), "\n") {
+			if strings.Contains(line, "tls:") {
+				nodeTLS = append(nodeTLS, line)
+			}
+		}
+		nodeLine = nodeTLS[len(nodeTLS)-1]
+		t.Logf("node: %s", nodeLine)
 		// It backed off: with a 1 s base and a 2 s cap, 4 s hold 2 to 5 attempts, not a busy loop.
 		m := regexp.MustCompile(`stats: connects (\d+) \(failed (\d+)\) handshakes (\d+)`).FindStringSubmatch(log)
 		if m == nil {
@@ -184,18 +192,24 @@ func TestVdevOverTLSAgainstSproutServe(t *testing.T) {
 		if strings.Count(log, "server certificate refused") != connects {
 			t.Errorf("%s: not every attempt says the certificate was refused:\n%s", id, log)
 		}
-		return log
+		return log, nodeLine
 	}
 
 	t.Run("another CA is refused", func(t *testing.T) {
-		log := refused(t, "tls-pot-wrong-ca", "--ca", other.CA, "--server-name", "localhost")
+		log, node := refused(t, "tls-pot-wrong-ca", "--ca", other.CA, "--server-name", "localhost")
 		if !strings.Contains(log, "not correctly signed by the trusted CA") {
 			t.Errorf("the refusal does not say why (an untrusted CA):\n%s", log)
+		}
+		if !strings.Contains(node, "remote error: tls: unknown certificate authority") {
+			t.Errorf("the node's log does not show the pot's unknown-CA alert: %s", node)
 		}
 	})
 
 	t.Run("another name is refused", func(t *testing.T) {
-		log := refused(t, "tls-pot-wrong-name", "--ca", goodCA, "--server-name", "not-this-node.example")
+		log, node := refused(t, "tls-pot-wrong-name", "--ca", goodCA, "--server-name", "not-this-node.example")
+		if !strings.Contains(node, "remote error: tls: bad certificate") {
+			t.Errorf("the node's log does not show the pot's bad-certificate alert: %s", node)
+		}
 		if !strings.Contains(log, "(name not-this-node.example)") || !strings.Contains(log, "does not match") {
 			t.Errorf("the refusal does not say why (the name):\n%s", log)
 		}
