@@ -11,7 +11,7 @@ STATICCHECK_VERSION   := v0.8.2
 FUZZTIME  ?= 200000x
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run cluster test test-go test-firmware fuzz proto proto-check lint bench deps tools clean
+.PHONY: all build run cluster test test-go test-firmware fuzz proto proto-check lint bench bench-mqtt deps tools clean
 
 all: build
 
@@ -78,6 +78,10 @@ lint: $(BIN)/staticcheck
 ## bench: every benchmark; writes docs/benchmarks.md.
 bench: build
 	$(GO) run ./simulations/bench -out docs/benchmarks.md
+
+## bench-mqtt: only the MQTT and TLS part (vs Mosquitto, vs the TCP edge; idle memory); updates its section of docs/benchmarks.md.
+bench-mqtt: build
+	$(GO) run ./simulations/bench -only-mqtt -out docs/benchmarks.md
 
 clean:
 	rm -rf $(BIN)

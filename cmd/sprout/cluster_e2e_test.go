@@ -174,7 +174,7 @@ func TestClusterRoutesCommandsAndAlertsAcrossNodes(t *testing.T) {
 	for _, u := range []*wechatsim.User{alice, bob} {
 		for _, id := range []string{"x-0001", "x-0002", "x-0003"} {
 			scene, _ := qr.Scene(c.qrKey, qr.Code{Product: "pot", Device: id})
-			r, err := u.ScanSproutQR(ctx, scene)
+			r, err := scanParamQR(ctx, c.platform, u, scene)
 			if err != nil || !strings.Contains(r.Content, "绑定成功") {
 				t.Fatalf("bind %s: %v %v", id, r, err)
 			}
@@ -307,7 +307,7 @@ func TestClusterSurvivesANodeKilledUnderLoad(t *testing.T) {
 	alice := c.platform.NewUser("alice")
 	for _, id := range []string{"k-0001", "k-0002", "k-0003"} {
 		scene, _ := qr.Scene(c.qrKey, qr.Code{Product: "pot", Device: id})
-		if _, err := alice.ScanSproutQR(ctx, scene); err != nil {
+		if _, err := scanParamQR(ctx, c.platform, alice, scene); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -405,7 +405,7 @@ func TestClusterNodeJoiningUnderLoadWritesNoDuplicates(t *testing.T) {
 	alice := c.platform.NewUser("alice")
 	for _, id := range []string{"j-0001", "j-0002", "j-0003"} {
 		scene, _ := qr.Scene(c.qrKey, qr.Code{Product: "pot", Device: id})
-		if _, err := alice.ScanSproutQR(context.Background(), scene); err != nil {
+		if _, err := scanParamQR(context.Background(), c.platform, alice, scene); err != nil {
 			t.Fatal(err)
 		}
 	}

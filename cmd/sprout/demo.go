@@ -170,10 +170,11 @@ Ctrl-C stops everything.
 			}})
 	}()
 
-	// The users: each binds a few pots by scanning their Sprout QR codes, then lives a little.
+	// The users: each binds a few pots by scanning their printed labels (URLs on this node, what
+	// `device add --qr-url` prints) with WeChat's scanner, then lives a little.
 	var taps, statuses atomic.Int64
 	for u := 0; u < users; u++ {
-		go demoUser(fctx, platform, platform.NewUser(fmt.Sprintf("o-demo-user-%d", u+1)), qrKey, u, plants, &taps, &statuses)
+		go demoUser(fctx, platform, platform.NewUser(fmt.Sprintf("o-demo-user-%d", u+1)), "http://"+n.HTTPAddr, qrKey, u, plants, &taps, &statuses)
 	}
 
 	tick := time.NewTicker(5 * time.Second)
@@ -194,7 +195,7 @@ Ctrl-C stops everything.
 	}
 }
 
-func demoUser(ctx context.Context, p *wechatsim.Platform, u *wechatsim.User, key []byte, idx, plants int, taps, statuses *atomic.Int64) {
+func demoUser(ctx context.Context, p *wechatsim.Platform, u *wechatsim.User, publicURL string, key []byte, idx, plants int, taps, statuses *atomic.Int64) {
 	call := func(f func(context.Context) (*wechatsim.Reply, error)) {
 		c, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -207,7 +208,10 @@ func demoUser(ctx context.Context, p *wechatsim.Platform, u *wechatsim.User, key
 		if err != nil {
 			continue
 		}
-		call(func(c context.Context) (*wechatsim.Reply, error) { return u.ScanSproutQR(c, scene) })
+		// The pot's printed label: WeChat's scanner opens it, and the bind page signs in and binds.
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, _ = u.Scan(c, qr.LabelURL(publicURL, scene))
+		cancel()
 	}
 	for {
 		select {

@@ -39,8 +39,11 @@ func runDevice(args []string) error {
 type credential struct {
 	ID     string `json:"id"`
 	Secret string `json:"secret"`           // hex
-	QR     string `json:"qr,omitempty"`     // the signed Sprout QR content (a WeChat scene string)
-	QRURL  string `json:"qr_url,omitempty"` // the same as a URL, with --qr-url
+	QR     string `json:"qr,omitempty"`     // the signed Sprout code (also a WeChat scene string)
+	QRURL  string `json:"qr_url,omitempty"` // the label URL, <public URL>/b/<code>, with --qr-url
+	// WeChatParamQR is the parametric QR WeChat created for the code (with --qr-wechat): its
+	// content, http://weixin.qq.com/q/...; scanning it follows the account and binds in one step.
+	WeChatParamQR string `json:"wechat_param_qr,omitempty"`
 	// WeChatQR is the device QR from WeChat's /device/getqrcode (with --wechat-product): scanning
 	// it in WeChat binds the pot through WeChat's device platform.
 	WeChatQR string `json:"wechat_qr,omitempty"`
@@ -58,6 +61,7 @@ func runDeviceAdd(args []string) error {
 		qrTTL            time.Duration
 		wx               wechatConfig
 		wxProduct, macs  string
+		paramQR          bool
 	)
 	fs := newFlagSet("device add", "Provisions devices: generates an id and a secret for each and prints them.\nWrite the secret into the device (vdev --secret, or the factory's NVS image); it is the only copy outside the store.")
 	sf.register(fs)
@@ -68,15 +72,20 @@ func runDeviceAdd(args []string) error {
 	fs.int(&count, "count", 1, "how many devices to provision")
 	fs.BoolVar(&asJSON, "json", false, "print a JSON array of {id, secret} (what sprout sim --creds reads)")
 	fs.str(&qrKeys, "qr-keys", "", "product=hexkey[,...]: also print each device's signed Sprout QR content (the same keys serve verifies with)")
-	fs.str(&qrPNG, "qr-png", "", "with --qr-keys: write each device's QR code as DIR/ID.png")
-	fs.str(&qrBase, "qr-url", "", "with --qr-keys: also print the URL form (an H5 page of yours, e.g. https://example.com/bind)")
+	fs.str(&qrPNG, "qr-png", "", "with --qr-keys: write each device's label as DIR/ID.png (the label URL with --qr-url, WeChat's parametric QR with --qr-wechat, else the bare code)")
+	fs.str(&qrBase, "qr-url", os.Getenv("SPROUT_PUBLIC_URL"), "with --qr-keys: Sprout's public URL (https://sprout.example.com; default SPROUT_PUBLIC_URL): labels encode <URL>/b/<code>, which WeChat's own scanner opens and binds with one scan")
 	fs.dur(&qrTTL, "qr-ttl", 0, "with --qr-keys: the codes expire after this long (0: never)")
+	fs.BoolVar(&paramQR, "qr-wechat", os.Getenv("SPROUT_WECHAT_PARAM_QR") == "true", "with --qr-keys: have WeChat create a parametric QR per device (/cgi-bin/qrcode/create, scene = the code): one scan follows the account and binds; verified service accounts only; permanent codes count against the account's 100,000 (with --qr-ttl: temporary, at most 30 days); needs --wechat-appid and --wechat-secret [SPROUT_WECHAT_PARAM_QR=true]")
 	fs.str(&wxProduct, "wechat-product", "", "also register each device with WeChat's device platform under this product id: its id is then the one WeChat allocates (/device/getqrcode), it is authorised (/device/authorize_device) and its WeChat device QR is printed; needs --wechat-appid, --wechat-secret and --wechat-macs")
 	fs.str(&macs, "wechat-macs", "", "with --wechat-product: the devices' WiFi MACs (12 hex digits each, comma-separated, one per device in --count order)")
-	fs.str(&wx.appID, "wechat-appid", "", "with --wechat-product: the official account's AppID")
-	fs.str(&wx.secret, "wechat-secret", "", "with --wechat-product: the account's AppSecret (never logged)")
-	fs.str(&wx.apiBase, "wechat-api-base", wxapi.DefaultBaseURL, "with --wechat-product: WeChat API base URL")
+	fs.str(&wx.appID, "wechat-appid", "", "with --wechat-product or --qr-wechat: the official account's AppID")
+	fs.str(&wx.secret, "wechat-secret", "", "with --wechat-product or --qr-wechat: the account's AppSecret (never logged)")
+	fs.str(&wx.apiBase, "wechat-api-base", wxapi.DefaultBaseURL, "with --wechat-product or --qr-wechat: WeChat API base URL")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	labels, err := newLabelMaker(qrKeys != "", qrBase, paramQR, qrTTL, wx)
+	if err != nil {
 		return err
 	}
 	var wxDevices *wechatDevices
@@ -140,11 +149,12 @@ func runDeviceAdd(args []string) error {
 			if c.QR, err = qr.Scene(key, code); err != nil {
 				return fmt.Errorf("QR for %s: %w", d.ID, err)
 			}
-			if qrBase != "" {
-				c.QRURL = qr.URL(qrBase, c.QR)
+			content, err := labels.make(ctx, &c)
+			if err != nil {
+				return fmt.Errorf("device %s was provisioned, but its label was not made: %w", d.ID, err)
 			}
 			if qrPNG != "" {
-				if err := writePNG(qrPNG, d.ID+".png", c.QR); err != nil {
+				if err := writePNG(qrPNG, d.ID+".png", content); err != nil {
 					return err
 				}
 			}
@@ -165,6 +175,9 @@ func runDeviceAdd(args []string) error {
 		}
 		if c.QRURL != "" {
 			fmt.Printf(" qr_url=%s", c.QRURL)
+		}
+		if c.WeChatParamQR != "" {
+			fmt.Printf(" wechat_param_qr=%s", c.WeChatParamQR)
 		}
 		if c.WeChatQR != "" {
 			fmt.Printf(" wechat_qr=%s", c.WeChatQR)

@@ -35,7 +35,7 @@ func TestPushDecidedBeforeACrashIsDeliveredAfterTheRestart(t *testing.T) {
 	ctx := context.Background()
 	alice := p.NewUser("alice")
 	scene, _ := qr.Scene(key, qr.Code{Product: "sprout-pot", Device: creds[0].ID})
-	if r, err := alice.ScanSproutQR(ctx, scene); err != nil || !strings.Contains(r.Content, "绑定成功") {
+	if r, err := scanParamQR(ctx, p, alice, scene); err != nil || !strings.Contains(r.Content, "绑定成功") {
 		t.Fatalf("bind: %v %v", r, err)
 	}
 	// WeChat is down (system busy) from now on.

@@ -179,7 +179,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			return nil, err
 		}
 		console.New(console.Options{Cluster: m.Cluster, Store: st, AdminToken: cfg.adminToken,
-			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, Logger: log}).Routes(r)
+			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, PublicURL: cfg.wx.publicURL, Logger: log}).Routes(r)
 	}
 	r.Method(http.MethodGet, "/metrics", n.tel.Handler())
 	if err := registerNodeMetrics(n.tel, n); err != nil {
@@ -195,7 +195,8 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			PublicURL: cfg.wx.publicURL,
 			OAuth:     web.OAuth{AppID: cfg.wx.appID, Secret: cfg.wx.secret, APIBase: cfg.wx.apiBase, AuthorizeBase: cfg.wx.authorizeBase()},
 			WaterMs:   uint32(cfg.wx.waterMs), CommandTimeout: cfg.wx.commandTimeout, VerifyScene: wx.verifyScene,
-			JSSDK: wx.jsConfig(m.Cluster)}).Routes(r)
+			JSSDK: wx.jsConfig(m.Cluster), VerifyDeviceQR: wx.verifyDeviceQR(m.Cluster),
+			Follow: web.Follow{QR: cfg.wx.followQR, URL: cfg.wx.followURL}}).Routes(r)
 	}
 	if err := wx.start(m.Cluster, r, m.Address()); err != nil {
 		n.stop(context.Background())

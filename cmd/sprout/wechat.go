@@ -32,6 +32,7 @@ type wechatConfig struct {
 	alertBurst                                     int
 	alertWindow                                    time.Duration
 	webCookieKey, publicURL                        string
+	followQR, followURL                            string // labels: how the pages tell users to follow
 }
 
 // cookieKey signs the pages' session cookies: SPROUT_WEB_COOKIE_KEY (hex, 32+ bytes), or one
@@ -71,7 +72,8 @@ func (c *wechatConfig) register(fs *flagSet) {
 	fs.int(&c.alertBurst, "alert-burst", 3, "alert pushes per user per --alert-window before they are summarised")
 	fs.dur(&c.alertWindow, "alert-window", time.Minute, "the alert rate-limit window")
 	fs.str(&c.webCookieKey, "web-cookie-key", "", "hex key (16+ bytes) signing the /app pages' session cookies; empty: derived from the AppID and secret (never logged)")
-	fs.str(&c.publicURL, "public-url", "", "the URL users reach this service at (OAuth redirects for /app); empty: taken from each request")
+	fs.str(&c.publicURL, "public-url", "", "the URL users reach this service at (OAuth redirects for /app, printed labels' <URL>/b/<code>); empty: taken from each request")
+	c.registerLabel(fs)
 }
 
 // parseQRKeys reads product=hexkey pairs.

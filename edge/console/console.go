@@ -43,7 +43,12 @@ type Options struct {
 	CookieKey []byte
 	// QRKeys maps a product to its Sprout QR key (edge/wechat/qr); nil: no QR sheet.
 	QRKeys map[string][]byte
-	Logger *slog.Logger
+	// PublicURL is Sprout's public origin (SPROUT_PUBLIC_URL). With it, each label on the QR
+	// sheet encodes <PublicURL>/b/<code> (qr.LabelURL), which WeChat's own scanner opens and binds
+	// with one scan; without it, the bare code, which only Sprout's page scanner binds (the sheet
+	// says so).
+	PublicURL string
+	Logger    *slog.Logger
 
 	// SessionTTL is how long a sign-in lasts (default 12 h).
 	SessionTTL time.Duration

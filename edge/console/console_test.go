@@ -206,7 +206,7 @@ func TestConsole(t *testing.T) {
 			t.Fatal(err)
 		}
 		rows, err := csv.NewReader(bytes.NewReader(raw)).ReadAll()
-		if err != nil || len(rows) != 4 || strings.Join(rows[0], ",") != "device_id,secret_hex,product,qr" {
+		if err != nil || len(rows) != 4 || strings.Join(rows[0], ",") != "device_id,secret_hex,product,qr,label" {
 			t.Fatalf("CSV: %v\n%s", err, raw)
 		}
 		for _, row := range rows[1:] {

@@ -32,6 +32,8 @@ type batchView struct {
 	Product string
 	Devices []credential
 	HasQR   bool
+	// BareQR: the labels hold the bare code (no PublicURL): WeChat's scanner cannot bind them.
+	BareQR  bool
 	Err     string       // why the batch stopped early
 	CSV     template.URL // data:text/csv;base64,... of Devices, for the factory's flashing line
 	CSVName string       // the file name the browser saves it under
@@ -40,7 +42,8 @@ type batchView struct {
 type credential struct {
 	ID     string
 	Secret string
-	QR     string       // the signed token the code carries
+	QR     string       // the signed token
+	Label  string       // what the printed code encodes: the label URL, or the bare token
 	PNG    template.URL // data:image/png;base64,...
 }
 
@@ -90,7 +93,7 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, hasQR := h.opts.QRKeys[product]
-	b := &batchView{Product: product, HasQR: hasQR}
+	b := &batchView{Product: product, HasQR: hasQR, BareQR: hasQR && h.opts.PublicURL == ""}
 	next := 1
 	for len(b.Devices) < count {
 		id := ""
@@ -118,7 +121,11 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) {
 				b.Devices = append(b.Devices, c)
 				break
 			}
-			png, err := qr.PNG(c.QR, h.opts.QRSize)
+			c.Label = c.QR
+			if h.opts.PublicURL != "" {
+				c.Label = qr.LabelURL(h.opts.PublicURL, c.QR)
+			}
+			png, err := qr.PNG(c.Label, h.opts.QRSize)
 			if err != nil {
 				b.Err = fmt.Sprintf("QR for %s: %v", d.ID, err)
 				b.Devices = append(b.Devices, c)
@@ -145,15 +152,16 @@ func (h *Handler) provision(w http.ResponseWriter, r *http.Request) {
 	h.render(w, status, "provision.html", p)
 }
 
-// batchCSV is a batch as CSV: device_id, secret_hex, product, qr (the signed QR content, empty
-// without a QR key), with a header row. A cell that a spreadsheet would read as a formula (it
+// batchCSV is a batch as CSV: device_id, secret_hex, product, qr (the signed code, empty without
+// a QR key), label (what the printed code encodes: the label URL, or the bare code), with a
+// header row. A cell that a spreadsheet would read as a formula (it
 // starts with = + - @ or a tab) is prefixed with ' (device ids may start with '-').
 func batchCSV(product string, ds []credential) []byte {
 	var buf bytes.Buffer
 	w := csv.NewWriter(&buf)
-	_ = w.Write([]string{"device_id", "secret_hex", "product", "qr"})
+	_ = w.Write([]string{"device_id", "secret_hex", "product", "qr", "label"})
 	for _, d := range ds {
-		_ = w.Write([]string{csvCell(d.ID), d.Secret, csvCell(product), csvCell(d.QR)})
+		_ = w.Write([]string{csvCell(d.ID), d.Secret, csvCell(product), csvCell(d.QR), csvCell(d.Label)})
 	}
 	w.Flush()
 	return buf.Bytes()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/api"
+	wxapi "github.com/sprout-iot/sprout/edge/wechat/api"
 	"github.com/sprout-iot/sprout/edge/wechat/qr"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
@@ -468,6 +469,7 @@ func (h *Handler) bindForm(w http.ResponseWriter, r *http.Request) {
 	if p.CanBind {
 		p.JSSDK = h.jsConfig(r)
 	}
+	p.JSScript = h.opts.JSSDKScript
 	h.render(w, http.StatusOK, "bind.html", p)
 }
 
@@ -482,6 +484,18 @@ func (h *Handler) bindCode(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	code := strings.TrimSpace(r.PostFormValue("code"))
+	if wxapi.IsDeviceQR(code) && h.opts.VerifyDeviceQR != nil { // WeChat's device QR: WeChat names the device
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		id, err := h.opts.VerifyDeviceQR(ctx, code)
+		if err != nil || id == "" {
+			h.opts.Logger.Info("web: device QR not verified", "err", err)
+			h.reply(w, r, http.StatusBadRequest, "invalid", "bad_code")
+			return
+		}
+		h.bindTo(w, r, s, id, "device_qr")
+		return
+	}
 	id, err := h.opts.VerifyScene(code)
 	if code == "" || err != nil || id == "" {
 		h.reply(w, r, http.StatusBadRequest, "invalid", "bad_code")
@@ -496,5 +510,6 @@ func (h *Handler) wifi(w http.ResponseWriter, r *http.Request) {
 	s := sessionFrom(r.Context())
 	p := h.newPage(r, s)
 	p.JSSDK = h.jsConfig(r)
+	p.JSScript = h.opts.JSSDKScript
 	h.render(w, http.StatusOK, "wifi.html", p)
 }

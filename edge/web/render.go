@@ -33,6 +33,8 @@ type page struct {
 	CanBind  bool
 	Code     string
 	JSSDK    *JSConfig
+	Label    *labelView // the result of opening a printed label
+	JSScript string     // the JS-SDK's URL (Options.JSSDKScript)
 }
 
 // cardData is one plant card: the plant and the page it is on.
@@ -67,7 +69,7 @@ func (h *Handler) newPage(r *http.Request, s session) *page {
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"plants.html", "plant.html", "message.html", "confirm.html", "invite.html", "bind.html", "wifi.html"} {
+	for _, name := range []string{"plants.html", "plant.html", "message.html", "confirm.html", "invite.html", "bind.html", "wifi.html", "label.html"} {
 		out[name] = template.Must(template.New(name).ParseFS(templateFS, "templates/layout.html", "templates/"+name))
 	}
 	return out

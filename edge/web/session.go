@@ -155,6 +155,14 @@ func (h *Handler) oauthCallback(w http.ResponseWriter, r *http.Request) {
 		h.errorPage(w, r, http.StatusBadGateway, tr(lang, "err_signin"))
 		return
 	}
+	if tok.Snapshot() {
+		// WeChat's page snapshot (a link opened from Moments without "use full service"): the
+		// OpenID is not the user's, so no session, and nothing is bound or shown.
+		h.opts.Logger.Info("web: OAuth answered a snapshot user; no session")
+		h.setCookie(w, r, stateCookie, "", "/app", time.Time{})
+		h.errorPage(w, r, http.StatusForbidden, tr(lang, "snapshot"))
+		return
+	}
 	s := session{OpenID: tok.OpenID, Expires: h.opts.Now().Add(h.opts.SessionTTL).Truncate(time.Second)}
 	h.setCookie(w, r, stateCookie, "", "/app", time.Time{})
 	h.setCookie(w, r, sessionCookie, h.encodeSession(s), "/app", s.Expires)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/wechat/api"
+	"github.com/sprout-iot/sprout/edge/wechat/qr"
 )
 
 //go:embed templates/*.html
@@ -77,11 +78,20 @@ type Options struct {
 	// the device it names; wire it to qr.Verify with the product QR keys. Nil: "bind a plant" is
 	// not offered.
 	VerifyScene func(code string) (deviceID string, err error)
+	// VerifyDeviceQR resolves a WeChat device QR code (http://we.qq.com/d/…) scanned with the
+	// bind page's scanner to its device id; wire it to /device/verify_qrcode
+	// (api.Client.VerifyQRCode). Nil: such codes are refused as invalid.
+	VerifyDeviceQR func(ctx context.Context, content string) (deviceID string, err error)
 	// JSSDK returns wx.config for a page URL (a signature over the account's jsapi_ticket). Nil:
 	// the "scan" and "configure WiFi in WeChat" buttons are not shown (typing the code and the
 	// AirKiss / ESP-TOUCH instructions still work).
-	JSSDK  func(ctx context.Context, pageURL string) (*JSConfig, error)
-	Logger *slog.Logger
+	JSSDK func(ctx context.Context, pageURL string) (*JSConfig, error)
+	// Follow is how the pages tell a user who does not follow the official account to follow it
+	// (after binding from a label). Zero: a plain "follow the account" note.
+	Follow Follow
+	// JSSDKScript is the URL of WeChat's JS-SDK (default DefaultJSSDKScript).
+	JSSDKScript string
+	Logger      *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -120,7 +130,13 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.JSSDKScript == "" {
+		o.JSSDKScript = DefaultJSSDKScript
+	}
 }
+
+// DefaultJSSDKScript is WeChat's JS-SDK, which the scan and WiFi buttons need.
+const DefaultJSSDKScript = "https://res.wx.qq.com/open/js/jweixin-1.6.0.js"
 
 // Handler serves /app.
 type Handler struct {
@@ -161,6 +177,7 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Route("/app", func(r chi.Router) {
 		r.Use(securityHeaders)
 		r.Get("/oauth", h.oauthCallback)
+		r.With(h.session).Get("/b/{code}", h.labelBind)
 		r.Handle("/static/*", h.static)
 		r.Group(func(r chi.Router) {
 			r.Use(h.session)
@@ -181,6 +198,7 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Post("/logout", h.logout)
 		})
 	})
+	r.With(securityHeaders).Get(qr.LabelPath+"{code}", labelRedirect)
 	r.Get("/app", func(w http.ResponseWriter, r *http.Request) {
 		target := "/app/"
 		if r.URL.RawQuery != "" {

@@ -251,6 +251,9 @@ func (h *Handler) push(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if m.dropForeignScene() {
+		h.log.Info("parametric QR scene is not a Sprout code; dispatched as a plain "+m.Event, "from", m.FromUserName, "scene", m.ForeignScene)
+	}
 	reply := h.dispatch(r.Context(), m)
 	h.answer(w, m, reply, encrypted, now)
 }

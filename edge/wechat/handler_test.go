@@ -95,7 +95,7 @@ func start(t *testing.T, simOpts wechatsim.Options, tweak func(*wechat.Options),
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	opts := wechat.Options{AppID: appID, Token: token, EncodingAESKey: simOpts.EncodingAESKey, Mode: simOpts.Mode,
+	opts := wechat.Options{AppID: appID, Token: token, EncodingAESKey: simOpts.EncodingAESKey, Mode: wechat.Mode(simOpts.Mode),
 		AccountID: account, Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	if tweak != nil {
 		tweak(&opts)
@@ -132,6 +132,9 @@ func TestPlaintextTextMessageReachesDispatcherAndReplyReachesUser(t *testing.T) 
 	}}
 	e := start(t, wechatsim.Options{}, nil, d)
 	u := e.sim.NewUser("oUSER1")
+	if _, err := u.Subscribe(context.Background()); err != nil { // only followers can write to the account
+		t.Fatal(err)
+	}
 	r, err := u.SendText(context.Background(), "hello <pot> & ]]> friends")
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +142,7 @@ func TestPlaintextTextMessageReachesDispatcherAndReplyReachesUser(t *testing.T) 
 	if r.MsgType != "text" || r.Content != "echo: hello <pot> & ]]> friends" || r.ToUserName != "oUSER1" || r.Encrypted {
 		t.Fatalf("reply = %+v", r)
 	}
-	got := d.calls()
+	got := d.calls()[1:] // after the subscribe
 	if len(got) != 1 || got[0].FromUserName != "oUSER1" || got[0].ToUserName != account || got[0].MsgId == "" {
 		t.Fatalf("dispatcher saw %+v", got)
 	}
@@ -204,8 +207,12 @@ func TestCompatibleModeAcceptsEncryptedAndPlaintextPushes(t *testing.T) {
 	d := &dispatcher{answer: func(_ context.Context, m *wechat.Message) (*wechat.Reply, error) {
 		return wechat.TextReply("menu " + m.EventKey), nil
 	}}
-	e := start(t, wechatsim.Options{EncodingAESKey: aesKey, Mode: wechat.ModeCompatible}, nil, d)
-	r, err := e.sim.NewUser("oCOMPAT").ClickMenu(context.Background(), "WATER_NOW")
+	e := start(t, wechatsim.Options{EncodingAESKey: aesKey, Mode: wechatsim.ModeCompatible}, nil, d)
+	u := e.sim.NewUser("oCOMPAT")
+	if _, err := u.Subscribe(context.Background()); err != nil { // a menu is a follower's
+		t.Fatal(err)
+	}
+	r, err := u.ClickMenu(context.Background(), "WATER_NOW")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +335,7 @@ func TestSlowDispatcherIsAnsweredWithSuccessWithinTheBudget(t *testing.T) {
 	}}
 	e := start(t, wechatsim.Options{}, func(o *wechat.Options) { o.DispatchBudget = 150 * time.Millisecond }, d)
 	begin := time.Now()
-	r, err := e.sim.NewUser("oSLOW").SendText(context.Background(), "water")
+	r, err := e.sim.NewUser("oSLOW").Subscribe(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +356,7 @@ func TestDispatcherErrorAndPanicAnswerSuccess(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := start(t, wechatsim.Options{EncodingAESKey: aesKey}, nil, &dispatcher{answer: answer})
-			r, err := e.sim.NewUser("oERR").SendText(context.Background(), "hi")
+			r, err := e.sim.NewUser("oERR").Subscribe(context.Background())
 			if err != nil || !r.Empty || r.Attempts != 1 {
 				t.Fatalf("reply %+v, err %v; want success on the first attempt", r, err)
 			}
@@ -368,7 +375,7 @@ func TestDispatcherDeadlineIsTheBudget(t *testing.T) {
 		return nil, nil
 	}}
 	e := start(t, wechatsim.Options{}, nil, d)
-	if _, err := e.sim.NewUser("oDL").ClickMenu(context.Background(), "K"); err != nil {
+	if _, err := e.sim.NewUser("oDL").Subscribe(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if left <= 3*time.Second || left > wechat.DefaultDispatchBudget {
@@ -398,7 +405,7 @@ func TestSimulatorRetriesWhenSproutDoesNotAnswerInTime(t *testing.T) {
 		return wechat.TextReply("done"), nil
 	}}
 	e := start(t, wechatsim.Options{CallbackTimeout: 200 * time.Millisecond}, nil, d)
-	r, err := e.sim.NewUser("oRETRY").SendText(context.Background(), "water")
+	r, err := e.sim.NewUser("oRETRY").Subscribe(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +430,7 @@ func TestSimulatorGivesUpAfterThreeAttempts(t *testing.T) {
 		return nil, nil
 	}}
 	e := start(t, wechatsim.Options{CallbackTimeout: 100 * time.Millisecond}, nil, d)
-	_, err := e.sim.NewUser("oGIVEUP").SendText(context.Background(), "water")
+	_, err := e.sim.NewUser("oGIVEUP").Subscribe(context.Background())
 	if !errors.Is(err, wechatsim.ErrNoAnswer) {
 		t.Fatalf("err = %v, want ErrNoAnswer", err)
 	}
@@ -433,7 +440,7 @@ func TestSimulatorGivesUpAfterThreeAttempts(t *testing.T) {
 func TestBadSignatureSurfacesToTheSimulatedUser(t *testing.T) {
 	d := &dispatcher{}
 	e := start(t, wechatsim.Options{}, func(o *wechat.Options) { o.Token = "a-different-token" }, d)
-	_, err := e.sim.NewUser("oBAD").SendText(context.Background(), "hi")
+	_, err := e.sim.NewUser("oBAD").Subscribe(context.Background())
 	var ce *wechatsim.CallbackError
 	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden {
 		t.Fatalf("err = %v, want a 403 CallbackError", err)
@@ -447,13 +454,13 @@ func TestClockSkewUsesTheInjectedClock(t *testing.T) {
 	d := &dispatcher{}
 	skewed := func() time.Time { return time.Now().Add(10 * time.Minute) }
 	e := start(t, wechatsim.Options{}, func(o *wechat.Options) { o.Clock = skewed }, d)
-	_, err := e.sim.NewUser("oSKEW").SendText(context.Background(), "hi")
+	_, err := e.sim.NewUser("oSKEW").Subscribe(context.Background())
 	var ce *wechatsim.CallbackError
 	if !errors.As(err, &ce) || ce.Status != http.StatusForbidden || len(d.calls()) != 0 {
 		t.Fatalf("err = %v, calls %d; want 403 and no dispatch", err, len(d.calls()))
 	}
 	e2 := start(t, wechatsim.Options{}, func(o *wechat.Options) { o.Clock = skewed; o.MaxClockSkew = 15 * time.Minute }, d)
-	if _, err := e2.sim.NewUser("oSKEW").SendText(context.Background(), "hi"); err != nil {
+	if _, err := e2.sim.NewUser("oSKEW").Subscribe(context.Background()); err != nil {
 		t.Fatalf("within a 15 min window: %v", err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/sprout-iot/sprout/edge/wechat/qr"
 )
 
 // MsgType values Sprout handles. Others (image, voice, location, …) still parse; the dispatcher
@@ -32,6 +34,8 @@ const (
 
 // OpType values of subscribe_status/unsubscribe_status.
 const (
+	// OpTypeUnknown is an OpType that was missing or not a number: never read as "unsubscribe".
+	OpTypeUnknown     = -1 // present but not a number
 	OpTypeUnsubscribe = 0
 	OpTypeHeartbeat   = 1
 	OpTypeSubscribe   = 2
@@ -42,7 +46,9 @@ const (
 const SceneKeyPrefix = "qrscene_"
 
 // Message is one inbound push, already verified and decrypted. Field names follow the XML.
-// Identifiers are kept as strings so that a value WeChat formats unexpectedly never rejects a push.
+// Identifiers are kept as strings so that a value WeChat formats unexpectedly never rejects a push,
+// and the numeric fields (CreateTime, OpType) are read leniently for the same reason: WeChat sends
+// them as text, sometimes inside CDATA, with spaces, or as "1.0"; see parseNumber.
 type Message struct {
 	ToUserName   string `xml:"ToUserName"`   // the account's original id (gh_…)
 	FromUserName string `xml:"FromUserName"` // the user's OpenID
@@ -57,9 +63,14 @@ type Message struct {
 	DeviceID     string `xml:"DeviceID"`
 	SessionID    string `xml:"SessionID"`
 	OpenID       string `xml:"OpenID"`
-	OpType       int    `xml:"OpType"`
+	OpType       int    `xml:"OpType"` // 0 when absent; OpTypeUnknown when not a number
 	Status       string `xml:"Status"` // TEMPLATESENDJOBFINISH: "success", "failed:user block", …
 	MsgID        string `xml:"MsgID"`  // device_text and TEMPLATESENDJOBFINISH (note the case)
+
+	// ForeignScene is the scene of a subscribe or SCAN event from a parametric QR code that is
+	// not Sprout's (set by the Handler, which then clears EventKey): the event is dispatched as a
+	// plain subscribe or SCAN, never answered as an invalid code.
+	ForeignScene string `xml:"-"`
 }
 
 // envelope is what arrives on the wire: the plaintext fields (plaintext and compatible modes) and
@@ -69,24 +80,68 @@ type envelope struct {
 	Encrypt string `xml:"Encrypt"`
 }
 
-// ParseMessage decodes a plaintext message body (<xml>…</xml>).
-func ParseMessage(body []byte) (*Message, error) {
-	var m Message
-	if err := xml.Unmarshal(body, &m); err != nil {
+// wireMessage is Message as it is decoded: the numeric fields as text, converted by parseNumber,
+// so that a number WeChat formats unexpectedly never rejects the whole push.
+type wireMessage struct {
+	messageFields
+	CreateTime string `xml:"CreateTime"`
+	OpType     string `xml:"OpType"`
+	Encrypt    string `xml:"Encrypt"`
+}
+
+// messageFields is Message without its methods (the shallower wireMessage fields shadow its
+// numeric ones).
+type messageFields Message
+
+func decodeWire(body []byte) (*wireMessage, error) {
+	var w wireMessage
+	if err := xml.Unmarshal(body, &w); err != nil {
 		return nil, fmt.Errorf("wechat: parsing message XML: %w", err)
 	}
+	return &w, nil
+}
+
+func (w *wireMessage) message() Message {
+	m := Message(w.messageFields)
+	m.CreateTime, _ = parseNumber(w.CreateTime)
+	if strings.TrimSpace(w.OpType) != "" { // absent (every message but status events): 0, as before
+		m.OpType = OpTypeUnknown
+		if n, ok := parseNumber(w.OpType); ok && n >= 0 && n <= 1<<16 {
+			m.OpType = int(n)
+		}
+	}
 	m.trim()
+	return m
+}
+
+// parseNumber reads a number WeChat sent as text: surrounding spaces (any Unicode space), a
+// leading '+', and a fractional part of zeros ("1.0") are accepted; anything else is not a
+// number (ok false, and the caller keeps its "unknown" value instead of rejecting the push).
+func parseNumber(s string) (int64, bool) {
+	s = strings.TrimPrefix(strings.TrimSpace(s), "+")
+	if i := strings.IndexByte(s, '.'); i >= 0 && strings.Trim(s[i+1:], "0") == "" {
+		s = s[:i]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
+
+// ParseMessage decodes a plaintext message body (<xml>…</xml>).
+func ParseMessage(body []byte) (*Message, error) {
+	w, err := decodeWire(body)
+	if err != nil {
+		return nil, err
+	}
+	m := w.message()
 	return &m, nil
 }
 
 func parseEnvelope(body []byte) (*envelope, error) {
-	var e envelope
-	if err := xml.Unmarshal(body, &e); err != nil {
-		return nil, fmt.Errorf("wechat: parsing message XML: %w", err)
+	w, err := decodeWire(body)
+	if err != nil {
+		return nil, err
 	}
-	e.trim()
-	e.Encrypt = strings.TrimSpace(e.Encrypt)
-	return &e, nil
+	return &envelope{Message: w.message(), Encrypt: strings.TrimSpace(w.Encrypt)}, nil
 }
 
 func (m *Message) trim() {
@@ -127,6 +182,17 @@ func (m *Message) DeviceData() ([]byte, error) {
 		return nil, fmt.Errorf("wechat: device Content is not base64: %w", err)
 	}
 	return b, nil
+}
+
+// dropForeignScene moves a scene that is not a Sprout code out of EventKey (see ForeignScene)
+// and reports whether it did.
+func (m *Message) dropForeignScene() bool {
+	sc := m.Scene()
+	if sc == "" || qr.IsCode(sc) {
+		return false
+	}
+	m.ForeignScene, m.EventKey = sc, ""
+	return true
 }
 
 // Scene returns the parametric-QR scene of a subscribe or SCAN event ("" for other messages):

@@ -74,7 +74,9 @@ func wechatBench(bin, dataDir, db string, users, rate int, dur time.Duration) (*
 	for i := range us {
 		us[i] = p.NewUser(fmt.Sprintf("wxu-%05d", i))
 		scene, _ := qr.Scene(key, qr.Code{Product: "bench", Device: cs[i].ID})
-		if _, err := us[i].ScanSproutQR(ctx, scene); err != nil {
+		// The account's parametric QR for the pot's code (`device add --qr-wechat`): one scan
+		// follows and binds.
+		if _, err := us[i].Scan(ctx, p.CreateQR(scene)); err != nil {
 			return nil, fmt.Errorf("bind: %w", err)
 		}
 	}

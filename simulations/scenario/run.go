@@ -236,21 +236,24 @@ func bindUsers(ctx context.Context, platform *wechatsim.Platform, key []byte, cr
 		su := users[u]
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
-		if _, err := su.u.SendText(cctx, "hello"); err != nil {
-			return fmt.Errorf("user %s saying hello: %w", su.u.OpenID, err)
-		}
 		for _, pot := range su.pots {
 			scene, err := qr.Scene(key, qr.Code{Product: product, Device: pot})
 			if err != nil {
 				return err
 			}
-			r, err := su.u.ScanSproutQR(cctx, scene)
+			// The pot's label is the account's parametric QR for the code (`device add
+			// --qr-wechat`): scanning it with WeChat's scanner posts SCAN, and Sprout answers.
+			res, err := su.u.Scan(cctx, platform.CreateQR(scene))
 			if err != nil {
 				return fmt.Errorf("user %s scanning %s: %w", su.u.OpenID, pot, err)
 			}
-			if !containsAny(r.Content, boundTexts) {
-				return fmt.Errorf("user %s scanning %s: reply %q is not a binding", su.u.OpenID, pot, r.Content)
+			if res.Reply == nil || !containsAny(res.Reply.Content, boundTexts) {
+				return fmt.Errorf("user %s scanning %s: %+v is not a binding", su.u.OpenID, pot, res)
 			}
+		}
+		// Following now (the first scan subscribed), the user writes to the account.
+		if _, err := su.u.SendText(cctx, "hello"); err != nil {
+			return fmt.Errorf("user %s saying hello: %w", su.u.OpenID, err)
 		}
 		return nil
 	})

@@ -4,11 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"html"
 	"io"
 	"net/http"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -21,14 +19,20 @@ var errmsgs = map[int]string{
 	40003: "invalid openid",
 	40013: "invalid appid",
 	40029: "invalid code",
+	40037: "invalid template_id",
+	40097: "invalid args",
 	40125: "invalid appsecret",
 	40163: "code been used",
 	41001: "access_token missing",
 	42001: "access_token expired",
 	43004: "require subscribe",
+	47003: "argument invalid!",
+	48001: "api unauthorized",
+	40164: "invalid ip, not in whitelist",
 	45009: "reach max api daily quota limit",
 	45011: "api minute-quota reach limit",
 	45015: "response out of time limit or subscription is canceled",
+	45047: "out of response count limit",
 	47001: "data format error",
 }
 
@@ -39,6 +43,7 @@ func (p *Platform) Handler() http.Handler {
 	mux.HandleFunc("/cgi-bin/stable_token", p.handleStableToken)
 	mux.HandleFunc("/cgi-bin/message/template/send", p.api(p.templateSend))
 	mux.HandleFunc("/cgi-bin/message/custom/send", p.api(p.customSend))
+	mux.HandleFunc("/cgi-bin/template/get_all_private_template", p.api(p.listTemplates))
 	mux.HandleFunc("/cgi-bin/qrcode/create", p.api(p.qrcodeCreate))
 	mux.HandleFunc("/cgi-bin/ticket/getticket", p.api(p.getTicket))
 	mux.HandleFunc("/device/transmsg", p.api(p.transmsg))
@@ -47,11 +52,16 @@ func (p *Platform) Handler() http.Handler {
 	mux.HandleFunc("/device/compel_bind", p.api(p.compelBind(true)))
 	mux.HandleFunc("/device/compel_unbind", p.api(p.compelBind(false)))
 	mux.HandleFunc("/device/get_stat", p.api(p.getStat))
+	mux.HandleFunc("/device/get_openid", p.api(p.getOpenID))
+	mux.HandleFunc("/device/get_bind_device", p.api(p.getBindDevice))
+	mux.HandleFunc("/device/verify_qrcode", p.api(p.verifyQRCode))
 	mux.HandleFunc("/sns/oauth2/access_token", p.handleOAuthToken)
 	mux.HandleFunc("/connect/oauth2/authorize", p.handleAuthorize)
 	mux.HandleFunc("GET /_sim/conversations", p.handleDump)
 	mux.HandleFunc("GET /_sim/conversations/{openid}", p.handleDump)
 	mux.HandleFunc("GET /_sim/{$}", p.handleIndex)
+	mux.HandleFunc("GET /_sim/chat", p.handleChatIndex)
+	mux.HandleFunc("GET /_sim/chat/{openid}", p.handleChat)
 	return mux
 }
 
@@ -88,16 +98,76 @@ func (p *Platform) api(f apiFunc) http.HandlerFunc {
 			code = p.injected(r.URL.Path)
 		}
 		p.mu.Unlock()
-		if code != 0 {
-			writeJSON(w, errBody(code))
-			return
-		}
 		var body []byte
 		if r.Body != nil {
 			body, _ = readAll(r)
 		}
-		writeJSON(w, f(r, body))
+		if code != 0 {
+			if code != 41001 && code != 40001 && code != 42001 {
+				p.refusedFromBody(r.URL.Path, body, code, "")
+			}
+			writeJSON(w, errBody(code))
+			return
+		}
+		out := f(r, body)
+		if a, ok := out.(withAfter); ok {
+			writeJSON(w, a.body)
+			if fl, ok := w.(http.Flusher); ok {
+				fl.Flush()
+			}
+			a.after()
+			return
+		}
+		writeJSON(w, out)
 	}
+}
+
+// withAfter is an answer with work to start once the answer is written (a template's receipt is
+// posted after Sprout has its msgid).
+type withAfter struct {
+	body  any
+	after func()
+}
+
+// refusedFromBody records an injected failure of a send in the addressee's conversation.
+func (p *Platform) refusedFromBody(path string, body []byte, code int, msg string) {
+	var req struct {
+		ToUser     string                   `json:"touser"`
+		TemplateID string                   `json:"template_id"`
+		URL        string                   `json:"url"`
+		Data       map[string]TemplateValue `json:"data"`
+		Text       struct {
+			Content string `json:"content"`
+		} `json:"text"`
+	}
+	var kind string
+	switch path {
+	case "/cgi-bin/message/custom/send":
+		kind = KindCustomText
+	case "/cgi-bin/message/template/send":
+		kind = KindTemplate
+	default:
+		return
+	}
+	if json.Unmarshal(body, &req) != nil || req.ToUser == "" {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refused(req.ToUser, kind, code, msg, req.Text.Content, req.TemplateID, req.URL, req.Data)
+}
+
+// refused records a refused send. Must be called with p.mu held.
+func (p *Platform) refused(openID, kind string, code int, msg, text, templateID, u string, data map[string]TemplateValue) {
+	if msg == "" {
+		msg = errmsgs[code]
+	}
+	e := Entry{OpenID: openID, Direction: Out, Kind: KindRefused, Attempted: kind, Errcode: code, Errmsg: msg,
+		Text: text, TemplateID: templateID, URL: u, Data: data}
+	if t := p.templates[templateID]; t != nil {
+		e.Title, e.Fields = t.Title, t.render(data)
+	}
+	p.record(e)
 }
 
 func readAll(r *http.Request) ([]byte, error) { return io.ReadAll(io.LimitReader(r.Body, 1<<20)) }
@@ -203,6 +273,12 @@ type TemplateValue struct {
 	Color string `json:"color,omitempty"`
 }
 
+func (p *Platform) listTemplates(r *http.Request, _ []byte) any {
+	list := make([]Template, 0, len(p.opts.Templates))
+	list = append(list, p.opts.Templates...)
+	return map[string]any{"template_list": list}
+}
+
 func (p *Platform) templateSend(r *http.Request, body []byte) any {
 	var req struct {
 		ToUser      string                   `json:"touser"`
@@ -211,17 +287,36 @@ func (p *Platform) templateSend(r *http.Request, body []byte) any {
 		ClientMsgID string                   `json:"client_msg_id"`
 		Data        map[string]TemplateValue `json:"data"`
 	}
-	if json.Unmarshal(body, &req) != nil || req.TemplateID == "" {
+	if json.Unmarshal(body, &req) != nil || req.ToUser == "" {
 		return errBody(47001)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	refuse := func(code int, msg string) any {
+		p.refused(req.ToUser, KindTemplate, code, msg, "", req.TemplateID, req.URL, req.Data)
+		if msg == "" {
+			return errBody(code)
+		}
+		return map[string]any{"errcode": code, "errmsg": msg}
+	}
+	t := p.templates[req.TemplateID]
 	u := p.userFor(req.ToUser)
 	switch {
+	case t == nil:
+		return refuse(40037, "")
 	case u == nil:
-		return errBody(40003)
+		return refuse(40003, "")
 	case !u.subscribed:
-		return errBody(43004)
+		return refuse(43004, "")
+	}
+	if req.URL != "" {
+		pu, err := url.Parse(req.URL)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return refuse(47003, "argument invalid! url must be an http or https URL")
+		}
+	}
+	if why := validateData(*t, req.Data); why != "" {
+		return refuse(47003, why)
 	}
 	if req.ClientMsgID != "" {
 		// The same client_msg_id is sent once; a repeat gets the first msgid and no second message.
@@ -229,13 +324,26 @@ func (p *Platform) templateSend(r *http.Request, body []byte) any {
 			return ok(map[string]any{"msgid": id})
 		}
 	}
+	if day := p.now().Format("2006-01-02"); day != p.templateDay {
+		p.templateDay, p.templateCount = day, 0
+	}
+	if p.templateCount >= p.opts.TemplateDailyQuota {
+		return refuse(45009, "")
+	}
+	p.templateCount++
 	id := p.nextSeq()
 	if req.ClientMsgID != "" {
 		p.templateIDs[req.ToUser+"|"+req.ClientMsgID] = id
 	}
+	status := u.blockStatus
+	if status == "" {
+		status = DeliverySuccess
+	}
 	p.record(Entry{OpenID: req.ToUser, Direction: Out, Kind: KindTemplate, TemplateID: req.TemplateID,
-		URL: req.URL, Data: req.Data, ClientMsgID: req.ClientMsgID, MsgID: id})
-	return ok(map[string]any{"msgid": id})
+		Title: t.Title, Fields: t.render(req.Data), URL: req.URL, Data: req.Data, ClientMsgID: req.ClientMsgID,
+		MsgID: id, Delivery: status})
+	j := p.queueReceipt(req.ToUser, id, status)
+	return withAfter{body: ok(map[string]any{"msgid": id}), after: func() { close(j.ready) }}
 }
 
 func (p *Platform) customSend(r *http.Request, body []byte) any {
@@ -246,22 +354,27 @@ func (p *Platform) customSend(r *http.Request, body []byte) any {
 			Content string `json:"content"`
 		} `json:"text"`
 	}
-	if json.Unmarshal(body, &req) != nil || req.MsgType != "text" {
+	if json.Unmarshal(body, &req) != nil || req.ToUser == "" {
 		return errBody(47001)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	u := p.userFor(req.ToUser)
-	switch {
-	case u == nil:
-		return errBody(40003)
-	case !u.subscribed || p.now().Sub(u.lastActive) > p.opts.CustomerWindow:
-		return errBody(45015)
+	if req.MsgType != "text" || req.Text.Content == "" {
+		// The simulator's users only read text; other kinds (news, image, ...) are not simulated.
+		p.refused(req.ToUser, KindCustomText, 47001, "", req.Text.Content, "", "", nil)
+		return errBody(47001)
+	}
+	if code := p.csAllowed(p.userFor(req.ToUser)); code != 0 {
+		p.refused(req.ToUser, KindCustomText, code, "", req.Text.Content, "", "", nil)
+		return errBody(code)
 	}
 	p.record(Entry{OpenID: req.ToUser, Direction: Out, Kind: KindCustomText, Text: req.Text.Content})
 	return ok(nil)
 }
 
+// qrcodeCreate makes a parametric QR code. QR_SCENE/QR_STR_SCENE are temporary (expire_seconds,
+// default 30 s, at most 30 days); QR_LIMIT_SCENE/QR_LIMIT_STR_SCENE are permanent. The code's
+// content is url; only codes made here scan as subscribe/SCAN events.
 func (p *Platform) qrcodeCreate(r *http.Request, body []byte) any {
 	var req struct {
 		ExpireSeconds int    `json:"expire_seconds"`
@@ -276,29 +389,42 @@ func (p *Platform) qrcodeCreate(r *http.Request, body []byte) any {
 	if json.Unmarshal(body, &req) != nil {
 		return errBody(47001)
 	}
-	scene := req.ActionInfo.Scene.SceneStr
-	if req.ActionName == "QR_SCENE" || req.ActionName == "QR_LIMIT_SCENE" {
-		scene = strconv.FormatInt(req.ActionInfo.Scene.SceneID, 10)
+	var scene string
+	switch req.ActionName {
+	case "QR_SCENE", "QR_LIMIT_SCENE":
+		id := req.ActionInfo.Scene.SceneID
+		if id <= 0 || (req.ActionName == "QR_LIMIT_SCENE" && id > 100000) {
+			return errBody(40097)
+		}
+		scene = strconv.FormatInt(id, 10)
+	case "QR_STR_SCENE", "QR_LIMIT_STR_SCENE":
+		scene = req.ActionInfo.Scene.SceneStr
+		if scene == "" || len(scene) > 64 {
+			return errBody(40097)
+		}
+	default:
+		return errBody(40097)
 	}
-	if scene == "" || len(scene) > 64 {
-		return errBody(47001)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	ticket, ok := p.sceneQR[scene]
-	if !ok {
-		ticket = "gQ" + randHex(20)
-		p.sceneQR[scene] = ticket
-	}
-	out := map[string]any{"ticket": ticket, "url": "http://weixin.qq.com/q/" + ticket[:12]}
-	if strings.HasPrefix(req.ActionName, "QR_LIMIT") {
-		return out
-	}
+	permanent := strings.HasPrefix(req.ActionName, "QR_LIMIT")
 	exp := req.ExpireSeconds
 	if exp <= 0 {
 		exp = 30
 	}
-	out["expire_seconds"] = exp
+	if exp > 2592000 {
+		exp = 2592000
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := &paramQR{scene: scene, ticket: "gQ" + randHex(20), code: randHex(11)}
+	if !permanent {
+		q.expires = p.now().Add(time.Duration(exp) * time.Second)
+	}
+	p.qrByCode[q.code] = q
+	p.qrByScene[scene] = q
+	out := map[string]any{"ticket": q.ticket, "url": "http://weixin.qq.com/q/" + q.code}
+	if !permanent {
+		out["expire_seconds"] = exp
+	}
 	return out
 }
 
@@ -369,7 +495,8 @@ func (p *Platform) getQRCode(r *http.Request, body []byte) any {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	d := &device{id: fmt.Sprintf("%s_%s", p.opts.AccountID, randHex(8)), productID: product, bound: map[string]bool{}}
+	d := &device{id: fmt.Sprintf("%s_%s", p.opts.AccountID, randHex(8)), productID: product, bound: map[string]bool{},
+		mac: strings.ToUpper(randHex(6))}
 	d.ticket = "http://we.qq.com/d/" + "AQ" + randHex(16)
 	p.devices[d.id] = d
 	p.deviceQR[d.ticket] = d.id
@@ -412,6 +539,9 @@ func (p *Platform) authorizeDevice(r *http.Request, body []byte) any {
 			p.devices[dv.ID] = d
 		}
 		d.authorized, d.productID = true, req.ProductID
+		if dv.MAC != "" {
+			d.mac = dv.MAC
+		}
 		resp = append(resp, map[string]any{
 			"base_info": map[string]any{"device_type": p.opts.AccountID, "device_id": dv.ID},
 			"errcode":   0, "errmsg": "ok"})
@@ -470,87 +600,4 @@ func (p *Platform) IsBound(deviceID, openID string) bool {
 	defer p.mu.Unlock()
 	d := p.devices[deviceID]
 	return d != nil && d.bound[openID]
-}
-
-func (p *Platform) handleOAuthToken(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.calls[r.URL.Path]++
-	if code := p.checkApp(q.Get("appid"), q.Get("secret")); code != 0 {
-		writeJSON(w, errBody(code))
-		return
-	}
-	if code := p.injected(r.URL.Path); code != 0 {
-		writeJSON(w, errBody(code))
-		return
-	}
-	if q.Get("grant_type") != "authorization_code" {
-		writeJSON(w, errBody(47001))
-		return
-	}
-	c := p.codes[q.Get("code")]
-	switch {
-	case c == nil || !p.now().Before(c.expires):
-		writeJSON(w, errBody(40029))
-		return
-	case c.used:
-		writeJSON(w, errBody(40163))
-		return
-	}
-	c.used = true
-	writeJSON(w, map[string]any{"access_token": "OAUTH_" + randHex(16), "expires_in": 7200,
-		"refresh_token": "REFRESH_" + randHex(16), "openid": c.openID, "scope": c.scope, "is_snapshotuser": 0})
-}
-
-// issueCode must be called with p.mu held.
-func (p *Platform) issueCode(openID, scope string) string {
-	code := randHex(16)
-	p.codes[code] = &oauthCode{openID: openID, scope: scope, expires: p.now().Add(p.opts.CodeTTL)}
-	return code
-}
-
-// handleAuthorize plays the WeChat client's OAuth2 page. There is no logged-in WeChat client, so
-// the simulated user is named by the extra parameter sim_openid; without it a page lists users.
-func (p *Platform) handleAuthorize(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if q.Get("appid") != p.opts.AppID || q.Get("response_type") != "code" || q.Get("redirect_uri") == "" {
-		http.Error(w, "appid, response_type=code and redirect_uri are required", http.StatusBadRequest)
-		return
-	}
-	redirect, err := url.Parse(q.Get("redirect_uri"))
-	if err != nil {
-		http.Error(w, "bad redirect_uri", http.StatusBadRequest)
-		return
-	}
-	openID := q.Get("sim_openid")
-	p.mu.Lock()
-	if openID == "" || p.users[openID] == nil {
-		ids := make([]string, 0, len(p.users))
-		for id := range p.users {
-			ids = append(ids, id)
-		}
-		p.mu.Unlock()
-		sort.Strings(ids)
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprint(w, "<!doctype html><title>wechatsim: choose a user</title><h1>Sign in as</h1><ul>")
-		for _, id := range ids {
-			v := r.URL.Query()
-			v.Set("sim_openid", id)
-			fmt.Fprintf(w, `<li><a href="?%s">%s</a></li>`, html.EscapeString(v.Encode()), html.EscapeString(id))
-		}
-		fmt.Fprint(w, "</ul>")
-		return
-	}
-	scope := q.Get("scope")
-	if scope == "" {
-		scope = "snsapi_base"
-	}
-	code := p.issueCode(openID, scope)
-	p.mu.Unlock()
-	rq := redirect.Query()
-	rq.Set("code", code)
-	rq.Set("state", q.Get("state"))
-	redirect.RawQuery = rq.Encode()
-	http.Redirect(w, r, redirect.String(), http.StatusFound)
 }

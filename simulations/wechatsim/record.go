@@ -3,10 +3,7 @@ package wechatsim
 import (
 	"errors"
 	"fmt"
-	"html"
 	"net/http"
-	"net/url"
-	"sort"
 	"time"
 )
 
@@ -24,6 +21,10 @@ const (
 	KindDeviceStatus = "device_status" // Out: /device/transmsg with msg_type 2
 	KindReply        = "reply"         // Out: a passive reply to one of the user's callbacks
 	KindCallback     = "callback"      // In: a callback the user's action caused
+	KindReceipt      = "receipt"       // In: TEMPLATESENDJOBFINISH posted to Sprout for a template
+	KindRefused      = "refused"       // Out: a send the platform refused (Errcode, Attempted)
+	KindScanText     = "scan_text"     // the user scanned content WeChat only shows as text
+	KindPage         = "page"          // the user's in-WeChat browser opened a page (URL, Status)
 )
 
 // Entry is one line of a user's conversation with the account.
@@ -37,6 +38,8 @@ type Entry struct {
 	Text string `json:"text,omitempty"` // custom text, user text, reply content
 
 	TemplateID  string                   `json:"template_id,omitempty"`
+	Title       string                   `json:"title,omitempty"`  // template: the template's title
+	Fields      []TemplateField          `json:"fields,omitempty"` // template: the card's lines as rendered
 	URL         string                   `json:"url,omitempty"`
 	Data        map[string]TemplateValue `json:"data,omitempty"`
 	ClientMsgID string                   `json:"client_msg_id,omitempty"`
@@ -49,7 +52,17 @@ type Entry struct {
 
 	MsgType string `json:"msg_type,omitempty"` // In: the callback's MsgType; Out/reply: the reply's
 	Event   string `json:"event,omitempty"`
-	Status  int    `json:"http_status,omitempty"` // In: Sprout's HTTP status (0 = no answer)
+	Status  int    `json:"http_status,omitempty"` // In: Sprout's HTTP status (0 = no answer); page: the page's
+
+	// Delivery is a template's delivery status (TEMPLATESENDJOBFINISH's Status: "success",
+	// "failed:user block", "failed: system failed"); on a receipt, the status posted.
+	Delivery string `json:"delivery,omitempty"`
+	// Refused sends: WeChat's errcode and errmsg, and what was attempted (KindCustomText or
+	// KindTemplate; Text or TemplateID/Data hold what would have been sent).
+	Errcode   int    `json:"errcode,omitempty"`
+	Errmsg    string `json:"errmsg,omitempty"`
+	Attempted string `json:"attempted,omitempty"`
+	Attempts  int    `json:"attempts,omitempty"` // In: how many times the callback was posted
 }
 
 // ErrWaitTimeout is returned by WaitFor when nothing matched in time.
@@ -73,13 +86,15 @@ func (p *Platform) Conversation(openID string) []Entry {
 	return append([]Entry(nil), p.entries[openID]...)
 }
 
-// Received returns what a user received (Direction Out), oldest first.
+// Received returns what reached the user (Direction Out), oldest first: not the sends WeChat
+// refused (KindRefused) nor template cards whose delivery failed (Delivery other than success).
 func (p *Platform) Received(openID string) []Entry {
 	var out []Entry
 	for _, e := range p.Conversation(openID) {
-		if e.Direction == Out {
-			out = append(out, e)
+		if e.Direction != Out || e.Kind == KindRefused || (e.Kind == KindTemplate && e.Delivery != DeliverySuccess) {
+			continue
 		}
+		out = append(out, e)
 	}
 	return out
 }
@@ -92,16 +107,16 @@ func (p *Platform) WaitFor(openID string, timeout time.Duration, match func(Entr
 	seen := 0
 	for {
 		p.mu.Lock()
-		es := p.entries[openID]
+		es := append([]Entry(nil), p.entries[openID][seen:]...)
 		changed := p.changed
-		for ; seen < len(es); seen++ {
-			if match(es[seen]) {
-				e := es[seen]
-				p.mu.Unlock()
+		p.mu.Unlock()
+		// match runs without the lock: it may look at the platform (Conversation, Window, ...).
+		for _, e := range es {
+			seen++
+			if match(e) {
 				return e, nil
 			}
 		}
-		p.mu.Unlock()
 		select {
 		case <-changed:
 		case <-deadline.C:
@@ -118,21 +133,4 @@ func (p *Platform) handleDump(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, p.entries)
-}
-
-func (p *Platform) handleIndex(w http.ResponseWriter, r *http.Request) {
-	p.mu.Lock()
-	ids := make([]string, 0, len(p.entries))
-	for id := range p.entries {
-		ids = append(ids, id)
-	}
-	p.mu.Unlock()
-	sort.Strings(ids)
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprintf(w, "<!doctype html><title>wechatsim</title><h1>Simulated WeChat account %s</h1>", html.EscapeString(p.opts.AccountID))
-	fmt.Fprint(w, `<p>JSON: <a href="/_sim/conversations">/_sim/conversations</a></p><ul>`)
-	for _, id := range ids {
-		fmt.Fprintf(w, `<li><a href="/_sim/conversations/%s">%s</a></li>`, url.PathEscape(id), html.EscapeString(id))
-	}
-	fmt.Fprint(w, "</ul>")
 }

@@ -1,12 +1,19 @@
-// Package wechatsim is a fake WeChat for running and testing Sprout without WeChat: the active API
-// (access tokens, template and customer-service messages, the hardware platform's /device/*
-// calls, parametric QR codes, OAuth2) served over real HTTP, and simulated users who scan QR
-// codes, click menus and send text, which it turns into signed (and in safe mode encrypted)
-// callbacks to Sprout's /wechat URL exactly as WeChat builds them.
+// Package wechatsim is a simulated WeChat official account (服务号) with the hardware platform, for
+// running and testing Sprout without WeChat. It is written from WeChat's public documentation, not
+// from Sprout's code (it imports nothing of Sprout), and it is as strict as the documentation:
 //
-// It records everything each user received and exposes it to tests (Conversation, WaitFor) and to
-// people (GET /_sim/conversations). It is a simulator, not a conformance suite: where WeChat's
-// behaviour is undocumented it picks something plausible and says so in the code.
+//   - the active API over real HTTP: access tokens, customer-service messages under the
+//     interaction allowance (45015, 45047, 43004), template messages checked against the account's
+//     templates (40037, 47003, 45009) and answered later by TEMPLATESENDJOBFINISH, parametric QR
+//     codes, the device APIs (/device/*), OAuth2 and the JS-SDK ticket;
+//   - simulated users who follow, unfollow, type, tap the menu, open pages and scan codes with
+//     WeChat's scanner, which become signed (and in safe mode encrypted) callbacks to Sprout's URL
+//     exactly as WeChat builds them;
+//   - a record of every user's conversation (Conversation, WaitFor), as JSON
+//     (GET /_sim/conversations) and as a phone chat (GET /_sim/chat).
+//
+// Where WeChat's behaviour is not documented the simulator takes the conservative reading and says
+// so next to the code.
 package wechatsim
 
 import (
@@ -20,25 +27,27 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/sprout-iot/sprout/edge/wechat"
 )
 
 // Defaults for Options.
 const (
-	DefaultAppID            = "wxsim0000000000001"
-	DefaultSecret           = "simsecret"
-	DefaultAccountID        = "gh_sproutsim0"
-	DefaultToken            = "simtoken"
-	DefaultTokenTTL         = 7200 * time.Second
-	DefaultCallbackTimeout  = 5 * time.Second // WeChat's own limit
-	DefaultCallbackAttempts = 3
-	DefaultCustomerWindow   = 48 * time.Hour
-	DefaultCodeTTL          = 5 * time.Minute
+	DefaultAppID              = "wxsim0000000000001"
+	DefaultSecret             = "simsecret"
+	DefaultAccountID          = "gh_sproutsim0"
+	DefaultToken              = "simtoken"
+	DefaultTokenTTL           = 7200 * time.Second
+	DefaultCallbackTimeout    = 5 * time.Second // WeChat's own limit
+	DefaultCallbackAttempts   = 3
+	DefaultCustomerWindow     = 48 * time.Hour // after a message from the user
+	DefaultCustomerAllowance  = 5              // customer-service sends after a message from the user
+	DefaultEventWindow        = time.Minute    // after a menu click, a subscribe or a scan
+	DefaultEventAllowance     = 3              // customer-service sends after such an event
+	DefaultCodeTTL            = 5 * time.Minute
+	DefaultTemplateDailyQuota = 100000
 )
 
 // Options configures a Platform. The zero value works: one account with the defaults above,
-// plaintext callbacks.
+// plaintext callbacks and DefaultTemplates.
 type Options struct {
 	AppID     string // default DefaultAppID
 	Secret    string // default DefaultSecret
@@ -47,19 +56,37 @@ type Options struct {
 	// Callback settings: what Sprout was configured with in the "server configuration" page.
 	CallbackURL    string // Sprout's /wechat URL; may also be set later with SetCallbackURL
 	Token          string // default DefaultToken
-	EncodingAESKey string // empty: plaintext callbacks
-	Mode           wechat.Mode
+	EncodingAESKey string // 43 characters; empty: plaintext callbacks
+	Mode           Mode   // default ModeAuto (safe with a key, plaintext without)
 
-	// CallbackTimeout is how long a user's callback waits for Sprout's answer before WeChat
-	// retries. Default 5 s; tests use less.
+	// CallbackTimeout is how long a callback waits for Sprout's answer before WeChat drops the
+	// connection and retries. Default 5 s; tests use less.
 	CallbackTimeout time.Duration
 	// CallbackAttempts is how many times a callback is sent in all when no answer arrives (WeChat:
 	// "总共重试三次", read as three attempts). Default 3.
 	CallbackAttempts int
 
-	TokenTTL       time.Duration // access_token lifetime, default 7200 s
-	CustomerWindow time.Duration // customer-service window after a user's interaction, default 48 h
-	CodeTTL        time.Duration // OAuth2 code lifetime, default 5 min
+	TokenTTL time.Duration // access_token lifetime, default 7200 s
+	CodeTTL  time.Duration // OAuth2 code lifetime, default 5 min
+
+	// The customer-service allowance (客服消息下发额度). A message from the user opens
+	// CustomerWindow (default 48 h) with CustomerAllowance sends (default 5); a menu click, a
+	// subscribe or a scan opens EventWindow (default 1 min) with EventAllowance sends (default 3).
+	// The latest action replaces the previous window.
+	CustomerWindow    time.Duration
+	CustomerAllowance int
+	EventWindow       time.Duration
+	EventAllowance    int
+
+	// Templates are the account's private templates (我的模板); nil means DefaultTemplates().
+	Templates []Template
+	// TemplateDailyQuota is how many template sends a day are accepted before 45009.
+	// Default DefaultTemplateDailyQuota.
+	TemplateDailyQuota int
+
+	// OAuthDomains, when set, are the hosts (网页授权域名) a redirect_uri may point to; any other
+	// gets WeChat's "redirect_uri 参数错误" page. Empty: any host.
+	OAuthDomains []string
 
 	// GetQRCodeRespMsg makes /device/getqrcode answer with the older resp_msg{ret_code,error_info}
 	// shape instead of base_resp{errcode,errmsg}.
@@ -71,11 +98,12 @@ type Options struct {
 
 // Platform is one simulated WeChat official account with its users.
 type Platform struct {
-	opts   Options
-	mode   wechat.Mode
-	cipher *wechat.Cipher
-	log    *slog.Logger
-	client *http.Client
+	opts      Options
+	mode      Mode
+	env       *envelope
+	log       *slog.Logger
+	client    *http.Client
+	templates map[string]*Template
 
 	mu          sync.Mutex
 	callbackURL string
@@ -92,33 +120,59 @@ type Platform struct {
 	failures        []failure
 	users           map[string]*userState
 	devices         map[string]*device // by device id
-	deviceQR        map[string]string  // device QR ticket -> device id
-	sceneQR         map[string]string  // parametric QR scene -> ticket
+	deviceQR        map[string]string  // device QR ticket (http://we.qq.com/d/…) -> device id
+	qrByCode        map[string]*paramQR
+	qrByScene       map[string]*paramQR
 	codes           map[string]*oauthCode
 	templateIDs     map[string]int64 // touser|client_msg_id -> msgid
+	templateDay     string
+	templateCount   int
+	receiptsHeld    bool
+	receipts        []*receiptJob
+	receiptCond     *sync.Cond
+	receiptWorker   bool
+	closing         bool
 	entries         map[string][]Entry
 	changed         chan struct{}
 	seq             int64
+	bg              sync.WaitGroup
 
 	srv *http.Server
 	ln  net.Listener
 }
 
 type userState struct {
-	subscribed bool
-	lastActive time.Time
-	statusSubs map[string]bool // device ids the user's client subscribed to status of
-	created    time.Time
+	subscribed   bool
+	everFollowed bool
+	statusSubs   map[string]bool // device ids the user's client subscribed to status of
+	created      time.Time
+	snapshot     bool
+	blockStatus  string // TEMPLATESENDJOBFINISH status for this user's template sends ("" = success)
+	jar          http.CookieJar
+	browser      *http.Client
+
+	// The customer-service window the user's latest own action opened.
+	windowKind  string // ActionMessage or ActionEvent; "" = never opened
+	windowStart time.Time
+	windowEnd   time.Time
+	windowLeft  int
 }
 
 type device struct {
-	id, ticket, productID string
-	authorized            bool
-	bound                 map[string]bool // openids
+	id, ticket, productID, mac string
+	authorized                 bool
+	bound                      map[string]bool // openids
+}
+
+// paramQR is a parametric QR code made by /cgi-bin/qrcode/create.
+type paramQR struct {
+	scene, ticket, code string
+	expires             time.Time // zero: permanent
 }
 
 type oauthCode struct {
 	openID, scope string
+	snapshot      bool
 	expires       time.Time
 	used          bool
 }
@@ -140,20 +194,27 @@ func New(opts Options) (*Platform, error) {
 	def(&opts.Secret, DefaultSecret)
 	def(&opts.AccountID, DefaultAccountID)
 	def(&opts.Token, DefaultToken)
-	if opts.CallbackTimeout <= 0 {
-		opts.CallbackTimeout = DefaultCallbackTimeout
+	defD := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
 	}
-	if opts.CallbackAttempts <= 0 {
-		opts.CallbackAttempts = DefaultCallbackAttempts
+	defI := func(i *int, v int) {
+		if *i <= 0 {
+			*i = v
+		}
 	}
-	if opts.TokenTTL <= 0 {
-		opts.TokenTTL = DefaultTokenTTL
-	}
-	if opts.CustomerWindow <= 0 {
-		opts.CustomerWindow = DefaultCustomerWindow
-	}
-	if opts.CodeTTL <= 0 {
-		opts.CodeTTL = DefaultCodeTTL
+	defD(&opts.CallbackTimeout, DefaultCallbackTimeout)
+	defI(&opts.CallbackAttempts, DefaultCallbackAttempts)
+	defD(&opts.TokenTTL, DefaultTokenTTL)
+	defD(&opts.CodeTTL, DefaultCodeTTL)
+	defD(&opts.CustomerWindow, DefaultCustomerWindow)
+	defI(&opts.CustomerAllowance, DefaultCustomerAllowance)
+	defD(&opts.EventWindow, DefaultEventWindow)
+	defI(&opts.EventAllowance, DefaultEventAllowance)
+	defI(&opts.TemplateDailyQuota, DefaultTemplateDailyQuota)
+	if opts.Templates == nil {
+		opts.Templates = DefaultTemplates()
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
@@ -164,25 +225,36 @@ func New(opts Options) (*Platform, error) {
 	p := &Platform{
 		opts: opts, mode: opts.Mode, log: opts.Logger.With("component", "wechatsim"),
 		client:      &http.Client{Timeout: opts.CallbackTimeout},
-		callbackURL: opts.CallbackURL,
-		tokens:      map[string]time.Time{}, calls: map[string]int{},
+		callbackURL: opts.CallbackURL, templates: map[string]*Template{},
+		tokens: map[string]time.Time{}, calls: map[string]int{},
 		users: map[string]*userState{}, devices: map[string]*device{},
-		deviceQR: map[string]string{}, sceneQR: map[string]string{}, codes: map[string]*oauthCode{},
-		templateIDs: map[string]int64{}, entries: map[string][]Entry{},
+		deviceQR: map[string]string{}, qrByCode: map[string]*paramQR{}, qrByScene: map[string]*paramQR{},
+		codes: map[string]*oauthCode{}, templateIDs: map[string]int64{}, entries: map[string][]Entry{},
 		changed: make(chan struct{}), seq: 1000000,
 	}
-	if p.mode == wechat.ModeAuto {
-		p.mode = wechat.ModePlaintext
+	p.receiptCond = sync.NewCond(&p.mu)
+	for i := range opts.Templates {
+		t := opts.Templates[i]
+		if t.ID == "" {
+			return nil, fmt.Errorf("wechatsim: template %d has no ID", i)
+		}
+		if _, dup := p.templates[t.ID]; dup {
+			return nil, fmt.Errorf("wechatsim: template %s declared twice", t.ID)
+		}
+		p.templates[t.ID] = &t
+	}
+	if p.mode == ModeAuto {
+		p.mode = ModePlaintext
 		if opts.EncodingAESKey != "" {
-			p.mode = wechat.ModeSafe
+			p.mode = ModeSafe
 		}
 	}
-	if p.mode != wechat.ModePlaintext {
-		c, err := wechat.NewCipher(opts.EncodingAESKey, opts.AppID)
+	if p.mode != ModePlaintext {
+		e, err := newEnvelope(opts.EncodingAESKey, opts.AppID)
 		if err != nil {
 			return nil, fmt.Errorf("wechatsim: %w", err)
 		}
-		p.cipher = c
+		p.env = e
 	}
 	return p, nil
 }
@@ -227,17 +299,26 @@ func (p *Platform) URL() string {
 	return "http://" + p.ln.Addr().String()
 }
 
-// Close stops the server.
+// Close stops the server, drops the receipts not posted yet and waits for the one being posted.
 func (p *Platform) Close() error {
 	p.mu.Lock()
 	srv := p.srv
 	p.mu.Unlock()
-	if srv == nil {
-		return nil
+	var err error
+	if srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		err = srv.Shutdown(ctx)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	return srv.Shutdown(ctx)
+	p.mu.Lock()
+	for range p.receipts { // receipts not posted yet are dropped: the platform is going away
+		p.bg.Done()
+	}
+	p.receipts, p.closing = nil, true
+	p.receiptCond.Broadcast()
+	p.mu.Unlock()
+	p.bg.Wait()
+	return err
 }
 
 // SetCallbackURL sets Sprout's callback URL (for when Sprout starts after the simulator).
@@ -247,13 +328,14 @@ func (p *Platform) SetCallbackURL(u string) {
 	p.mu.Unlock()
 }
 
-// AppID, Secret, Token, EncodingAESKey and AccountID return the account's settings, for configuring
-// Sprout against this platform.
+// AppID, Secret, Token, EncodingAESKey, AccountID and Mode return the account's settings, for
+// configuring Sprout against this platform.
 func (p *Platform) AppID() string          { return p.opts.AppID }
 func (p *Platform) Secret() string         { return p.opts.Secret }
 func (p *Platform) Token() string          { return p.opts.Token }
 func (p *Platform) EncodingAESKey() string { return p.opts.EncodingAESKey }
 func (p *Platform) AccountID() string      { return p.opts.AccountID }
+func (p *Platform) Mode() Mode             { return p.mode }
 
 // TokenFetches counts successful /cgi-bin/token calls (not stable_token).
 func (p *Platform) TokenFetches() int {
@@ -284,6 +366,13 @@ func (p *Platform) FailNext(path string, n, errcode int) {
 	p.failures = append(p.failures, failure{path: path, left: n, errcode: errcode})
 }
 
+// ClearFailures drops every failure FailNext injected that has not happened yet.
+func (p *Platform) ClearFailures() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures = nil
+}
+
 // RevokeTokens invalidates every access token, as when another party fetched a new one.
 func (p *Platform) RevokeTokens() {
 	p.mu.Lock()
@@ -303,11 +392,4 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// ClearFailures drops every failure FailNext injected that has not happened yet.
-func (p *Platform) ClearFailures() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.failures = nil
 }

@@ -36,6 +36,11 @@ type UserToken struct {
 	IsSnapshotUser int    `json:"is_snapshotuser"` // 1: a "snapshot" (preview) user without a real OpenID binding
 }
 
+// Snapshot reports whether the token is a snapshot user's: a page opened in WeChat's snapshot
+// mode (from Moments, before the user taps "use full service") gets a placeholder OpenID that is
+// not the user's. Such a token must not sign anyone in.
+func (t UserToken) Snapshot() bool { return t.IsSnapshotUser == 1 }
+
 // AuthorizeURL builds the consent URL. scope is snsapi_base (silent) or snsapi_userinfo; state is
 // [A-Za-z0-9], at most 128 bytes. Parameter order and the #wechat_redirect suffix are required.
 func (o *OAuth) AuthorizeURL(redirectURI, scope, state string) string {

@@ -170,6 +170,19 @@ func scene(t *testing.T, device string) string {
 	return s
 }
 
+// scanParam is u scanning, with WeChat's scanner, the parametric QR the account made for scene
+// (/cgi-bin/qrcode/create): subscribe with qrscene_<scene> for a non-follower, SCAN for a follower.
+func scanParam(w *world, u *wechatsim.User, scene string) (*wechatsim.Reply, error) {
+	res, err := u.Scan(ctx5(), w.platform.CreateQR(scene))
+	if err != nil {
+		return nil, err
+	}
+	if res.Reply == nil {
+		return nil, fmt.Errorf("scanning the QR of %q: %s, not an event", scene, res.Kind)
+	}
+	return res.Reply, nil
+}
+
 // ctx5 is a simulated user's patience for one callback.
 func ctx5() context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -179,7 +192,7 @@ func ctx5() context.Context {
 
 func bind(t *testing.T, w *world, u *wechatsim.User, device string) {
 	t.Helper()
-	r, err := u.ScanSproutQR(ctx5(), scene(t, device))
+	r, err := scanParam(w, u, scene(t, device))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +348,7 @@ func TestRetriedCallbackActsOnce(t *testing.T) {
 	secret := w.addDevice(t, "pot-1")
 	pot := w.connect(t, "pot-1", secret)
 	alice := w.platform.NewUser("alice")
-	_, _ = alice.ScanSproutQR(ctx5(), scene(t, "pot-1"))
+	_, _ = scanParam(w, alice, scene(t, "pot-1"))
 	waitBound(t, w, "pot-1", "alice")
 	_, _ = alice.ClickMenu(ctx5(), actors.MenuWater)
 	waitText(t, w, "alice", "浇水完成", 3*time.Second)
@@ -449,7 +462,7 @@ func TestBindingUnknownRevokedOrForgedCodes(t *testing.T) {
 		"forged":  {strings.Replace(scene(t, "pot-404"), "pot-404", "pot-405", 1), "二维码无效"},
 	}
 	for name, tc := range cases {
-		r, err := u.ScanSproutQR(ctx5(), tc.scene)
+		r, err := scanParam(w, u, tc.scene)
 		if err != nil || !strings.Contains(r.Content, tc.want) {
 			t.Errorf("%s: %q %v", name, r.Content, err)
 		}

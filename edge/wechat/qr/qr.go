@@ -111,16 +111,43 @@ func URL(base, token string) string {
 	return base + sep + URLParam + "=" + url.QueryEscape(token)
 }
 
+// LabelPath is the path of the label URL (LabelURL): <public URL>/b/<token>. It is short on
+// purpose: the shorter the URL, the coarser and easier to scan the printed code.
+const LabelPath = "/b/"
+
+// LabelURL is what a printed label encodes: an https URL to Sprout's bind page, which WeChat's
+// own scanner opens in its browser (a bare token would only be shown as text). publicURL is the
+// service's external origin (SPROUT_PUBLIC_URL), e.g. https://sprout.example.com.
+func LabelURL(publicURL, token string) string {
+	return strings.TrimRight(publicURL, "/") + LabelPath + token
+}
+
 // Extract finds the token in what a scan produced: a bare token, a subscribe EventKey
-// ("qrscene_<token>"), or the URL form.
+// ("qrscene_<token>"), the label URL (…/b/<token>), or the older URL form (…?c=<token>).
 func Extract(s string) string {
 	s = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(s), ScenePrefix))
 	if strings.Contains(s, "://") {
-		if u, err := url.Parse(s); err == nil {
-			return u.Query().Get(URLParam)
+		u, err := url.Parse(s)
+		if err != nil {
+			return ""
 		}
+		if c := u.Query().Get(URLParam); c != "" {
+			return c
+		}
+		if i := strings.LastIndex(u.Path, LabelPath); i >= 0 {
+			return u.Path[i+len(LabelPath):]
+		}
+		return ""
 	}
 	return s
+}
+
+// IsCode reports whether s (any form Extract accepts) has the shape of a Sprout code, signed or
+// not. A parametric QR scene that is not (the account's other QR codes: a campaign, a shop
+// poster) is none of Sprout's business, and is ignored rather than answered as an invalid code.
+func IsCode(s string) bool {
+	tok := Extract(s)
+	return strings.HasPrefix(tok, version+".") && strings.Count(tok, ".") == 4
 }
 
 // Verify checks a scanned token (any form Extract accepts) at time now and returns its Code.

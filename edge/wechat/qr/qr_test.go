@@ -32,7 +32,8 @@ func TestSignedCodeVerifiesInEveryForm(t *testing.T) {
 	if len(tok) > 64 || !strings.HasPrefix(tok, "s1.pot.SP-00042-ab.") {
 		t.Fatalf("token %q (%d chars)", tok, len(tok))
 	}
-	for _, form := range []string{tok, "qrscene_" + tok, qr.URL("https://sprout.example/bind", tok), qr.URL("https://sprout.example/bind?lang=zh", tok)} {
+	for _, form := range []string{tok, "qrscene_" + tok, qr.URL("https://sprout.example/bind", tok), qr.URL("https://sprout.example/bind?lang=zh", tok),
+		qr.LabelURL("https://sprout.example", tok), qr.LabelURL("https://sprout.example/", tok), qr.LabelURL("https://sprout.example/prefix", tok)} {
 		got, err := qr.Verify(keys, form, now)
 		if err != nil || got.Product != "pot" || got.Device != "SP-00042-ab" || !got.Expires.Equal(c.Expires) {
 			t.Errorf("Verify(%q) = %+v, %v", form, got, err)
@@ -149,14 +150,14 @@ func TestScannedSceneVerifiesThroughTheCallback(t *testing.T) {
 	scene, _ := qr.Scene(potKey, qr.Code{Product: "pot", Device: "SP-7", Expires: time.Now().Add(time.Hour)})
 	u := sim.NewUser("")
 	for _, want := range []string{"subscribe bind SP-7", "SCAN bind SP-7"} {
-		r, err := u.ScanSproutQR(context.Background(), scene)
-		if err != nil || r.Content != want {
-			t.Fatalf("reply %+v, %v; want %q", r, err, want)
+		res, err := u.Scan(context.Background(), sim.CreateQR(scene))
+		if err != nil || res.Reply == nil || res.Reply.Content != want {
+			t.Fatalf("scan %+v, %v; want %q", res, err, want)
 		}
 	}
-	r, _ := u.ScanSproutQR(context.Background(), strings.Replace(scene, "SP-7", "SP-8", 1))
-	if !strings.Contains(r.Content, "forged") {
-		t.Fatalf("a forged scene was answered %q", r.Content)
+	res, err := u.Scan(context.Background(), sim.CreateQR(strings.Replace(scene, "SP-7", "SP-8", 1)))
+	if err != nil || res.Reply == nil || !strings.Contains(res.Reply.Content, "forged") {
+		t.Fatalf("a forged scene was answered %+v (%v)", res, err)
 	}
 }
 
@@ -165,5 +166,25 @@ func TestThirtyCharacterDeviceFitsASceneWithExpiry(t *testing.T) {
 	tok, err := qr.Scene(potKey, c)
 	if err != nil || len(tok) > 64 {
 		t.Fatalf("Scene = %q (%d chars), %v", tok, len(tok), err)
+	}
+}
+
+func TestLabelURLIsThePublicOriginAndTheToken(t *testing.T) {
+	tok, err := qr.Scene(potKey, qr.Code{Product: "pot", Device: "SP-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := qr.LabelURL("https://sprout.example/", tok); got != "https://sprout.example/b/"+tok {
+		t.Fatalf("LabelURL = %q", got)
+	}
+	for _, s := range []string{tok, "qrscene_" + tok, qr.LabelURL("https://x.example", tok), "s1.a.b.0.forgedmacforgedma"} {
+		if !qr.IsCode(s) {
+			t.Errorf("IsCode(%q) = false, want true (Sprout's shape)", s)
+		}
+	}
+	for _, s := range []string{"", "spring-campaign", "123456", "s1.only.three", "https://example.com/promo", "http://weixin.qq.com/q/02abc", "http://we.qq.com/d/AQAbc"} {
+		if qr.IsCode(s) {
+			t.Errorf("IsCode(%q) = true, want false (not Sprout's)", s)
+		}
 	}
 }
