@@ -56,6 +56,7 @@ func (l *lockedBuffer) String() string {
 
 type server struct {
 	bin, dataDir, edge, http string
+	extraEnv                 []string // more SPROUT_* settings (TLS)
 	cmd                      *exec.Cmd
 	log                      *lockedBuffer
 }
@@ -78,6 +79,10 @@ func (s *server) start(t *testing.T) {
 	s.cmd = exec.Command(s.bin, "serve")
 	s.cmd.Env = append(os.Environ(), "SPROUT_DATA_DIR="+s.dataDir, "SPROUT_EDGE_ADDR="+s.edge,
 		"SPROUT_HTTP_ADDR="+s.http, "SPROUT_ADMIN_TOKEN="+adminToken, "SPROUT_LOG_FORMAT=text", "SPROUT_DB=")
+	// Only the listeners a test asks for (the MQTT and TLS defaults are fixed ports); extraEnv
+	// comes last and wins.
+	s.cmd.Env = append(s.cmd.Env, "SPROUT_MQTT_ADDR=", "SPROUT_MQTTS_ADDR=", "SPROUT_EDGE_TLS_ADDR=")
+	s.cmd.Env = append(s.cmd.Env, s.extraEnv...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start sprout serve: %v", err)

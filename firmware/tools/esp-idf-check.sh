@@ -25,6 +25,7 @@ skip() { echo "esp-check: SKIPPED: $*"; exit 0; }
 C=$IDF_PATH/components
 [ -f "$C/esp_common/include/esp_err.h" ] || skip "no ESP-IDF components in $IDF_PATH"
 [ -f "$C/lwip/lwip/src/include/lwip/sockets.h" ] || skip "the lwip submodule's headers are missing in $C/lwip/lwip"
+[ -f "$C/mbedtls/mbedtls/include/mbedtls/ssl.h" ] || skip "the mbedtls submodule's headers are missing in $C/mbedtls/mbedtls (Mbed TLS 3.6: its include/)"
 [ -n "$NEWLIB" ] && [ -f "$NEWLIB/stdio.h" ] || skip "NEWLIB_INCLUDE does not name Espressif's newlib headers (newlib-esp32, esp-4.3.0: newlib/libc/include)"
 command -v "$CLANG" >/dev/null || skip "no clang"
 case "$TARGET" in
@@ -65,7 +66,8 @@ for d in \
   lwip/include lwip/port/include lwip/port/freertos/include lwip/port/esp32xx/include lwip/lwip/src/include \
   esp_adc/include esp_adc/interface esp_adc/$TARGET/include esp_driver_gpio/include \
   wifi_provisioning/include protocomm/include/common protocomm/include/security protocomm/include/transports \
-  protocomm/include/crypto/srp6a; do
+  protocomm/include/crypto/srp6a \
+  esp-tls esp-tls/esp-tls-crypto mbedtls/esp_crt_bundle/include mbedtls/mbedtls/include; do
   [ -d "$C/$d" ] && INC+=(-isystem "$C/$d")
 done
 
@@ -88,6 +90,12 @@ check() { # check FILE [extra flags...]
 for f in "$FW"/port/esp-idf/main/*.c "$FW"/core/*.c "$FW"/proto/devicepb/device.pb.c; do
   check "$f"
 done
+# esp_port.c once more for each of the other TLS choices (Kconfig "Link to the node (TLS)"). Mbed
+# TLS is configured by its own default mbedtls_config.h here, not ESP-IDF's esp_config.h (which
+# needs the whole CONFIG_MBEDTLS_* set): the check is of esp-tls's and Mbed TLS's API as the port
+# uses it.
+check "$FW/port/esp-idf/main/esp_port.c" -DSPROUT_CHECK_TLS_BUNDLE
+check "$FW/port/esp-idf/main/esp_port.c" -DSPROUT_CHECK_TLS_NONE
 # provision.c once more for each of the other provisioning choices (Kconfig "Provisioning").
 check "$FW/port/esp-idf/main/provision.c" -DSPROUT_CHECK_PROV_ESPTOUCH_V2
 check "$FW/port/esp-idf/main/provision.c" -DSPROUT_CHECK_PROV_BLE

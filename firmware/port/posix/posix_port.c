@@ -77,9 +77,14 @@ static void random_bytes(void *ctx, uint8_t *buf, size_t len)
 
 /* ---- TCP ---- */
 
+static void log_msg(void *ctx, sprout_log_level level, const char *msg);
+
 static void tcp_close(void *ctx)
 {
     sprout_posix *p = ctx;
+    if (p->tls != NULL) {
+        sprout_tls_end(p->tls);
+    }
     if (p->fd >= 0) {
         close(p->fd);
         p->fd = -1;
@@ -123,12 +128,38 @@ static int tcp_connect(void *ctx, const char *host, uint16_t port, uint32_t time
         rc = 0;
     }
     freeaddrinfo(res);
+    if (rc == 0 && p->tls != NULL) {
+        /* The server is verified before the core sends anything: a refused certificate is a
+         * failed connect, and the core backs off as for a refused socket. */
+        char err[400], msg[480];
+        if (sprout_tls_start(p->tls, p->fd, host, err, sizeof err) != 0) {
+            snprintf(msg, sizeof msg, "TLS to %s:%u failed: %s", host, (unsigned)port, err);
+            log_msg(p, SPROUT_LOG_WARN, msg);
+            close(p->fd);
+            p->fd = -1;
+            return -1;
+        }
+        sprout_tls_describe(p->tls, err, sizeof err);
+        snprintf(msg, sizeof msg, "TLS to %s:%u: %s", host, (unsigned)port, err);
+        log_msg(p, SPROUT_LOG_INFO, msg);
+    }
     return rc;
 }
 
 static int tcp_send(void *ctx, const uint8_t *buf, size_t len, uint32_t timeout_ms)
 {
     sprout_posix *p = ctx;
+    if (p->tls != NULL) {
+        char err[200];
+        if (p->fd < 0) {
+            return -1;
+        }
+        if (sprout_tls_send(p->tls, buf, len, timeout_ms, err, sizeof err) != 0) {
+            log_msg(p, SPROUT_LOG_DEBUG, err);
+            return -1;
+        }
+        return 0;
+    }
     while (len > 0) {
         if (p->fd < 0) {
             return -1;
@@ -158,6 +189,14 @@ static int tcp_recv(void *ctx, uint8_t *buf, size_t cap, uint32_t timeout_ms)
     sprout_posix *p = ctx;
     if (p->fd < 0) {
         return -1;
+    }
+    if (p->tls != NULL) {
+        char err[200];
+        int n = sprout_tls_recv(p->tls, buf, cap, timeout_ms, err, sizeof err);
+        if (n < 0) {
+            log_msg(p, SPROUT_LOG_DEBUG, err);
+        }
+        return n;
     }
     struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
     int r = poll(&pfd, 1, (int)timeout_ms);

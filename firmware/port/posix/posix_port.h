@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "posix_tls.h"
 #include "sprout_port.h"
 
 /* sprout_plant_model is the simulated pot: soil that dries (faster when warm), a tank, a pump. */
@@ -26,6 +27,7 @@ void sprout_plant_defaults(sprout_plant_model *m);
 
 typedef struct {
     int fd;                       /* the TCP connection, -1 if none */
+    sprout_tls *tls;              /* NULL: plaintext; else tcp_* run over TLS (posix_tls.h) */
     char state_dir[400];          /* key-value storage: one file per key */
     char log_prefix[80];
     int log_level;                /* messages at or below this level are printed */

@@ -2,10 +2,12 @@
  *
  *   vdev --server host:port[,host:port...] --id ID --secret HEX [options]
  *
- * Runs until SIGTERM or SIGINT (or --run-for-ms). Logs go to stderr. */
+ * Runs until SIGTERM or SIGINT (or --run-for-ms). Logs go to stderr. With --tls (or --ca FILE) the
+ * link runs over TLS (mbedTLS), the server verified against the CA and --server-name. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +41,14 @@ static void usage(FILE *to)
             "  --silent                 never answer commands (the server times them out)\n"
             "  --backoff-max-ms N       cap on the reconnect delay (default 60000)\n"
             "  --run-for-ms N           exit after N ms\n"
-            "  --verbose / --quiet      more or fewer log lines\n");
+            "  --tls                    connect over TLS (TLS 1.2+), verifying the server against the CA\n"
+            "                           compiled in (make VDEV_CA=ca.pem)%s, or --ca\n"
+            "  --ca FILE                trusted CA certificate(s), PEM (implies --tls)\n"
+            "  --server-name NAME       DNS name the server's certificate must carry (default: the\n"
+            "                           host of --server; IP-address SANs are not matched)\n"
+            "  --tls-handshake-timeout-ms N  bound on the TLS handshake (default 10000)\n"
+            "  --verbose / --quiet      more or fewer log lines\n",
+            sprout_tls_builtin_ca() ? " (one is)" : " (none is)");
 }
 
 static int hex_value(char c)
@@ -126,6 +135,9 @@ int main(int argc, char **argv)
     sprout_plant_defaults(&plant);
     double run_for_ms = 0;
     int log_level = SPROUT_LOG_INFO;
+    bool use_tls = false;
+    sprout_tls_options tls_opts;
+    memset(&tls_opts, 0, sizeof tls_opts);
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -175,6 +187,18 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--run-for-ms") == 0) {
             NEED_VALUE();
             run_for_ms = number(a, v);
+        } else if (strcmp(a, "--tls") == 0) {
+            use_tls = true;
+        } else if (strcmp(a, "--ca") == 0) {
+            NEED_VALUE();
+            tls_opts.ca_file = v;
+            use_tls = true;
+        } else if (strcmp(a, "--server-name") == 0) {
+            NEED_VALUE();
+            tls_opts.server_name = v;
+        } else if (strcmp(a, "--tls-handshake-timeout-ms") == 0) {
+            NEED_VALUE();
+            tls_opts.handshake_timeout_ms = (uint32_t)number(a, v);
         } else if (strcmp(a, "--verbose") == 0) {
             log_level = SPROUT_LOG_DEBUG;
         } else if (strcmp(a, "--quiet") == 0) {
@@ -218,6 +242,17 @@ int main(int argc, char **argv)
         return 1;
     }
     posix.log_level = log_level;
+    if (!use_tls && (tls_opts.server_name != NULL || tls_opts.handshake_timeout_ms != 0)) {
+        fprintf(stderr, "vdev: --server-name and --tls-handshake-timeout-ms need --tls or --ca\n");
+        return 2;
+    }
+    if (use_tls) {
+        char err[400];
+        if (sprout_tls_new(&posix.tls, &tls_opts, err, sizeof err) != 0) {
+            fprintf(stderr, "vdev: TLS: %s\n", err);
+            return 2;
+        }
+    }
     plant.pump_ml_per_s = opts.pump_ml_per_s;
     posix.plant = plant;
 
@@ -257,5 +292,6 @@ int main(int argc, char **argv)
             "commands %u results_resent %u dropped %u\n",
             prefix, s->connect_attempts, s->connect_failures, s->handshakes, s->frames_in, s->frames_out,
             s->records_resent, s->acks, s->commands_executed, s->results_resent, client.ring.dropped);
+    sprout_tls_free(posix.tls);
     return 0;
 }

@@ -17,6 +17,9 @@
 #define CONFIG_SPROUT_CLIENT_TASK_STACK 8192
 #define CONFIG_SPROUT_WIFI_FAILS_BEFORE_PROVISIONING 10
 #define CONFIG_SPROUT_PROV_SMARTCONFIG 1
+#define CONFIG_SPROUT_TLS_PINNED_CA 1
+#define CONFIG_SPROUT_TLS_SERVER_NAME ""
+#define CONFIG_SPROUT_TLS_HANDSHAKE_TIMEOUT_MS 10000
 
 /* tools/esp-idf-check.sh compiles provision.c once per provisioning choice. */
 #if defined(SPROUT_CHECK_PROV_BLE)
@@ -27,4 +30,13 @@
 #elif defined(SPROUT_CHECK_PROV_ESPTOUCH_V2)
 #undef CONFIG_SPROUT_PROV_SMARTCONFIG
 #define CONFIG_SPROUT_PROV_ESPTOUCH_V2 1
+#endif
+
+/* tools/esp-idf-check.sh compiles esp_port.c once per TLS choice. */
+#if defined(SPROUT_CHECK_TLS_BUNDLE)
+#undef CONFIG_SPROUT_TLS_PINNED_CA
+#define CONFIG_SPROUT_TLS_CRT_BUNDLE 1
+#elif defined(SPROUT_CHECK_TLS_NONE)
+#undef CONFIG_SPROUT_TLS_PINNED_CA
+#define CONFIG_SPROUT_TLS_NONE 1
 #endif

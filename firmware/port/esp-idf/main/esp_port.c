@@ -21,10 +21,29 @@
 #include "lwip/sockets.h"
 #include "nvs.h"
 
+#if CONFIG_SPROUT_TLS_PINNED_CA || CONFIG_SPROUT_TLS_CRT_BUNDLE
+#define SPROUT_USE_TLS 1
+#include "esp_tls.h"
+#if CONFIG_SPROUT_TLS_CRT_BUNDLE
+#include "esp_crt_bundle.h"
+#endif
+#else
+#define SPROUT_USE_TLS 0
+#endif
+
+#if CONFIG_SPROUT_TLS_PINNED_CA
+/* main/server_ca.pem, embedded NUL-terminated by EMBED_TXTFILES (main/CMakeLists.txt). */
+extern const uint8_t server_ca_pem_start[] asm("_binary_server_ca_pem_start");
+extern const uint8_t server_ca_pem_end[] asm("_binary_server_ca_pem_end");
+#endif
+
 static const char *TAG = "sprout";
 
 typedef struct {
-    int fd;
+    int fd;                       /* the connection's socket (owned by tls when TLS is on) */
+#if SPROUT_USE_TLS
+    esp_tls_t *tls;
+#endif
     nvs_handle_t nvs;
     adc_oneshot_unit_handle_t adc;
     esp_timer_handle_t pump_timer;
@@ -57,11 +76,19 @@ static bool network_up(void *ctx)
     return c->network_up == NULL || c->network_up(c);
 }
 
-/* ---- TCP over lwIP sockets ---- */
+/* ---- TCP over lwIP sockets, or TLS over them (esp-tls) ---- */
 
 static void tcp_close(void *ctx)
 {
     esp_ctx *c = ctx;
+#if SPROUT_USE_TLS
+    if (c->tls != NULL) {
+        esp_tls_conn_destroy(c->tls); /* sends close_notify, closes the socket, frees */
+        c->tls = NULL;
+        c->fd = -1;
+        return;
+    }
+#endif
     if (c->fd >= 0) {
         close(c->fd);
         c->fd = -1;
@@ -77,10 +104,64 @@ static int wait_fd(int fd, bool write, uint32_t timeout_ms)
     return select(fd + 1, write ? NULL : &set, write ? &set : NULL, NULL, &tv);
 }
 
+#if SPROUT_USE_TLS
+/* tls_connect connects and verifies the node (the pinned CA or the bundle, and the name) before
+ * anything is sent: a refused certificate is a failed connect, and the core backs off. */
+static int tls_connect(esp_ctx *c, const char *host, uint16_t port, uint32_t timeout_ms)
+{
+    esp_tls_cfg_t cfg = {
+        /* esp-tls bounds the connect and the handshake together, and uses it as the socket's
+         * send/receive timeout afterwards (tcp_recv waits with select first). */
+        .timeout_ms = (int)(timeout_ms + CONFIG_SPROUT_TLS_HANDSHAKE_TIMEOUT_MS),
+        .common_name = CONFIG_SPROUT_TLS_SERVER_NAME[0] != '\0' ? CONFIG_SPROUT_TLS_SERVER_NAME : NULL,
+        /* mbedTLS 3 in ESP-IDF 5 speaks TLS 1.2 and 1.3, nothing older; the node needs 1.2+. */
+        .tls_version = ESP_TLS_VER_ANY,
+#if CONFIG_SPROUT_TLS_PINNED_CA
+        .cacert_buf = server_ca_pem_start,
+        .cacert_bytes = (unsigned int)(server_ca_pem_end - server_ca_pem_start),
+#else
+        .crt_bundle_attach = esp_crt_bundle_attach,
+#endif
+    };
+    esp_tls_t *tls = esp_tls_init();
+    if (tls == NULL) {
+        ESP_LOGE(TAG, "TLS: out of memory");
+        return -1;
+    }
+    if (esp_tls_conn_new_sync(host, (int)strlen(host), port, &cfg, tls) != 1) {
+        int code = 0, flags = 0;
+        esp_tls_error_handle_t eh = NULL;
+        esp_err_t last = ESP_FAIL;
+        if (esp_tls_get_error_handle(tls, &eh) == ESP_OK) {
+            last = esp_tls_get_and_clear_last_error(eh, &code, &flags);
+        }
+        /* flags are mbedTLS's MBEDTLS_X509_BADCERT_* bits: 0x08 not trusted, 0x04 name mismatch */
+        ESP_LOGW(TAG, "TLS to %s:%u failed: %s (TLS error -0x%x, certificate flags 0x%x)", host, (unsigned)port,
+                 esp_err_to_name(last), (unsigned)-code, (unsigned)flags);
+        esp_tls_conn_destroy(tls);
+        return -1;
+    }
+    int fd = -1;
+    if (esp_tls_get_conn_sockfd(tls, &fd) != ESP_OK || fd < 0) {
+        esp_tls_conn_destroy(tls);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->tls = tls;
+    c->fd = fd;
+    ESP_LOGI(TAG, "TLS to %s:%u: server verified", host, (unsigned)port);
+    return 0;
+}
+#endif
+
 static int tcp_connect(void *ctx, const char *host, uint16_t port, uint32_t timeout_ms)
 {
     esp_ctx *c = ctx;
     tcp_close(c);
+#if SPROUT_USE_TLS
+    return tls_connect(c, host, port, timeout_ms);
+#else
     char service[8];
     snprintf(service, sizeof service, "%u", (unsigned)port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -109,11 +190,30 @@ static int tcp_connect(void *ctx, const char *host, uint16_t port, uint32_t time
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     return 0;
+#endif
 }
 
 static int tcp_send(void *ctx, const uint8_t *buf, size_t len, uint32_t timeout_ms)
 {
     esp_ctx *c = ctx;
+#if SPROUT_USE_TLS
+    if (c->tls == NULL) {
+        return -1;
+    }
+    while (len > 0) {
+        ssize_t n = esp_tls_conn_write(c->tls, buf, len);
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+        } else if ((n == ESP_TLS_ERR_SSL_WANT_WRITE || n == ESP_TLS_ERR_SSL_WANT_READ) &&
+                   wait_fd(c->fd, n == ESP_TLS_ERR_SSL_WANT_WRITE, timeout_ms) == 1) {
+            continue;
+        } else {
+            return -1;
+        }
+    }
+    return 0;
+#else
     while (len > 0) {
         if (c->fd < 0) {
             return -1;
@@ -129,6 +229,7 @@ static int tcp_send(void *ctx, const uint8_t *buf, size_t len, uint32_t timeout_
         }
     }
     return 0;
+#endif
 }
 
 static int tcp_recv(void *ctx, uint8_t *buf, size_t cap, uint32_t timeout_ms)
@@ -137,6 +238,29 @@ static int tcp_recv(void *ctx, uint8_t *buf, size_t cap, uint32_t timeout_ms)
     if (c->fd < 0) {
         return -1;
     }
+#if SPROUT_USE_TLS
+    if (c->tls == NULL) {
+        return -1;
+    }
+    /* Bytes mbedTLS already decrypted are returned at once; otherwise wait for the socket. */
+    if (esp_tls_get_bytes_avail(c->tls) <= 0) {
+        int w = wait_fd(c->fd, false, timeout_ms);
+        if (w == 0) {
+            return 0;
+        }
+        if (w < 0) {
+            return -1;
+        }
+    }
+    ssize_t got = esp_tls_conn_read(c->tls, buf, cap);
+    if (got > 0) {
+        return (int)got;
+    }
+    if (got == ESP_TLS_ERR_SSL_WANT_READ || got == ESP_TLS_ERR_SSL_WANT_WRITE) {
+        return 0; /* part of a record: the rest comes with the next call */
+    }
+    return -1; /* 0: the node closed the connection (close_notify); < 0: broken */
+#else
     int r = wait_fd(c->fd, false, timeout_ms);
     if (r == 0) {
         return 0;
@@ -152,6 +276,7 @@ static int tcp_recv(void *ctx, uint8_t *buf, size_t cap, uint32_t timeout_ms)
         return 0;
     }
     return -1;
+#endif
 }
 
 /* ---- NVS ---- */
