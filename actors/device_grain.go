@@ -65,7 +65,15 @@ type DeviceOptions struct {
 	// blocking them on cluster look-ups (default: one per member, made on first use, with the
 	// default CourierOptions).
 	Courier *Courier
-	Logger  *slog.Logger
+	// Queued commands (docs/fleet.md): MaxQueued bounds the commands queued for one pot (default
+	// 32; past it a queued command is answered BUSY); a queued command's ttl defaults to
+	// DefaultQueueTTL (24 h) and may be at most MaxQueueTTL (7 days); a queued command the pot
+	// answered BUSY goes again after QueueBusyRetry (30 s). A grain holding queued commands does
+	// not passivate, so their ttl ends on time.
+	MaxQueued                    int
+	DefaultQueueTTL, MaxQueueTTL time.Duration
+	QueueBusyRetry               time.Duration
+	Logger                       *slog.Logger
 }
 
 func (o *DeviceOptions) defaults() {
@@ -246,6 +254,10 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		g.unbind(ctx, m)
 	case *actorpb.RevokeDevice:
 		g.revoke(ctx, m)
+	case *actorpb.QueuedCancel:
+		g.cancelQueued(ctx, m)
+	case *actorpb.DesiredReload:
+		g.reloadDesired(ctx)
 	case *actorpb.Subscribe:
 		pid := actor.NewPID(m.Address, m.Id)
 		if g.subscribers == nil {
@@ -267,6 +279,8 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 func (g *deviceGrain) fresh(id string) *deviceCore {
 	c := newDeviceCore(id)
 	c.flap = flapLimit{connects: g.opts.FlapConnects, window: g.opts.FlapWindow, ban: g.opts.FlapBan}
+	c.qlimits = queueLimits{max: g.opts.MaxQueued, defaultTTL: g.opts.DefaultQueueTTL, maxTTL: g.opts.MaxQueueTTL,
+		busyRetry: g.opts.QueueBusyRetry}
 	return c
 }
 
@@ -284,7 +298,7 @@ func (g *deviceGrain) logger() *slog.Logger {
 // idle reports whether the grain could passivate: offline with no open command and no step
 // waiting to be stored.
 func (g *deviceGrain) idle() bool {
-	return g.core != nil && !g.core.online && len(g.core.open) == 0 && len(g.retries) == 0
+	return g.core != nil && !g.core.online && len(g.core.open) == 0 && len(g.core.queue) == 0 && len(g.retries) == 0
 }
 
 // armIdle runs after every message: it holds an idle timer exactly while the grain is idle.
@@ -340,6 +354,9 @@ func (g *deviceGrain) load(ctx actor.Context) {
 			return
 		}
 		next.users = withOwner(users)
+	}
+	if err := g.loadDesired(c, next, &fx); err != nil {
+		g.logger().Warn("loading the desired config failed; the last one known is kept", "err", err)
 	}
 	// Claim the device now, not at the first change: a duplicate activation elsewhere (created by
 	// a read during a membership change) must fence the old one before it serves another frame.
@@ -610,6 +627,9 @@ func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
 	}
 	for _, b := range fx.bindings {
 		g.kind.courierOf(ctx.ActorSystem()).Send(b.openID, UserKind, b.msg)
+	}
+	if fx.configReport {
+		g.reportConfig()
 	}
 }
 

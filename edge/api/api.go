@@ -87,7 +87,9 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Get("/devices/{id}/readings", h.readings)
 			r.Get("/devices/{id}/events", h.events)
 			r.Post("/devices/{id}/revoke", h.revoke)
+			h.deviceFleetRoutes(r)
 		})
+		h.fleetRoutes(r)
 		r.Get("/cluster", h.clusterMembers)
 	})
 	// Go's profiler, behind the same token: for operators chasing a slow node.
@@ -429,6 +431,10 @@ type CommandRequest struct {
 	Kind      string `json:"kind"`       // water, read_now, set_config, reboot
 	WaterMs   uint32 `json:"water_ms"`
 	TimeoutMs uint32 `json:"timeout_ms"` // default 10000, allowed 1000..300000
+	// Queue stores the command and delivers it when the pot is next online (docs/fleet.md): the
+	// answer is 202 at once. TTLS bounds how long it may wait (default 24 h, at most 7 days).
+	Queue bool   `json:"queue"`
+	TTLS  uint32 `json:"ttl_s"`
 }
 
 var commandKinds = map[string]devicepb.CommandKind{
@@ -457,6 +463,10 @@ func (h *Handler) sendCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.CommandID == "" {
 		req.CommandID = NewCommandID()
+	}
+	if req.Queue || req.TTLS != 0 {
+		h.queueCommand(w, r, id, req, kind)
+		return
 	}
 	timeout := actors.DefaultCommandTimeout
 	if req.TimeoutMs != 0 {
