@@ -197,7 +197,9 @@ func (c *deviceCore) cancelQueued(m *actorpb.QueuedCancel, now time.Time) (*acto
 		q := c.queue[i]
 		if q.Sent {
 			return &actorpb.QueuedCancelResult{Error: actorpb.ErrorCode_ERROR_CODE_INVALID,
-				Detail: "already sent to the pot, which may be running it; it cannot be cancelled"}, fx
+				Detail: "already sent to the pot, which may be running it; it cannot be cancelled",
+				Outcome: &actorpb.CommandOutcome{DeviceId: c.id, CommandId: m.CommandId, Outcome: actorpb.Outcome_OUTCOME_PENDING,
+					AtMs: q.SentAtMs, RequestedBy: q.Command.RequestedBy, Kind: q.Command.Kind, Queued: true}}, fx
 		}
 		out := c.endQueued(&fx, q, actorpb.Outcome_OUTCOME_CANCELLED, "cancelled by "+m.By, 0, now)
 		c.pumpQueue(&fx, now)

@@ -1610,7 +1610,7 @@ type QueuedCancelResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=sprout.actor.v1.ErrorCode" json:"error,omitempty"` // UNKNOWN_DEVICE, UNAVAILABLE, or INVALID (no such queued command, or it was already sent: detail says which)
 	Detail        string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
-	Outcome       *CommandOutcome        `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"` // the command's outcome: CANCELLED, or its earlier end if it had one
+	Outcome       *CommandOutcome        `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"` // the command's outcome: CANCELLED, its earlier end, or PENDING when it was sent; unset when there is no such command
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
