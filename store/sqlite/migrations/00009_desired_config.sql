@@ -8,7 +8,7 @@ CREATE TABLE desired_configs (
     updated_at INTEGER NOT NULL,  -- µs since the epoch
     updated_by TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (scope, key)
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE config_reports (
     device_id   TEXT    NOT NULL PRIMARY KEY,
@@ -18,7 +18,7 @@ CREATE TABLE config_reports (
     drift_since INTEGER,          -- µs; NULL: in sync
     last_error  TEXT    NOT NULL DEFAULT '',
     updated_at  INTEGER NOT NULL
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 CREATE INDEX config_reports_drift ON config_reports (product, device_id) WHERE drift_since IS NOT NULL;
 
 -- +goose Down
