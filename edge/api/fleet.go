@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/messages/actorpb"
@@ -185,12 +186,12 @@ func (h *Handler) cancelCommand(w http.ResponseWriter, r *http.Request) {
 // maxBatch bounds the pots one product command or product config reaches in one request.
 const maxBatch = 100000
 
-// productDevices lists the pots of product that are not revoked.
-func (h *Handler) productDevices(ctx context.Context, product string) ([]string, error) {
+// ProductDevices lists the pots of product that are not revoked (at most 100000).
+func ProductDevices(ctx context.Context, st actors.Store, product string) ([]string, error) {
 	var ids []string
 	q := actors.ListQuery{Limit: store.MaxListLimit}
 	for {
-		ds, err := h.store.ListDevices(ctx, q)
+		ds, err := st.ListDevices(ctx, q)
 		if err != nil {
 			return nil, err
 		}
@@ -204,6 +205,53 @@ func (h *Handler) productDevices(ctx context.Context, product string) ([]string,
 		}
 		q.AfterID = ds[len(ds)-1].ID
 	}
+}
+
+func (h *Handler) productDevices(ctx context.Context, product string) ([]string, error) {
+	return ProductDevices(ctx, h.store, product)
+}
+
+// BatchFailure is a pot a product command could not be queued for, and why.
+type BatchFailure struct {
+	DeviceID string `json:"device_id"`
+	Error    string `json:"error"`
+}
+
+// BatchResult is what a product command queued.
+type BatchResult struct {
+	Product string         `json:"product"`
+	Queued  []QueuedJSON   `json:"queued"`
+	Failed  []BatchFailure `json:"failed"`
+}
+
+// QueueProduct queues one command (cmd, without its id) for every pot of product that is not
+// revoked, each with its own command id, asking each grain within timeout. by goes to the event
+// log ("api-batch", "console").
+func QueueProduct(ctx context.Context, st actors.Store, dc *actors.DeviceClient, timeout time.Duration, product string,
+	cmd *actorpb.SendCommand) (BatchResult, error) {
+	res := BatchResult{Product: product, Queued: []QueuedJSON{}, Failed: []BatchFailure{}}
+	ids, err := ProductDevices(ctx, st, product)
+	if err != nil {
+		return res, err
+	}
+	for _, id := range ids {
+		one := proto.Clone(cmd).(*actorpb.SendCommand)
+		one.CommandId, one.Queue = NewCommandID(), true
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		out, err := dc.Command(cctx, id, one)
+		cancel()
+		switch {
+		case err != nil && out != nil:
+			res.Failed = append(res.Failed, BatchFailure{id, out.Detail})
+		case err != nil:
+			res.Failed = append(res.Failed, BatchFailure{id, err.Error()})
+		case out.Outcome != actorpb.Outcome_OUTCOME_QUEUED:
+			res.Failed = append(res.Failed, BatchFailure{id, OutcomeName(out.Outcome) + ": " + out.Detail})
+		default:
+			res.Queued = append(res.Queued, QueuedJSON{DeviceID: id, CommandID: out.CommandId, Kind: KindName(cmd.Kind), State: "queued"})
+		}
+	}
+	return res, nil
 }
 
 // productCommand answers POST /products/{product}/commands: one queued command for every pot of
@@ -224,35 +272,11 @@ func (h *Handler) productCommand(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "invalid_command", "a product command gets one command id per pot: leave command_id out")
 		return
 	}
-	req.Queue = true
-	ids, err := h.productDevices(r.Context(), product)
+	res, err := QueueProduct(r.Context(), h.store, h.devices, h.opts.GrainTimeout, product, &actorpb.SendCommand{Kind: kind,
+		WaterMs: req.WaterMs, TimeoutMs: req.TimeoutMs, TtlS: req.TTLS, RequestedBy: "api-batch"})
 	if err != nil {
 		writeStoreErr(w, err)
 		return
-	}
-	type failed struct {
-		DeviceID string `json:"device_id"`
-		Error    string `json:"error"`
-	}
-	res := struct {
-		Product string       `json:"product"`
-		Queued  []QueuedJSON `json:"queued"`
-		Failed  []failed     `json:"failed"`
-	}{Product: product, Queued: []QueuedJSON{}, Failed: []failed{}}
-	for _, id := range ids {
-		one := req
-		one.CommandID = NewCommandID()
-		out, err := h.queue(r.Context(), id, one, kind, "api-batch")
-		switch {
-		case err != nil && out != nil:
-			res.Failed = append(res.Failed, failed{id, out.Detail})
-		case err != nil:
-			res.Failed = append(res.Failed, failed{id, err.Error()})
-		case out.Outcome != actorpb.Outcome_OUTCOME_QUEUED:
-			res.Failed = append(res.Failed, failed{id, OutcomeName(out.Outcome) + ": " + out.Detail})
-		default:
-			res.Queued = append(res.Queued, QueuedJSON{DeviceID: id, CommandID: out.CommandId, Kind: req.Kind, State: "queued"})
-		}
 	}
 	writeJSON(w, http.StatusAccepted, res)
 }
