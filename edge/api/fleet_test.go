@@ -408,3 +408,38 @@ func TestDesiredConfigIsPushedAndDriftShown(t *testing.T) {
 		t.Errorf("after removing the override: %+v, want the product's, in sync", d)
 	}
 }
+
+// A pot that answers BUSY keeps the queued command at the head of its queue: it is sent again
+// (same id) after QueueBusyRetry on the fake clock. A command sent whose pot then went away is
+// under its ttl again, and expires when the ttl passes before the pot is back.
+func TestQueuedCommandBusyRetryAndExpiryAfterSend(t *testing.T) {
+	n := newFleet(t)
+	secret := n.addDevice(t, "pot-busy")
+	n.post(t, http.MethodPost, "/api/v1/devices/pot-busy/commands",
+		map[string]any{"kind": "water", "water_ms": 1000, "queue": true, "ttl_s": 600, "command_id": "w1"}, http.StatusAccepted, nil)
+	c := edgetest.Dial(t, n.edgeAddr, "pot-busy", secret)
+	cmd := nextCommand(t, c, 5*time.Second)
+	answer(t, c, cmd, devicepb.CommandStatus_COMMAND_STATUS_BUSY, "pump running")
+	actortest.Eventually(t, 5*time.Second, "w1 back to queued", func() bool {
+		l := n.commands(t, "pot-busy")
+		return len(l.Queued) == 1 && l.Queued[0].State == "queued" && l.Queued[0].Sends == 1
+	})
+	noCommand(t, c, 150*time.Millisecond)
+	n.clock.Advance(actors.DefaultQueueBusyRetry)
+	again := nextCommand(t, c, 5*time.Second)
+	if again.CommandId != "w1" {
+		t.Fatalf("after the busy pause: %s, want w1 again", again.CommandId)
+	}
+	// The pot goes away without answering; the ttl (600 s from queueing) ends while it is away.
+	_ = c.Close()
+	actortest.Eventually(t, 5*time.Second, "the pot is offline", func() bool {
+		var st StateJSON
+		n.getJSON(t, "/api/v1/devices/pot-busy", http.StatusOK, &st)
+		return !st.Online
+	})
+	n.clock.Advance(600 * time.Second)
+	actortest.Eventually(t, 5*time.Second, "w1 expired", func() bool {
+		l := n.commands(t, "pot-busy")
+		return len(l.Queued) == 0 && len(l.Finished) == 1 && l.Finished[0].State == "expired"
+	})
+}
