@@ -93,9 +93,6 @@ func (c *deviceCore) setDesired(cfg *devicepb.Config, source string, now time.Ti
 		d = proto.Clone(old).(*actorpb.DesiredConfigState)
 	}
 	d.Desired, d.Source, d.DesiredAtMs, d.LastError = cfg, source, now.UnixMilli(), ""
-	if d.Applied == nil && c.config != nil && cfg != nil && proto.Equal(c.config, cfg) && old != nil {
-		d.Applied = c.config
-	}
 	withDrift(d, now)
 	c.desired = d
 	fx.event(now, EventKindConfigDesired, 0, d)
