@@ -18,6 +18,8 @@ import (
 	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/messages/deviceclient"
 	"github.com/sprout-iot/sprout/messages/devicepb"
+	"github.com/sprout-iot/sprout/store/pgtest"
+	"github.com/sprout-iot/sprout/store/postgres"
 	"github.com/sprout-iot/sprout/store/sqlite"
 )
 
@@ -39,9 +41,15 @@ func startFleetNode(t *testing.T, dir string, clock *clockwork.FakeClock, opts a
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startFleetNodeOn(t, st, clock, opts)
+}
+
+// startFleetNodeOn starts a node on st, which its stop closes.
+func startFleetNodeOn(t *testing.T, st actors.Store, clock *clockwork.FakeClock, opts actors.DeviceOptions) *fleetNode {
+	t.Helper()
 	log := edgetest.Quiet()
 	opts.Store, opts.Logger, opts.Clock = st, log, clock
-	opts.Users, _ = actors.Store(st).(actors.UserStore)
+	opts.Users, _ = st.(actors.UserStore)
 	m, err := cluster.Start(cluster.Options{Logger: log, Kinds: []*pcluster.Kind{actors.NewDeviceKind(opts)}})
 	if err != nil {
 		t.Fatal(err)
@@ -441,5 +449,45 @@ func TestQueuedCommandBusyRetryAndExpiryAfterSend(t *testing.T) {
 	actortest.Eventually(t, 5*time.Second, "w1 expired", func() bool {
 		l := n.commands(t, "pot-busy")
 		return len(l.Queued) == 0 && len(l.Finished) == 1 && l.Finished[0].State == "expired"
+	})
+}
+
+// On Postgres, a second node takes over a pot whose first node stopped (as after a failover): the
+// queued command sent but not answered is sent again with the same id, and the queue goes on.
+func TestQueuedCommandMovesToAnotherNodeOnPostgres(t *testing.T) {
+	dsn := pgtest.New(t)
+	clock := clockwork.NewFakeClock()
+	open := func() actors.Store {
+		st, err := postgres.Open(context.Background(), dsn, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	n1 := startFleetNodeOn(t, open(), clock, actors.DeviceOptions{})
+	secret := n1.addDevice(t, "pot-pg")
+	for _, id := range []string{"p1", "p2"} {
+		n1.post(t, http.MethodPost, "/api/v1/devices/pot-pg/commands",
+			map[string]any{"kind": "read_now", "queue": true, "command_id": id}, http.StatusAccepted, nil)
+	}
+	c := edgetest.Dial(t, n1.edgeAddr, "pot-pg", secret)
+	if cmd := nextCommand(t, c, 5*time.Second); cmd.CommandId != "p1" {
+		t.Fatalf("got %s, want p1", cmd.CommandId)
+	}
+	n1.stop()
+	_ = c.Close()
+
+	n2 := startFleetNodeOn(t, open(), clock, actors.DeviceOptions{})
+	c2 := edgetest.Dial(t, n2.edgeAddr, "pot-pg", secret)
+	for _, id := range []string{"p1", "p2"} {
+		cmd := nextCommand(t, c2, 5*time.Second)
+		if cmd.CommandId != id {
+			t.Fatalf("on the second node: %s, want %s", cmd.CommandId, id)
+		}
+		answer(t, c2, cmd, devicepb.CommandStatus_COMMAND_STATUS_DONE, "")
+	}
+	actortest.Eventually(t, 5*time.Second, "both done on the second node", func() bool {
+		l := n2.commands(t, "pot-pg")
+		return len(l.Queued) == 0 && len(l.Finished) == 2 && l.Finished[0].CommandID == "p1"
 	})
 }
