@@ -84,3 +84,45 @@ func (h *Handler) queueProduct(w http.ResponseWriter, r *http.Request) {
 		"queued", len(res.Queued), "failed", len(res.Failed))
 	h.showOperations(w, r, http.StatusOK, "", &res)
 }
+
+// The operations page's texts, kept here so that i18n.go stays as it is for the other pages.
+func init() {
+	for k, v := range map[string]string{
+		"operations":         "运维",
+		"batch_queued":       "已排队",
+		"batch_failed":       "未能排队：",
+		"queue_product":      "给一个产品的所有设备排队一条命令",
+		"queue_product_help": "离线的设备在下次连接时收到；超过有效期仍未送达的命令作废。",
+		"ttl_hours":          "有效期（小时）",
+		"queue":              "排队",
+		"config_drift":       "配置未同步的设备",
+		"no_desired_store":   "此存储不支持期望配置",
+		"drift_since":        "未同步自",
+		"desired":            "期望配置",
+		"applied":            "设备已应用",
+		"drift_more":         "只显示前 200 台",
+		"no_drift":           "所有设备都已应用期望配置",
+		"batch_invalid":      "请填写产品、命令和 1–168 小时的有效期",
+	} {
+		textsZH[k] = v
+	}
+	for k, v := range map[string]string{
+		"operations":         "Operations",
+		"batch_queued":       "Queued",
+		"batch_failed":       "Could not queue for:",
+		"queue_product":      "Queue a command for every pot of a product",
+		"queue_product_help": "Offline pots get it when they next connect; a command not delivered within its ttl expires.",
+		"ttl_hours":          "Valid for (hours)",
+		"queue":              "Queue",
+		"config_drift":       "Pots not running their desired configuration",
+		"no_desired_store":   "This store holds no desired configurations",
+		"drift_since":        "Drifting since",
+		"desired":            "Desired",
+		"applied":            "Applied by the pot",
+		"drift_more":         "Only the first 200 are shown",
+		"no_drift":           "Every pot runs its desired configuration",
+		"batch_invalid":      "Give a product, a command and a ttl of 1–168 hours",
+	} {
+		textsEN[k] = v
+	}
+}
