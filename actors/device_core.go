@@ -82,6 +82,13 @@ type deviceCore struct {
 	users []Binding              // bound WeChat users, owner first
 	joins []*actorpb.JoinRequest // requests to join waiting for the owner, oldest first (join.go)
 
+	// Queued commands and desired configuration (device_queue.go, device_config.go).
+	queue     []*actorpb.QueuedCommand // in delivery order; replaced, never changed in place
+	queueLive string                   // the queued command sent on the attached connection
+	qlimits   queueLimits
+	desired   *actorpb.DesiredConfigState // nil: nothing desired yet; replaced, never changed in place
+	product   string
+
 	flap        flapLimit
 	connects    []time.Time // recent authenticated connects, within flap.window
 	bannedUntil time.Time   // refused until then: it reconnected too often
@@ -117,6 +124,9 @@ type effects struct {
 	timers    []timer                   // command deadlines to arm
 	join      joinEffects               // join notices and WeChat binding calls (join.go)
 	pressed   *buttonPress              // the pot's button was pressed: let a request in (join_grain.go)
+	// configReport: the desired configuration or what the pot applied changed; the shell stores
+	// the core's configReport (best effort: the snapshot holds the truth).
+	configReport bool
 }
 
 type timer struct {
@@ -163,6 +173,7 @@ func (c *deviceCore) next() *deviceCore {
 		n.open = nil
 	}
 	n.recent = slices.Clip(c.recent)
+	n.queue = slices.Clip(c.queue)
 	n.users = slices.Clip(c.users)
 	n.joins = slices.Clip(c.joins)
 	n.connects = slices.Clone(c.connects)
@@ -193,6 +204,7 @@ func (c *deviceCore) recover(d Device, r Recovered, now time.Time) (effects, err
 	var fx effects
 	c.known = true
 	c.revoked, c.revokedAt = d.Revoked(), d.RevokedAt
+	c.product = d.Product
 	c.lastSeq = r.LastSeq
 	if r.Latest != nil {
 		c.latest = readingToTelemetry(*r.Latest)
@@ -212,6 +224,7 @@ func (c *deviceCore) recover(d Device, r Recovered, now time.Time) (effects, err
 		}
 		c.recent = snap.RecentOutcomes
 		c.joins = snap.JoinRequests // pruned once the bindings are loaded
+		c.queue, c.desired = snap.QueuedCommands, snap.Desired
 		for _, o := range snap.OpenCommands {
 			oc := &openCommand{req: o.Command, deadline: time.UnixMilli(o.AtMs)}
 			if oc.req == nil || oc.req.CommandId != o.CommandId {
@@ -233,12 +246,14 @@ func (c *deviceCore) recover(d Device, r Recovered, now time.Time) (effects, err
 		}
 		fx.timers = append(fx.timers, timer{commandID: id, at: oc.deadline})
 	}
+	c.pumpQueue(&fx, now) // expires what waited past its ttl while no activation watched
 	return fx, nil
 }
 
 // snapshot serialises what recovery needs.
 func (c *deviceCore) snapshot() []byte {
-	s := &actorpb.DeviceState{DeviceId: c.id, Config: c.config, RecentOutcomes: c.recent, JoinRequests: c.joins}
+	s := &actorpb.DeviceState{DeviceId: c.id, Config: c.config, RecentOutcomes: c.recent, JoinRequests: c.joins,
+		QueuedCommands: c.queue, Desired: c.desired}
 	for _, k := range alertOrder {
 		if a := c.alerts[k]; a != nil {
 			s.Alerts = append(s.Alerts, a)
@@ -260,6 +275,7 @@ func (c *deviceCore) state() *actorpb.DeviceState {
 	s := &actorpb.DeviceState{
 		DeviceId: c.id, Known: c.known, Revoked: c.revoked, Online: c.online, FirmwareVersion: c.firmware,
 		LastSeq: c.lastSeq, Latest: c.latest, Config: c.config, Conn: c.conn,
+		QueuedCommands: c.queue, QueuedOutcomes: c.queuedOutcomes(), Desired: c.desired,
 	}
 	if !c.lastSeen.IsZero() {
 		s.LastSeenMs = c.lastSeen.UnixMilli()
@@ -324,8 +340,12 @@ func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessio
 	for _, oc := range c.openByDeadline() {
 		fx.frames = append(fx.frames, commandFrame(oc, now))
 	}
+	// Then the desired config while the pot has not confirmed it, then the head of the queue.
+	c.queueLive = ""
+	c.pushDesired(&fx, now)
+	c.pumpQueue(&fx, now)
 	return &actorpb.AuthResult{Ok: true, Welcome: &devicepb.Welcome{
-		SessionId: sessionID, ServerTimeMs: now.UnixMilli(), Config: c.config, LastSeq: c.lastSeq,
+		SessionId: sessionID, ServerTimeMs: now.UnixMilli(), Config: c.welcomeConfig(), LastSeq: c.lastSeq,
 		ServerProof: messages.ServerProof(secret, m.DeviceNonce, m.ServerNonce),
 	}}, fx
 }
@@ -372,9 +392,11 @@ func (c *deviceCore) detach(sessionID string, reason devicepb.CloseReason, now t
 	}
 	c.online = false
 	c.conn = nil
+	c.queueLive = ""
 	p := &actorpb.Presence{Online: false, Reason: reason}
 	fx.event(now, EventKindOffline, 0, p)
 	fx.notices = append(fx.notices, c.notice(now, &actorpb.DeviceNotice{Body: &actorpb.DeviceNotice_Presence{Presence: p}}))
+	c.pumpQueue(&fx, now) // a command sent on it waits for the next connection, under its ttl again
 	return fx
 }
 
@@ -520,8 +542,13 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 	if err := validateCommand(m); err != nil {
 		return answer(actorpb.Outcome_OUTCOME_INVALID, err.Error())
 	}
-	if _, ok := c.open[m.CommandId]; ok {
+	if _, ok := c.open[m.CommandId]; ok && m.Queue {
+		return answer(actorpb.Outcome_OUTCOME_INVALID, "a command with this id is already running")
+	} else if ok {
 		return commandJoined, nil, fx
+	}
+	if !m.Queue && c.queueIndex(m.CommandId) >= 0 {
+		return answer(actorpb.Outcome_OUTCOME_INVALID, "a queued command has this id")
 	}
 	for _, r := range c.recent {
 		if r.CommandId == m.CommandId {
@@ -535,6 +562,8 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 		return answer(actorpb.Outcome_OUTCOME_REVOKED, "device revoked")
 	case !c.mayCommand(m.RequestedBy):
 		return answer(actorpb.Outcome_OUTCOME_NOT_BOUND, "not bound to this device")
+	case m.Queue:
+		return c.enqueue(m, now)
 	case !c.online:
 		d, out, _ := answer(actorpb.Outcome_OUTCOME_OFFLINE, "device offline")
 		c.remember(out)
@@ -570,6 +599,8 @@ func validateCommand(m *actorpb.SendCommand) error {
 	switch {
 	case m.CommandId == "" || len(m.CommandId) > messages.MaxCommandIDBytes || !utf8.ValidString(m.CommandId):
 		return fmt.Errorf("command_id must be 1..%d bytes of UTF-8", messages.MaxCommandIDBytes)
+	case m.TtlS != 0 && !m.Queue:
+		return fmt.Errorf("ttl_s applies only to a queued command (queue: true)")
 	case m.TimeoutMs != 0 && (time.Duration(m.TimeoutMs)*time.Millisecond < MinCommandTimeout || time.Duration(m.TimeoutMs)*time.Millisecond > MaxCommandTimeout):
 		return fmt.Errorf("timeout must be between %v and %v", MinCommandTimeout, MaxCommandTimeout)
 	}
@@ -649,6 +680,9 @@ func (c *deviceCore) openInOrder() []*openCommand {
 func (c *deviceCore) result(m *actorpb.DeliverResult, now time.Time) effects {
 	var fx effects
 	r := m.Result
+	if r != nil && c.queuedResult(r, now, &fx) {
+		return fx
+	}
 	oc, ok := c.open[r.GetCommandId()]
 	if !ok {
 		fx.event(now, EventKindCommandOutcome, 0, &actorpb.CommandOutcome{
@@ -659,12 +693,11 @@ func (c *deviceCore) result(m *actorpb.DeliverResult, now time.Time) effects {
 	}
 	o := outcomeOf(r.Status)
 	c.finish(&fx, oc, o, r.Detail, r.WateredMl, now)
-	if oc.req.Kind == devicepb.CommandKind_COMMAND_KIND_SET_CONFIG && o == actorpb.Outcome_OUTCOME_DONE {
-		c.config = oc.req.Config
-	}
+	c.applied(&fx, oc.req, o, r.Detail, now)
 	if oc.req.Kind == devicepb.CommandKind_COMMAND_KIND_WATER && o == actorpb.Outcome_OUTCOME_DONE {
 		c.clear(&fx, actorpb.AlertKind_ALERT_KIND_PUMP_FAULT, 0, 0, now)
 	}
+	c.pumpQueue(&fx, now) // the pot is free: the queue's head may go
 	return fx
 }
 
@@ -672,10 +705,15 @@ func (c *deviceCore) result(m *actorpb.DeliverResult, now time.Time) effects {
 func (c *deviceCore) expire(commandID string, now time.Time) effects {
 	var fx effects
 	oc, ok := c.open[commandID]
-	if !ok || now.Before(oc.deadline) {
+	if !ok {
+		c.queueTimer(commandID, now, &fx)
+		return fx
+	}
+	if now.Before(oc.deadline) {
 		return fx
 	}
 	c.finish(&fx, oc, actorpb.Outcome_OUTCOME_TIMED_OUT, "no result before the deadline", 0, now)
+	c.pumpQueue(&fx, now)
 	return fx
 }
 
@@ -698,6 +736,9 @@ func (c *deviceCore) revoke(m *actorpb.RevokeDevice, unbound []string, now time.
 		}
 		for _, oc := range c.openByDeadline() {
 			c.finish(&fx, oc, actorpb.Outcome_OUTCOME_REVOKED, "device revoked", 0, now)
+		}
+		for _, q := range c.queue {
+			c.endQueued(&fx, q, actorpb.Outcome_OUTCOME_REVOKED, "device revoked", 0, now)
 		}
 	}
 	// No one is promoted to owner: a revoked device has none.

@@ -66,8 +66,16 @@ type DeviceOptions struct {
 	// default CourierOptions).
 	Courier *Courier
 	// Join configures who may join a pot after its owner (join.go).
-	Join   JoinOptions
-	Logger *slog.Logger
+	Join JoinOptions
+	// Queued commands (docs/fleet.md): MaxQueued bounds the commands queued for one pot (default
+	// 32; past it a queued command is answered BUSY); a queued command's ttl defaults to
+	// DefaultQueueTTL (24 h) and may be at most MaxQueueTTL (7 days); a queued command the pot
+	// answered BUSY goes again after QueueBusyRetry (30 s). A grain holding queued commands does
+	// not passivate, so their ttl ends on time.
+	MaxQueued                    int
+	DefaultQueueTTL, MaxQueueTTL time.Duration
+	QueueBusyRetry               time.Duration
+	Logger                       *slog.Logger
 }
 
 func (o *DeviceOptions) defaults() {
@@ -261,6 +269,10 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		g.pressed(ctx, m, attempt)
 	case *actorpb.RevokeDevice:
 		g.revoke(ctx, m)
+	case *actorpb.QueuedCancel:
+		g.cancelQueued(ctx, m)
+	case *actorpb.DesiredReload:
+		g.reloadDesired(ctx)
 	case *actorpb.Subscribe:
 		pid := actor.NewPID(m.Address, m.Id)
 		if g.subscribers == nil {
@@ -282,6 +294,8 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 func (g *deviceGrain) fresh(id string) *deviceCore {
 	c := newDeviceCore(id)
 	c.flap = flapLimit{connects: g.opts.FlapConnects, window: g.opts.FlapWindow, ban: g.opts.FlapBan}
+	c.qlimits = queueLimits{max: g.opts.MaxQueued, defaultTTL: g.opts.DefaultQueueTTL, maxTTL: g.opts.MaxQueueTTL,
+		busyRetry: g.opts.QueueBusyRetry}
 	return c
 }
 
@@ -299,8 +313,9 @@ func (g *deviceGrain) logger() *slog.Logger {
 // idle reports whether the grain could passivate: offline with no open command and no step
 // waiting to be stored.
 func (g *deviceGrain) idle() bool {
-	// A pot with requests to join stays active to expire them on time.
-	return g.core != nil && !g.core.online && len(g.core.open) == 0 && len(g.retries) == 0 && len(g.core.joins) == 0
+	// A pot with requests to join or queued commands stays active to expire them on time.
+	return g.core != nil && !g.core.online && len(g.core.open) == 0 && len(g.core.queue) == 0 && len(g.retries) == 0 &&
+		len(g.core.joins) == 0
 }
 
 // armIdle runs after every message: it holds an idle timer exactly while the grain is idle.
@@ -357,6 +372,9 @@ func (g *deviceGrain) load(ctx actor.Context) {
 		}
 		next.users = withOwner(users)
 		next.pruneJoins()
+	}
+	if err := g.loadDesired(c, next, &fx); err != nil {
+		g.logger().Warn("loading the desired config failed; the last one known is kept", "err", err)
 	}
 	// Claim the device now, not at the first change: a duplicate activation elsewhere (created by
 	// a read during a membership change) must fence the old one before it serves another frame.
@@ -635,6 +653,9 @@ func (g *deviceGrain) perform(ctx actor.Context, fx effects) {
 		g.kind.courierOf(ctx.ActorSystem()).Send(b.openID, UserKind, b.msg)
 	}
 	g.performJoin(ctx, fx)
+	if fx.configReport {
+		g.reportConfig()
+	}
 }
 
 func (g *deviceGrain) publish(ctx actor.Context, n *actorpb.DeviceNotice) {

@@ -17,6 +17,8 @@ Usage:
   sprout device add       provision devices: prints ids and secrets (and QR content)
   sprout device list      list provisioned devices
   sprout device revoke ID revoke a device (it can no longer connect)
+  sprout command queue    queue a command for a pot or a product, delivered when pots connect (docs/fleet.md)
+  sprout config set|show|drift  desired configuration per product or pot, and the pots that drift
   sprout migrate          apply storage migrations and exit
   sprout sim              run simulated plants against a server
   sprout demo             one node, simulated WeChat and simulated plants (make run)
@@ -50,6 +52,10 @@ func main() {
 			return
 		}
 		err = runDevice(os.Args[2:])
+	case "command":
+		err = runCommand(os.Args[2:])
+	case "config":
+		err = runConfig(os.Args[2:])
 	case "migrate":
 		err = runMigrate(os.Args[2:])
 	case "sim":

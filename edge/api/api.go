@@ -90,7 +90,9 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Get("/devices/{id}/events", h.events)
 			r.Post("/devices/{id}/revoke", h.revoke)
 			h.memberRoutes(r)
+			h.deviceFleetRoutes(r)
 		})
+		h.fleetRoutes(r)
 		r.Get("/cluster", h.clusterMembers)
 		r.Get("/pushes/failed", h.failedPushes)
 		r.Post("/pushes/{pid}/retry", h.retryPush)
@@ -434,6 +436,10 @@ type CommandRequest struct {
 	Kind      string `json:"kind"`       // water, read_now, set_config, reboot
 	WaterMs   uint32 `json:"water_ms"`
 	TimeoutMs uint32 `json:"timeout_ms"` // default 10000, allowed 1000..300000
+	// Queue stores the command and delivers it when the pot is next online (docs/fleet.md): the
+	// answer is 202 at once. TTLS bounds how long it may wait (default 24 h, at most 7 days).
+	Queue bool   `json:"queue"`
+	TTLS  uint32 `json:"ttl_s"`
 }
 
 var commandKinds = map[string]devicepb.CommandKind{
@@ -462,6 +468,10 @@ func (h *Handler) sendCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.CommandID == "" {
 		req.CommandID = NewCommandID()
+	}
+	if req.Queue || req.TTLS != 0 {
+		h.queueCommand(w, r, id, req, kind)
+		return
 	}
 	timeout := actors.DefaultCommandTimeout
 	if req.TimeoutMs != 0 {

@@ -190,6 +190,8 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Get("/devices/{id}", h.device)
 			r.Post("/devices/{id}/commands", h.command)
 			r.Post("/devices/{id}/revoke", h.revoke)
+			r.Get("/operations", h.operations)
+			r.Post("/operations/commands", h.queueProduct)
 			r.Get("/provision", h.provisionForm)
 			r.Post("/provision", h.provision)
 			r.Post("/logout", h.logout)

@@ -25,6 +25,7 @@ type page struct {
 	Batch  *batchView
 	Form   provisionForm
 	Pushes *pushesView
+	Ops    *opsView
 }
 
 // T translates a key for the page's language.
@@ -62,7 +63,7 @@ var chinaTime = time.FixedZone("CST", 8*3600)
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login.html", "fleet.html", "device.html", "provision.html", "message.html", "pushes.html"} {
+	for _, name := range []string{"login.html", "fleet.html", "device.html", "provision.html", "message.html", "pushes.html", "operations.html"} {
 		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name))
 	}
 	return out

@@ -41,6 +41,9 @@ const (
 	Outcome_OUTCOME_NOT_BOUND      Outcome = 10 // the WeChat user who asked is not bound to the device
 	Outcome_OUTCOME_REVOKED        Outcome = 11 // the device is revoked: nothing is sent to it again
 	Outcome_OUTCOME_UNAVAILABLE    Outcome = 12 // the device's grain could not load its state (storage); try again; nothing was sent
+	Outcome_OUTCOME_EXPIRED        Outcome = 13 // a queued command whose ttl passed before the pot took it
+	Outcome_OUTCOME_CANCELLED      Outcome = 14 // a queued command cancelled before it was sent
+	Outcome_OUTCOME_QUEUED         Outcome = 15 // the answer to a queued SendCommand: stored, to be delivered (not an end)
 )
 
 // Enum value maps for Outcome.
@@ -59,6 +62,9 @@ var (
 		10: "OUTCOME_NOT_BOUND",
 		11: "OUTCOME_REVOKED",
 		12: "OUTCOME_UNAVAILABLE",
+		13: "OUTCOME_EXPIRED",
+		14: "OUTCOME_CANCELLED",
+		15: "OUTCOME_QUEUED",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED":    0,
@@ -74,6 +80,9 @@ var (
 		"OUTCOME_NOT_BOUND":      10,
 		"OUTCOME_REVOKED":        11,
 		"OUTCOME_UNAVAILABLE":    12,
+		"OUTCOME_EXPIRED":        13,
+		"OUTCOME_CANCELLED":      14,
+		"OUTCOME_QUEUED":         15,
 	}
 )
 
@@ -337,7 +346,7 @@ func (x UserReply_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UserReply_Kind.Descriptor instead.
 func (UserReply_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{15, 0}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{21, 0}
 }
 
 // ConnRef names one device connection: the PID of its connection actor (valid across members)
@@ -1015,14 +1024,19 @@ func (x *Detach) GetReason() devicepb.CloseReason {
 // at once when the device is offline or the request is invalid, else when the device answers or the
 // deadline passes. A SendCommand repeating a command_id already seen gets that command's outcome.
 type SendCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"` // chosen by the caller (an idempotency key); 1..36 bytes
-	Kind          devicepb.CommandKind   `protobuf:"varint,2,opt,name=kind,proto3,enum=sprout.device.v1.CommandKind" json:"kind,omitempty"`
-	WaterMs       uint32                 `protobuf:"varint,3,opt,name=water_ms,json=waterMs,proto3" json:"water_ms,omitempty"`
-	Config        *devicepb.Config       `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
-	TimeoutMs     uint32                 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`      // 0 means the default (10 s); allowed 1000..300000
-	RequestedBy   string                 `protobuf:"bytes,6,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"` // who asked (an OpenID, "console", "sim"), for routing the outcome and the audit log
-	Trace         *TraceContext          `protobuf:"bytes,7,opt,name=trace,proto3" json:"trace,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	CommandId   string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"` // chosen by the caller (an idempotency key); 1..36 bytes
+	Kind        devicepb.CommandKind   `protobuf:"varint,2,opt,name=kind,proto3,enum=sprout.device.v1.CommandKind" json:"kind,omitempty"`
+	WaterMs     uint32                 `protobuf:"varint,3,opt,name=water_ms,json=waterMs,proto3" json:"water_ms,omitempty"`
+	Config      *devicepb.Config       `protobuf:"bytes,4,opt,name=config,proto3" json:"config,omitempty"`
+	TimeoutMs   uint32                 `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`      // 0 means the default (10 s); allowed 1000..300000
+	RequestedBy string                 `protobuf:"bytes,6,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"` // who asked (an OpenID, "console", "sim"), for routing the outcome and the audit log
+	Trace       *TraceContext          `protobuf:"bytes,7,opt,name=trace,proto3" json:"trace,omitempty"`
+	// Queued commands (docs/fleet.md): stored and delivered when the pot is next online, one at a
+	// time in the order asked, instead of answering OFFLINE at once. The reply is OUTCOME_QUEUED
+	// once the command is stored; its result comes later (GET .../commands, DeviceNotice).
+	Queue         bool   `protobuf:"varint,26,opt,name=queue,proto3" json:"queue,omitempty"`
+	TtlS          uint32 `protobuf:"varint,27,opt,name=ttl_s,json=ttlS,proto3" json:"ttl_s,omitempty"` // how long a queued command may wait to be delivered (0: the default)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1106,6 +1120,20 @@ func (x *SendCommand) GetTrace() *TraceContext {
 	return nil
 }
 
+func (x *SendCommand) GetQueue() bool {
+	if x != nil {
+		return x.Queue
+	}
+	return false
+}
+
+func (x *SendCommand) GetTtlS() uint32 {
+	if x != nil {
+		return x.TtlS
+	}
+	return 0
+}
+
 type CommandOutcome struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	DeviceId    string                 `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
@@ -1121,6 +1149,7 @@ type CommandOutcome struct {
 	// command resent after a restart or failover is the same command. Snapshots written before this
 	// field have none: such a command is never resent, it ends as failed at recovery.
 	Command       *SendCommand `protobuf:"bytes,20,opt,name=command,proto3" json:"command,omitempty"`
+	Queued        bool         `protobuf:"varint,26,opt,name=queued,proto3" json:"queued,omitempty"` // the outcome of a queued command
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1223,6 +1252,13 @@ func (x *CommandOutcome) GetCommand() *SendCommand {
 		return x.Command
 	}
 	return nil
+}
+
+func (x *CommandOutcome) GetQueued() bool {
+	if x != nil {
+		return x.Queued
+	}
+	return false
 }
 
 // GetState asks the grain for its device's current state. With open_id set, the grain answers
@@ -1369,10 +1405,13 @@ type DeviceState struct {
 	// Joining (members, 21-25): pending requests to join, oldest first (in snapshots, and in the
 	// unchecked state an operator or the owner's pages read); join_pending is the asking user's own
 	// pending request when GetState.open_id is not bound but waits for the owner (denied is set).
-	JoinRequests  []*JoinRequest `protobuf:"bytes,21,rep,name=join_requests,json=joinRequests,proto3" json:"join_requests,omitempty"`
-	JoinPending   *JoinRequest   `protobuf:"bytes,22,opt,name=join_pending,json=joinPending,proto3" json:"join_pending,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	JoinRequests   []*JoinRequest      `protobuf:"bytes,21,rep,name=join_requests,json=joinRequests,proto3" json:"join_requests,omitempty"`
+	JoinPending    *JoinRequest        `protobuf:"bytes,22,opt,name=join_pending,json=joinPending,proto3" json:"join_pending,omitempty"`
+	QueuedCommands []*QueuedCommand    `protobuf:"bytes,26,rep,name=queued_commands,json=queuedCommands,proto3" json:"queued_commands,omitempty"` // queued commands not finished, in delivery order (also in snapshots)
+	QueuedOutcomes []*CommandOutcome   `protobuf:"bytes,27,rep,name=queued_outcomes,json=queuedOutcomes,proto3" json:"queued_outcomes,omitempty"` // finished queued commands, oldest first (not in snapshots: see recent_outcomes)
+	Desired        *DesiredConfigState `protobuf:"bytes,28,opt,name=desired,proto3" json:"desired,omitempty"`                                     // the desired configuration and what the pot applied (also in snapshots)
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeviceState) Reset() {
@@ -1538,6 +1577,416 @@ func (x *DeviceState) GetJoinPending() *JoinRequest {
 	return nil
 }
 
+func (x *DeviceState) GetQueuedCommands() []*QueuedCommand {
+	if x != nil {
+		return x.QueuedCommands
+	}
+	return nil
+}
+
+func (x *DeviceState) GetQueuedOutcomes() []*CommandOutcome {
+	if x != nil {
+		return x.QueuedOutcomes
+	}
+	return nil
+}
+
+func (x *DeviceState) GetDesired() *DesiredConfigState {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+// QueuedCommand is one queued command of a device grain (DeviceState.queued_commands).
+type QueuedCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Command       *SendCommand           `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"` // as asked, without its trace
+	QueuedAtMs    int64                  `protobuf:"varint,2,opt,name=queued_at_ms,json=queuedAtMs,proto3" json:"queued_at_ms,omitempty"`
+	ExpiresAtMs   int64                  `protobuf:"varint,3,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"` // queued_at + ttl: it ends as EXPIRED unless the pot has it by then
+	Sent          bool                   `protobuf:"varint,4,opt,name=sent,proto3" json:"sent,omitempty"`                                    // sent to the pot, no result yet (resent with the same id after a reconnect)
+	SentAtMs      int64                  `protobuf:"varint,5,opt,name=sent_at_ms,json=sentAtMs,proto3" json:"sent_at_ms,omitempty"`          // the last time it was sent
+	Sends         uint32                 `protobuf:"varint,6,opt,name=sends,proto3" json:"sends,omitempty"`                                  // how many times it was sent (a resend after a reconnect or a BUSY counts)
+	NotBeforeMs   int64                  `protobuf:"varint,7,opt,name=not_before_ms,json=notBeforeMs,proto3" json:"not_before_ms,omitempty"` // the pot answered BUSY: not sent again before this
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuedCommand) Reset() {
+	*x = QueuedCommand{}
+	mi := &file_actorpb_actor_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuedCommand) ProtoMessage() {}
+
+func (x *QueuedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuedCommand.ProtoReflect.Descriptor instead.
+func (*QueuedCommand) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *QueuedCommand) GetCommand() *SendCommand {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *QueuedCommand) GetQueuedAtMs() int64 {
+	if x != nil {
+		return x.QueuedAtMs
+	}
+	return 0
+}
+
+func (x *QueuedCommand) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *QueuedCommand) GetSent() bool {
+	if x != nil {
+		return x.Sent
+	}
+	return false
+}
+
+func (x *QueuedCommand) GetSentAtMs() int64 {
+	if x != nil {
+		return x.SentAtMs
+	}
+	return 0
+}
+
+func (x *QueuedCommand) GetSends() uint32 {
+	if x != nil {
+		return x.Sends
+	}
+	return 0
+}
+
+func (x *QueuedCommand) GetNotBeforeMs() int64 {
+	if x != nil {
+		return x.NotBeforeMs
+	}
+	return 0
+}
+
+// QueuedCancel cancels a queued command that has not been sent; the reply is QueuedCancelResult.
+type QueuedCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CommandId     string                 `protobuf:"bytes,1,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"` // who cancelled ("api", "console"), for the event log
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuedCancel) Reset() {
+	*x = QueuedCancel{}
+	mi := &file_actorpb_actor_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuedCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuedCancel) ProtoMessage() {}
+
+func (x *QueuedCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuedCancel.ProtoReflect.Descriptor instead.
+func (*QueuedCancel) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *QueuedCancel) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
+func (x *QueuedCancel) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+type QueuedCancelResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=sprout.actor.v1.ErrorCode" json:"error,omitempty"` // UNKNOWN_DEVICE, UNAVAILABLE, or INVALID (no such queued command, or it was already sent: detail says which)
+	Detail        string                 `protobuf:"bytes,2,opt,name=detail,proto3" json:"detail,omitempty"`
+	Outcome       *CommandOutcome        `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"` // the command's outcome: CANCELLED, its earlier end, or PENDING when it was sent; unset when there is no such command
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueuedCancelResult) Reset() {
+	*x = QueuedCancelResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueuedCancelResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueuedCancelResult) ProtoMessage() {}
+
+func (x *QueuedCancelResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueuedCancelResult.ProtoReflect.Descriptor instead.
+func (*QueuedCancelResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *QueuedCancelResult) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *QueuedCancelResult) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *QueuedCancelResult) GetOutcome() *CommandOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return nil
+}
+
+// DesiredConfigState is a device's desired configuration and what the pot reported it applied.
+type DesiredConfigState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Desired       *devicepb.Config       `protobuf:"bytes,1,opt,name=desired,proto3" json:"desired,omitempty"`                               // the effective desired config (pot override, else product); unset: none
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`                                 // "device" or "product" (empty when none)
+	DesiredAtMs   int64                  `protobuf:"varint,3,opt,name=desired_at_ms,json=desiredAtMs,proto3" json:"desired_at_ms,omitempty"` // when the effective desired config last changed
+	Applied       *devicepb.Config       `protobuf:"bytes,4,opt,name=applied,proto3" json:"applied,omitempty"`                               // the config the pot last confirmed (a SET_CONFIG answered DONE)
+	AppliedAtMs   int64                  `protobuf:"varint,5,opt,name=applied_at_ms,json=appliedAtMs,proto3" json:"applied_at_ms,omitempty"`
+	DriftSinceMs  int64                  `protobuf:"varint,6,opt,name=drift_since_ms,json=driftSinceMs,proto3" json:"drift_since_ms,omitempty"` // nonzero: applied differs from desired since then
+	LastError     string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`             // the pot's reason when it refused the desired config
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredConfigState) Reset() {
+	*x = DesiredConfigState{}
+	mi := &file_actorpb_actor_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredConfigState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredConfigState) ProtoMessage() {}
+
+func (x *DesiredConfigState) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredConfigState.ProtoReflect.Descriptor instead.
+func (*DesiredConfigState) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *DesiredConfigState) GetDesired() *devicepb.Config {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
+
+func (x *DesiredConfigState) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *DesiredConfigState) GetDesiredAtMs() int64 {
+	if x != nil {
+		return x.DesiredAtMs
+	}
+	return 0
+}
+
+func (x *DesiredConfigState) GetApplied() *devicepb.Config {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+func (x *DesiredConfigState) GetAppliedAtMs() int64 {
+	if x != nil {
+		return x.AppliedAtMs
+	}
+	return 0
+}
+
+func (x *DesiredConfigState) GetDriftSinceMs() int64 {
+	if x != nil {
+		return x.DriftSinceMs
+	}
+	return 0
+}
+
+func (x *DesiredConfigState) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+// DesiredReload tells a device grain that its desired configuration changed in the store: it reads
+// it again and, if the pot is online and differs, sends it SET_CONFIG. The reply is DesiredReloadResult.
+type DesiredReload struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredReload) Reset() {
+	*x = DesiredReload{}
+	mi := &file_actorpb_actor_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredReload) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredReload) ProtoMessage() {}
+
+func (x *DesiredReload) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredReload.ProtoReflect.Descriptor instead.
+func (*DesiredReload) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
+}
+
+type DesiredReloadResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Error         ErrorCode              `protobuf:"varint,1,opt,name=error,proto3,enum=sprout.actor.v1.ErrorCode" json:"error,omitempty"`
+	State         *DesiredConfigState    `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DesiredReloadResult) Reset() {
+	*x = DesiredReloadResult{}
+	mi := &file_actorpb_actor_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DesiredReloadResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DesiredReloadResult) ProtoMessage() {}
+
+func (x *DesiredReloadResult) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DesiredReloadResult.ProtoReflect.Descriptor instead.
+func (*DesiredReloadResult) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DesiredReloadResult) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *DesiredReloadResult) GetState() *DesiredConfigState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 // UserMessage is one WeChat callback for a user, handed by the WeChat edge to the user's grain.
 type UserMessage struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1562,7 +2011,7 @@ type UserMessage struct {
 
 func (x *UserMessage) Reset() {
 	*x = UserMessage{}
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1574,7 +2023,7 @@ func (x *UserMessage) String() string {
 func (*UserMessage) ProtoMessage() {}
 
 func (x *UserMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1587,7 +2036,7 @@ func (x *UserMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserMessage.ProtoReflect.Descriptor instead.
 func (*UserMessage) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UserMessage) GetDedupKey() string {
@@ -1694,7 +2143,7 @@ type UserReply struct {
 
 func (x *UserReply) Reset() {
 	*x = UserReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +2155,7 @@ func (x *UserReply) String() string {
 func (*UserReply) ProtoMessage() {}
 
 func (x *UserReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +2168,7 @@ func (x *UserReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserReply.ProtoReflect.Descriptor instead.
 func (*UserReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UserReply) GetKind() UserReply_Kind {
@@ -1761,7 +2210,7 @@ type BindDevice struct {
 
 func (x *BindDevice) Reset() {
 	*x = BindDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +2222,7 @@ func (x *BindDevice) String() string {
 func (*BindDevice) ProtoMessage() {}
 
 func (x *BindDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +2235,7 @@ func (x *BindDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindDevice.ProtoReflect.Descriptor instead.
 func (*BindDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BindDevice) GetOpenId() string {
@@ -1813,7 +2262,7 @@ type UnbindDevice struct {
 
 func (x *UnbindDevice) Reset() {
 	*x = UnbindDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +2274,7 @@ func (x *UnbindDevice) String() string {
 func (*UnbindDevice) ProtoMessage() {}
 
 func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +2287,7 @@ func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbindDevice.ProtoReflect.Descriptor instead.
 func (*UnbindDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UnbindDevice) GetOpenId() string {
@@ -1861,7 +2310,7 @@ type BindResult struct {
 
 func (x *BindResult) Reset() {
 	*x = BindResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[18]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2322,7 @@ func (x *BindResult) String() string {
 func (*BindResult) ProtoMessage() {}
 
 func (x *BindResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[18]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2335,7 @@ func (x *BindResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindResult.ProtoReflect.Descriptor instead.
 func (*BindResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BindResult) GetOk() bool {
@@ -1946,7 +2395,7 @@ type UserNotice struct {
 
 func (x *UserNotice) Reset() {
 	*x = UserNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[19]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2407,7 @@ func (x *UserNotice) String() string {
 func (*UserNotice) ProtoMessage() {}
 
 func (x *UserNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[19]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2420,7 @@ func (x *UserNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserNotice.ProtoReflect.Descriptor instead.
 func (*UserNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UserNotice) GetNoticeId() string {
@@ -2107,7 +2556,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[20]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2568,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[20]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2581,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Subscribe) GetAddress() string {
@@ -2159,7 +2608,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2620,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2633,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Unsubscribe) GetAddress() string {
@@ -2220,7 +2669,7 @@ type DeviceNotice struct {
 
 func (x *DeviceNotice) Reset() {
 	*x = DeviceNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2232,7 +2681,7 @@ func (x *DeviceNotice) String() string {
 func (*DeviceNotice) ProtoMessage() {}
 
 func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2245,7 +2694,7 @@ func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceNotice.ProtoReflect.Descriptor instead.
 func (*DeviceNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeviceNotice) GetDeviceId() string {
@@ -2353,7 +2802,7 @@ type Flapping struct {
 
 func (x *Flapping) Reset() {
 	*x = Flapping{}
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2814,7 @@ func (x *Flapping) String() string {
 func (*Flapping) ProtoMessage() {}
 
 func (x *Flapping) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2827,7 @@ func (x *Flapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flapping.ProtoReflect.Descriptor instead.
 func (*Flapping) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Flapping) GetUntilMs() int64 {
@@ -2412,7 +2861,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2873,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2886,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Presence) GetOnline() bool {
@@ -2465,7 +2914,7 @@ type TraceContext struct {
 
 func (x *TraceContext) Reset() {
 	*x = TraceContext{}
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2926,7 @@ func (x *TraceContext) String() string {
 func (*TraceContext) ProtoMessage() {}
 
 func (x *TraceContext) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2939,7 @@ func (x *TraceContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceContext.ProtoReflect.Descriptor instead.
 func (*TraceContext) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *TraceContext) GetTraceparent() string {
@@ -2518,7 +2967,7 @@ type TokenRequest struct {
 
 func (x *TokenRequest) Reset() {
 	*x = TokenRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2530,7 +2979,7 @@ func (x *TokenRequest) String() string {
 func (*TokenRequest) ProtoMessage() {}
 
 func (x *TokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2543,7 +2992,7 @@ func (x *TokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRequest.ProtoReflect.Descriptor instead.
 func (*TokenRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TokenRequest) GetInvalidate() string {
@@ -2563,7 +3012,7 @@ type TokenReply struct {
 
 func (x *TokenReply) Reset() {
 	*x = TokenReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2575,7 +3024,7 @@ func (x *TokenReply) String() string {
 func (*TokenReply) ProtoMessage() {}
 
 func (x *TokenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2588,7 +3037,7 @@ func (x *TokenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenReply.ProtoReflect.Descriptor instead.
 func (*TokenReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TokenReply) GetToken() string {
@@ -2617,7 +3066,7 @@ type RevokeDevice struct {
 
 func (x *RevokeDevice) Reset() {
 	*x = RevokeDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2629,7 +3078,7 @@ func (x *RevokeDevice) String() string {
 func (*RevokeDevice) ProtoMessage() {}
 
 func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2642,7 +3091,7 @@ func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeDevice.ProtoReflect.Descriptor instead.
 func (*RevokeDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevokeDevice) GetBy() string {
@@ -2669,7 +3118,7 @@ type RevokeResult struct {
 
 func (x *RevokeResult) Reset() {
 	*x = RevokeResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2681,7 +3130,7 @@ func (x *RevokeResult) String() string {
 func (*RevokeResult) ProtoMessage() {}
 
 func (x *RevokeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2694,7 +3143,7 @@ func (x *RevokeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResult.ProtoReflect.Descriptor instead.
 func (*RevokeResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RevokeResult) GetError() ErrorCode {
@@ -2725,7 +3174,7 @@ type BindingChanged struct {
 
 func (x *BindingChanged) Reset() {
 	*x = BindingChanged{}
-	mi := &file_actorpb_actor_proto_msgTypes[30]
+	mi := &file_actorpb_actor_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +3186,7 @@ func (x *BindingChanged) String() string {
 func (*BindingChanged) ProtoMessage() {}
 
 func (x *BindingChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[30]
+	mi := &file_actorpb_actor_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +3199,7 @@ func (x *BindingChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindingChanged.ProtoReflect.Descriptor instead.
 func (*BindingChanged) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *BindingChanged) GetDeviceId() string {
@@ -2796,7 +3245,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[31]
+	mi := &file_actorpb_actor_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3257,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[31]
+	mi := &file_actorpb_actor_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3270,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -2871,7 +3320,7 @@ type JoinResult struct {
 
 func (x *JoinResult) Reset() {
 	*x = JoinResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[32]
+	mi := &file_actorpb_actor_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3332,7 @@ func (x *JoinResult) String() string {
 func (*JoinResult) ProtoMessage() {}
 
 func (x *JoinResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[32]
+	mi := &file_actorpb_actor_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3345,7 @@ func (x *JoinResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResult.ProtoReflect.Descriptor instead.
 func (*JoinResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *JoinResult) GetRequestId() string {
@@ -2933,7 +3382,7 @@ type JoinDecide struct {
 
 func (x *JoinDecide) Reset() {
 	*x = JoinDecide{}
-	mi := &file_actorpb_actor_proto_msgTypes[33]
+	mi := &file_actorpb_actor_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2945,7 +3394,7 @@ func (x *JoinDecide) String() string {
 func (*JoinDecide) ProtoMessage() {}
 
 func (x *JoinDecide) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[33]
+	mi := &file_actorpb_actor_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2958,7 +3407,7 @@ func (x *JoinDecide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinDecide.ProtoReflect.Descriptor instead.
 func (*JoinDecide) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *JoinDecide) GetRequestId() string {
@@ -3000,7 +3449,7 @@ type JoinDecided struct {
 
 func (x *JoinDecided) Reset() {
 	*x = JoinDecided{}
-	mi := &file_actorpb_actor_proto_msgTypes[34]
+	mi := &file_actorpb_actor_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3012,7 +3461,7 @@ func (x *JoinDecided) String() string {
 func (*JoinDecided) ProtoMessage() {}
 
 func (x *JoinDecided) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[34]
+	mi := &file_actorpb_actor_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3025,7 +3474,7 @@ func (x *JoinDecided) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinDecided.ProtoReflect.Descriptor instead.
 func (*JoinDecided) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *JoinDecided) GetError() ErrorCode {
@@ -3061,7 +3510,7 @@ type JoinUnbind struct {
 
 func (x *JoinUnbind) Reset() {
 	*x = JoinUnbind{}
-	mi := &file_actorpb_actor_proto_msgTypes[35]
+	mi := &file_actorpb_actor_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3522,7 @@ func (x *JoinUnbind) String() string {
 func (*JoinUnbind) ProtoMessage() {}
 
 func (x *JoinUnbind) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[35]
+	mi := &file_actorpb_actor_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3535,7 @@ func (x *JoinUnbind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinUnbind.ProtoReflect.Descriptor instead.
 func (*JoinUnbind) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *JoinUnbind) GetOpenId() string {
@@ -3121,7 +3570,7 @@ type JoinReconcileTick struct {
 
 func (x *JoinReconcileTick) Reset() {
 	*x = JoinReconcileTick{}
-	mi := &file_actorpb_actor_proto_msgTypes[36]
+	mi := &file_actorpb_actor_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3582,7 @@ func (x *JoinReconcileTick) String() string {
 func (*JoinReconcileTick) ProtoMessage() {}
 
 func (x *JoinReconcileTick) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[36]
+	mi := &file_actorpb_actor_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3595,7 @@ func (x *JoinReconcileTick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReconcileTick.ProtoReflect.Descriptor instead.
 func (*JoinReconcileTick) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{42}
 }
 
 type JoinReconcileState struct {
@@ -3159,7 +3608,7 @@ type JoinReconcileState struct {
 
 func (x *JoinReconcileState) Reset() {
 	*x = JoinReconcileState{}
-	mi := &file_actorpb_actor_proto_msgTypes[37]
+	mi := &file_actorpb_actor_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3171,7 +3620,7 @@ func (x *JoinReconcileState) String() string {
 func (*JoinReconcileState) ProtoMessage() {}
 
 func (x *JoinReconcileState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[37]
+	mi := &file_actorpb_actor_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3184,7 +3633,7 @@ func (x *JoinReconcileState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReconcileState.ProtoReflect.Descriptor instead.
 func (*JoinReconcileState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{37}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *JoinReconcileState) GetLastStartMs() int64 {
@@ -3260,7 +3709,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06Detach\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x125\n" +
-	"\x06reason\x18\x02 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x06reason\"\xa3\x02\n" +
+	"\x06reason\x18\x02 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x06reason\"\xce\x02\n" +
 	"\vSendCommand\x12\x1d\n" +
 	"\n" +
 	"command_id\x18\x01 \x01(\tR\tcommandId\x121\n" +
@@ -3270,7 +3719,9 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x05 \x01(\rR\ttimeoutMs\x12!\n" +
 	"\frequested_by\x18\x06 \x01(\tR\vrequestedBy\x123\n" +
-	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\"\x8f\x03\n" +
+	"\x05trace\x18\a \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\x12\x14\n" +
+	"\x05queue\x18\x1a \x01(\bR\x05queue\x12\x13\n" +
+	"\x05ttl_s\x18\x1b \x01(\rR\x04ttlS\"\xa7\x03\n" +
 	"\x0eCommandOutcome\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x1d\n" +
 	"\n" +
@@ -3283,7 +3734,8 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x121\n" +
 	"\x04kind\x18\b \x01(\x0e2\x1d.sprout.device.v1.CommandKindR\x04kind\x123\n" +
 	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\x126\n" +
-	"\acommand\x18\x14 \x01(\v2\x1c.sprout.actor.v1.SendCommandR\acommand\"#\n" +
+	"\acommand\x18\x14 \x01(\v2\x1c.sprout.actor.v1.SendCommandR\acommand\x12\x16\n" +
+	"\x06queued\x18\x1a \x01(\bR\x06queued\"#\n" +
 	"\bGetState\x12\x17\n" +
 	"\aopen_id\x18\x01 \x01(\tR\x06openId\"\x9e\x01\n" +
 	"\x05Alert\x12.\n" +
@@ -3291,7 +3743,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x06active\x18\x02 \x01(\bR\x06active\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\x02R\x05value\x12\x1c\n" +
 	"\tthreshold\x18\x04 \x01(\x02R\tthreshold\x12\x19\n" +
-	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\xb5\x06\n" +
+	"\bsince_ms\x18\x05 \x01(\x03R\asinceMs\"\x87\b\n" +
 	"\vDeviceState\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x14\n" +
 	"\x05known\x18\x02 \x01(\bR\x05known\x12\x16\n" +
@@ -3314,7 +3766,41 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x05users\x18\x10 \x03(\tR\x05users\x120\n" +
 	"\x05error\x18\x11 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\x12A\n" +
 	"\rjoin_requests\x18\x15 \x03(\v2\x1c.sprout.actor.v1.JoinRequestR\fjoinRequests\x12?\n" +
-	"\fjoin_pending\x18\x16 \x01(\v2\x1c.sprout.actor.v1.JoinRequestR\vjoinPending\"\xa7\x03\n" +
+	"\fjoin_pending\x18\x16 \x01(\v2\x1c.sprout.actor.v1.JoinRequestR\vjoinPending\x12G\n" +
+	"\x0fqueued_commands\x18\x1a \x03(\v2\x1e.sprout.actor.v1.QueuedCommandR\x0equeuedCommands\x12H\n" +
+	"\x0fqueued_outcomes\x18\x1b \x03(\v2\x1f.sprout.actor.v1.CommandOutcomeR\x0equeuedOutcomes\x12=\n" +
+	"\adesired\x18\x1c \x01(\v2#.sprout.actor.v1.DesiredConfigStateR\adesired\"\xf9\x01\n" +
+	"\rQueuedCommand\x126\n" +
+	"\acommand\x18\x01 \x01(\v2\x1c.sprout.actor.v1.SendCommandR\acommand\x12 \n" +
+	"\fqueued_at_ms\x18\x02 \x01(\x03R\n" +
+	"queuedAtMs\x12\"\n" +
+	"\rexpires_at_ms\x18\x03 \x01(\x03R\vexpiresAtMs\x12\x12\n" +
+	"\x04sent\x18\x04 \x01(\bR\x04sent\x12\x1c\n" +
+	"\n" +
+	"sent_at_ms\x18\x05 \x01(\x03R\bsentAtMs\x12\x14\n" +
+	"\x05sends\x18\x06 \x01(\rR\x05sends\x12\"\n" +
+	"\rnot_before_ms\x18\a \x01(\x03R\vnotBeforeMs\"=\n" +
+	"\fQueuedCancel\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x01 \x01(\tR\tcommandId\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\"\x99\x01\n" +
+	"\x12QueuedCancelResult\x120\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\tR\x06detail\x129\n" +
+	"\aoutcome\x18\x03 \x01(\v2\x1f.sprout.actor.v1.CommandOutcomeR\aoutcome\"\xa1\x02\n" +
+	"\x12DesiredConfigState\x122\n" +
+	"\adesired\x18\x01 \x01(\v2\x18.sprout.device.v1.ConfigR\adesired\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\"\n" +
+	"\rdesired_at_ms\x18\x03 \x01(\x03R\vdesiredAtMs\x122\n" +
+	"\aapplied\x18\x04 \x01(\v2\x18.sprout.device.v1.ConfigR\aapplied\x12\"\n" +
+	"\rapplied_at_ms\x18\x05 \x01(\x03R\vappliedAtMs\x12$\n" +
+	"\x0edrift_since_ms\x18\x06 \x01(\x03R\fdriftSinceMs\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\a \x01(\tR\tlastError\"\x0f\n" +
+	"\rDesiredReload\"\x82\x01\n" +
+	"\x13DesiredReloadResult\x120\n" +
+	"\x05error\x18\x01 \x01(\x0e2\x1a.sprout.actor.v1.ErrorCodeR\x05error\x129\n" +
+	"\x05state\x18\x02 \x01(\v2#.sprout.actor.v1.DesiredConfigStateR\x05state\"\xa7\x03\n" +
 	"\vUserMessage\x12\x1b\n" +
 	"\tdedup_key\x18\x01 \x01(\tR\bdedupKey\x12\x19\n" +
 	"\bmsg_type\x18\x02 \x01(\tR\amsgType\x12\x14\n" +
@@ -3450,7 +3936,7 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x11JoinReconcileTick\"R\n" +
 	"\x12JoinReconcileState\x12\"\n" +
 	"\rlast_start_ms\x18\x01 \x01(\x03R\vlastStartMs\x12\x18\n" +
-	"\arunning\x18\x02 \x01(\bR\arunning*\xa7\x02\n" +
+	"\arunning\x18\x02 \x01(\bR\arunning*\xe7\x02\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUTCOME_DONE\x10\x01\x12\x12\n" +
@@ -3465,7 +3951,10 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x11OUTCOME_NOT_BOUND\x10\n" +
 	"\x12\x13\n" +
 	"\x0fOUTCOME_REVOKED\x10\v\x12\x17\n" +
-	"\x13OUTCOME_UNAVAILABLE\x10\f*\x8e\x01\n" +
+	"\x13OUTCOME_UNAVAILABLE\x10\f\x12\x13\n" +
+	"\x0fOUTCOME_EXPIRED\x10\r\x12\x15\n" +
+	"\x11OUTCOME_CANCELLED\x10\x0e\x12\x12\n" +
+	"\x0eOUTCOME_QUEUED\x10\x0f*\x8e\x01\n" +
 	"\tAlertKind\x12\x1a\n" +
 	"\x16ALERT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ALERT_KIND_SOIL_DRY\x10\x01\x12\x16\n" +
@@ -3503,7 +3992,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
@@ -3524,99 +4013,115 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*GetState)(nil),               // 16: sprout.actor.v1.GetState
 	(*Alert)(nil),                  // 17: sprout.actor.v1.Alert
 	(*DeviceState)(nil),            // 18: sprout.actor.v1.DeviceState
-	(*UserMessage)(nil),            // 19: sprout.actor.v1.UserMessage
-	(*UserReply)(nil),              // 20: sprout.actor.v1.UserReply
-	(*BindDevice)(nil),             // 21: sprout.actor.v1.BindDevice
-	(*UnbindDevice)(nil),           // 22: sprout.actor.v1.UnbindDevice
-	(*BindResult)(nil),             // 23: sprout.actor.v1.BindResult
-	(*UserNotice)(nil),             // 24: sprout.actor.v1.UserNotice
-	(*Subscribe)(nil),              // 25: sprout.actor.v1.Subscribe
-	(*Unsubscribe)(nil),            // 26: sprout.actor.v1.Unsubscribe
-	(*DeviceNotice)(nil),           // 27: sprout.actor.v1.DeviceNotice
-	(*Flapping)(nil),               // 28: sprout.actor.v1.Flapping
-	(*Presence)(nil),               // 29: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 30: sprout.actor.v1.TraceContext
-	(*TokenRequest)(nil),           // 31: sprout.actor.v1.TokenRequest
-	(*TokenReply)(nil),             // 32: sprout.actor.v1.TokenReply
-	(*RevokeDevice)(nil),           // 33: sprout.actor.v1.RevokeDevice
-	(*RevokeResult)(nil),           // 34: sprout.actor.v1.RevokeResult
-	(*BindingChanged)(nil),         // 35: sprout.actor.v1.BindingChanged
-	(*JoinRequest)(nil),            // 36: sprout.actor.v1.JoinRequest
-	(*JoinResult)(nil),             // 37: sprout.actor.v1.JoinResult
-	(*JoinDecide)(nil),             // 38: sprout.actor.v1.JoinDecide
-	(*JoinDecided)(nil),            // 39: sprout.actor.v1.JoinDecided
-	(*JoinUnbind)(nil),             // 40: sprout.actor.v1.JoinUnbind
-	(*JoinReconcileTick)(nil),      // 41: sprout.actor.v1.JoinReconcileTick
-	(*JoinReconcileState)(nil),     // 42: sprout.actor.v1.JoinReconcileState
-	(devicepb.CloseReason)(0),      // 43: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 44: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 45: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 46: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 47: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 48: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 49: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 50: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 51: sprout.device.v1.Config
+	(*QueuedCommand)(nil),          // 19: sprout.actor.v1.QueuedCommand
+	(*QueuedCancel)(nil),           // 20: sprout.actor.v1.QueuedCancel
+	(*QueuedCancelResult)(nil),     // 21: sprout.actor.v1.QueuedCancelResult
+	(*DesiredConfigState)(nil),     // 22: sprout.actor.v1.DesiredConfigState
+	(*DesiredReload)(nil),          // 23: sprout.actor.v1.DesiredReload
+	(*DesiredReloadResult)(nil),    // 24: sprout.actor.v1.DesiredReloadResult
+	(*UserMessage)(nil),            // 25: sprout.actor.v1.UserMessage
+	(*UserReply)(nil),              // 26: sprout.actor.v1.UserReply
+	(*BindDevice)(nil),             // 27: sprout.actor.v1.BindDevice
+	(*UnbindDevice)(nil),           // 28: sprout.actor.v1.UnbindDevice
+	(*BindResult)(nil),             // 29: sprout.actor.v1.BindResult
+	(*UserNotice)(nil),             // 30: sprout.actor.v1.UserNotice
+	(*Subscribe)(nil),              // 31: sprout.actor.v1.Subscribe
+	(*Unsubscribe)(nil),            // 32: sprout.actor.v1.Unsubscribe
+	(*DeviceNotice)(nil),           // 33: sprout.actor.v1.DeviceNotice
+	(*Flapping)(nil),               // 34: sprout.actor.v1.Flapping
+	(*Presence)(nil),               // 35: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 36: sprout.actor.v1.TraceContext
+	(*TokenRequest)(nil),           // 37: sprout.actor.v1.TokenRequest
+	(*TokenReply)(nil),             // 38: sprout.actor.v1.TokenReply
+	(*RevokeDevice)(nil),           // 39: sprout.actor.v1.RevokeDevice
+	(*RevokeResult)(nil),           // 40: sprout.actor.v1.RevokeResult
+	(*BindingChanged)(nil),         // 41: sprout.actor.v1.BindingChanged
+	(*JoinRequest)(nil),            // 42: sprout.actor.v1.JoinRequest
+	(*JoinResult)(nil),             // 43: sprout.actor.v1.JoinResult
+	(*JoinDecide)(nil),             // 44: sprout.actor.v1.JoinDecide
+	(*JoinDecided)(nil),            // 45: sprout.actor.v1.JoinDecided
+	(*JoinUnbind)(nil),             // 46: sprout.actor.v1.JoinUnbind
+	(*JoinReconcileTick)(nil),      // 47: sprout.actor.v1.JoinReconcileTick
+	(*JoinReconcileState)(nil),     // 48: sprout.actor.v1.JoinReconcileState
+	(devicepb.CloseReason)(0),      // 49: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 50: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 51: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 52: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 53: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 54: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 55: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 56: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 57: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	5,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	30, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	36, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
 	7,  // 2: sprout.actor.v1.Authenticate.mqtt:type_name -> sprout.actor.v1.MqttAuth
-	43, // 3: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	44, // 4: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	45, // 5: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	45, // 6: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	46, // 7: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	30, // 8: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
-	47, // 9: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	48, // 10: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	30, // 11: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	43, // 12: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	49, // 13: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	30, // 14: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	43, // 15: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	50, // 16: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	51, // 17: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	30, // 18: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	49, // 3: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	50, // 4: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	51, // 5: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	51, // 6: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	52, // 7: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	36, // 8: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
+	53, // 9: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	54, // 10: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	36, // 11: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	49, // 12: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	55, // 13: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	36, // 14: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	49, // 15: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	56, // 16: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	57, // 17: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	36, // 18: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
 	0,  // 19: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	50, // 20: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	30, // 21: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	56, // 20: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	36, // 21: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
 	14, // 22: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
 	1,  // 23: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	47, // 24: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	53, // 24: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
 	17, // 25: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	51, // 26: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	57, // 26: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
 	5,  // 27: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
 	15, // 28: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
 	15, // 29: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
 	2,  // 30: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
-	36, // 31: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
-	36, // 32: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
-	30, // 33: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	4,  // 34: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	2,  // 35: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
-	17, // 36: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	29, // 37: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	28, // 38: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	36, // 39: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
-	37, // 40: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
-	47, // 41: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	30, // 42: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	17, // 43: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	15, // 44: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	29, // 45: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	28, // 46: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	30, // 47: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	43, // 48: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	2,  // 49: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
-	3,  // 50: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
-	2,  // 51: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
-	3,  // 52: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	42, // 31: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
+	42, // 32: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
+	19, // 33: sprout.actor.v1.DeviceState.queued_commands:type_name -> sprout.actor.v1.QueuedCommand
+	15, // 34: sprout.actor.v1.DeviceState.queued_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	22, // 35: sprout.actor.v1.DeviceState.desired:type_name -> sprout.actor.v1.DesiredConfigState
+	14, // 36: sprout.actor.v1.QueuedCommand.command:type_name -> sprout.actor.v1.SendCommand
+	2,  // 37: sprout.actor.v1.QueuedCancelResult.error:type_name -> sprout.actor.v1.ErrorCode
+	15, // 38: sprout.actor.v1.QueuedCancelResult.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	57, // 39: sprout.actor.v1.DesiredConfigState.desired:type_name -> sprout.device.v1.Config
+	57, // 40: sprout.actor.v1.DesiredConfigState.applied:type_name -> sprout.device.v1.Config
+	2,  // 41: sprout.actor.v1.DesiredReloadResult.error:type_name -> sprout.actor.v1.ErrorCode
+	22, // 42: sprout.actor.v1.DesiredReloadResult.state:type_name -> sprout.actor.v1.DesiredConfigState
+	36, // 43: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	4,  // 44: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	2,  // 45: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
+	17, // 46: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	35, // 47: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	34, // 48: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	42, // 49: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
+	43, // 50: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
+	53, // 51: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	36, // 52: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	17, // 53: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	15, // 54: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	35, // 55: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	34, // 56: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	36, // 57: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	49, // 58: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	2,  // 59: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 60: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	2,  // 61: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 62: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	63, // [63:63] is the sub-list for method output_type
+	63, // [63:63] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -3628,14 +4133,14 @@ func file_actorpb_actor_proto_init() {
 		(*Report_Telemetry)(nil),
 		(*Report_Event)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[19].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[25].OneofWrappers = []any{
 		(*UserNotice_Alert)(nil),
 		(*UserNotice_Presence)(nil),
 		(*UserNotice_Flapping)(nil),
 		(*UserNotice_JoinRequest)(nil),
 		(*UserNotice_JoinResult)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[22].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[28].OneofWrappers = []any{
 		(*DeviceNotice_Alert)(nil),
 		(*DeviceNotice_Outcome)(nil),
 		(*DeviceNotice_Presence)(nil),
@@ -3647,7 +4152,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   38,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
