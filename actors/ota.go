@@ -230,8 +230,9 @@ func (s *OTA) SetRolloutState(ctx context.Context, id string, state RolloutState
 	}
 	r.State, r.Reason = state, reason
 	if state == RolloutRunning {
-		// A resumed rollout may be done with its stage already.
-		if r, err = s.evaluateLocked(ctx, id); err != nil {
+		// A resumed rollout may be done with its stage already. The failures that paused it do
+		// not pause it again at once: the next failure does, while the rate stays over the threshold.
+		if r, err = s.evaluateLocked(ctx, id, false); err != nil {
 			return r, err
 		}
 		s.opened()
@@ -338,16 +339,30 @@ func (s *OTA) Progress(ctx context.Context, deviceID string, p *devicepb.UpdateP
 	return nil
 }
 
+// targetRank orders target states: a report never moves a pot back (a late frame from the
+// connection a pot left as it rebooted must not undo what its next connection said).
+var targetRank = map[string]int{TargetPending: 0, TargetOffered: 1, TargetDeferred: 1, TargetDownloading: 2,
+	TargetVerifying: 3, TargetRebooting: 4, TargetRunning: 5, TargetFailed: 5, TargetRolledBack: 6}
+
 func (s *OTA) setTarget(ctx context.Context, r Rollout, t RolloutTarget, state string, pct int, reason string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Read again under the lock: another connection of the pot may have moved it on.
+	cur, err := s.o.Store.GetTarget(ctx, t.RolloutID, t.DeviceID)
+	if err != nil {
+		return err
+	}
+	t = cur
+	if targetRank[state] < targetRank[t.State] || (TargetDone(t.State) && state != TargetRolledBack) {
+		return nil
+	}
 	was := t.State
 	t.State, t.Percent, t.Reason, t.UpdatedAt = state, pct, reason, s.o.Clock.Now()
 	if err := s.o.Store.SetTargetState(ctx, t); err != nil {
 		return err
 	}
-	if TargetDone(state) && !TargetDone(was) || state == TargetRolledBack {
-		s.mu.Lock()
-		_, err := s.evaluateLocked(ctx, r.ID)
-		s.mu.Unlock()
+	if TargetDone(state) && !TargetDone(was) || state == TargetRolledBack && was != TargetRolledBack {
+		_, err := s.evaluateLocked(ctx, r.ID, true)
 		return err
 	}
 	return nil
@@ -355,7 +370,7 @@ func (s *OTA) setTarget(ctx context.Context, r Rollout, t RolloutTarget, state s
 
 // evaluateLocked pauses a running rollout whose failure rate in its open stages has reached the
 // threshold, or opens its next stage (completes it) when every target of the open ones is done.
-func (s *OTA) evaluateLocked(ctx context.Context, id string) (Rollout, error) {
+func (s *OTA) evaluateLocked(ctx context.Context, id string, failures bool) (Rollout, error) {
 	r, err := s.o.Store.GetRollout(ctx, id)
 	if err != nil || r.State != RolloutRunning {
 		return r, err
@@ -364,34 +379,40 @@ func (s *OTA) evaluateLocked(ctx context.Context, id string) (Rollout, error) {
 	if err != nil {
 		return r, err
 	}
-	open, done, failed := 0, 0, 0
-	for _, t := range ts {
-		if t.Stage > r.Stage {
+	for {
+		open, done, failed := 0, 0, 0
+		for _, t := range ts {
+			if t.Stage > r.Stage {
+				continue
+			}
+			open++
+			if TargetDone(t.State) {
+				done++
+			}
+			if TargetFailedState(t.State) {
+				failed++
+			}
+		}
+		switch {
+		case failures && open > 0 && float64(failed)/float64(open) >= r.FailureThreshold:
+			r.State = RolloutPaused
+			r.Reason = fmt.Sprintf("stage %d%%: %d of %d pots failed, threshold %.0f%%", r.Stages[r.Stage], failed, open, r.FailureThreshold*100)
+			s.o.Logger.Warn("rollout paused by its failure threshold", "rollout", id, "reason", r.Reason)
+		case done < open:
+			return r, nil
+		case r.Stage+1 < len(r.Stages):
+			// The next stage opens; it may hold no pot not already done (a small fleet), so look again.
+			r.Stage++
+			r.Reason = ""
+			if err := s.o.Store.UpdateRollout(ctx, id, r.State, r.Stage, r.Reason, s.o.Clock.Now()); err != nil {
+				return r, err
+			}
+			defer s.opened()
 			continue
+		default:
+			r.State = RolloutCompleted
+			r.Reason = fmt.Sprintf("%d of %d pots updated", open-failed, open)
 		}
-		open++
-		if TargetDone(t.State) {
-			done++
-		}
-		if TargetFailedState(t.State) {
-			failed++
-		}
+		return r, s.o.Store.UpdateRollout(ctx, id, r.State, r.Stage, r.Reason, s.o.Clock.Now())
 	}
-	now := s.o.Clock.Now()
-	switch {
-	case open > 0 && float64(failed)/float64(open) >= r.FailureThreshold:
-		r.State = RolloutPaused
-		r.Reason = fmt.Sprintf("stage %d%%: %d of %d pots failed, threshold %.0f%%", r.Stages[r.Stage], failed, open, r.FailureThreshold*100)
-		s.o.Logger.Warn("rollout paused by its failure threshold", "rollout", id, "reason", r.Reason)
-	case done < open:
-		return r, nil
-	case r.Stage+1 < len(r.Stages):
-		r.Stage++
-		r.Reason = ""
-		defer s.opened()
-	default:
-		r.State = RolloutCompleted
-		r.Reason = fmt.Sprintf("%d of %d pots updated", open-failed, open)
-	}
-	return r, s.o.Store.UpdateRollout(ctx, id, r.State, r.Stage, r.Reason, now)
 }

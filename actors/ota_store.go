@@ -35,6 +35,8 @@ type FirmwareStore interface {
 	// DeviceRollout returns the target row of the newest rollout in state running or paused that
 	// targets this device, with that rollout. ok is false if there is none.
 	DeviceRollout(ctx context.Context, deviceID string) (r Rollout, t RolloutTarget, ok bool, err error)
+	// GetTarget returns one target of a rollout. ErrUnknownRollout if the device is not one.
+	GetTarget(ctx context.Context, rolloutID, deviceID string) (RolloutTarget, error)
 	// SetTargetState records a target's state. ErrUnknownRollout if the device is not a target.
 	SetTargetState(ctx context.Context, t RolloutTarget) error
 }

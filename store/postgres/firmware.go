@@ -262,3 +262,15 @@ func nilOr(what string, err error) error {
 	}
 	return readErr(what, err)
 }
+
+// GetTarget returns one target of a rollout.
+func (s *Store) GetTarget(ctx context.Context, rolloutID, deviceID string) (actors.RolloutTarget, error) {
+	t, err := scanTarget(s.pool.QueryRow(ctx, `SELECT `+targetColumns+` FROM rollout_targets WHERE rollout_id = $1 AND device_id = $2`, rolloutID, deviceID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return t, fmt.Errorf("store/postgres: %s in rollout %q: %w", deviceID, rolloutID, actors.ErrUnknownRollout)
+	}
+	if err != nil {
+		return t, readErr("get target", err)
+	}
+	return t, nil
+}

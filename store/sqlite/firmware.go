@@ -267,3 +267,15 @@ func nilOr(what string, err error) error {
 	}
 	return readErr(what, err)
 }
+
+// GetTarget returns one target of a rollout.
+func (s *Store) GetTarget(ctx context.Context, rolloutID, deviceID string) (actors.RolloutTarget, error) {
+	t, err := scanTarget(s.r.QueryRowContext(ctx, `SELECT `+targetColumns+` FROM rollout_targets WHERE rollout_id = ? AND device_id = ?`, rolloutID, deviceID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return t, fmt.Errorf("store/sqlite: %s in rollout %q: %w", deviceID, rolloutID, actors.ErrUnknownRollout)
+	}
+	if err != nil {
+		return t, readErr("get target", err)
+	}
+	return t, nil
+}

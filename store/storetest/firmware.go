@@ -138,6 +138,12 @@ func testRollouts(t *testing.T, fs actors.FirmwareStore) {
 	if err := fs.SetTargetState(ctx, tg); err != nil {
 		t.Fatal(err)
 	}
+	if got, err := fs.GetTarget(ctx, "r1", "pot-3"); err != nil || got.State != actors.TargetFailed || got.Reason != "bad signature" {
+		t.Fatalf("GetTarget = %+v, %v", got, err)
+	}
+	if _, err := fs.GetTarget(ctx, "r1", "pot-99"); !errors.Is(err, actors.ErrUnknownRollout) {
+		t.Fatalf("GetTarget of a non-target: %v", err)
+	}
 	gr, gt, ok, err := fs.DeviceRollout(ctx, "pot-3")
 	if err != nil || !ok {
 		t.Fatalf("DeviceRollout: %v %v", ok, err)
