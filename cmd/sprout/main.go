@@ -49,6 +49,10 @@ func main() {
 			return
 		}
 		err = runDevice(os.Args[2:])
+	case "firmware":
+		err = runFirmware(os.Args[2:])
+	case "rollout":
+		err = runRollout(os.Args[2:])
 	case "migrate":
 		err = runMigrate(os.Args[2:])
 	case "sim":

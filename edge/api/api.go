@@ -47,6 +47,8 @@ type Options struct {
 	// added to a command's own deadline while the API waits for its outcome (default 5 s).
 	GrainTimeout time.Duration
 	Logger       *slog.Logger
+	// OTA runs firmware rollouts (ota.go, docs/ota.md); nil: the firmware and rollout endpoints answer 501.
+	OTA *actors.OTA
 }
 
 // Handler serves the API.
@@ -89,6 +91,7 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Post("/devices/{id}/revoke", h.revoke)
 		})
 		r.Get("/cluster", h.clusterMembers)
+		h.otaRoutes(r)
 	})
 	// Go's profiler, behind the same token: for operators chasing a slow node.
 	r.With(h.auth).Mount("/debug", middleware.Profiler())
