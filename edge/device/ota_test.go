@@ -336,7 +336,7 @@ func TestOTAKilledDownloadResumesAfterReconnectAndServerRestart(t *testing.T) {
 	})
 }
 
-func TestOTABadSignatureAndCorruptChunkAreRefusedAndPauseTheRollout(t *testing.T) {
+func TestOTABadSignatureIsRefusedAndPausesTheRollout(t *testing.T) {
 	n := startOTANode(t, t.TempDir(), device.Options{})
 	_, img, _ := otaImage(t, n, "pot", "2.0.0", 2000)
 	otherPub, _, _ := ed25519.GenerateKey(rand.Reader)
