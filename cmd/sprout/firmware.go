@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"os"
 	"strconv"
@@ -18,9 +19,32 @@ import (
 
 // `sprout firmware keygen|add|list` and `sprout rollout start|show|pause|resume|abort` (docs/ota.md).
 
+const firmwareUsage = `Usage: sprout firmware keygen|add|list [flags]
+
+  sprout firmware keygen  write a new Ed25519 signing key pair (OUT.key private, OUT.pub public)
+  sprout firmware add     store and sign an image (--product P --version V --file F --key K)
+  sprout firmware list    list stored images
+
+Each takes --help. See docs/ota.md.
+`
+
+const rolloutUsage = `Usage: sprout rollout start|list|show|pause|resume|abort [flags]
+
+  sprout rollout start    roll an image out to a product's pots in stages
+  sprout rollout list     list rollouts
+  sprout rollout show     a rollout with each pot's state (--id)
+  sprout rollout pause|resume|abort --id ID
+
+Each takes --help. See docs/ota.md.
+`
+
 func runFirmware(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: sprout firmware keygen|add|list [flags]")
+		return fmt.Errorf("%w: %s", errUsage, firmwareUsage)
+	}
+	if isHelp(args[0]) {
+		fmt.Print(firmwareUsage)
+		return flag.ErrHelp
 	}
 	switch args[0] {
 	case "keygen":
@@ -167,7 +191,11 @@ func openOTA(ctx context.Context, sf *storeFlags, maxBytes int) (*actors.OTA, fu
 
 func runRollout(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: sprout rollout start|show|list|pause|resume|abort [flags]")
+		return fmt.Errorf("%w: %s", errUsage, rolloutUsage)
+	}
+	if isHelp(args[0]) {
+		fmt.Print(rolloutUsage)
+		return flag.ErrHelp
 	}
 	var (
 		sf                   storeFlags

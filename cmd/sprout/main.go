@@ -17,6 +17,8 @@ Usage:
   sprout device add       provision devices: prints ids and secrets (and QR content)
   sprout device list      list provisioned devices
   sprout device revoke ID revoke a device (it can no longer connect)
+  sprout firmware ...     firmware images: keygen, add (signed), list (docs/ota.md)
+  sprout rollout ...      staged firmware rollouts: start, list, show, pause, resume, abort
   sprout migrate          apply storage migrations and exit
   sprout sim              run simulated plants against a server
   sprout demo             one node, simulated WeChat and simulated plants (make run)
