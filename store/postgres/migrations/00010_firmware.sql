@@ -7,8 +7,8 @@ CREATE TABLE firmware_blobs (
 );
 
 CREATE TABLE firmware (
-    product    TEXT    NOT NULL,
-    version    TEXT    NOT NULL,
+    product    TEXT    COLLATE "C" NOT NULL,
+    version    TEXT    COLLATE "C" NOT NULL,
     sha256     BYTEA    NOT NULL REFERENCES firmware_blobs (sha256),
     size       INTEGER NOT NULL,
     signature  BYTEA    NOT NULL,
@@ -17,7 +17,7 @@ CREATE TABLE firmware (
 );
 
 CREATE TABLE rollouts (
-    id                TEXT    NOT NULL PRIMARY KEY,
+    id                TEXT    COLLATE "C" NOT NULL PRIMARY KEY,
     product           TEXT    NOT NULL,
     version           TEXT    NOT NULL,
     stages            TEXT    NOT NULL,  -- cumulative percents, comma separated: 1,10,100
@@ -30,8 +30,8 @@ CREATE TABLE rollouts (
 );
 
 CREATE TABLE rollout_targets (
-    rollout_id TEXT    NOT NULL REFERENCES rollouts (id),
-    device_id  TEXT    NOT NULL,
+    rollout_id TEXT    COLLATE "C" NOT NULL REFERENCES rollouts (id),
+    device_id  TEXT    COLLATE "C" NOT NULL,
     stage      INTEGER NOT NULL,
     state      TEXT    NOT NULL,  -- pending | offered | downloading | ... (actors.Target*)
     percent    INTEGER NOT NULL DEFAULT 0,
