@@ -416,3 +416,64 @@ func TestOTAImageThatDoesNotComeBackRollsBackAndPausesTheRollout(t *testing.T) {
 		t.Fatalf("after resume: %s, %v", res, err)
 	}
 }
+
+// TestOTAChunksArePacedNodeWideAndTelemetryGoesOn downloads at a node-wide pace of 20 chunks/s
+// while the pot keeps reporting: the download takes as long as the pace says, and every reading
+// is acknowledged along the way.
+func TestOTAChunksArePacedNodeWideAndTelemetryGoesOn(t *testing.T) {
+	n := startOTANode(t, t.TempDir(), device.Options{OTAChunksPerSecond: 20})
+	_, img, data := otaImage(t, n, "pot", "2.0.0", 12*512)
+	secret := n.addDevice(t, "pot-a")
+	if _, err := n.ota.StartRollout(context.Background(), actors.RolloutSpec{ID: "r1", Product: "pot", Version: img.Version}); err != nil {
+		t.Fatal(err)
+	}
+	c := n.connect(t, "pot-a", secret)
+	var offer *devicepb.UpdateOffer
+	for offer == nil {
+		f, err := c.Recv(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		offer = f.GetUpdateOffer()
+	}
+	start := time.Now()
+	var got []byte
+	var slowestAck time.Duration
+	for seq := uint64(1); len(got) < len(data); seq++ {
+		if err := c.Send(&devicepb.Frame{Body: &devicepb.Frame_ChunkRequest{ChunkRequest: &devicepb.ChunkRequest{
+			Sha256: offer.Sha256, Offset: uint32(len(got)), Length: offer.ChunkSize}}}); err != nil {
+			t.Fatal(err)
+		}
+		sent := time.Now()
+		if err := c.Send(&devicepb.Frame{Body: &devicepb.Frame_Telemetry{Telemetry: &devicepb.Telemetry{Seq: seq, SoilMoisturePct: 40}}}); err != nil {
+			t.Fatal(err)
+		}
+		acked, chunk := false, false
+		for !acked || !chunk {
+			f, err := c.Recv(5 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a := f.GetAck(); a != nil && a.Seq == seq {
+				acked = true
+				slowestAck = max(slowestAck, time.Since(sent))
+			}
+			if ch := f.GetChunk(); ch != nil {
+				if int(ch.Offset) != len(got) {
+					t.Fatalf("chunk at %d, want %d", ch.Offset, len(got))
+				}
+				got = append(got, ch.Data...)
+				chunk = true
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	if !bytes.Equal(got, data) {
+		t.Fatal("the downloaded image differs from the stored one")
+	}
+	// 12 chunks at 20/s with a burst of 2: at least 10 waits of 50 ms.
+	if elapsed < 450*time.Millisecond {
+		t.Errorf("12 chunks in %s: faster than 20 chunks/s allows", elapsed)
+	}
+	t.Logf("12 chunks in %s; slowest telemetry ack %s", elapsed, slowestAck)
+}
