@@ -31,7 +31,8 @@ func runSprout(t *testing.T, args ...string) (string, string, int) {
 func TestEveryCommandsHelpIsUsageOnStdoutAndSuccess(t *testing.T) {
 	for _, cmd := range [][]string{{}, {"serve"}, {"migrate"}, {"sim"}, {"demo"}, {"device"}, {"device", "add"},
 		{"device", "list"}, {"device", "revoke"}, {"scenario"}, {"scenario", "run"},
-		{"command"}, {"command", "queue"}, {"config"}, {"config", "set"}, {"config", "show"}, {"config", "drift"}} {
+		{"command"}, {"command", "queue"}, {"config"}, {"config", "set"}, {"config", "show"}, {"config", "drift"},
+		{"firmware"}, {"firmware", "keygen"}, {"firmware", "add"}, {"firmware", "list"}, {"rollout"}, {"rollout", "start"}, {"rollout", "show"}} {
 		for _, help := range []string{"--help", "-h"} {
 			args := append(append([]string(nil), cmd...), help)
 			stdout, stderr, code := runSprout(t, args...)

@@ -19,6 +19,8 @@ Usage:
   sprout device revoke ID revoke a device (it can no longer connect)
   sprout command queue    queue a command for a pot or a product, delivered when pots connect (docs/fleet.md)
   sprout config set|show|drift  desired configuration per product or pot, and the pots that drift
+  sprout firmware ...     firmware images: keygen, add (signed), list (docs/ota.md)
+  sprout rollout ...      staged firmware rollouts: start, list, show, pause, resume, abort
   sprout migrate          apply storage migrations and exit
   sprout sim              run simulated plants against a server
   sprout demo             one node, simulated WeChat and simulated plants (make run)
@@ -56,6 +58,10 @@ func main() {
 		err = runCommand(os.Args[2:])
 	case "config":
 		err = runConfig(os.Args[2:])
+	case "firmware":
+		err = runFirmware(os.Args[2:])
+	case "rollout":
+		err = runRollout(os.Args[2:])
 	case "migrate":
 		err = runMigrate(os.Args[2:])
 	case "sim":

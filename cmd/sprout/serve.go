@@ -45,6 +45,7 @@ type serveConfig struct {
 	edge      device.Options
 	links     linkConfig
 	grain     actors.DeviceOptions
+	ota       actors.OTAOptions
 	wx        wechatConfig
 	retention retentionConfig
 }
@@ -69,6 +70,9 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.int(&c.edge.MaxFrameBytes, "max-frame-bytes", 1024, "largest frame accepted from a device")
 	fs.int(&c.edge.MaxPendingFrames, "max-pending-frames", device.DefaultMaxPendingFrames, "frames queued for one device before it is dropped as a slow consumer")
 	fs.int(&c.edge.MaxPendingBytes, "max-pending-bytes", device.DefaultMaxPendingBytes, "bytes queued for one device before it is dropped as a slow consumer")
+	fs.int(&c.edge.OTAChunksPerSecond, "ota-chunks-per-second", device.DefaultOTAChunksPerSecond, "most firmware chunks this node sends per second, all pots together (docs/ota.md)")
+	fs.dur(&c.edge.OTARecheck, "ota-recheck", device.DefaultOTARecheck, "how often connected pots are checked against rollouts changed by another node or the CLI")
+	fs.int(&c.ota.ChunkBytes, "ota-chunk-bytes", actors.DefaultChunkBytes, "firmware chunk size offered to pots (at most 512)")
 	fs.int(&c.edge.MaxConnections, "max-connections", 10000, "most device connections this node holds")
 	fs.dur(&c.edge.GrainTimeout, "grain-timeout", 5*time.Second, "longest the edge waits for a device grain")
 	fs.dur(&c.grain.IdleTimeout, "grain-idle-timeout", 10*time.Minute, "an offline device grain with nothing to do is passivated after this")
@@ -155,6 +159,17 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	}
 	n.HTTPAddr = httpLn.Addr().String()
 	cfg.edge.Logger = log
+	var ota *actors.OTA
+	if fw, ok := st.(actors.FirmwareStore); ok {
+		cfg.ota.Store, cfg.ota.Devices, cfg.ota.Logger = fw, st, log
+		cfg.ota.StageOpened = func() {
+			if n.edge != nil {
+				n.edge.OfferNow()
+			}
+		}
+		ota = actors.NewOTA(cfg.ota)
+		cfg.edge.OTA = ota
+	}
 	n.edge = device.NewServer(m.Cluster, cfg.edge)
 	if edgeLn != nil {
 		n.EdgeAddr = edgeLn.Addr().String()
@@ -172,7 +187,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		return nil, err
 	}
 	r := chi.NewRouter()
-	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address(), PushWake: wx.wake}).Routes(r)
+	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address(), PushWake: wx.wake, OTA: ota}).Routes(r)
 	if cfg.adminToken != "" {
 		qrKeys, err := parseQRKeys(cfg.wx.qrKeys)
 		if err != nil {

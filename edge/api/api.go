@@ -49,6 +49,8 @@ type Options struct {
 	Logger       *slog.Logger
 	// PushWake, if set, wakes the node's pusher after a push is sent again.
 	PushWake func()
+	// OTA runs firmware rollouts (ota.go, docs/ota.md); nil: the firmware and rollout endpoints answer 501.
+	OTA *actors.OTA
 }
 
 // Handler serves the API.
@@ -96,6 +98,7 @@ func (h *Handler) Routes(r chi.Router) {
 		r.Get("/cluster", h.clusterMembers)
 		r.Get("/pushes/failed", h.failedPushes)
 		r.Post("/pushes/{pid}/retry", h.retryPush)
+		h.otaRoutes(r)
 	})
 	// Go's profiler, behind the same token: for operators chasing a slow node.
 	r.With(h.auth).Mount("/debug", middleware.Profiler())

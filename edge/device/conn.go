@@ -34,6 +34,9 @@ type conn struct {
 	grainPID *actor.PID // the device's grain, once looked up
 	asked    bool       // Authenticate was sent: the grain may have attached this connection
 	welcomed bool
+	firmware string // the firmware version from Hello
+
+	ota otaConn // firmware update state (ota.go)
 
 	out outq
 
@@ -67,6 +70,7 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	c.welcomed = true
 	s.connected.Add(1)
+	go c.otaWelcomed()
 	reason, detail := c.readLoop()
 	c.close(reason, detail, 0)
 }
@@ -156,6 +160,10 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 				return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, ""
 			}
 		case *devicepb.Frame_Pong:
+		case *devicepb.Frame_ChunkRequest, *devicepb.Frame_UpdateProgress:
+			if r, d := c.otaFrame(f); r != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
+				return r, d
+			}
 		case *devicepb.Frame_Close:
 			return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "closed by device: " + b.Close.Reason.String()
 		default:

@@ -43,6 +43,7 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	c.device = hello.DeviceId
+	c.firmware = hello.FirmwareVersion
 	serverNonce := make([]byte, messages.NonceBytes)
 	_, _ = crand.Read(serverNonce)
 	if !c.send(&devicepb.Frame{Body: &devicepb.Frame_Challenge{Challenge: &devicepb.Challenge{ServerNonce: serverNonce}}}) {

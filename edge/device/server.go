@@ -76,6 +76,15 @@ type Options struct {
 	// graceful shutdown; each gets a random delay up to it, so they do not all return at once (default 5000).
 	ShutdownReconnectMs uint32
 
+	// OTA is the firmware rollout service (docs/ota.md); nil disables updates over the air.
+	OTA *actors.OTA
+	// OTAChunksPerSecond bounds the firmware chunks the whole edge sends per second, so a rollout
+	// never crowds out telemetry; each pot has at most one chunk request in flight (default 400).
+	OTAChunksPerSecond int
+	// OTARecheck is how often connected pots without an offer are checked against rollouts whose
+	// stage another member opened (default 30 s; stages opened on this member are offered at once).
+	OTARecheck time.Duration
+
 	// Clock drives the edge's timers that are not socket deadlines (the watchdog); default
 	// actors.RealClock(). Tests pass a fake clock and advance it.
 	Clock  actors.Clock
@@ -92,6 +101,10 @@ func (o *Options) defaults() {
 	set(&o.IdleTimeout, DefaultIdleTimeout)
 	set(&o.WriteTimeout, DefaultWriteTimeout)
 	set(&o.GrainTimeout, DefaultGrainTimeout)
+	set(&o.OTARecheck, DefaultOTARecheck)
+	if o.OTAChunksPerSecond <= 0 {
+		o.OTAChunksPerSecond = DefaultOTAChunksPerSecond
+	}
 	if o.MaxFrameBytes == 0 {
 		o.MaxFrameBytes = messages.DefaultMaxFrameBytes
 	}
@@ -151,13 +164,21 @@ type Server struct {
 	refused                                  sync.Map     // string -> *atomic.Int64
 	wg                                       sync.WaitGroup
 	listening                                atomic.Int32 // Serve calls accepting now
+
+	chunks    *rateLimiter  // firmware chunks, node-wide (ota.go)
+	chunksOut atomic.Int64  // firmware chunks sent
+	otaPoke   chan struct{} // OfferNow
 }
 
 // NewServer returns an edge that reaches device grains through c.
 func NewServer(c *pcluster.Cluster, opts Options) *Server {
 	opts.defaults()
-	s := &Server{opts: opts, cluster: c, conns: map[*conn]struct{}{}, stop: make(chan struct{})}
+	s := &Server{opts: opts, cluster: c, conns: map[*conn]struct{}{}, stop: make(chan struct{}),
+		chunks: newRateLimiter(opts.OTAChunksPerSecond), otaPoke: make(chan struct{}, 1)}
 	go s.watchdog()
+	if opts.OTA != nil {
+		go s.otaLoop()
+	}
 	return s
 }
 

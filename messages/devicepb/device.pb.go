@@ -289,6 +289,70 @@ func (CloseReason) EnumDescriptor() ([]byte, []int) {
 	return file_devicepb_device_proto_rawDescGZIP(), []int{3}
 }
 
+type UpdateState int32
+
+const (
+	UpdateState_UPDATE_STATE_UNSPECIFIED UpdateState = 0
+	UpdateState_UPDATE_STATE_DOWNLOADING UpdateState = 1 // percent says how far
+	UpdateState_UPDATE_STATE_VERIFYING   UpdateState = 2
+	UpdateState_UPDATE_STATE_REBOOTING   UpdateState = 3 // the image is verified and written; the device restarts into it
+	UpdateState_UPDATE_STATE_RUNNING     UpdateState = 4 // the device runs the new image and has marked it valid
+	UpdateState_UPDATE_STATE_FAILED      UpdateState = 5 // reason says why (bad hash, bad signature, write error, ...)
+	UpdateState_UPDATE_STATE_ROLLED_BACK UpdateState = 6 // the new image did not come back; the device runs the old one
+	UpdateState_UPDATE_STATE_DEFERRED    UpdateState = 7 // the device declines for now (battery, WiFi margin); it asks again later
+)
+
+// Enum value maps for UpdateState.
+var (
+	UpdateState_name = map[int32]string{
+		0: "UPDATE_STATE_UNSPECIFIED",
+		1: "UPDATE_STATE_DOWNLOADING",
+		2: "UPDATE_STATE_VERIFYING",
+		3: "UPDATE_STATE_REBOOTING",
+		4: "UPDATE_STATE_RUNNING",
+		5: "UPDATE_STATE_FAILED",
+		6: "UPDATE_STATE_ROLLED_BACK",
+		7: "UPDATE_STATE_DEFERRED",
+	}
+	UpdateState_value = map[string]int32{
+		"UPDATE_STATE_UNSPECIFIED": 0,
+		"UPDATE_STATE_DOWNLOADING": 1,
+		"UPDATE_STATE_VERIFYING":   2,
+		"UPDATE_STATE_REBOOTING":   3,
+		"UPDATE_STATE_RUNNING":     4,
+		"UPDATE_STATE_FAILED":      5,
+		"UPDATE_STATE_ROLLED_BACK": 6,
+		"UPDATE_STATE_DEFERRED":    7,
+	}
+)
+
+func (x UpdateState) Enum() *UpdateState {
+	p := new(UpdateState)
+	*p = x
+	return p
+}
+
+func (x UpdateState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UpdateState) Descriptor() protoreflect.EnumDescriptor {
+	return file_devicepb_device_proto_enumTypes[4].Descriptor()
+}
+
+func (UpdateState) Type() protoreflect.EnumType {
+	return &file_devicepb_device_proto_enumTypes[4]
+}
+
+func (x UpdateState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UpdateState.Descriptor instead.
+func (UpdateState) EnumDescriptor() ([]byte, []int) {
+	return file_devicepb_device_proto_rawDescGZIP(), []int{4}
+}
+
 // Frame is the only message on the wire.
 type Frame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -306,6 +370,10 @@ type Frame struct {
 	//	*Frame_Ping
 	//	*Frame_Pong
 	//	*Frame_Close
+	//	*Frame_UpdateOffer
+	//	*Frame_ChunkRequest
+	//	*Frame_Chunk
+	//	*Frame_UpdateProgress
 	Body          isFrame_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -456,6 +524,42 @@ func (x *Frame) GetClose() *Close {
 	return nil
 }
 
+func (x *Frame) GetUpdateOffer() *UpdateOffer {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_UpdateOffer); ok {
+			return x.UpdateOffer
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetChunkRequest() *ChunkRequest {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_ChunkRequest); ok {
+			return x.ChunkRequest
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetChunk() *Chunk {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *Frame) GetUpdateProgress() *UpdateProgress {
+	if x != nil {
+		if x, ok := x.Body.(*Frame_UpdateProgress); ok {
+			return x.UpdateProgress
+		}
+	}
+	return nil
+}
+
 type isFrame_Body interface {
 	isFrame_Body()
 }
@@ -508,6 +612,22 @@ type Frame_Close struct {
 	Close *Close `protobuf:"bytes,12,opt,name=close,proto3,oneof"`
 }
 
+type Frame_UpdateOffer struct {
+	UpdateOffer *UpdateOffer `protobuf:"bytes,13,opt,name=update_offer,json=updateOffer,proto3,oneof"`
+}
+
+type Frame_ChunkRequest struct {
+	ChunkRequest *ChunkRequest `protobuf:"bytes,14,opt,name=chunk_request,json=chunkRequest,proto3,oneof"`
+}
+
+type Frame_Chunk struct {
+	Chunk *Chunk `protobuf:"bytes,15,opt,name=chunk,proto3,oneof"`
+}
+
+type Frame_UpdateProgress struct {
+	UpdateProgress *UpdateProgress `protobuf:"bytes,16,opt,name=update_progress,json=updateProgress,proto3,oneof"`
+}
+
 func (*Frame_Hello) isFrame_Body() {}
 
 func (*Frame_Challenge) isFrame_Body() {}
@@ -531,6 +651,14 @@ func (*Frame_Ping) isFrame_Body() {}
 func (*Frame_Pong) isFrame_Body() {}
 
 func (*Frame_Close) isFrame_Body() {}
+
+func (*Frame_UpdateOffer) isFrame_Body() {}
+
+func (*Frame_ChunkRequest) isFrame_Body() {}
+
+func (*Frame_Chunk) isFrame_Body() {}
+
+func (*Frame_UpdateProgress) isFrame_Body() {}
 
 // Hello opens a connection (device -> server).
 type Hello struct {
@@ -1420,11 +1548,295 @@ func (x *Close) GetReconnectAfterMs() uint32 {
 	return 0
 }
 
+// UpdateOffer offers an image (server -> device). Sent after Welcome while a rollout targets the device.
+type UpdateOffer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`                       // up to 32 bytes: the image's firmware version
+	Size          uint32                 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`                            // bytes
+	Sha256        []byte                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`                         // 32 bytes
+	Signature     []byte                 `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`                   // 64 bytes: Ed25519 over the manifest above
+	ChunkSize     uint32                 `protobuf:"varint,5,opt,name=chunk_size,json=chunkSize,proto3" json:"chunk_size,omitempty"` // the most the server sends in one Chunk (<= 512)
+	Product       string                 `protobuf:"bytes,6,opt,name=product,proto3" json:"product,omitempty"`                       // up to 64 bytes: the product named in the manifest
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateOffer) Reset() {
+	*x = UpdateOffer{}
+	mi := &file_devicepb_device_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateOffer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateOffer) ProtoMessage() {}
+
+func (x *UpdateOffer) ProtoReflect() protoreflect.Message {
+	mi := &file_devicepb_device_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateOffer.ProtoReflect.Descriptor instead.
+func (*UpdateOffer) Descriptor() ([]byte, []int) {
+	return file_devicepb_device_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UpdateOffer) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *UpdateOffer) GetSize() uint32 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *UpdateOffer) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *UpdateOffer) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *UpdateOffer) GetChunkSize() uint32 {
+	if x != nil {
+		return x.ChunkSize
+	}
+	return 0
+}
+
+func (x *UpdateOffer) GetProduct() string {
+	if x != nil {
+		return x.Product
+	}
+	return ""
+}
+
+// ChunkRequest asks for length bytes of the offered image at offset (device -> server).
+type ChunkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"` // 32 bytes: which image
+	Offset        uint32                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        uint32                 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"` // 1..chunk_size
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChunkRequest) Reset() {
+	*x = ChunkRequest{}
+	mi := &file_devicepb_device_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChunkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChunkRequest) ProtoMessage() {}
+
+func (x *ChunkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devicepb_device_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChunkRequest.ProtoReflect.Descriptor instead.
+func (*ChunkRequest) Descriptor() ([]byte, []int) {
+	return file_devicepb_device_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ChunkRequest) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *ChunkRequest) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *ChunkRequest) GetLength() uint32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+// Chunk is a piece of the image (server -> device): data is image[offset : offset+len(data)].
+type Chunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Offset        uint32                 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"` // up to 512 bytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Chunk) Reset() {
+	*x = Chunk{}
+	mi := &file_devicepb_device_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Chunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Chunk) ProtoMessage() {}
+
+func (x *Chunk) ProtoReflect() protoreflect.Message {
+	mi := &file_devicepb_device_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Chunk.ProtoReflect.Descriptor instead.
+func (*Chunk) Descriptor() ([]byte, []int) {
+	return file_devicepb_device_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Chunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *Chunk) GetOffset() uint32 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Chunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// UpdateProgress reports the device's update state (device -> server). Not acknowledged.
+type UpdateProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	State         UpdateState            `protobuf:"varint,2,opt,name=state,proto3,enum=sprout.device.v1.UpdateState" json:"state,omitempty"`
+	Percent       uint32                 `protobuf:"varint,3,opt,name=percent,proto3" json:"percent,omitempty"` // 0..100 while downloading
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`    // up to 64 bytes, for FAILED, ROLLED_BACK and DEFERRED
+	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`  // up to 32 bytes: the version the device runs now
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateProgress) Reset() {
+	*x = UpdateProgress{}
+	mi := &file_devicepb_device_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateProgress) ProtoMessage() {}
+
+func (x *UpdateProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_devicepb_device_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateProgress.ProtoReflect.Descriptor instead.
+func (*UpdateProgress) Descriptor() ([]byte, []int) {
+	return file_devicepb_device_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UpdateProgress) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *UpdateProgress) GetState() UpdateState {
+	if x != nil {
+		return x.State
+	}
+	return UpdateState_UPDATE_STATE_UNSPECIFIED
+}
+
+func (x *UpdateProgress) GetPercent() uint32 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+func (x *UpdateProgress) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *UpdateProgress) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 var File_devicepb_device_proto protoreflect.FileDescriptor
 
 const file_devicepb_device_proto_rawDesc = "" +
 	"\n" +
-	"\x15devicepb/device.proto\x12\x10sprout.device.v1\"\x89\x05\n" +
+	"\x15devicepb/device.proto\x12\x10sprout.device.v1\"\x92\a\n" +
 	"\x05Frame\x12/\n" +
 	"\x05hello\x18\x01 \x01(\v2\x17.sprout.device.v1.HelloH\x00R\x05hello\x12;\n" +
 	"\tchallenge\x18\x02 \x01(\v2\x1b.sprout.device.v1.ChallengeH\x00R\tchallenge\x12,\n" +
@@ -1438,7 +1850,11 @@ const file_devicepb_device_proto_rawDesc = "" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\x16.sprout.device.v1.PingH\x00R\x04ping\x12,\n" +
 	"\x04pong\x18\v \x01(\v2\x16.sprout.device.v1.PongH\x00R\x04pong\x12/\n" +
-	"\x05close\x18\f \x01(\v2\x17.sprout.device.v1.CloseH\x00R\x05closeB\x06\n" +
+	"\x05close\x18\f \x01(\v2\x17.sprout.device.v1.CloseH\x00R\x05close\x12B\n" +
+	"\fupdate_offer\x18\r \x01(\v2\x1d.sprout.device.v1.UpdateOfferH\x00R\vupdateOffer\x12E\n" +
+	"\rchunk_request\x18\x0e \x01(\v2\x1e.sprout.device.v1.ChunkRequestH\x00R\fchunkRequest\x12/\n" +
+	"\x05chunk\x18\x0f \x01(\v2\x17.sprout.device.v1.ChunkH\x00R\x05chunk\x12K\n" +
+	"\x0fupdate_progress\x18\x10 \x01(\v2 .sprout.device.v1.UpdateProgressH\x00R\x0eupdateProgressB\x06\n" +
 	"\x04body\"\x9d\x01\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12)\n" +
@@ -1508,7 +1924,29 @@ const file_devicepb_device_proto_rawDesc = "" +
 	"\x05Close\x125\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x06reason\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\x12,\n" +
-	"\x12reconnect_after_ms\x18\x03 \x01(\rR\x10reconnectAfterMs*\x94\x01\n" +
+	"\x12reconnect_after_ms\x18\x03 \x01(\rR\x10reconnectAfterMs\"\xaa\x01\n" +
+	"\vUpdateOffer\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\rR\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha256\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12\x1d\n" +
+	"\n" +
+	"chunk_size\x18\x05 \x01(\rR\tchunkSize\x12\x18\n" +
+	"\aproduct\x18\x06 \x01(\tR\aproduct\"V\n" +
+	"\fChunkRequest\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\rR\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\rR\x06length\"K\n" +
+	"\x05Chunk\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\rR\x06offset\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\xa9\x01\n" +
+	"\x0eUpdateProgress\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x123\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1d.sprout.device.v1.UpdateStateR\x05state\x12\x18\n" +
+	"\apercent\x18\x03 \x01(\rR\apercent\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion*\x94\x01\n" +
 	"\vCommandKind\x12\x1c\n" +
 	"\x18COMMAND_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12COMMAND_KIND_WATER\x10\x01\x12\x19\n" +
@@ -1543,7 +1981,16 @@ const file_devicepb_device_proto_rawDesc = "" +
 	"\x12$\n" +
 	" CLOSE_REASON_UNSUPPORTED_VERSION\x10\v\x12\x1f\n" +
 	"\x1bCLOSE_REASON_DEVICE_REVOKED\x10\f\x12\x1c\n" +
-	"\x18CLOSE_REASON_UNAVAILABLE\x10\rB0Z.github.com/sprout-iot/sprout/messages/devicepbb\x06proto3"
+	"\x18CLOSE_REASON_UNAVAILABLE\x10\r*\xed\x01\n" +
+	"\vUpdateState\x12\x1c\n" +
+	"\x18UPDATE_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18UPDATE_STATE_DOWNLOADING\x10\x01\x12\x1a\n" +
+	"\x16UPDATE_STATE_VERIFYING\x10\x02\x12\x1a\n" +
+	"\x16UPDATE_STATE_REBOOTING\x10\x03\x12\x18\n" +
+	"\x14UPDATE_STATE_RUNNING\x10\x04\x12\x17\n" +
+	"\x13UPDATE_STATE_FAILED\x10\x05\x12\x1c\n" +
+	"\x18UPDATE_STATE_ROLLED_BACK\x10\x06\x12\x19\n" +
+	"\x15UPDATE_STATE_DEFERRED\x10\aB0Z.github.com/sprout-iot/sprout/messages/devicepbb\x06proto3"
 
 var (
 	file_devicepb_device_proto_rawDescOnce sync.Once
@@ -1557,54 +2004,64 @@ func file_devicepb_device_proto_rawDescGZIP() []byte {
 	return file_devicepb_device_proto_rawDescData
 }
 
-var file_devicepb_device_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_devicepb_device_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_devicepb_device_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_devicepb_device_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_devicepb_device_proto_goTypes = []any{
-	(CommandKind)(0),      // 0: sprout.device.v1.CommandKind
-	(CommandStatus)(0),    // 1: sprout.device.v1.CommandStatus
-	(EventKind)(0),        // 2: sprout.device.v1.EventKind
-	(CloseReason)(0),      // 3: sprout.device.v1.CloseReason
-	(*Frame)(nil),         // 4: sprout.device.v1.Frame
-	(*Hello)(nil),         // 5: sprout.device.v1.Hello
-	(*Challenge)(nil),     // 6: sprout.device.v1.Challenge
-	(*Auth)(nil),          // 7: sprout.device.v1.Auth
-	(*Thresholds)(nil),    // 8: sprout.device.v1.Thresholds
-	(*Config)(nil),        // 9: sprout.device.v1.Config
-	(*Welcome)(nil),       // 10: sprout.device.v1.Welcome
-	(*Telemetry)(nil),     // 11: sprout.device.v1.Telemetry
-	(*Ack)(nil),           // 12: sprout.device.v1.Ack
-	(*Command)(nil),       // 13: sprout.device.v1.Command
-	(*CommandResult)(nil), // 14: sprout.device.v1.CommandResult
-	(*Event)(nil),         // 15: sprout.device.v1.Event
-	(*Ping)(nil),          // 16: sprout.device.v1.Ping
-	(*Pong)(nil),          // 17: sprout.device.v1.Pong
-	(*Close)(nil),         // 18: sprout.device.v1.Close
+	(CommandKind)(0),       // 0: sprout.device.v1.CommandKind
+	(CommandStatus)(0),     // 1: sprout.device.v1.CommandStatus
+	(EventKind)(0),         // 2: sprout.device.v1.EventKind
+	(CloseReason)(0),       // 3: sprout.device.v1.CloseReason
+	(UpdateState)(0),       // 4: sprout.device.v1.UpdateState
+	(*Frame)(nil),          // 5: sprout.device.v1.Frame
+	(*Hello)(nil),          // 6: sprout.device.v1.Hello
+	(*Challenge)(nil),      // 7: sprout.device.v1.Challenge
+	(*Auth)(nil),           // 8: sprout.device.v1.Auth
+	(*Thresholds)(nil),     // 9: sprout.device.v1.Thresholds
+	(*Config)(nil),         // 10: sprout.device.v1.Config
+	(*Welcome)(nil),        // 11: sprout.device.v1.Welcome
+	(*Telemetry)(nil),      // 12: sprout.device.v1.Telemetry
+	(*Ack)(nil),            // 13: sprout.device.v1.Ack
+	(*Command)(nil),        // 14: sprout.device.v1.Command
+	(*CommandResult)(nil),  // 15: sprout.device.v1.CommandResult
+	(*Event)(nil),          // 16: sprout.device.v1.Event
+	(*Ping)(nil),           // 17: sprout.device.v1.Ping
+	(*Pong)(nil),           // 18: sprout.device.v1.Pong
+	(*Close)(nil),          // 19: sprout.device.v1.Close
+	(*UpdateOffer)(nil),    // 20: sprout.device.v1.UpdateOffer
+	(*ChunkRequest)(nil),   // 21: sprout.device.v1.ChunkRequest
+	(*Chunk)(nil),          // 22: sprout.device.v1.Chunk
+	(*UpdateProgress)(nil), // 23: sprout.device.v1.UpdateProgress
 }
 var file_devicepb_device_proto_depIdxs = []int32{
-	5,  // 0: sprout.device.v1.Frame.hello:type_name -> sprout.device.v1.Hello
-	6,  // 1: sprout.device.v1.Frame.challenge:type_name -> sprout.device.v1.Challenge
-	7,  // 2: sprout.device.v1.Frame.auth:type_name -> sprout.device.v1.Auth
-	10, // 3: sprout.device.v1.Frame.welcome:type_name -> sprout.device.v1.Welcome
-	11, // 4: sprout.device.v1.Frame.telemetry:type_name -> sprout.device.v1.Telemetry
-	12, // 5: sprout.device.v1.Frame.ack:type_name -> sprout.device.v1.Ack
-	13, // 6: sprout.device.v1.Frame.command:type_name -> sprout.device.v1.Command
-	14, // 7: sprout.device.v1.Frame.command_result:type_name -> sprout.device.v1.CommandResult
-	15, // 8: sprout.device.v1.Frame.event:type_name -> sprout.device.v1.Event
-	16, // 9: sprout.device.v1.Frame.ping:type_name -> sprout.device.v1.Ping
-	17, // 10: sprout.device.v1.Frame.pong:type_name -> sprout.device.v1.Pong
-	18, // 11: sprout.device.v1.Frame.close:type_name -> sprout.device.v1.Close
-	8,  // 12: sprout.device.v1.Config.thresholds:type_name -> sprout.device.v1.Thresholds
-	9,  // 13: sprout.device.v1.Welcome.config:type_name -> sprout.device.v1.Config
-	0,  // 14: sprout.device.v1.Command.kind:type_name -> sprout.device.v1.CommandKind
-	9,  // 15: sprout.device.v1.Command.config:type_name -> sprout.device.v1.Config
-	1,  // 16: sprout.device.v1.CommandResult.status:type_name -> sprout.device.v1.CommandStatus
-	2,  // 17: sprout.device.v1.Event.kind:type_name -> sprout.device.v1.EventKind
-	3,  // 18: sprout.device.v1.Close.reason:type_name -> sprout.device.v1.CloseReason
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	6,  // 0: sprout.device.v1.Frame.hello:type_name -> sprout.device.v1.Hello
+	7,  // 1: sprout.device.v1.Frame.challenge:type_name -> sprout.device.v1.Challenge
+	8,  // 2: sprout.device.v1.Frame.auth:type_name -> sprout.device.v1.Auth
+	11, // 3: sprout.device.v1.Frame.welcome:type_name -> sprout.device.v1.Welcome
+	12, // 4: sprout.device.v1.Frame.telemetry:type_name -> sprout.device.v1.Telemetry
+	13, // 5: sprout.device.v1.Frame.ack:type_name -> sprout.device.v1.Ack
+	14, // 6: sprout.device.v1.Frame.command:type_name -> sprout.device.v1.Command
+	15, // 7: sprout.device.v1.Frame.command_result:type_name -> sprout.device.v1.CommandResult
+	16, // 8: sprout.device.v1.Frame.event:type_name -> sprout.device.v1.Event
+	17, // 9: sprout.device.v1.Frame.ping:type_name -> sprout.device.v1.Ping
+	18, // 10: sprout.device.v1.Frame.pong:type_name -> sprout.device.v1.Pong
+	19, // 11: sprout.device.v1.Frame.close:type_name -> sprout.device.v1.Close
+	20, // 12: sprout.device.v1.Frame.update_offer:type_name -> sprout.device.v1.UpdateOffer
+	21, // 13: sprout.device.v1.Frame.chunk_request:type_name -> sprout.device.v1.ChunkRequest
+	22, // 14: sprout.device.v1.Frame.chunk:type_name -> sprout.device.v1.Chunk
+	23, // 15: sprout.device.v1.Frame.update_progress:type_name -> sprout.device.v1.UpdateProgress
+	9,  // 16: sprout.device.v1.Config.thresholds:type_name -> sprout.device.v1.Thresholds
+	10, // 17: sprout.device.v1.Welcome.config:type_name -> sprout.device.v1.Config
+	0,  // 18: sprout.device.v1.Command.kind:type_name -> sprout.device.v1.CommandKind
+	10, // 19: sprout.device.v1.Command.config:type_name -> sprout.device.v1.Config
+	1,  // 20: sprout.device.v1.CommandResult.status:type_name -> sprout.device.v1.CommandStatus
+	2,  // 21: sprout.device.v1.Event.kind:type_name -> sprout.device.v1.EventKind
+	3,  // 22: sprout.device.v1.Close.reason:type_name -> sprout.device.v1.CloseReason
+	4,  // 23: sprout.device.v1.UpdateProgress.state:type_name -> sprout.device.v1.UpdateState
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_devicepb_device_proto_init() }
@@ -1625,14 +2082,18 @@ func file_devicepb_device_proto_init() {
 		(*Frame_Ping)(nil),
 		(*Frame_Pong)(nil),
 		(*Frame_Close)(nil),
+		(*Frame_UpdateOffer)(nil),
+		(*Frame_ChunkRequest)(nil),
+		(*Frame_Chunk)(nil),
+		(*Frame_UpdateProgress)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devicepb_device_proto_rawDesc), len(file_devicepb_device_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   15,
+			NumEnums:      5,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -65,6 +65,7 @@ func Run(t *testing.T, open Opener) {
 	runUserTests(t, open)
 	runRetentionTests(t, open)
 	runDesiredTests(t, open)
+	runFirmwareTests(t, open)
 }
 
 // t0 is the base time of every test: a round microsecond, since stores keep microseconds.

@@ -6,7 +6,7 @@
 #error Regenerate this file with the current version of nanopb generator.
 #endif
 
-PB_BIND(sprout_device_v1_Frame, sprout_device_v1_Frame, AUTO)
+PB_BIND(sprout_device_v1_Frame, sprout_device_v1_Frame, 2)
 
 
 PB_BIND(sprout_device_v1_Hello, sprout_device_v1_Hello, AUTO)
@@ -49,6 +49,19 @@ PB_BIND(sprout_device_v1_Pong, sprout_device_v1_Pong, AUTO)
 
 
 PB_BIND(sprout_device_v1_Close, sprout_device_v1_Close, AUTO)
+
+
+PB_BIND(sprout_device_v1_UpdateOffer, sprout_device_v1_UpdateOffer, AUTO)
+
+
+PB_BIND(sprout_device_v1_ChunkRequest, sprout_device_v1_ChunkRequest, AUTO)
+
+
+PB_BIND(sprout_device_v1_Chunk, sprout_device_v1_Chunk, 2)
+
+
+PB_BIND(sprout_device_v1_UpdateProgress, sprout_device_v1_UpdateProgress, AUTO)
+
 
 
 

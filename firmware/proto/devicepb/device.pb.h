@@ -55,6 +55,17 @@ typedef enum _sprout_device_v1_CloseReason {
     sprout_device_v1_CloseReason_CLOSE_REASON_UNAVAILABLE = 13 /* the server could not serve the device now (storage down); reconnect later */
 } sprout_device_v1_CloseReason;
 
+typedef enum _sprout_device_v1_UpdateState {
+    sprout_device_v1_UpdateState_UPDATE_STATE_UNSPECIFIED = 0,
+    sprout_device_v1_UpdateState_UPDATE_STATE_DOWNLOADING = 1, /* percent says how far */
+    sprout_device_v1_UpdateState_UPDATE_STATE_VERIFYING = 2,
+    sprout_device_v1_UpdateState_UPDATE_STATE_REBOOTING = 3, /* the image is verified and written; the device restarts into it */
+    sprout_device_v1_UpdateState_UPDATE_STATE_RUNNING = 4, /* the device runs the new image and has marked it valid */
+    sprout_device_v1_UpdateState_UPDATE_STATE_FAILED = 5, /* reason says why (bad hash, bad signature, write error, ...) */
+    sprout_device_v1_UpdateState_UPDATE_STATE_ROLLED_BACK = 6, /* the new image did not come back; the device runs the old one */
+    sprout_device_v1_UpdateState_UPDATE_STATE_DEFERRED = 7 /* the device declines for now (battery, WiFi margin); it asks again later */
+} sprout_device_v1_UpdateState;
+
 /* Struct definitions */
 /* Hello opens a connection (device -> server). */
 typedef struct _sprout_device_v1_Hello {
@@ -164,6 +175,40 @@ typedef struct _sprout_device_v1_Close {
     uint32_t reconnect_after_ms; /* a hint; 0 means use your own backoff */
 } sprout_device_v1_Close;
 
+/* UpdateOffer offers an image (server -> device). Sent after Welcome while a rollout targets the device. */
+typedef struct _sprout_device_v1_UpdateOffer {
+    char version[33]; /* up to 32 bytes: the image's firmware version */
+    uint32_t size; /* bytes */
+    pb_byte_t sha256[32]; /* 32 bytes */
+    pb_byte_t signature[64]; /* 64 bytes: Ed25519 over the manifest above */
+    uint32_t chunk_size; /* the most the server sends in one Chunk (<= 512) */
+    char product[65]; /* up to 64 bytes: the product named in the manifest */
+} sprout_device_v1_UpdateOffer;
+
+/* ChunkRequest asks for length bytes of the offered image at offset (device -> server). */
+typedef struct _sprout_device_v1_ChunkRequest {
+    pb_byte_t sha256[32]; /* 32 bytes: which image */
+    uint32_t offset;
+    uint32_t length; /* 1..chunk_size */
+} sprout_device_v1_ChunkRequest;
+
+typedef PB_BYTES_ARRAY_T(512) sprout_device_v1_Chunk_data_t;
+/* Chunk is a piece of the image (server -> device): data is image[offset : offset+len(data)]. */
+typedef struct _sprout_device_v1_Chunk {
+    pb_byte_t sha256[32];
+    uint32_t offset;
+    sprout_device_v1_Chunk_data_t data; /* up to 512 bytes */
+} sprout_device_v1_Chunk;
+
+/* UpdateProgress reports the device's update state (device -> server). Not acknowledged. */
+typedef struct _sprout_device_v1_UpdateProgress {
+    pb_byte_t sha256[32];
+    sprout_device_v1_UpdateState state;
+    uint32_t percent; /* 0..100 while downloading */
+    char reason[65]; /* up to 64 bytes, for FAILED, ROLLED_BACK and DEFERRED */
+    char version[33]; /* up to 32 bytes: the version the device runs now */
+} sprout_device_v1_UpdateProgress;
+
 /* Frame is the only message on the wire. */
 typedef struct _sprout_device_v1_Frame {
     pb_size_t which_body;
@@ -180,6 +225,10 @@ typedef struct _sprout_device_v1_Frame {
         sprout_device_v1_Ping ping;
         sprout_device_v1_Pong pong;
         sprout_device_v1_Close close;
+        sprout_device_v1_UpdateOffer update_offer;
+        sprout_device_v1_ChunkRequest chunk_request;
+        sprout_device_v1_Chunk chunk;
+        sprout_device_v1_UpdateProgress update_progress;
     } body;
 } sprout_device_v1_Frame;
 
@@ -205,6 +254,10 @@ extern "C" {
 #define _sprout_device_v1_CloseReason_MAX sprout_device_v1_CloseReason_CLOSE_REASON_UNAVAILABLE
 #define _sprout_device_v1_CloseReason_ARRAYSIZE ((sprout_device_v1_CloseReason)(sprout_device_v1_CloseReason_CLOSE_REASON_UNAVAILABLE+1))
 
+#define _sprout_device_v1_UpdateState_MIN sprout_device_v1_UpdateState_UPDATE_STATE_UNSPECIFIED
+#define _sprout_device_v1_UpdateState_MAX sprout_device_v1_UpdateState_UPDATE_STATE_DEFERRED
+#define _sprout_device_v1_UpdateState_ARRAYSIZE ((sprout_device_v1_UpdateState)(sprout_device_v1_UpdateState_UPDATE_STATE_DEFERRED+1))
+
 
 
 
@@ -225,6 +278,11 @@ extern "C" {
 #define sprout_device_v1_Close_reason_ENUMTYPE sprout_device_v1_CloseReason
 
 
+
+
+#define sprout_device_v1_UpdateProgress_state_ENUMTYPE sprout_device_v1_UpdateState
+
+
 /* Initializer values for message structs */
 #define sprout_device_v1_Frame_init_default      {0, {sprout_device_v1_Hello_init_default}}
 #define sprout_device_v1_Hello_init_default      {"", "", 0, {0}}
@@ -241,6 +299,10 @@ extern "C" {
 #define sprout_device_v1_Ping_init_default       {0}
 #define sprout_device_v1_Pong_init_default       {0}
 #define sprout_device_v1_Close_init_default      {_sprout_device_v1_CloseReason_MIN, "", 0}
+#define sprout_device_v1_UpdateOffer_init_default {"", 0, {0}, {0}, 0, ""}
+#define sprout_device_v1_ChunkRequest_init_default {{0}, 0, 0}
+#define sprout_device_v1_Chunk_init_default      {{0}, 0, {0, {0}}}
+#define sprout_device_v1_UpdateProgress_init_default {{0}, _sprout_device_v1_UpdateState_MIN, 0, "", ""}
 #define sprout_device_v1_Frame_init_zero         {0, {sprout_device_v1_Hello_init_zero}}
 #define sprout_device_v1_Hello_init_zero         {"", "", 0, {0}}
 #define sprout_device_v1_Challenge_init_zero     {{0}}
@@ -256,6 +318,10 @@ extern "C" {
 #define sprout_device_v1_Ping_init_zero          {0}
 #define sprout_device_v1_Pong_init_zero          {0}
 #define sprout_device_v1_Close_init_zero         {_sprout_device_v1_CloseReason_MIN, "", 0}
+#define sprout_device_v1_UpdateOffer_init_zero   {"", 0, {0}, {0}, 0, ""}
+#define sprout_device_v1_ChunkRequest_init_zero  {{0}, 0, 0}
+#define sprout_device_v1_Chunk_init_zero         {{0}, 0, {0, {0}}}
+#define sprout_device_v1_UpdateProgress_init_zero {{0}, _sprout_device_v1_UpdateState_MIN, 0, "", ""}
 
 /* Field tags (for use in manual encoding/decoding) */
 #define sprout_device_v1_Hello_device_id_tag     1
@@ -304,6 +370,23 @@ extern "C" {
 #define sprout_device_v1_Close_reason_tag        1
 #define sprout_device_v1_Close_detail_tag        2
 #define sprout_device_v1_Close_reconnect_after_ms_tag 3
+#define sprout_device_v1_UpdateOffer_version_tag 1
+#define sprout_device_v1_UpdateOffer_size_tag    2
+#define sprout_device_v1_UpdateOffer_sha256_tag  3
+#define sprout_device_v1_UpdateOffer_signature_tag 4
+#define sprout_device_v1_UpdateOffer_chunk_size_tag 5
+#define sprout_device_v1_UpdateOffer_product_tag 6
+#define sprout_device_v1_ChunkRequest_sha256_tag 1
+#define sprout_device_v1_ChunkRequest_offset_tag 2
+#define sprout_device_v1_ChunkRequest_length_tag 3
+#define sprout_device_v1_Chunk_sha256_tag        1
+#define sprout_device_v1_Chunk_offset_tag        2
+#define sprout_device_v1_Chunk_data_tag          3
+#define sprout_device_v1_UpdateProgress_sha256_tag 1
+#define sprout_device_v1_UpdateProgress_state_tag 2
+#define sprout_device_v1_UpdateProgress_percent_tag 3
+#define sprout_device_v1_UpdateProgress_reason_tag 4
+#define sprout_device_v1_UpdateProgress_version_tag 5
 #define sprout_device_v1_Frame_hello_tag         1
 #define sprout_device_v1_Frame_challenge_tag     2
 #define sprout_device_v1_Frame_auth_tag          3
@@ -316,6 +399,10 @@ extern "C" {
 #define sprout_device_v1_Frame_ping_tag          10
 #define sprout_device_v1_Frame_pong_tag          11
 #define sprout_device_v1_Frame_close_tag         12
+#define sprout_device_v1_Frame_update_offer_tag  13
+#define sprout_device_v1_Frame_chunk_request_tag 14
+#define sprout_device_v1_Frame_chunk_tag         15
+#define sprout_device_v1_Frame_update_progress_tag 16
 
 /* Struct field encoding specification for nanopb */
 #define sprout_device_v1_Frame_FIELDLIST(X, a) \
@@ -330,7 +417,11 @@ X(a, STATIC,   ONEOF,    MESSAGE,  (body,command_result,body.command_result),   
 X(a, STATIC,   ONEOF,    MESSAGE,  (body,event,body.event),   9) \
 X(a, STATIC,   ONEOF,    MESSAGE,  (body,ping,body.ping),  10) \
 X(a, STATIC,   ONEOF,    MESSAGE,  (body,pong,body.pong),  11) \
-X(a, STATIC,   ONEOF,    MESSAGE,  (body,close,body.close),  12)
+X(a, STATIC,   ONEOF,    MESSAGE,  (body,close,body.close),  12) \
+X(a, STATIC,   ONEOF,    MESSAGE,  (body,update_offer,body.update_offer),  13) \
+X(a, STATIC,   ONEOF,    MESSAGE,  (body,chunk_request,body.chunk_request),  14) \
+X(a, STATIC,   ONEOF,    MESSAGE,  (body,chunk,body.chunk),  15) \
+X(a, STATIC,   ONEOF,    MESSAGE,  (body,update_progress,body.update_progress),  16)
 #define sprout_device_v1_Frame_CALLBACK NULL
 #define sprout_device_v1_Frame_DEFAULT NULL
 #define sprout_device_v1_Frame_body_hello_MSGTYPE sprout_device_v1_Hello
@@ -345,6 +436,10 @@ X(a, STATIC,   ONEOF,    MESSAGE,  (body,close,body.close),  12)
 #define sprout_device_v1_Frame_body_ping_MSGTYPE sprout_device_v1_Ping
 #define sprout_device_v1_Frame_body_pong_MSGTYPE sprout_device_v1_Pong
 #define sprout_device_v1_Frame_body_close_MSGTYPE sprout_device_v1_Close
+#define sprout_device_v1_Frame_body_update_offer_MSGTYPE sprout_device_v1_UpdateOffer
+#define sprout_device_v1_Frame_body_chunk_request_MSGTYPE sprout_device_v1_ChunkRequest
+#define sprout_device_v1_Frame_body_chunk_MSGTYPE sprout_device_v1_Chunk
+#define sprout_device_v1_Frame_body_update_progress_MSGTYPE sprout_device_v1_UpdateProgress
 
 #define sprout_device_v1_Hello_FIELDLIST(X, a) \
 X(a, STATIC,   SINGULAR, STRING,   device_id,         1) \
@@ -451,6 +546,39 @@ X(a, STATIC,   SINGULAR, UINT32,   reconnect_after_ms,   3)
 #define sprout_device_v1_Close_CALLBACK NULL
 #define sprout_device_v1_Close_DEFAULT NULL
 
+#define sprout_device_v1_UpdateOffer_FIELDLIST(X, a) \
+X(a, STATIC,   SINGULAR, STRING,   version,           1) \
+X(a, STATIC,   SINGULAR, UINT32,   size,              2) \
+X(a, STATIC,   SINGULAR, FIXED_LENGTH_BYTES, sha256,            3) \
+X(a, STATIC,   SINGULAR, FIXED_LENGTH_BYTES, signature,         4) \
+X(a, STATIC,   SINGULAR, UINT32,   chunk_size,        5) \
+X(a, STATIC,   SINGULAR, STRING,   product,           6)
+#define sprout_device_v1_UpdateOffer_CALLBACK NULL
+#define sprout_device_v1_UpdateOffer_DEFAULT NULL
+
+#define sprout_device_v1_ChunkRequest_FIELDLIST(X, a) \
+X(a, STATIC,   SINGULAR, FIXED_LENGTH_BYTES, sha256,            1) \
+X(a, STATIC,   SINGULAR, UINT32,   offset,            2) \
+X(a, STATIC,   SINGULAR, UINT32,   length,            3)
+#define sprout_device_v1_ChunkRequest_CALLBACK NULL
+#define sprout_device_v1_ChunkRequest_DEFAULT NULL
+
+#define sprout_device_v1_Chunk_FIELDLIST(X, a) \
+X(a, STATIC,   SINGULAR, FIXED_LENGTH_BYTES, sha256,            1) \
+X(a, STATIC,   SINGULAR, UINT32,   offset,            2) \
+X(a, STATIC,   SINGULAR, BYTES,    data,              3)
+#define sprout_device_v1_Chunk_CALLBACK NULL
+#define sprout_device_v1_Chunk_DEFAULT NULL
+
+#define sprout_device_v1_UpdateProgress_FIELDLIST(X, a) \
+X(a, STATIC,   SINGULAR, FIXED_LENGTH_BYTES, sha256,            1) \
+X(a, STATIC,   SINGULAR, UENUM,    state,             2) \
+X(a, STATIC,   SINGULAR, UINT32,   percent,           3) \
+X(a, STATIC,   SINGULAR, STRING,   reason,            4) \
+X(a, STATIC,   SINGULAR, STRING,   version,           5)
+#define sprout_device_v1_UpdateProgress_CALLBACK NULL
+#define sprout_device_v1_UpdateProgress_DEFAULT NULL
+
 extern const pb_msgdesc_t sprout_device_v1_Frame_msg;
 extern const pb_msgdesc_t sprout_device_v1_Hello_msg;
 extern const pb_msgdesc_t sprout_device_v1_Challenge_msg;
@@ -466,6 +594,10 @@ extern const pb_msgdesc_t sprout_device_v1_Event_msg;
 extern const pb_msgdesc_t sprout_device_v1_Ping_msg;
 extern const pb_msgdesc_t sprout_device_v1_Pong_msg;
 extern const pb_msgdesc_t sprout_device_v1_Close_msg;
+extern const pb_msgdesc_t sprout_device_v1_UpdateOffer_msg;
+extern const pb_msgdesc_t sprout_device_v1_ChunkRequest_msg;
+extern const pb_msgdesc_t sprout_device_v1_Chunk_msg;
+extern const pb_msgdesc_t sprout_device_v1_UpdateProgress_msg;
 
 /* Defines for backwards compatibility with code written before nanopb-0.4.0 */
 #define sprout_device_v1_Frame_fields &sprout_device_v1_Frame_msg
@@ -483,22 +615,30 @@ extern const pb_msgdesc_t sprout_device_v1_Close_msg;
 #define sprout_device_v1_Ping_fields &sprout_device_v1_Ping_msg
 #define sprout_device_v1_Pong_fields &sprout_device_v1_Pong_msg
 #define sprout_device_v1_Close_fields &sprout_device_v1_Close_msg
+#define sprout_device_v1_UpdateOffer_fields &sprout_device_v1_UpdateOffer_msg
+#define sprout_device_v1_ChunkRequest_fields &sprout_device_v1_ChunkRequest_msg
+#define sprout_device_v1_Chunk_fields &sprout_device_v1_Chunk_msg
+#define sprout_device_v1_UpdateProgress_fields &sprout_device_v1_UpdateProgress_msg
 
 /* Maximum encoded size of messages (where known) */
 #define sprout_device_v1_Ack_size                11
 #define sprout_device_v1_Auth_size               34
 #define sprout_device_v1_Challenge_size          18
+#define sprout_device_v1_ChunkRequest_size       46
+#define sprout_device_v1_Chunk_size              555
 #define sprout_device_v1_Close_size              74
 #define sprout_device_v1_CommandResult_size      112
 #define sprout_device_v1_Command_size            105
 #define sprout_device_v1_Config_size             51
 #define sprout_device_v1_Event_size              90
-#define sprout_device_v1_Frame_size              150
+#define sprout_device_v1_Frame_size              558
 #define sprout_device_v1_Hello_size              124
 #define sprout_device_v1_Ping_size               11
 #define sprout_device_v1_Pong_size               11
 #define sprout_device_v1_Telemetry_size          43
 #define sprout_device_v1_Thresholds_size         25
+#define sprout_device_v1_UpdateOffer_size        212
+#define sprout_device_v1_UpdateProgress_size     142
 #define sprout_device_v1_Welcome_size            147
 
 #ifdef __cplusplus
