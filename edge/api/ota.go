@@ -66,7 +66,9 @@ func (h *Handler) otaRoutes(r chi.Router) {
 	r.Get("/rollouts", h.listRollouts)
 	r.Post("/rollouts", h.startRollout)
 	r.Get("/rollouts/{rid}", h.getRollout)
-	r.Post("/rollouts/{rid}/{action:pause|resume|abort}", h.rolloutAction)
+	for _, action := range []string{"pause", "resume", "abort"} {
+		r.Post("/rollouts/{rid}/"+action, h.rolloutAction(action))
+	}
 }
 
 func (h *Handler) otaReady(w http.ResponseWriter) (actors.FirmwareStore, bool) {
@@ -180,16 +182,18 @@ func (h *Handler) getRollout(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (h *Handler) rolloutAction(w http.ResponseWriter, r *http.Request) {
-	if _, ok := h.otaReady(w); !ok {
-		return
-	}
+func (h *Handler) rolloutAction(action string) http.HandlerFunc {
 	state := map[string]actors.RolloutState{"pause": actors.RolloutPaused, "resume": actors.RolloutRunning,
-		"abort": actors.RolloutAborted}[chi.URLParam(r, "action")]
-	ro, err := h.opts.OTA.SetRolloutState(r.Context(), chi.URLParam(r, "rid"), state, "by an operator")
-	if err != nil {
-		h.otaErr(w, err)
-		return
+		"abort": actors.RolloutAborted}[action]
+	return func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := h.otaReady(w); !ok {
+			return
+		}
+		ro, err := h.opts.OTA.SetRolloutState(r.Context(), chi.URLParam(r, "rid"), state, "by an operator")
+		if err != nil {
+			h.otaErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rolloutJSON(ro))
 	}
-	writeJSON(w, http.StatusOK, rolloutJSON(ro))
 }

@@ -95,8 +95,10 @@ func TestBrowserJSSDKPagesWaitForReadyAndShowWhyWeChatRefused(t *testing.T) {
 
 	// A printed label opened in WeChat's browser: bound, and how to follow the account.
 	w.addPot(t, "pot-balcony")
+	// (WaitReady queries again after the redirect's new document; a Poll would race with the
+	// navigation and lose its execution context.)
 	do(t, ctx, "open a label", chromedp.Navigate(w.label(t, "pot-balcony", time.Time{})),
-		chromedp.Poll[chromedp.Void](`document.getElementById('label') && document.getElementById('follow')`, chromedp.WithPollingTimeout(5*time.Second)))
+		chromedp.WaitReady(chromedp.CSS("#label")), chromedp.WaitReady(chromedp.CSS("#follow")))
 	if st, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('label').dataset.state`)); st != "bound" {
 		t.Fatalf("the label page's state is %q, want bound", st)
 	}
