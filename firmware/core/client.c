@@ -168,6 +168,11 @@ static bool send_frame(sprout_client *c, const frame_t *f)
     return true;
 }
 
+bool sprout_client_send_frame(sprout_client *c, const sprout_device_v1_Frame *f)
+{
+    return send_frame(c, f);
+}
+
 static void send_close(sprout_client *c, sprout_device_v1_CloseReason reason, const char *detail)
 {
     frame_t f = sprout_device_v1_Frame_init_zero;
@@ -191,6 +196,7 @@ static void drop_connection(sprout_client *c, uint32_t delay_ms)
     c->rx_len = 0;
     c->io_error = false;
     c->session_id[0] = '\0';
+    sprout_ota_on_disconnect(c);
     for (size_t i = 0; i < c->ring.count; i++) {
         sprout_ring_at(&c->ring, i)->sent_ms = 0;
     }
@@ -671,6 +677,7 @@ static void on_welcome(sprout_client *c, const sprout_device_v1_Welcome *w)
     logf_(c, SPROUT_LOG_INFO, "online: session %s, server last_seq %llu, %u to resend", c->session_id,
           (unsigned long long)w->last_seq, (unsigned)c->ring.count);
     send_pending(c, true);
+    sprout_ota_on_welcome(c);
     for (size_t i = 0; i < c->history.count && !c->io_error; i++) {
         sprout_history_entry *e = &c->history.items[i];
         if (e->undelivered && !(c->pump.running && strcmp(e->result.command_id, c->pump.command_id) == 0)) {
@@ -750,6 +757,12 @@ static void on_frame(sprout_client *c, const frame_t *f)
             return;
         case sprout_device_v1_Frame_pong_tag:
             return; /* any frame proves the server alive; the nonce needs no check */
+        case sprout_device_v1_Frame_update_offer_tag:
+            sprout_ota_on_offer(c, &BODY(f, update_offer));
+            return;
+        case sprout_device_v1_Frame_chunk_tag:
+            sprout_ota_on_chunk(c, &BODY(f, chunk));
+            return;
         default:
             break;
         }
@@ -775,6 +788,7 @@ static void receive(sprout_client *c)
             break;
         }
         if (st == SPROUT_FRAME_TOO_LARGE) {
+            logf_(c, SPROUT_LOG_WARN, "frame over %u bytes: closing", (unsigned)SPROUT_MAX_FRAME_BYTES);
             c->stats.protocol_errors++;
             send_close(c, sprout_device_v1_CloseReason_CLOSE_REASON_FRAME_TOO_LARGE, "frame too large");
             drop_with_backoff(c);
@@ -822,6 +836,7 @@ int sprout_client_init(sprout_client *c, const sprout_port *port, const sprout_c
     }
     c->saved_next_seq = c->next_seq;
     sprout_store_load_i64(port, SPROUT_KEY_LAST_WATER, &c->last_water_end_wall_ms);
+    sprout_ota_init(c);
     int64_t now = now_ms(c);
     c->next_connect_ms = now;
     c->next_report_ms = now; /* a first reading at boot */

@@ -17,6 +17,7 @@
 
 #include "backoff.h"
 #include "frame.h"
+#include "ota.h"
 #include "sprout_limits.h"
 #include "ring.h"
 #include "sprout_port.h"
@@ -64,7 +65,8 @@ typedef struct {
     const char *device_id;        /* 1..64 bytes */
     const uint8_t *secret;        /* HMAC key, the decoded bytes of the hex secret */
     size_t secret_len;
-    const char *firmware_version; /* up to 32 bytes */
+    const char *firmware_version; /* up to 32 bytes: what the running slot is (Hello, OTA) */
+    const char *product;          /* may be NULL: else an UpdateOffer for another product is refused */
     const sprout_server *servers; /* tried in turn; at least one */
     size_t server_count;
     sprout_options options;
@@ -142,6 +144,9 @@ typedef struct sprout_client {
     int64_t last_water_end_wall_ms;  /* persisted; 0 if unknown */
     bool reboot_pending;
 
+    /* Firmware update (ota.h) */
+    sprout_ota ota;
+
     sprout_stats stats;
 } sprout_client;
 
@@ -157,5 +162,8 @@ void sprout_client_step(sprout_client *c);
 void sprout_client_shutdown(sprout_client *c);
 
 const char *sprout_state_name(sprout_state s);
+
+/* sprout_client_send_frame sends f on the current connection (for ota.c); false if it could not. */
+bool sprout_client_send_frame(sprout_client *c, const sprout_device_v1_Frame *f);
 
 #endif

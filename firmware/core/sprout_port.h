@@ -57,6 +57,23 @@ typedef struct sprout_port {
     void (*reboot)(void *ctx);                                     /* may return (simulated) */
 
     void (*log)(void *ctx, sprout_log_level level, const char *msg); /* may be NULL */
+
+    /* Firmware updates (core/ota.h, docs/ota.md). All NULL: the device refuses offers with
+     * "updates not supported". The inactive slot is the one the device does not run.
+     * ota_verify checks an Ed25519 signature over msg with the public key built into the
+     * firmware (true: valid). ota_slot_size is the inactive slot's capacity in bytes.
+     * ota_begin prepares the inactive slot for an image of size bytes (erases it) when offset is 0,
+     * or reopens it to continue at offset (a resumed download). ota_write writes len bytes at
+     * offset; ota_read reads them back (for the SHA-256 check). ota_switch makes the inactive slot
+     * boot next, on trial: if it is not marked valid the boot after returns to the current slot.
+     * ota_mark_valid confirms the running slot (after a Welcome). 0 is success. */
+    bool (*ota_verify)(void *ctx, const uint8_t *msg, size_t len, const uint8_t sig[64]);
+    uint32_t (*ota_slot_size)(void *ctx);
+    int (*ota_begin)(void *ctx, uint32_t size, uint32_t offset);
+    int (*ota_write)(void *ctx, uint32_t offset, const uint8_t *buf, size_t len);
+    int (*ota_read)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
+    int (*ota_switch)(void *ctx);
+    int (*ota_mark_valid)(void *ctx);
 } sprout_port;
 
 #endif

@@ -61,6 +61,7 @@ for d in \
   freertos/config/riscv/include freertos/FreeRTOS-Kernel/portable/riscv/include \
   freertos/FreeRTOS-Kernel/portable/riscv/include/freertos freertos/esp_additions/include \
   nvs_flash/include esp_partition/include spi_flash/include \
+  app_update/include esp_app_format/include esp_bootloader_format/include bootloader_support/include \
   esp_event/include esp_netif/include esp_wifi/include esp_wifi/wifi_apps/include esp_wifi/wifi_apps/nan_app/include \
   esp_phy/include esp_coex/include esp_pm/include \
   lwip/include lwip/port/include lwip/port/freertos/include lwip/port/esp32xx/include lwip/lwip/src/include \

@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "client.h"
+#include "ota_posix.h"
 #include "posix_port.h"
 
 #define MAX_SERVERS 8
@@ -26,6 +29,12 @@ static void on_signal(int sig)
     (void)sig;
     stop = 1;
 }
+
+#ifdef VDEV_OTA_PUBKEY
+static const char builtin_key_note[] = " (default: the key compiled in)";
+#else
+static const char builtin_key_note[] = "";
+#endif
 
 static void usage(FILE *to)
 {
@@ -47,8 +56,15 @@ static void usage(FILE *to)
             "  --server-name NAME       DNS name the server's certificate must carry (default: the\n"
             "                           host of --server; IP-address SANs are not matched)\n"
             "  --tls-handshake-timeout-ms N  bound on the TLS handshake (default 10000)\n"
+            "  --firmware-version V     the version of the built-in image (default " FIRMWARE_VERSION ");\n"
+            "                           an image in an OTA slot says its own on its first line\n"
+            "  --ota-pubkey FILE        accept firmware updates signed by this Ed25519 key (64 hex\n"
+            "                           digits, as 'sprout firmware keygen' writes OUT.pub)%s\n"
+            "  --product NAME           refuse updates for another product\n"
+            "  --ota-slot-bytes N       capacity of an update slot (default 4194304)\n"
+            "  --ota-fail-version V     simulate an image V that crashes before connecting (tests rollback)\n"
             "  --verbose / --quiet      more or fewer log lines\n",
-            sprout_tls_builtin_ca() ? " (one is)" : " (none is)");
+            sprout_tls_builtin_ca() ? " (one is)" : " (none is)", builtin_key_note);
 }
 
 static int hex_value(char c)
@@ -136,6 +152,9 @@ int main(int argc, char **argv)
     double run_for_ms = 0;
     int log_level = SPROUT_LOG_INFO;
     bool use_tls = false;
+    const char *firmware_default = FIRMWARE_VERSION, *ota_key_file = NULL, *product = NULL, *fail_version = NULL;
+    sprout_posix_ota_options ota_opts;
+    memset(&ota_opts, 0, sizeof ota_opts);
     sprout_tls_options tls_opts;
     memset(&tls_opts, 0, sizeof tls_opts);
 
@@ -152,7 +171,10 @@ int main(int argc, char **argv)
     } while (0)
         if (strcmp(a, "--server") == 0) {
             NEED_VALUE();
-            server_list = argv[i];
+            server_list = strdup(argv[i]); /* parsed in place: argv stays intact for a re-exec */
+            if (server_list == NULL) {
+                return 1;
+            }
         } else if (strcmp(a, "--id") == 0) {
             NEED_VALUE();
             id = v;
@@ -199,6 +221,21 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--tls-handshake-timeout-ms") == 0) {
             NEED_VALUE();
             tls_opts.handshake_timeout_ms = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--firmware-version") == 0) {
+            NEED_VALUE();
+            firmware_default = v;
+        } else if (strcmp(a, "--ota-pubkey") == 0) {
+            NEED_VALUE();
+            ota_key_file = v;
+        } else if (strcmp(a, "--product") == 0) {
+            NEED_VALUE();
+            product = v;
+        } else if (strcmp(a, "--ota-slot-bytes") == 0) {
+            NEED_VALUE();
+            ota_opts.slot_bytes = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--ota-fail-version") == 0) {
+            NEED_VALUE();
+            fail_version = v;
         } else if (strcmp(a, "--verbose") == 0) {
             log_level = SPROUT_LOG_DEBUG;
         } else if (strcmp(a, "--quiet") == 0) {
@@ -256,13 +293,58 @@ int main(int argc, char **argv)
     plant.pump_ml_per_s = opts.pump_ml_per_s;
     posix.plant = plant;
 
+    /* The "bootloader": pick the slot, roll back an image that never confirmed itself. */
+    char firmware_version[33];
+    bool on_trial = false, rolled_back = false;
+    if (sprout_posix_ota_boot(state_dir, firmware_default, firmware_version, sizeof firmware_version, &on_trial,
+                              &rolled_back) != 0) {
+        fprintf(stderr, "vdev: cannot read or write the boot state in %s: %s\n", state_dir, strerror(errno));
+        return 1;
+    }
+    if (rolled_back) {
+        fprintf(stderr, "%sboot: the new image never confirmed itself: rolled back to %s\n", prefix, firmware_version);
+    }
+    fprintf(stderr, "%sboot: running %s%s\n", prefix, firmware_version, on_trial ? " (on trial)" : "");
+    if (fail_version != NULL && on_trial && strcmp(fail_version, firmware_version) == 0) {
+        /* A broken image: it crashes before it ever connects, and the watchdog resets the pot. */
+        fprintf(stderr, "%sboot: image %s crashes (--ota-fail-version): resetting\n", prefix, firmware_version);
+        execv("/proc/self/exe", argv);
+        fprintf(stderr, "vdev: re-exec failed: %s\n", strerror(errno));
+        return 1;
+    }
+
     sprout_port port;
     sprout_posix_port(&posix, &port);
+#ifdef VDEV_OTA_PUBKEY
+    if (ota_key_file == NULL) {
+        const char *hex = VDEV_OTA_PUBKEY;
+        size_t kl = 0;
+        if (parse_hex(hex, ota_opts.pubkey, sizeof ota_opts.pubkey, &kl) != 0 || kl != 32) {
+            fprintf(stderr, "vdev: VDEV_OTA_PUBKEY: want 64 hex digits\n");
+            return 2;
+        }
+        if (sprout_posix_ota_install(&ota_opts, &port) != 0) {
+            fprintf(stderr, "vdev: cannot initialise libsodium\n");
+            return 1;
+        }
+    }
+#endif
+    if (ota_key_file != NULL) {
+        if (sprout_posix_ota_parse_key(ota_key_file, ota_opts.pubkey) != 0) {
+            fprintf(stderr, "vdev: --ota-pubkey %s: want a file with 64 hex digits\n", ota_key_file);
+            return 2;
+        }
+        if (sprout_posix_ota_install(&ota_opts, &port) != 0) {
+            fprintf(stderr, "vdev: cannot initialise libsodium\n");
+            return 1;
+        }
+    }
     sprout_client_config cfg = {
         .device_id = id,
         .secret = secret,
         .secret_len = secret_len,
-        .firmware_version = FIRMWARE_VERSION,
+        .firmware_version = firmware_version,
+        .product = product,
         .servers = servers,
         .server_count = server_count,
         .options = opts,
@@ -284,6 +366,15 @@ int main(int argc, char **argv)
             break;
         }
         sprout_client_step(&client);
+        if (sprout_posix_ota_restart_wanted()) {
+            /* The client switched slots and "rebooted": boot for real into the new image. */
+            sprout_client_shutdown(&client);
+            sprout_tls_free(posix.tls);
+            fprintf(stderr, "%srestarting into the new slot\n", prefix);
+            execv("/proc/self/exe", argv);
+            fprintf(stderr, "vdev: re-exec failed: %s\n", strerror(errno));
+            return 1;
+        }
     }
     sprout_client_shutdown(&client);
     const sprout_stats *s = &client.stats;

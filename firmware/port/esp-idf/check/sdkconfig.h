@@ -203,3 +203,4 @@
 
 /* main/Kconfig.projbuild, ESP32-C3 defaults */
 #include "sdkconfig_sprout.h"
+#define CONFIG_SPROUT_OTA_PUBKEY ""

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "esp_app_desc.h"
 #include "esp_log.h"
 #include "esp_port.h"
 #include "esp_system.h"
@@ -187,7 +188,7 @@ void app_main(void)
         .device_id = device_id,
         .secret = secret,
         .secret_len = secret_len,
-        .firmware_version = "esp-idf-0.2.0",
+        .firmware_version = esp_app_get_description()->version, /* the running slot's (PROJECT_VER) */
         .servers = servers,
         .server_count = server_count,
     };

@@ -2,6 +2,8 @@
  * tools/esp-idf-check.sh (make -C firmware esp-check); not run on hardware. See firmware/README.md. */
 #include "esp_port.h"
 
+#include "esp_ota.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -455,5 +457,6 @@ esp_err_t esp_port_init(sprout_port *out, bool (*up)(void *ctx))
     out->pump_stop = pump_stop;
     out->reboot = reboot;
     out->log = log_msg;
+    (void)esp_ota_port_install(out); /* firmware updates, if libsodium and a key are built in */
     return ESP_OK;
 }
