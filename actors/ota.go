@@ -340,8 +340,9 @@ func (s *OTA) Progress(ctx context.Context, deviceID string, p *devicepb.UpdateP
 }
 
 // targetRank orders target states: a report never moves a pot back (a late frame from the
-// connection a pot left as it rebooted must not undo what its next connection said).
-var targetRank = map[string]int{TargetPending: 0, TargetOffered: 1, TargetDeferred: 1, TargetDownloading: 2,
+// connection a pot left as it rebooted must not undo what its next connection said). Deferred
+// ranks with downloading: a pot pauses a download when its margins run short, and goes on.
+var targetRank = map[string]int{TargetPending: 0, TargetOffered: 1, TargetDeferred: 2, TargetDownloading: 2,
 	TargetVerifying: 3, TargetRebooting: 4, TargetRunning: 5, TargetFailed: 5, TargetRolledBack: 6}
 
 func (s *OTA) setTarget(ctx context.Context, r Rollout, t RolloutTarget, state string, pct int, reason string) error {

@@ -3,13 +3,18 @@ package firmware_test
 // OTA: the C firmware's update path (core/ota.c, port/posix/ota_posix.c) against a real node.
 // Three products, one rollout each, at once:
 //   - ota-good: two pots update to vdev-2.0.0; one is SIGKILLed in the middle of its download and
-//     restarted: it resumes at the offset its slot holds and both come back running 2.0.0.
+//     restarted: it resumes at the offset it last persisted (at most 16 KiB behind, with a
+//     handful of record writes instead of one per chunk) and both come back running 2.0.0 from
+//     a slot that holds the image byte for byte. A third pot runs on a low battery: it defers
+//     (DEFERRED "low supply"), which holds the stage open without counting as a failure, and
+//     downloads once its supply recovers.
 //   - ota-evil: the image is signed with another key: the pot refuses it ("bad signature"), the
 //     rollout records the failure and the pot keeps running its old version.
 //   - ota-crash: the new image crashes before it connects (vdev --ota-fail-version): the next boot
 //     returns to the old slot and the pot reports rolled_back.
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,9 +112,16 @@ func TestOTAVirtualDevicesUpdateThroughARollout(t *testing.T) {
 	}
 	pots := []*otaPot{
 		{pot: pot{id: "ota-pot-1"}, product: "ota-good"},
-		{pot: pot{id: "ota-pot-resume"}, product: "ota-good"},
+		{pot: pot{id: "ota-pot-resume", flags: []string{"--verbose"}}, product: "ota-good"},
+		{pot: pot{id: "ota-pot-lowbat", flags: []string{"--conditions-file", filepath.Join(tmp, "lowbat-conditions"),
+			"--ota-retry-ms", "200", "--ota-retry-max-ms", "1000"}}, product: "ota-good"},
 		{pot: pot{id: "ota-pot-evil"}, product: "ota-evil"},
 		{pot: pot{id: "ota-pot-crash", flags: []string{"--ota-fail-version", "vdev-3.0.0"}}, product: "ota-crash"},
+	}
+	// The low-battery pot's supply: 3300 mV, under the 3600 mV a download needs.
+	lowbatConditions := filepath.Join(tmp, "lowbat-conditions")
+	if err := os.WriteFile(lowbatConditions, []byte("supply_mv 3300\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	secretLine := regexp.MustCompile(`id=(\S+) secret=([0-9a-f]+)`)
 	for _, p := range pots {
@@ -172,11 +184,22 @@ func TestOTAVirtualDevicesUpdateThroughARollout(t *testing.T) {
 		rollouts[product] = r.ID
 	}
 
-	// Kill the resuming pot in the middle of its download, then boot it again.
+	// The low-battery pot declines: deferred with its reason, nothing written, not a failure.
+	lowbat := pots[2]
+	actortest.Eventually(t, 30*time.Second, "ota-pot-lowbat deferred for its low supply", func() bool {
+		st, _, reason := target(t, srv, rollouts["ota-good"], lowbat.id)
+		return st == "deferred" && strings.Contains(reason, "low supply: 3300 mV < 3600 mV")
+	})
+
+	// Kill the resuming pot in the middle of its download, then boot it again. It persists its
+	// offset every 16 KiB, so past 40 % (26 KiB) it has saved at least once.
 	resume := pots[1]
-	actortest.Eventually(t, 30*time.Second, "ota-pot-resume downloading past 20%", func() bool {
+	const imageBytes, saveEvery, chunk = 65536, 16384, 448
+	var killedPct int
+	actortest.Eventually(t, 30*time.Second, "ota-pot-resume downloading past 40%", func() bool {
 		st, pct, _ := target(t, srv, rollouts["ota-good"], resume.id)
-		return st == "downloading" && pct >= 20
+		killedPct = pct
+		return st == "downloading" && pct >= 40
 	})
 	_ = resume.cmd.Process.Signal(syscall.SIGKILL)
 	_ = resume.cmd.Wait()
@@ -197,14 +220,59 @@ func TestOTAVirtualDevicesUpdateThroughARollout(t *testing.T) {
 	if m == nil {
 		t.Fatalf("the restarted pot did not resume its download")
 	}
-	if off, _ := strconv.Atoi(m[1]); off < 65536/5 {
-		t.Fatalf("resumed at offset %d, want at least 20%% of 65536 (it was killed past 20%%)", off)
+	// The server saw killedPct % when the pot was killed, so the slot held at least that much; the
+	// pot re-fetches at most what it had not persisted: under saveEvery plus the chunk in flight.
+	off, _ := strconv.Atoi(m[1])
+	if held := imageBytes * killedPct / 100; off < saveEvery || off > imageBytes || held-off > saveEvery+chunk {
+		t.Fatalf("resumed at offset %d; killed holding at least %d bytes: want at least %d and at most %d bytes fetched again",
+			off, held, saveEvery, saveEvery+chunk)
+	}
+	t.Logf("resumed at offset %d of %d (killed past %d%%), %s after the kill", off, imageBytes, killedPct,
+		time.Since(killedAt).Round(time.Millisecond))
+	// Record writes across both runs: the start, one per 16 KiB, the booting phase, the clear after
+	// the Welcome (and a pause or a lost connection now and then); one per chunk would be 147.
+	if writes := strings.Count(resume.log.String(), "ota: record saved:"); writes == 0 || writes > 2*imageBytes/saveEvery+6 {
+		t.Fatalf("the download record was written %d times, want 1..%d", writes, 2*imageBytes/saveEvery+6)
 	} else {
-		t.Logf("resumed at offset %d of 65536, %s after the kill", off, time.Since(killedAt).Round(time.Millisecond))
+		t.Logf("the download record was written %d times for %d chunks", writes, (imageBytes+chunk-1)/chunk)
+	}
+	// The slot the pot now boots holds the image byte for byte.
+	want, _ := os.ReadFile(filepath.Join(tmp, "v2.bin"))
+	for _, p := range pots[:2] {
+		if got, err := os.ReadFile(filepath.Join(tmp, p.id, "slot-b")); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: slot-b is not the image (%d bytes, %v)", p.id, len(got), err)
+		}
+	}
+
+	// The others are done; the low-battery pot still waits, holding the stage open, and the
+	// rollout runs on: a deferral is not a failure.
+	var r rolloutJSON
+	api(t, srv, "GET", "/api/v1/rollouts/"+rollouts["ota-good"], nil, &r)
+	if st, _, _ := target(t, srv, rollouts["ota-good"], lowbat.id); r.State != "running" || st != "deferred" {
+		t.Fatalf("with the low-battery pot waiting: rollout %s (%s), the pot %s; want running, deferred", r.State, r.Reason, st)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, lowbat.id, "slot-b")); err == nil {
+		t.Fatalf("the low-battery pot wrote to its update slot")
+	}
+	// The supply recovers: the pot measures it again within its backoff and downloads.
+	if err := os.WriteFile(lowbatConditions, []byte("supply_mv 4100\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	actortest.Eventually(t, 60*time.Second, "ota-pot-lowbat running vdev-2.0.0 once charged", func() bool {
+		st, _, _ := target(t, srv, rollouts["ota-good"], lowbat.id)
+		return st == "running"
+	})
+	actortest.Eventually(t, 10*time.Second, "the ota-good rollout completed with no failure", func() bool {
+		api(t, srv, "GET", "/api/v1/rollouts/"+rollouts["ota-good"], nil, &r)
+		return r.State == "completed" && strings.HasPrefix(r.Reason, "3 of 3 ")
+	})
+	if l := lowbat.log.String(); !strings.Contains(l, "ota: deferring vdev-2.0.0: low supply") ||
+		!strings.Contains(l, "ota: downloading vdev-2.0.0 (65536 bytes) at offset 0") {
+		t.Fatalf("the low-battery pot's log does not show it deferring, then downloading")
 	}
 
 	// A bad signature: refused, reported, nothing written; the pot keeps its version.
-	evilPot := pots[2]
+	evilPot := pots[3]
 	actortest.Eventually(t, 30*time.Second, "ota-pot-evil failed with bad signature", func() bool {
 		st, _, reason := target(t, srv, rollouts["ota-evil"], evilPot.id)
 		return st == "failed" && strings.Contains(reason, "bad signature")
@@ -214,7 +282,7 @@ func TestOTAVirtualDevicesUpdateThroughARollout(t *testing.T) {
 	}
 
 	// A new image that never comes back: rolled back on the next boot.
-	crash := pots[3]
+	crash := pots[4]
 	actortest.Eventually(t, 60*time.Second, "ota-pot-crash rolled back", func() bool {
 		st, _, _ := target(t, srv, rollouts["ota-crash"], crash.id)
 		return st == "rolled_back"

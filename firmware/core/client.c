@@ -27,6 +27,13 @@ void sprout_options_defaults(sprout_options *o)
     o->report_interval_ms = 0;
     o->max_wait_ms = 1000;
     o->backoff_stable_ms = SPROUT_BACKOFF_STABLE_MS;
+    o->ota_min_supply_mv = SPROUT_OTA_MIN_SUPPLY_MV;
+    o->ota_min_rssi_dbm = SPROUT_OTA_MIN_RSSI_DBM;
+    o->ota_min_free_heap = SPROUT_OTA_MIN_FREE_HEAP;
+    o->ota_save_every_bytes = SPROUT_OTA_SAVE_EVERY_BYTES;
+    o->ota_save_every_ms = SPROUT_OTA_SAVE_EVERY_MS;
+    o->ota_retry_min_ms = SPROUT_OTA_RETRY_MIN_MS;
+    o->ota_retry_max_ms = SPROUT_OTA_RETRY_MAX_MS;
 }
 
 void sprout_server_proof(const uint8_t *secret, size_t secret_len, const uint8_t device_nonce[SPROUT_NONCE_BYTES],
@@ -887,6 +894,7 @@ static void run_timers(sprout_client *c, int64_t now)
             drop_with_backoff(c);
             break;
         }
+        sprout_ota_step(c, now); /* a deferred download whose margins are due a new look */
         if (now - c->last_tx_ms >= hb) {
             frame_t f = sprout_device_v1_Frame_init_zero;
             f.which_body = sprout_device_v1_Frame_ping_tag;
@@ -921,6 +929,7 @@ static int64_t next_deadline(const sprout_client *c, int64_t now)
         }
         d = min64(d, c->last_tx_ms + heartbeat_ms(c));
         d = min64(d, c->last_rx_ms + heartbeat_ms(c) * (int64_t)c->cfg.options.silence_factor);
+        d = sprout_ota_deadline(c, d);
         break;
     }
     return d;
@@ -980,6 +989,7 @@ void sprout_client_step(sprout_client *c)
 
 void sprout_client_shutdown(sprout_client *c)
 {
+    sprout_ota_on_disconnect(c); /* persist how far a download got */
     if (c->pump.running) {
         c->port->pump_stop(c->port->ctx);
         c->pump.running = false;

@@ -57,6 +57,15 @@ typedef struct {
     uint32_t backoff_stable_ms;    /* SPROUT_BACKOFF_STABLE_MS (60000): a session must last this long before
                                       the backoff forgets earlier failures */
     bool ignore_commands;          /* false; true makes the device silent on commands (server timeout tests) */
+    /* Firmware updates (ota.h): the defaults come from sprout_limits.h (Kconfig on ESP-IDF). A
+     * download starts and goes on only while every margin the port measures is met. */
+    uint32_t ota_min_supply_mv;    /* SPROUT_OTA_MIN_SUPPLY_MV (3600) */
+    int32_t ota_min_rssi_dbm;      /* SPROUT_OTA_MIN_RSSI_DBM (-80) */
+    uint32_t ota_min_free_heap;    /* SPROUT_OTA_MIN_FREE_HEAP (16384) */
+    uint32_t ota_save_every_bytes; /* SPROUT_OTA_SAVE_EVERY_BYTES (16384): persist the offset this often */
+    uint32_t ota_save_every_ms;    /* SPROUT_OTA_SAVE_EVERY_MS (60000): or after this long */
+    uint32_t ota_retry_min_ms;     /* SPROUT_OTA_RETRY_MIN_MS (30000): first re-check of short margins */
+    uint32_t ota_retry_max_ms;     /* SPROUT_OTA_RETRY_MAX_MS (900000): the re-check delay stops doubling here */
 } sprout_options;
 
 void sprout_options_defaults(sprout_options *o);
@@ -92,6 +101,8 @@ typedef struct {
     uint32_t server_proof_failures; /* Welcomes without a valid server proof (not our server) */
     uint32_t commands_executed; /* commands that ran (not re-sent results, not BUSY) */
     uint32_t results_resent;    /* repeated command ids answered from history */
+    uint32_t ota_record_writes; /* times the download record was persisted (flash writes) */
+    uint32_t ota_deferrals;     /* DEFERRED answers: a download that had to wait for its margins */
 } sprout_stats;
 
 typedef struct {

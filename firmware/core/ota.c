@@ -55,16 +55,41 @@ static uint32_t get32(const uint8_t *b)
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
+static void logmsg(sprout_client *c, sprout_log_level level, const char *msg)
+{
+    if (c->port->log != NULL) {
+        c->port->log(c->port->ctx, level, msg);
+    }
+}
+
+static int64_t now_ms(sprout_client *c)
+{
+    return c->port->monotonic_ms(c->port->ctx);
+}
+
+/* save persists the record (one flash write on a device). */
 static int save(sprout_client *c)
 {
     uint8_t b[RECORD_BYTES];
-    const sprout_ota_record *r = &c->ota.rec;
+    sprout_ota *o = &c->ota;
+    const sprout_ota_record *r = &o->rec;
     b[0] = r->phase;
     memcpy(b + 1, r->sha256, 32);
     put32(b + 33, r->size);
     put32(b + 37, r->offset);
     memcpy(b + 41, r->version, 33);
-    return c->port->kv_set(c->port->ctx, SPROUT_OTA_KEY, b, sizeof b);
+    c->stats.ota_record_writes++;
+    int rc = c->port->kv_set(c->port->ctx, SPROUT_OTA_KEY, b, sizeof b);
+    if (rc == 0) {
+        o->persisted = true;
+        o->saved_offset = r->offset;
+        o->saved_ms = now_ms(c);
+    }
+    char msg[96];
+    snprintf(msg, sizeof msg, "ota: record saved: phase %u, offset %u of %u%s", (unsigned)r->phase,
+             (unsigned)r->offset, (unsigned)r->size, rc == 0 ? "" : " (FAILED)");
+    logmsg(c, SPROUT_LOG_DEBUG, msg);
+    return rc;
 }
 
 static void clear(sprout_client *c)
@@ -73,15 +98,20 @@ static void clear(sprout_client *c)
     (void)save(c);
 }
 
-static void logmsg(sprout_client *c, sprout_log_level level, const char *msg)
+/* flush persists the offset the slot holds if storage is behind it (a pause, a lost connection,
+ * a shutdown): nothing written is fetched again unless the power goes first. */
+static void flush(sprout_client *c)
 {
-    if (c->port->log != NULL) {
-        c->port->log(c->port->ctx, level, msg);
+    sprout_ota *o = &c->ota;
+    if (o->opened && o->rec.phase == SPROUT_OTA_DOWNLOADING && o->rec.offset != o->saved_offset) {
+        if (save(c) != 0) {
+            logmsg(c, SPROUT_LOG_WARN, "ota: cannot persist the offset");
+        }
     }
 }
 
-static void progress(sprout_client *c, const uint8_t sha256[32], sprout_device_v1_UpdateState state,
-                     uint32_t percent, const char *reason)
+static void progress_after(sprout_client *c, const uint8_t sha256[32], sprout_device_v1_UpdateState state,
+                           uint32_t percent, const char *reason, uint32_t retry_after_s)
 {
     frame_t f = sprout_device_v1_Frame_init_zero;
     f.which_body = sprout_device_v1_Frame_update_progress_tag;
@@ -91,12 +121,19 @@ static void progress(sprout_client *c, const uint8_t sha256[32], sprout_device_v
     p->percent = percent;
     snprintf(p->reason, sizeof p->reason, "%s", reason != NULL ? reason : "");
     snprintf(p->version, sizeof p->version, "%s", c->cfg.firmware_version != NULL ? c->cfg.firmware_version : "");
+    p->retry_after_s = retry_after_s;
     if (reason != NULL) {
         char msg[128];
         snprintf(msg, sizeof msg, "ota: state %d: %s", (int)state, reason);
         logmsg(c, state == sprout_device_v1_UpdateState_UPDATE_STATE_FAILED ? SPROUT_LOG_WARN : SPROUT_LOG_INFO, msg);
     }
     (void)sprout_client_send_frame(c, &f);
+}
+
+static void progress(sprout_client *c, const uint8_t sha256[32], sprout_device_v1_UpdateState state,
+                     uint32_t percent, const char *reason)
+{
+    progress_after(c, sha256, state, percent, reason, 0);
 }
 
 void sprout_ota_init(sprout_client *c)
@@ -119,14 +156,19 @@ void sprout_ota_init(sprout_client *c)
     memcpy(r->version, b + 41, 33);
     if (r->offset > r->size) {
         memset(r, 0, sizeof *r);
+        return;
     }
+    c->ota.persisted = true;
+    c->ota.saved_offset = r->offset;
 }
 
 void sprout_ota_on_welcome(sprout_client *c)
 {
     sprout_ota_record *r = &c->ota.rec;
     c->ota.active = false;
+    c->ota.opened = false;
     c->ota.in_flight = false;
+    c->ota.deferred = SPROUT_OTA_MARGIN_OK;
     if (r->phase != SPROUT_OTA_BOOTING) {
         return;
     }
@@ -208,6 +250,140 @@ static void finish(sprout_client *c)
     c->reboot_pending = true;
 }
 
+sprout_ota_margin sprout_ota_margins_short(sprout_client *c, char *why, size_t cap)
+{
+    const sprout_options *opt = &c->cfg.options;
+    if (c->pump.running) {
+        snprintf(why, cap, "watering");
+        return SPROUT_OTA_MARGIN_PUMP;
+    }
+    if (c->port->ota_margins == NULL) {
+        return SPROUT_OTA_MARGIN_OK;
+    }
+    sprout_ota_margins m;
+    memset(&m, 0, sizeof m);
+    if (c->port->ota_margins(c->port->ctx, &m) != 0) {
+        snprintf(why, cap, "margins unknown: cannot measure supply and WiFi");
+        return SPROUT_OTA_MARGIN_UNKNOWN;
+    }
+    if (m.pump_busy) {
+        snprintf(why, cap, "watering");
+        return SPROUT_OTA_MARGIN_PUMP;
+    }
+    if (m.supply_mv != 0 && m.supply_mv < opt->ota_min_supply_mv) {
+        snprintf(why, cap, "low supply: %u mV < %u mV", (unsigned)m.supply_mv, (unsigned)opt->ota_min_supply_mv);
+        return SPROUT_OTA_MARGIN_SUPPLY;
+    }
+    if (m.rssi_dbm != 0 && m.rssi_dbm < opt->ota_min_rssi_dbm) {
+        snprintf(why, cap, "weak WiFi: %d dBm < %d dBm", (int)m.rssi_dbm, (int)opt->ota_min_rssi_dbm);
+        return SPROUT_OTA_MARGIN_WIFI;
+    }
+    if (m.free_heap != 0 && m.free_heap < opt->ota_min_free_heap) {
+        snprintf(why, cap, "low memory: %u bytes free < %u", (unsigned)m.free_heap, (unsigned)opt->ota_min_free_heap);
+        return SPROUT_OTA_MARGIN_HEAP;
+    }
+    return SPROUT_OTA_MARGIN_OK;
+}
+
+static uint32_t percent_of(const sprout_ota *o)
+{
+    return (uint32_t)((uint64_t)o->rec.offset * 100 / o->rec.size);
+}
+
+/* defer pauses the download: the offset is persisted (a short supply may end in a power cut),
+ * the server told once per reason, and the margins measured again after a bounded backoff. */
+static void defer(sprout_client *c, sprout_ota_margin why_kind, const char *why)
+{
+    sprout_ota *o = &c->ota;
+    flush(c);
+    const sprout_options *opt = &c->cfg.options;
+    sprout_backoff b = {.base_ms = opt->ota_retry_min_ms, .max_ms = opt->ota_retry_max_ms, .attempt = o->retry_attempt};
+    uint8_t r[4];
+    c->port->random_bytes(c->port->ctx, r, sizeof r);
+    uint32_t delay = sprout_backoff_next(&b, (uint32_t)r[0] | (uint32_t)r[1] << 8 | (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24);
+    o->retry_attempt = b.attempt;
+    o->retry_at_ms = now_ms(c) + delay;
+    bool news = o->deferred != why_kind;
+    o->deferred = (uint8_t)why_kind;
+    if (news) {
+        c->stats.ota_deferrals++;
+        progress_after(c, o->rec.sha256, sprout_device_v1_UpdateState_UPDATE_STATE_DEFERRED, percent_of(o), why,
+                       (delay + 999) / 1000);
+    }
+    char msg[128];
+    snprintf(msg, sizeof msg, "ota: %s %s: %s; margins measured again in %u ms", news ? "deferring" : "still deferring",
+             o->rec.version, why, (unsigned)delay);
+    logmsg(c, news ? SPROUT_LOG_INFO : SPROUT_LOG_DEBUG, msg);
+}
+
+/* open_slot prepares the slot for the accepted offer: erased for a new image, reopened at the saved
+ * offset for a resumed one. */
+static bool open_slot(sprout_client *c)
+{
+    sprout_ota *o = &c->ota;
+    bool resume = o->persisted;
+    if (c->port->ota_begin(c->port->ctx, o->rec.size, o->rec.offset) != 0) {
+        fail(c, o->rec.sha256, "cannot open the update slot");
+        return false;
+    }
+    o->opened = true;
+    if (!o->persisted && save(c) != 0) {
+        fail(c, o->rec.sha256, "cannot persist the download");
+        return false;
+    }
+    o->saved_ms = now_ms(c);
+    char msg[128];
+    snprintf(msg, sizeof msg, "ota: %s %s (%u bytes) at offset %u", resume ? "resuming" : "downloading",
+             o->rec.version, (unsigned)o->rec.size, (unsigned)o->rec.offset);
+    logmsg(c, SPROUT_LOG_INFO, msg);
+    return true;
+}
+
+/* next_step asks for the next chunk, or verifies and switches once the image is complete. */
+static void next_step(sprout_client *c)
+{
+    sprout_ota *o = &c->ota;
+    if (o->rec.offset == o->rec.size) {
+        finish(c);
+        return;
+    }
+    request_next(c);
+}
+
+/* proceed takes the accepted download one step on, if the margins allow: opens the slot, asks
+ * for the next chunk, or verifies and switches once the image is complete. */
+static void proceed(sprout_client *c)
+{
+    sprout_ota *o = &c->ota;
+    char why[65];
+    sprout_ota_margin m = sprout_ota_margins_short(c, why, sizeof why);
+    if (m != SPROUT_OTA_MARGIN_OK) {
+        defer(c, m, why);
+        return;
+    }
+    bool was_deferred = o->deferred != SPROUT_OTA_MARGIN_OK;
+    o->deferred = SPROUT_OTA_MARGIN_OK;
+    o->retry_attempt = 0;
+    bool news = was_deferred;
+    if (!o->opened) {
+        if (!open_slot(c)) {
+            return;
+        }
+        news = true;
+    } else if (was_deferred) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "ota: margins met again: downloading %s from offset %u", o->rec.version,
+                 (unsigned)o->rec.offset);
+        logmsg(c, SPROUT_LOG_INFO, msg);
+    }
+    if (news) {
+        /* The server shows the pot downloading again (it showed deferred, or only offered). */
+        o->last_percent = percent_of(o);
+        progress(c, o->rec.sha256, sprout_device_v1_UpdateState_UPDATE_STATE_DOWNLOADING, o->last_percent, NULL);
+    }
+    next_step(c);
+}
+
 void sprout_ota_on_offer(sprout_client *c, const sprout_device_v1_UpdateOffer *of)
 {
     sprout_ota *o = &c->ota;
@@ -216,7 +392,7 @@ void sprout_ota_on_offer(sprout_client *c, const sprout_device_v1_UpdateOffer *o
         return;
     }
     if (o->active && memcmp(o->rec.sha256, of->sha256, 32) == 0) {
-        return; /* the same offer again while we download it: carry on */
+        return; /* the same offer again while we download it (or wait to): carry on */
     }
     if (o->rec.phase == SPROUT_OTA_BOOTING) {
         return; /* a reboot into an image is pending */
@@ -238,37 +414,28 @@ void sprout_ota_on_offer(sprout_client *c, const sprout_device_v1_UpdateOffer *o
     if (c->cfg.firmware_version != NULL && strcmp(c->cfg.firmware_version, of->version) == 0) {
         return; /* already running it */
     }
-    bool resume = o->rec.phase == SPROUT_OTA_DOWNLOADING && memcmp(o->rec.sha256, of->sha256, 32) == 0 &&
-                  o->rec.size == of->size;
-    if (!resume) {
+    bool same = o->rec.phase == SPROUT_OTA_DOWNLOADING && memcmp(o->rec.sha256, of->sha256, 32) == 0 &&
+                o->rec.size == of->size;
+    if (!same) {
+        /* Another image: what the slot and the record hold is abandoned (the record is replaced
+         * when the new download opens the slot). */
         memset(&o->rec, 0, sizeof o->rec);
         o->rec.phase = SPROUT_OTA_DOWNLOADING;
         memcpy(o->rec.sha256, of->sha256, 32);
         o->rec.size = of->size;
         snprintf(o->rec.version, sizeof o->rec.version, "%s", of->version);
+        o->persisted = false;
+        o->saved_offset = 0;
+        o->retry_attempt = 0;
     }
-    if (c->port->ota_begin(c->port->ctx, o->rec.size, o->rec.offset) != 0) {
-        fail(c, of->sha256, "cannot open the update slot");
-        return;
-    }
-    if (save(c) != 0) {
-        fail(c, of->sha256, "cannot persist the download");
-        return;
-    }
-    char msg[128];
-    snprintf(msg, sizeof msg, "ota: %s %s (%u bytes) at offset %u", resume ? "resuming" : "downloading",
-             o->rec.version, (unsigned)o->rec.size, (unsigned)o->rec.offset);
-    logmsg(c, SPROUT_LOG_INFO, msg);
     o->active = true;
+    o->opened = false;
     o->in_flight = false;
     o->chunk_size = of->chunk_size == 0 || of->chunk_size > SPROUT_OTA_REQUEST_MAX ? SPROUT_OTA_REQUEST_MAX : of->chunk_size;
-    o->last_percent = (uint32_t)((uint64_t)o->rec.offset * 100 / o->rec.size);
-    progress(c, o->rec.sha256, sprout_device_v1_UpdateState_UPDATE_STATE_DOWNLOADING, o->last_percent, NULL);
-    if (o->rec.offset == o->rec.size) {
-        finish(c);
-        return;
-    }
-    request_next(c);
+    o->last_percent = percent_of(o);
+    /* A deferral of an earlier connection is news to this one: say it again if it lasts. */
+    o->deferred = SPROUT_OTA_MARGIN_OK;
+    proceed(c);
 }
 
 void sprout_ota_on_chunk(sprout_client *c, const sprout_device_v1_Chunk *ch)
@@ -288,28 +455,57 @@ void sprout_ota_on_chunk(sprout_client *c, const sprout_device_v1_Chunk *ch)
         fail(c, o->rec.sha256, "chunk out of order");
         return;
     }
+    char why[65];
+    sprout_ota_margin m = sprout_ota_margins_short(c, why, sizeof why);
+    if (m != SPROUT_OTA_MARGIN_OK) {
+        /* The pump started, or the supply or WiFi dropped, since the request: write nothing now
+         * (ask for this chunk again later). */
+        defer(c, m, why);
+        return;
+    }
     if (c->port->ota_write(c->port->ctx, ch->offset, ch->data.bytes, ch->data.size) != 0) {
         fail(c, o->rec.sha256, "slot write error");
         return;
     }
     o->rec.offset += ch->data.size;
-    if (save(c) != 0) {
-        logmsg(c, SPROUT_LOG_WARN, "ota: cannot persist the offset");
+    const sprout_options *opt = &c->cfg.options;
+    if (o->rec.offset != o->rec.size && (o->rec.offset - o->saved_offset >= opt->ota_save_every_bytes ||
+                                         now_ms(c) - o->saved_ms >= (int64_t)opt->ota_save_every_ms)) {
+        if (save(c) != 0) {
+            logmsg(c, SPROUT_LOG_WARN, "ota: cannot persist the offset");
+        }
     }
-    uint32_t pct = (uint32_t)((uint64_t)o->rec.offset * 100 / o->rec.size);
-    if (o->rec.offset == o->rec.size) {
-        finish(c);
-        return;
-    }
-    if (pct / 10 != o->last_percent / 10) {
+    uint32_t pct = percent_of(o);
+    if (o->rec.offset != o->rec.size && pct / 10 != o->last_percent / 10) {
         o->last_percent = pct;
         progress(c, o->rec.sha256, sprout_device_v1_UpdateState_UPDATE_STATE_DOWNLOADING, pct, NULL);
     }
-    request_next(c);
+    next_step(c); /* the margins were measured just now, before the write */
 }
 
 void sprout_ota_on_disconnect(sprout_client *c)
 {
-    c->ota.active = false;
-    c->ota.in_flight = false;
+    sprout_ota *o = &c->ota;
+    flush(c);
+    o->active = false;
+    o->opened = false;
+    o->in_flight = false;
+    /* o->deferred and retry_attempt stay: the backoff goes on across connections. */
+}
+
+void sprout_ota_step(sprout_client *c, int64_t now)
+{
+    sprout_ota *o = &c->ota;
+    if (o->active && o->deferred != SPROUT_OTA_MARGIN_OK && !o->in_flight && now >= o->retry_at_ms) {
+        proceed(c);
+    }
+}
+
+int64_t sprout_ota_deadline(const sprout_client *c, int64_t d)
+{
+    const sprout_ota *o = &c->ota;
+    if (o->active && o->deferred != SPROUT_OTA_MARGIN_OK && o->retry_at_ms < d) {
+        return o->retry_at_ms;
+    }
+    return d;
 }

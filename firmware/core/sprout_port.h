@@ -19,6 +19,16 @@ typedef struct {
     uint32_t supply_mv;
 } sprout_reading;
 
+/* sprout_ota_margins is what the device has to spare for a firmware download, measured now
+ * (core/ota.h decides with the thresholds of sprout_limits.h). A field the port cannot measure
+ * stays 0 and is not checked. */
+typedef struct {
+    uint32_t supply_mv;  /* the supply the pot runs from (battery, or USB): 0 unknown */
+    int32_t rssi_dbm;    /* the WiFi signal of the joined network, negative dBm: 0 unknown */
+    uint32_t free_heap;  /* bytes of heap free: 0 unknown */
+    bool pump_busy;      /* the pump runs (the core also knows its own runs) */
+} sprout_ota_margins;
+
 typedef enum { SPROUT_LOG_ERROR, SPROUT_LOG_WARN, SPROUT_LOG_INFO, SPROUT_LOG_DEBUG } sprout_log_level;
 
 /* SPROUT_KV_NOT_FOUND is what kv_get returns for a key that was never set. */
@@ -74,6 +84,11 @@ typedef struct sprout_port {
     int (*ota_read)(void *ctx, uint32_t offset, uint8_t *buf, size_t len);
     int (*ota_switch)(void *ctx);
     int (*ota_mark_valid)(void *ctx);
+    /* ota_margins measures what the device has to spare (sprout_ota_margins); the core asks
+     * before it accepts an offer and before each ChunkRequest, and defers the download while a
+     * margin is short. May be NULL: then only the pump is checked. 0 is success; on an error the
+     * core defers ("margins unknown"). */
+    int (*ota_margins)(void *ctx, sprout_ota_margins *out);
 } sprout_port;
 
 #endif

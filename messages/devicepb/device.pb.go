@@ -1757,12 +1757,16 @@ func (x *Chunk) GetData() []byte {
 
 // UpdateProgress reports the device's update state (device -> server). Not acknowledged.
 type UpdateProgress struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Sha256        []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	State         UpdateState            `protobuf:"varint,2,opt,name=state,proto3,enum=sprout.device.v1.UpdateState" json:"state,omitempty"`
-	Percent       uint32                 `protobuf:"varint,3,opt,name=percent,proto3" json:"percent,omitempty"` // 0..100 while downloading
-	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`    // up to 64 bytes, for FAILED, ROLLED_BACK and DEFERRED
-	Version       string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`  // up to 32 bytes: the version the device runs now
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Sha256  []byte                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	State   UpdateState            `protobuf:"varint,2,opt,name=state,proto3,enum=sprout.device.v1.UpdateState" json:"state,omitempty"`
+	Percent uint32                 `protobuf:"varint,3,opt,name=percent,proto3" json:"percent,omitempty"` // 0..100 while downloading
+	Reason  string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`    // up to 64 bytes, for FAILED, ROLLED_BACK and DEFERRED
+	Version string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`  // up to 32 bytes: the version the device runs now
+	// With DEFERRED: when the device will check its margins (power, WiFi, memory, pump) again, in
+	// seconds; it then asks for the next chunk on the same connection, or takes the offer again on
+	// its next one. 0: not said.
+	RetryAfterS   uint32 `protobuf:"varint,60,opt,name=retry_after_s,json=retryAfterS,proto3" json:"retry_after_s,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1830,6 +1834,13 @@ func (x *UpdateProgress) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *UpdateProgress) GetRetryAfterS() uint32 {
+	if x != nil {
+		return x.RetryAfterS
+	}
+	return 0
 }
 
 var File_devicepb_device_proto protoreflect.FileDescriptor
@@ -1940,13 +1951,14 @@ const file_devicepb_device_proto_rawDesc = "" +
 	"\x05Chunk\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\rR\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\xa9\x01\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\xcd\x01\n" +
 	"\x0eUpdateProgress\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\fR\x06sha256\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.sprout.device.v1.UpdateStateR\x05state\x12\x18\n" +
 	"\apercent\x18\x03 \x01(\rR\apercent\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion*\x94\x01\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\"\n" +
+	"\rretry_after_s\x18< \x01(\rR\vretryAfterS*\x94\x01\n" +
 	"\vCommandKind\x12\x1c\n" +
 	"\x18COMMAND_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12COMMAND_KIND_WATER\x10\x01\x12\x19\n" +

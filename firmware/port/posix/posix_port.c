@@ -353,7 +353,44 @@ static int read_sensors(void *ctx, sprout_reading *out)
     out->soil_moisture_pct = (float)(moisture < 0 ? 0 : moisture > 100 ? 100 : moisture);
     out->temperature_c = (float)(p->plant.temperature_c + noise(p) * 0.2);
     out->tank_level_pct = (float)p->plant.tank_pct;
-    out->supply_mv = (uint32_t)(3300 + noise(p) * 20);
+    out->supply_mv = (uint32_t)((double)sprout_posix_measure(p).supply_mv + noise(p) * 20);
+    return 0;
+}
+
+sprout_posix_conditions sprout_posix_measure(sprout_posix *p)
+{
+    sprout_posix_conditions c = p->conditions;
+    if (p->conditions_file[0] == '\0') {
+        return c;
+    }
+    FILE *f = fopen(p->conditions_file, "r");
+    if (f == NULL) {
+        return c;
+    }
+    char key[32];
+    long v;
+    while (fscanf(f, " %31[a-z_] %ld", key, &v) == 2) {
+        if (strcmp(key, "supply_mv") == 0 && v >= 0) {
+            c.supply_mv = (uint32_t)v;
+        } else if (strcmp(key, "rssi_dbm") == 0) {
+            c.rssi_dbm = (int32_t)v;
+        } else if (strcmp(key, "free_heap") == 0 && v >= 0) {
+            c.free_heap = (uint32_t)v;
+        }
+    }
+    fclose(f);
+    return c;
+}
+
+static int ota_margins(void *ctx, sprout_ota_margins *out)
+{
+    sprout_posix *p = ctx;
+    advance(p, mono_ms(p));
+    sprout_posix_conditions c = sprout_posix_measure(p);
+    out->supply_mv = c.supply_mv;
+    out->rssi_dbm = c.rssi_dbm;
+    out->free_heap = c.free_heap;
+    out->pump_busy = p->pump_on;
     return 0;
 }
 
@@ -409,6 +446,9 @@ int sprout_posix_init(sprout_posix *p, const char *state_dir, const char *log_pr
     p->plant_updated_ms = mono_ms(p);
     random_bytes(p, (uint8_t *)&p->noise_state, sizeof p->noise_state);
     p->noise_state |= 1;
+    p->conditions.supply_mv = 5000;
+    p->conditions.rssi_dbm = -55;
+    p->conditions.free_heap = 120000;
     if (snprintf(p->state_dir, sizeof p->state_dir, "%s", state_dir) >= (int)sizeof p->state_dir) {
         return -1;
     }
@@ -439,4 +479,5 @@ void sprout_posix_port(sprout_posix *p, sprout_port *out)
     out->pump_stop = pump_stop;
     out->reboot = reboot;
     out->log = log_msg;
+    out->ota_margins = ota_margins; /* used once the ota_* hooks are installed (ota_posix.h) */
 }

@@ -25,6 +25,14 @@ typedef struct {
 
 void sprout_plant_defaults(sprout_plant_model *m);
 
+/* sprout_posix_conditions is the simulated pot's power and radio, what ota_margins measures
+ * (and read_sensors reports as supply_mv). */
+typedef struct {
+    uint32_t supply_mv;           /* default 5000 (USB) */
+    int32_t rssi_dbm;             /* default -55 */
+    uint32_t free_heap;           /* default 120000 */
+} sprout_posix_conditions;
+
 typedef struct {
     int fd;                       /* the TCP connection, -1 if none */
     sprout_tls *tls;              /* NULL: plaintext; else tcp_* run over TLS (posix_tls.h) */
@@ -37,7 +45,14 @@ typedef struct {
     int64_t pump_off_ms;          /* the port's own stop time (the failsafe) */
     uint64_t noise_state;
     unsigned reboots;
+    sprout_posix_conditions conditions;
+    /* conditions_file, if set, is read at every measurement: lines "supply_mv N", "rssi_dbm N",
+     * "free_heap N" override conditions (a test changes the pot's power while it runs). */
+    char conditions_file[400];
 } sprout_posix;
+
+/* sprout_posix_measure returns the conditions now (conditions, overridden by conditions_file). */
+sprout_posix_conditions sprout_posix_measure(sprout_posix *p);
 
 /* sprout_posix_init prepares a port storing its keys under state_dir (created if missing). */
 int sprout_posix_init(sprout_posix *p, const char *state_dir, const char *log_prefix);

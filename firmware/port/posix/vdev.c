@@ -63,6 +63,15 @@ static void usage(FILE *to)
             "  --product NAME           refuse updates for another product\n"
             "  --ota-slot-bytes N       capacity of an update slot (default 4194304)\n"
             "  --ota-fail-version V     simulate an image V that crashes before connecting (tests rollback)\n"
+            "  --ota-retry-ms N         first re-check of short download margins (default 30000);\n"
+            "                           doubling up to --ota-retry-max-ms (default 900000)\n"
+            "  --ota-save-every-bytes N persist a download's offset every N bytes (default 16384)\n"
+            "  --supply-mv N            the simulated supply (default 5000, USB; a download waits\n"
+            "                           below 3600)\n"
+            "  --wifi-rssi-dbm N        the simulated WiFi signal (default -55; a download waits below -80)\n"
+            "  --free-heap N            the simulated free heap (default 120000; a download waits below 16384)\n"
+            "  --conditions-file FILE   re-read at every measurement: lines 'supply_mv N', 'rssi_dbm N',\n"
+            "                           'free_heap N' override the three flags above while vdev runs\n"
             "  --verbose / --quiet      more or fewer log lines\n",
             sprout_tls_builtin_ca() ? " (one is)" : " (none is)", builtin_key_note);
 }
@@ -157,6 +166,8 @@ int main(int argc, char **argv)
     memset(&ota_opts, 0, sizeof ota_opts);
     sprout_tls_options tls_opts;
     memset(&tls_opts, 0, sizeof tls_opts);
+    sprout_posix_conditions conditions = {.supply_mv = 5000, .rssi_dbm = -55, .free_heap = 120000};
+    const char *conditions_file = NULL;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -236,6 +247,27 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--ota-fail-version") == 0) {
             NEED_VALUE();
             fail_version = v;
+        } else if (strcmp(a, "--ota-retry-ms") == 0) {
+            NEED_VALUE();
+            opts.ota_retry_min_ms = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--ota-retry-max-ms") == 0) {
+            NEED_VALUE();
+            opts.ota_retry_max_ms = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--ota-save-every-bytes") == 0) {
+            NEED_VALUE();
+            opts.ota_save_every_bytes = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--supply-mv") == 0) {
+            NEED_VALUE();
+            conditions.supply_mv = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--wifi-rssi-dbm") == 0) {
+            NEED_VALUE();
+            conditions.rssi_dbm = (int32_t)number(a, v);
+        } else if (strcmp(a, "--free-heap") == 0) {
+            NEED_VALUE();
+            conditions.free_heap = (uint32_t)number(a, v);
+        } else if (strcmp(a, "--conditions-file") == 0) {
+            NEED_VALUE();
+            conditions_file = v;
         } else if (strcmp(a, "--verbose") == 0) {
             log_level = SPROUT_LOG_DEBUG;
         } else if (strcmp(a, "--quiet") == 0) {
@@ -279,6 +311,13 @@ int main(int argc, char **argv)
         return 1;
     }
     posix.log_level = log_level;
+    posix.conditions = conditions;
+    if (conditions_file != NULL &&
+        snprintf(posix.conditions_file, sizeof posix.conditions_file, "%s", conditions_file) >=
+            (int)sizeof posix.conditions_file) {
+        fprintf(stderr, "vdev: --conditions-file: path too long\n");
+        return 2;
+    }
     if (!use_tls && (tls_opts.server_name != NULL || tls_opts.handshake_timeout_ms != 0)) {
         fprintf(stderr, "vdev: --server-name and --tls-handshake-timeout-ms need --tls or --ca\n");
         return 2;
@@ -380,9 +419,10 @@ int main(int argc, char **argv)
     const sprout_stats *s = &client.stats;
     fprintf(stderr,
             "%sstats: connects %u (failed %u) handshakes %u frames in %u out %u resent %u acks %u "
-            "commands %u results_resent %u dropped %u\n",
+            "commands %u results_resent %u dropped %u ota_record_writes %u ota_deferrals %u\n",
             prefix, s->connect_attempts, s->connect_failures, s->handshakes, s->frames_in, s->frames_out,
-            s->records_resent, s->acks, s->commands_executed, s->results_resent, client.ring.dropped);
+            s->records_resent, s->acks, s->commands_executed, s->results_resent, client.ring.dropped,
+            s->ota_record_writes, s->ota_deferrals);
     sprout_tls_free(posix.tls);
     return 0;
 }

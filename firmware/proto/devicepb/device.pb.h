@@ -207,6 +207,10 @@ typedef struct _sprout_device_v1_UpdateProgress {
     uint32_t percent; /* 0..100 while downloading */
     char reason[65]; /* up to 64 bytes, for FAILED, ROLLED_BACK and DEFERRED */
     char version[33]; /* up to 32 bytes: the version the device runs now */
+    /* With DEFERRED: when the device will check its margins (power, WiFi, memory, pump) again, in
+ seconds; it then asks for the next chunk on the same connection, or takes the offer again on
+ its next one. 0: not said. */
+    uint32_t retry_after_s;
 } sprout_device_v1_UpdateProgress;
 
 /* Frame is the only message on the wire. */
@@ -302,7 +306,7 @@ extern "C" {
 #define sprout_device_v1_UpdateOffer_init_default {"", 0, {0}, {0}, 0, ""}
 #define sprout_device_v1_ChunkRequest_init_default {{0}, 0, 0}
 #define sprout_device_v1_Chunk_init_default      {{0}, 0, {0, {0}}}
-#define sprout_device_v1_UpdateProgress_init_default {{0}, _sprout_device_v1_UpdateState_MIN, 0, "", ""}
+#define sprout_device_v1_UpdateProgress_init_default {{0}, _sprout_device_v1_UpdateState_MIN, 0, "", "", 0}
 #define sprout_device_v1_Frame_init_zero         {0, {sprout_device_v1_Hello_init_zero}}
 #define sprout_device_v1_Hello_init_zero         {"", "", 0, {0}}
 #define sprout_device_v1_Challenge_init_zero     {{0}}
@@ -321,7 +325,7 @@ extern "C" {
 #define sprout_device_v1_UpdateOffer_init_zero   {"", 0, {0}, {0}, 0, ""}
 #define sprout_device_v1_ChunkRequest_init_zero  {{0}, 0, 0}
 #define sprout_device_v1_Chunk_init_zero         {{0}, 0, {0, {0}}}
-#define sprout_device_v1_UpdateProgress_init_zero {{0}, _sprout_device_v1_UpdateState_MIN, 0, "", ""}
+#define sprout_device_v1_UpdateProgress_init_zero {{0}, _sprout_device_v1_UpdateState_MIN, 0, "", "", 0}
 
 /* Field tags (for use in manual encoding/decoding) */
 #define sprout_device_v1_Hello_device_id_tag     1
@@ -387,6 +391,7 @@ extern "C" {
 #define sprout_device_v1_UpdateProgress_percent_tag 3
 #define sprout_device_v1_UpdateProgress_reason_tag 4
 #define sprout_device_v1_UpdateProgress_version_tag 5
+#define sprout_device_v1_UpdateProgress_retry_after_s_tag 60
 #define sprout_device_v1_Frame_hello_tag         1
 #define sprout_device_v1_Frame_challenge_tag     2
 #define sprout_device_v1_Frame_auth_tag          3
@@ -575,7 +580,8 @@ X(a, STATIC,   SINGULAR, FIXED_LENGTH_BYTES, sha256,            1) \
 X(a, STATIC,   SINGULAR, UENUM,    state,             2) \
 X(a, STATIC,   SINGULAR, UINT32,   percent,           3) \
 X(a, STATIC,   SINGULAR, STRING,   reason,            4) \
-X(a, STATIC,   SINGULAR, STRING,   version,           5)
+X(a, STATIC,   SINGULAR, STRING,   version,           5) \
+X(a, STATIC,   SINGULAR, UINT32,   retry_after_s,    60)
 #define sprout_device_v1_UpdateProgress_CALLBACK NULL
 #define sprout_device_v1_UpdateProgress_DEFAULT NULL
 
@@ -638,7 +644,7 @@ extern const pb_msgdesc_t sprout_device_v1_UpdateProgress_msg;
 #define sprout_device_v1_Telemetry_size          43
 #define sprout_device_v1_Thresholds_size         25
 #define sprout_device_v1_UpdateOffer_size        212
-#define sprout_device_v1_UpdateProgress_size     142
+#define sprout_device_v1_UpdateProgress_size     149
 #define sprout_device_v1_Welcome_size            147
 
 #ifdef __cplusplus
