@@ -112,3 +112,37 @@ func TestESPPortCompilesAgainstESPIDFHeaders(t *testing.T) {
 	}
 	t.Logf("%s", out)
 }
+
+// Firmware updates on the ESP32: Ed25519 from the espressif/libsodium managed component (not an
+// optional header that silently turns updates off), the download margins measured by the port,
+// and the Kconfig thresholds handed to the core.
+func TestESPPortUpdatesWithLibsodiumAndMargins(t *testing.T) {
+	manifest := espSource(t, "main/idf_component.yml")
+	if !regexp.MustCompile(`(?m)^\s+espressif/libsodium:\s*"~1\.0\.\d+"`).MatchString(manifest) {
+		t.Errorf("main/idf_component.yml does not depend on a pinned espressif/libsodium:\n%s", manifest)
+	}
+	ota := espSource(t, "main/esp_ota.c")
+	if !strings.Contains(ota, "#include \"sodium.h\"") || strings.Contains(ota, "__has_include") {
+		t.Error("esp_ota.c must include sodium.h unconditionally: a build without libsodium must fail, not ship without updates")
+	}
+	if !strings.Contains(ota, "crypto_sign_verify_detached(") {
+		t.Error("esp_ota.c does not verify with crypto_sign_verify_detached")
+	}
+	port := espSource(t, "main/esp_port.c")
+	for _, want := range []string{"out->ota_margins = ota_margins", "esp_wifi_sta_get_ap_info", "esp_get_free_heap_size", "esp_timer_is_active(c->pump_timer)"} {
+		if !strings.Contains(port, want) {
+			t.Errorf("esp_port.c: the download margins lack %s", want)
+		}
+	}
+	kconfig := espSource(t, "main/Kconfig.projbuild")
+	cmake := espSource(t, "components/sprout_core/CMakeLists.txt")
+	for _, k := range []string{"SPROUT_OTA_MIN_SUPPLY_MV", "SPROUT_OTA_MIN_RSSI_DBM", "SPROUT_OTA_MIN_FREE_HEAP",
+		"SPROUT_OTA_SAVE_EVERY_BYTES", "SPROUT_OTA_SAVE_EVERY_S", "SPROUT_OTA_RETRY_MIN_S", "SPROUT_OTA_RETRY_MAX_S"} {
+		if !strings.Contains(kconfig, "config "+k+"\n") {
+			t.Errorf("Kconfig.projbuild lacks %s", k)
+		}
+		if !strings.Contains(cmake, "${CONFIG_"+k+"}") {
+			t.Errorf("components/sprout_core/CMakeLists.txt does not hand CONFIG_%s to the core", k)
+		}
+	}
+}

@@ -10,7 +10,10 @@
 # src/include) and, in NEWLIB_INCLUDE, the newlib headers of Espressif's toolchain (the
 # newlib-esp32 sources, branch esp-4.3.0: newlib/libc/include). Debian's libnewlib-dev (3.3)
 # does not fit ESP-IDF 5.5's newlib platform headers. Without them it says so and exits 0: CI
-# does not fetch ESP-IDF. It checks what the host build cannot:
+# does not fetch ESP-IDF. main/esp_ota.c needs the espressif/libsodium component that
+# main/idf_component.yml declares: LIBSODIUM_DIR names its source tree (idf-extra-components'
+# libsodium/, with its libsodium submodule checked out); without it that one file is reported as
+# not checked. It checks what the host build cannot:
 # that every ESP-IDF function, type, macro and header the port uses exists with that signature
 # in that version, and that the core compiles for a 32-bit target. It does not link or run.
 set -euo pipefail
@@ -88,7 +91,27 @@ check() { # check FILE [extra flags...]
     echo "  FAIL ${f#$FW/} $*"; sed 's/^/       /' "$FW/build/esp-check/log" | head -40; fail=1
   fi
 }
+# The managed component libsodium (main/idf_component.yml): its port_include/ before the upstream
+# headers, as its CMakeLists.txt orders them.
+SODIUM=${LIBSODIUM_DIR:-}
+sodium_note=""
+if [ -n "$SODIUM" ] && [ -f "$SODIUM/port_include/sodium.h" ] && [ -f "$SODIUM/libsodium/src/libsodium/include/sodium.h" ]; then
+  sodium_version=$(sed -n 's/^version: *"\(.*\)"/\1/p' "$SODIUM/idf_component.yml" 2>/dev/null)
+  echo "esp-check: espressif/libsodium ${sodium_version:-?} in $SODIUM"
+  SODIUM_INC=(-isystem "$SODIUM/port_include" -isystem "$SODIUM/libsodium/src/libsodium/include")
+else
+  SODIUM_INC=()
+  sodium_note=" (main/esp_ota.c NOT checked: LIBSODIUM_DIR does not name the espressif/libsodium component)"
+fi
 for f in "$FW"/port/esp-idf/main/*.c "$FW"/core/*.c "$FW"/proto/devicepb/device.pb.c; do
+  if [ "${f##*/}" = esp_ota.c ]; then
+    if [ ${#SODIUM_INC[@]} -gt 0 ]; then
+      check "$f" "${SODIUM_INC[@]}"
+    else
+      echo "  skip ${f#$FW/} (no LIBSODIUM_DIR)"
+    fi
+    continue
+  fi
   check "$f"
 done
 # esp_port.c once more for each of the other TLS choices (Kconfig "Link to the node (TLS)"). Mbed
@@ -100,5 +123,5 @@ check "$FW/port/esp-idf/main/esp_port.c" -DSPROUT_CHECK_TLS_NONE
 # provision.c once more for each of the other provisioning choices (Kconfig "Provisioning").
 check "$FW/port/esp-idf/main/provision.c" -DSPROUT_CHECK_PROV_ESPTOUCH_V2
 check "$FW/port/esp-idf/main/provision.c" -DSPROUT_CHECK_PROV_BLE
-[ $fail = 0 ] && echo "esp-check: the port and the core compile against ESP-IDF $version headers for $TARGET"
+[ $fail = 0 ] && echo "esp-check: the port and the core compile against ESP-IDF $version headers for $TARGET$sodium_note"
 exit $fail

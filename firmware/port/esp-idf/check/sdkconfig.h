@@ -201,6 +201,9 @@
 #define CONFIG_MBEDTLS_TLS_CLIENT 1
 #define CONFIG_MBEDTLS_TLS_ENABLED 1
 
+/* The espressif/libsodium component's Kconfig (main/idf_component.yml), its default */
+#define CONFIG_LIBSODIUM_USE_MBEDTLS_SHA 1
+
 /* main/Kconfig.projbuild, ESP32-C3 defaults */
 #include "sdkconfig_sprout.h"
 #define CONFIG_SPROUT_OTA_PUBKEY ""

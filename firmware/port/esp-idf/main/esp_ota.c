@@ -9,10 +9,10 @@
  * to the old slot at the next reset unless the app calls esp_ota_mark_app_valid_cancel_rollback,
  * which the core does only after a proven Welcome.
  *
- * Ed25519 comes from libsodium (the espressif/libsodium component, main/idf_component.yml); the
- * public key is CONFIG_SPROUT_OTA_PUBKEY (64 hex digits, sprout firmware keygen's OUT.pub). Without
- * libsodium's header or a key, no hook is installed and the pot answers offers "updates not
- * supported". */
+ * Ed25519 comes from libsodium: the espressif/libsodium component that main/idf_component.yml
+ * declares (idf.py fetches it on the first build). The public key is CONFIG_SPROUT_OTA_PUBKEY (64
+ * hex digits, sprout firmware keygen's OUT.pub); without one, no hook is installed and the pot
+ * answers offers "updates not supported". */
 #include "esp_ota.h"
 
 #include <string.h>
@@ -21,12 +21,7 @@
 #include "esp_ota_ops.h"
 #include "esp_partition.h"
 
-#if __has_include("sodium.h")
 #include "sodium.h"
-#define SPROUT_HAVE_SODIUM 1
-#else
-#define SPROUT_HAVE_SODIUM 0
-#endif
 
 static const char *TAG = "sprout_ota";
 
@@ -54,14 +49,7 @@ static int hexval(char c)
 static bool ota_verify(void *ctx, const uint8_t *msg, size_t len, const uint8_t sig[64])
 {
     (void)ctx;
-#if SPROUT_HAVE_SODIUM
     return crypto_sign_verify_detached(sig, msg, len, ota_.pubkey) == 0;
-#else
-    (void)msg;
-    (void)len;
-    (void)sig;
-    return false;
-#endif
 }
 
 static uint32_t ota_slot_size(void *ctx)
@@ -142,8 +130,8 @@ static int ota_mark_valid(void *ctx)
 bool esp_ota_port_install(sprout_port *out)
 {
     const char *hex = CONFIG_SPROUT_OTA_PUBKEY;
-    if (strlen(hex) != 64 || !SPROUT_HAVE_SODIUM) {
-        ESP_LOGW(TAG, "firmware updates off: %s", SPROUT_HAVE_SODIUM ? "no CONFIG_SPROUT_OTA_PUBKEY" : "no libsodium");
+    if (strlen(hex) != 64) {
+        ESP_LOGW(TAG, "firmware updates off: CONFIG_SPROUT_OTA_PUBKEY is not 64 hex digits");
         return false;
     }
     for (size_t i = 0; i < 32; i++) {
@@ -154,11 +142,10 @@ bool esp_ota_port_install(sprout_port *out)
         }
         ota_.pubkey[i] = (uint8_t)(hi << 4 | lo);
     }
-#if SPROUT_HAVE_SODIUM
     if (sodium_init() < 0) {
+        ESP_LOGE(TAG, "sodium_init failed: firmware updates off");
         return false;
     }
-#endif
     out->ota_verify = ota_verify;
     out->ota_slot_size = ota_slot_size;
     out->ota_begin = ota_begin;

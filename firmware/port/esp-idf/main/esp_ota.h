@@ -5,6 +5,6 @@
 
 #include "sprout_port.h"
 
-/* esp_ota_port_install fills out's ota_* hooks; false (and updates off) without libsodium or a
- * CONFIG_SPROUT_OTA_PUBKEY. */
+/* esp_ota_port_install fills out's ota_* hooks (Ed25519 from the espressif/libsodium component);
+ * false (and updates off) without a CONFIG_SPROUT_OTA_PUBKEY. */
 bool esp_ota_port_install(sprout_port *out);

@@ -12,6 +12,7 @@
 #include "driver/gpio.h"
 #include "esp_adc/adc_oneshot.h"
 #include "esp_check.h"
+#include "esp_wifi.h"
 #include "esp_log.h"
 #include "esp_random.h"
 #include "esp_system.h"
@@ -334,6 +335,13 @@ static float scale_pct(int raw, int at0, int at100)
     return pct < 0 ? 0 : pct > 100 ? 100 : pct;
 }
 
+/* supply_mv converts the supply channel's raw reading: a 1:2 divider at 12 dB attenuation (~3.1 V
+ * full scale), so up to 6.2 V (a Li-ion cell, or USB's 5 V); uncalibrated, +-5 %. */
+static uint32_t supply_mv(int raw)
+{
+    return (uint32_t)(raw * 3100 / 4095 * 2);
+}
+
 static int read_sensors(void *ctx, sprout_reading *out)
 {
     esp_ctx *c = ctx;
@@ -351,8 +359,23 @@ static int read_sensors(void *ctx, sprout_reading *out)
     /* 10k NTC to ground, 10k to 3V3: R = 10k * raw / (4095 - raw); Beta equation, B = 3950 */
     float r = 10000.0f * (float)ntc / (float)(4095 - ntc);
     out->temperature_c = 1.0f / (logf(r / 10000.0f) / 3950.0f + 1.0f / 298.15f) - 273.15f;
-    /* 1:2 divider at 12 dB attenuation (~3.1 V full scale): uncalibrated, +-5 % */
-    out->supply_mv = (uint32_t)(supply * 3100 / 4095 * 2);
+    out->supply_mv = supply_mv(supply);
+    return 0;
+}
+
+/* ota_margins: what a firmware download may draw on (core/ota.h), measured now. */
+static int ota_margins(void *ctx, sprout_ota_margins *out)
+{
+    esp_ctx *c = ctx;
+    int supply;
+    if (adc_read(c, CONFIG_SPROUT_ADC_SUPPLY_CHANNEL, &supply) != 0) {
+        return -1;
+    }
+    out->supply_mv = supply_mv(supply);
+    wifi_ap_record_t ap;
+    out->rssi_dbm = esp_wifi_sta_get_ap_info(&ap) == ESP_OK ? ap.rssi : 0; /* 0: not joined, unknown */
+    out->free_heap = esp_get_free_heap_size();
+    out->pump_busy = esp_timer_is_active(c->pump_timer); /* the failsafe timer runs while the pump does */
     return 0;
 }
 
@@ -457,6 +480,8 @@ esp_err_t esp_port_init(sprout_port *out, bool (*up)(void *ctx))
     out->pump_stop = pump_stop;
     out->reboot = reboot;
     out->log = log_msg;
-    (void)esp_ota_port_install(out); /* firmware updates, if libsodium and a key are built in */
+    if (esp_ota_port_install(out)) { /* firmware updates, if a key is built in */
+        out->ota_margins = ota_margins;
+    }
     return ESP_OK;
 }
