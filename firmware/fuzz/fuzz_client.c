@@ -1,6 +1,7 @@
 /* libFuzzer target: the whole client state machine receiving arbitrary bytes from the server in
- * each connection state (first input byte picks the state), over the fake port. It must never
- * crash, overflow or keep a connection after a protocol error. */
+ * each connection state (first input byte picks the state), over the fake port, with firmware
+ * updates on or off (last byte). It must never crash, overflow or keep a connection after a
+ * protocol error. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     fake_init(&fake, &port);
     fake.quiet = true;
+    /* The input's last byte turns firmware updates on (any signature passes, so hostile offers
+     * and chunks reach the download) and, with it, short margins (the deferred path). */
+    uint8_t last = data[size - 1];
+    if (last & 1) {
+        fake_ota_enable(&fake, &port);
+        if (last & 2) {
+            fake.margins.supply_mv = 3000;
+        }
+    }
     sprout_client_config cfg = {
         .device_id = "fuzz-pot", .secret = secret, .secret_len = sizeof secret, .firmware_version = "f",
         .servers = servers, .server_count = 1,
@@ -73,7 +83,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sprout_client_step(&client);
     }
     if (client.rx_len > sizeof client.rx || client.ring.count > SPROUT_RING_CAP ||
-        fake.pump_ms > SPROUT_HARD_MAX_WATER_MS || client.config.max_water_ms > SPROUT_HARD_MAX_WATER_MS) {
+        fake.pump_ms > SPROUT_HARD_MAX_WATER_MS || client.config.max_water_ms > SPROUT_HARD_MAX_WATER_MS ||
+        client.ota.rec.offset > client.ota.rec.size || client.ota.saved_offset > client.ota.rec.size) {
         abort();
     }
     return 0;

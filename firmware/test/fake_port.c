@@ -112,6 +112,9 @@ static int f_kv_set(void *ctx, const char *key, const uint8_t *buf, size_t len)
     memcpy(f->kv[slot].value, buf, len);
     f->kv[slot].len = len;
     f->kv_sets++;
+    if (strcmp(key, "ota") == 0) {
+        f->ota_record_sets++;
+    }
     return 0;
 }
 
@@ -206,6 +209,7 @@ bool fake_pop_sent(fake_port *f, sprout_frame *out)
     size_t used = 0;
     memset(out, 0, sizeof *out);
     if (f->outbound_read >= f->outbound_len) {
+        f->outbound_read = f->outbound_len = 0; /* all read: room for a long conversation */
         return false;
     }
     if (sprout_frame_decode(f->outbound + f->outbound_read, f->outbound_len - f->outbound_read,
@@ -219,4 +223,91 @@ bool fake_pop_sent(fake_port *f, sprout_frame *out)
 void fake_drain_sent(fake_port *f)
 {
     f->outbound_read = f->outbound_len;
+}
+
+/* ---- firmware updates ---- */
+
+static bool f_ota_verify(void *ctx, const uint8_t *msg, size_t len, const uint8_t sig[64])
+{
+    fake_port *f = ctx;
+    return f->verify == NULL || f->verify(msg, len, sig);
+}
+
+static uint32_t f_ota_slot_size(void *ctx)
+{
+    (void)ctx;
+    return FAKE_SLOT_BYTES;
+}
+
+static int f_ota_begin(void *ctx, uint32_t size, uint32_t offset)
+{
+    fake_port *f = ctx;
+    if (size > FAKE_SLOT_BYTES || offset > size) {
+        return -1;
+    }
+    f->ota_begins++;
+    f->ota_begin_offset = offset;
+    if (offset == 0) {
+        memset(f->slot, 0xff, sizeof f->slot); /* erased flash */
+    }
+    return 0;
+}
+
+static int f_ota_write(void *ctx, uint32_t offset, const uint8_t *buf, size_t len)
+{
+    fake_port *f = ctx;
+    if (offset > FAKE_SLOT_BYTES || len > FAKE_SLOT_BYTES - offset) {
+        return -1;
+    }
+    memcpy(f->slot + offset, buf, len);
+    f->ota_writes++;
+    return 0;
+}
+
+static int f_ota_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    fake_port *f = ctx;
+    if (offset > FAKE_SLOT_BYTES || len > FAKE_SLOT_BYTES - offset) {
+        return -1;
+    }
+    memcpy(buf, f->slot + offset, len);
+    return 0;
+}
+
+static int f_ota_switch(void *ctx)
+{
+    ((fake_port *)ctx)->ota_switches++;
+    return 0;
+}
+
+static int f_ota_mark_valid(void *ctx)
+{
+    ((fake_port *)ctx)->ota_marks++;
+    return 0;
+}
+
+static int f_ota_margins(void *ctx, sprout_ota_margins *out)
+{
+    fake_port *f = ctx;
+    f->margins_calls++;
+    if (f->margins_fail) {
+        return -1;
+    }
+    *out = f->margins;
+    return 0;
+}
+
+void fake_ota_enable(fake_port *f, sprout_port *out)
+{
+    f->margins.supply_mv = 5000;
+    f->margins.rssi_dbm = -50;
+    f->margins.free_heap = 100000;
+    out->ota_verify = f_ota_verify;
+    out->ota_slot_size = f_ota_slot_size;
+    out->ota_begin = f_ota_begin;
+    out->ota_write = f_ota_write;
+    out->ota_read = f_ota_read;
+    out->ota_switch = f_ota_switch;
+    out->ota_mark_valid = f_ota_mark_valid;
+    out->ota_margins = f_ota_margins;
 }

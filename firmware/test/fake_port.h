@@ -13,6 +13,7 @@
 #define FAKE_KV_KEYS 16
 #define FAKE_KV_BYTES 1200
 #define FAKE_IO_BYTES 16384
+#define FAKE_SLOT_BYTES 32768
 
 typedef struct {
     int64_t now_ms;
@@ -52,9 +53,25 @@ typedef struct {
     uint32_t pump_ms;
     int reboots;
     bool quiet;
+
+    /* Firmware updates (fake_ota_enable): an in-memory inactive slot and measured margins. */
+    uint8_t slot[FAKE_SLOT_BYTES];
+    bool (*verify)(const uint8_t *msg, size_t len, const uint8_t sig[64]); /* NULL: accept all */
+    int ota_begins;
+    uint32_t ota_begin_offset;    /* the offset of the last ota_begin */
+    int ota_writes;
+    int ota_switches;
+    int ota_marks;
+    bool margins_fail;            /* ota_margins returns an error */
+    sprout_ota_margins margins;   /* what ota_margins reports */
+    int margins_calls;
+    int ota_record_sets;          /* kv_set of the key "ota" */
 } fake_port;
 
 void fake_init(fake_port *f, sprout_port *out);
+
+/* fake_ota_enable installs the ota_* hooks and ota_margins (supply 5000 mV, -50 dBm, 100 kB free). */
+void fake_ota_enable(fake_port *f, sprout_port *out);
 
 /* fake_push_frame queues a frame for the client to receive. */
 void fake_push_frame(fake_port *f, const sprout_frame *fr);
