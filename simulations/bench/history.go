@@ -30,7 +30,7 @@ var (
 	histDays     = flag.Int("history-days", 30, "days of history per pot in the datasets")
 	histInterval = flag.Duration("history-interval", time.Minute, "one reading per pot this often in the datasets")
 	histBatch    = flag.Int("history-batch", 60, "readings per Append while loading (one pot's consecutive readings; the fleet's hour h is loaded before hour h+1)")
-	histWorkers  = flag.Int("history-workers", 8, "goroutines calling Append while loading")
+	histWorkers  = flag.Int("history-workers", 16, "goroutines calling Append while loading")
 	histQueries  = flag.Int("history-queries", 200, "queries of each kind, each for a random pot")
 	histCache    = flag.String("history-cache", defaultHistoryCache(), "where the history datasets are kept between runs (outside the repository)")
 	histPG       = flag.String("history-postgres", "auto", "Postgres for the history part: a postgres:// DSN (the dataset is loaded into that database), auto (a server of the bench's own with its data under the cache; needs the Postgres binaries), or off")
@@ -62,6 +62,7 @@ type HistoryResult struct {
 // HistoryDataset describes one cached dataset and how it was loaded.
 type HistoryDataset struct {
 	Key        string    `json:"key"`
+	Prefix     string    `json:"prefix"` // of its pots' ids
 	Readings   int64     `json:"readings"`
 	Pots       int       `json:"pots"`
 	PerPot     int       `json:"per_pot"`
@@ -117,7 +118,9 @@ func (h historyShape) key(backend string, schema int64) string {
 	return fmt.Sprintf("%s-v%d-%dr-%dd-%s-b%d", backend, schema, h.readings, h.days, h.interval, h.batch)
 }
 
-func potID(i int) string { return fmt.Sprintf("hist-%05d", i) }
+// potID is pot i of a dataset: each dataset's pots have their own ids, so that two datasets can
+// share a database (a -history-postgres DSN).
+func (d HistoryDataset) potID(i int) string { return fmt.Sprintf("%s%05d", d.Prefix, i) }
 
 // historyBench runs the history part for each backend asked for.
 func historyBench(ctx context.Context, run int, prof *profiler) ([]*HistoryResult, error) {
@@ -302,6 +305,9 @@ func dataset(ctx context.Context, backend, key string, sh historyShape, open ope
 			fmt.Fprintf(os.Stderr, "history %s: %s is marked complete but %v: loading it again\n", backend, key, err)
 		}
 		closeStore()
+		// Whatever the store still holds was loaded with that end time: keep it.
+		b, _ := json.Marshal(HistoryDataset{Key: key, End: d.End})
+		_ = os.WriteFile(filepath.Join(*histCache, key+".loading.json"), b, 0o644)
 		os.Remove(marker)
 	}
 	// Older datasets of this backend and size (another schema version) are removed first: each
@@ -318,11 +324,39 @@ func dataset(ctx context.Context, backend, key string, sh historyShape, open ope
 			}
 		}
 	}
+	loading := filepath.Join(*histCache, key+".loading.json")
+	if _, err := os.Stat(loading); err != nil {
+		// A fresh load starts from an empty store: rows left by a load this cache has no record
+		// of would carry another end time.
+		if err := discard(key); err != nil {
+			return d, nil, nil, err
+		}
+	}
 	st, closeStore, err := open(ctx, key)
 	if err != nil {
 		return d, nil, nil, err
 	}
-	d, err = loadDataset(ctx, st, key, sh)
+	// A load that was cut short is finished with the same end time (Append skips the readings
+	// already stored), so that the dataset stays one fleet's history.
+	end := time.Now().UTC().Truncate(time.Minute)
+	var prev HistoryDataset
+	if b, err := os.ReadFile(loading); err == nil && json.Unmarshal(b, &prev) == nil && !prev.End.IsZero() {
+		end = prev.End
+		fmt.Fprintf(os.Stderr, "history %s: finishing the interrupted load of %s\n", backend, key)
+	} else {
+		probe := HistoryDataset{Prefix: fmt.Sprintf("h%d-", sh.readings)}
+		if rec, err := st.LoadDevice(ctx, probe.potID(0)); err == nil && rec.LastSeq > 0 {
+			closeStore()
+			return d, nil, nil, fmt.Errorf("the store for %s already holds readings of pot %s from a load this cache (%s) has no record of: "+
+				"give an empty database, or the cache that loaded it", key, probe.potID(0), *histCache)
+		}
+		b, _ := json.Marshal(HistoryDataset{Key: key, End: end})
+		if err := os.WriteFile(loading, b, 0o644); err != nil {
+			closeStore()
+			return d, nil, nil, err
+		}
+	}
+	d, err = loadDataset(ctx, st, key, sh, end)
 	if err != nil {
 		closeStore()
 		return d, nil, nil, err
@@ -345,6 +379,7 @@ func dataset(ctx context.Context, backend, key string, sh historyShape, open ope
 		closeStore()
 		return d, nil, nil, err
 	}
+	os.Remove(loading)
 	return d, st, closeStore, nil
 }
 
@@ -355,12 +390,12 @@ func checkDataset(ctx context.Context, st actors.Store, d HistoryDataset) error 
 		if i == d.Pots-1 {
 			want = uint64(int(d.Readings) - (d.Pots-1)*d.PerPot)
 		}
-		rec, err := st.LoadDevice(ctx, potID(i))
+		rec, err := st.LoadDevice(ctx, d.potID(i))
 		if err != nil {
 			return err
 		}
 		if rec.LastSeq != want {
-			return fmt.Errorf("pot %s holds seq %d, want %d", potID(i), rec.LastSeq, want)
+			return fmt.Errorf("pot %s holds seq %d, want %d", d.potID(i), rec.LastSeq, want)
 		}
 	}
 	return nil
@@ -396,17 +431,16 @@ func reading(p, k, perPot int, end time.Time, interval time.Duration, rng *rand.
 // loadDataset registers the pots and appends their readings through actors.Store, hour after
 // hour of the fleet's time (so that the store sees the fleet's writes in time order), each
 // Append one pot's -history-batch consecutive readings, from -history-workers goroutines.
-func loadDataset(ctx context.Context, st actors.Store, key string, sh historyShape) (HistoryDataset, error) {
+func loadDataset(ctx context.Context, st actors.Store, key string, sh historyShape, end time.Time) (HistoryDataset, error) {
 	per, pots := sh.perPot(), sh.pots()
-	end := time.Now().UTC().Truncate(time.Minute)
 	d := HistoryDataset{Key: key, Readings: int64(sh.readings), Pots: pots, PerPot: per, Interval: sh.interval.String(),
-		Batch: sh.batch, End: end, LoadedAt: time.Now().UTC()}
+		Batch: sh.batch, End: end, LoadedAt: time.Now().UTC(), Prefix: fmt.Sprintf("h%d-", sh.readings)}
 	fmt.Fprintf(os.Stderr, "history: loading %s: %d pots x %d readings (every %s), %d per Append, %d goroutines ...\n",
 		key, pots, per, sh.interval, sh.batch, *histWorkers)
 	for i := 0; i < pots; i++ {
-		err := st.CreateDevice(ctx, actors.Device{ID: potID(i), Product: "bench-pot", Secret: []byte("history-bench-secret-0123456789"), CreatedAt: end.Add(-time.Duration(per) * sh.interval)})
+		err := st.CreateDevice(ctx, actors.Device{ID: d.potID(i), Product: "bench-pot", Secret: []byte("history-bench-secret-0123456789"), CreatedAt: end.Add(-time.Duration(per) * sh.interval)})
 		if err != nil && !errors.Is(err, actors.ErrDeviceExists) {
-			return d, fmt.Errorf("create %s: %w", potID(i), err)
+			return d, fmt.Errorf("create %s: %w", d.potID(i), err)
 		}
 	}
 	type job struct{ pot, from, to int }
@@ -431,13 +465,13 @@ func loadDataset(ctx context.Context, st actors.Store, key string, sh historySha
 				}
 				var err error
 				for attempt := 0; attempt < 20; attempt++ {
-					if err = st.Append(ctx, potID(j.pot), actors.Batch{Readings: buf}); !errors.Is(err, actors.ErrUnavailable) {
+					if err = st.Append(ctx, d.potID(j.pot), actors.Batch{Readings: buf}); !errors.Is(err, actors.ErrUnavailable) {
 						break
 					}
 					time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
 				}
 				if err != nil {
-					errOnce.Do(func() { firstErr = fmt.Errorf("append %s: %w", potID(j.pot), err); cancel() })
+					errOnce.Do(func() { firstErr = fmt.Errorf("append %s: %w", d.potID(j.pot), err); cancel() })
 					continue
 				}
 				loaded.Add(int64(len(buf)))
@@ -507,12 +541,12 @@ func queryReadings(ctx context.Context, st actors.Store, d HistoryDataset) Laten
 	iv, _ := time.ParseDuration(d.Interval)
 	want := min(d.PerPot, int(24*time.Hour/iv))
 	from, to := d.End.Add(-24*time.Hour), d.End
-	_, _ = st.Readings(ctx, potID(0), from, to, 10000) // warms the connections and statements, not counted
+	_, _ = st.Readings(ctx, d.potID(0), from, to, 10000) // warms the connections and statements, not counted
 	var lat []time.Duration
 	var rows, errs, short int
 	for _, p := range randomPots(d, *histQueries, 1) {
 		t := time.Now()
-		rs, err := st.Readings(ctx, potID(p), from, to, 10000)
+		rs, err := st.Readings(ctx, d.potID(p), from, to, 10000)
 		lat = append(lat, time.Since(t))
 		if err != nil {
 			errs++
@@ -533,12 +567,12 @@ func queryBuckets(ctx context.Context, st actors.Store, d HistoryDataset) Latenc
 	span := time.Duration(d.PerPot) * iv
 	from, to := d.End.Truncate(time.Hour).Add(-span.Truncate(time.Hour)), d.End
 	want := int(to.Sub(from)/time.Hour) - 2
-	_, _ = st.Buckets(ctx, potID(0), from, to, time.Hour)
+	_, _ = st.Buckets(ctx, d.potID(0), from, to, time.Hour)
 	var lat []time.Duration
 	var rows, errs, short int
 	for _, p := range randomPots(d, *histQueries, 2) {
 		t := time.Now()
-		bs, err := st.Buckets(ctx, potID(p), from, to, time.Hour)
+		bs, err := st.Buckets(ctx, d.potID(p), from, to, time.Hour)
 		lat = append(lat, time.Since(t))
 		if err != nil {
 			errs++

@@ -151,6 +151,7 @@ func idleAndCommands(bin, self, tmp, credFile string, cs []fleet.Credential, res
 			connCPU = prof.cpu(p, 5*time.Second)
 		case "connected":
 			heap = prof.heap(p)
+			connCPU.wait()
 		}
 	}, func(ctx context.Context) error {
 		cpu := prof.cpu(p, *cmdTime)

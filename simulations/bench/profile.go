@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -27,14 +28,20 @@ func newProfiler(run int, tmp string) *profiler {
 	return &profiler{run: run, tmp: tmp, dir: filepath.Join(filepath.Dir(*out), "profiles")}
 }
 
-// capture is a profile being taken; wait returns the raw profile's path ("" if it failed).
-type capture struct{ done chan string }
+// capture is a profile being taken; wait returns the raw profile's path ("" if it failed). A
+// node takes one CPU profile at a time: wait for one before starting the next.
+type capture struct {
+	done chan string
+	once sync.Once
+	path string
+}
 
 func (c *capture) wait() string {
 	if c == nil {
 		return ""
 	}
-	return <-c.done
+	c.once.Do(func() { c.path = <-c.done })
+	return c.path
 }
 
 var profSeq int
