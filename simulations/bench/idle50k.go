@@ -193,10 +193,15 @@ func bigIdleRSS(bin, credFile string, servers []*proc, n, sims int, connected fu
 		phase("connecting")
 	}
 	deadline := start.Add(5 * time.Minute)
+	lastNote := start
 	for {
 		c := connected() - base
 		if c >= int64(n) {
 			break
+		}
+		if time.Since(lastNote) >= 10*time.Second {
+			lastNote = time.Now()
+			fmt.Fprintf(os.Stderr, "  %d of %d pots connected after %v\n", c, n, time.Since(start).Round(time.Second))
 		}
 		if time.Now().After(deadline) {
 			return 0, 0, fmt.Errorf("only %d of %d pots connected after %v", c, n, time.Since(start).Round(time.Second))
