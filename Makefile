@@ -11,7 +11,7 @@ STATICCHECK_VERSION   := v0.8.2
 FUZZTIME  ?= 200000x
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run cluster test test-go test-firmware fuzz proto proto-check lint bench bench-mqtt deps tools clean
+.PHONY: all build run cluster test test-go test-firmware fuzz proto proto-check lint bench bench-mqtt bench-history deps tools clean
 
 all: build
 
@@ -75,13 +75,19 @@ lint: $(BIN)/staticcheck
 	$(BIN)/staticcheck ./...
 	$(GO) mod tidy -diff
 
-## bench: every benchmark; writes docs/benchmarks.md.
+## bench: every benchmark, the whole suite twice; writes docs/benchmarks.md (+ .json) and docs/profiles/ (docs/simulations.md, "Benchmarks").
+## BENCH_FLAGS adds flags, e.g. BENCH_FLAGS="-only history,big" or "-history-readings 0"; BENCH_RUNS=1 for one run.
+BENCH_RUNS ?= 2
 bench: build
-	$(GO) run ./simulations/bench -out docs/benchmarks.md
+	$(GO) run ./simulations/bench -runs $(BENCH_RUNS) -sprout $(BIN)/sprout -out docs/benchmarks.md $(BENCH_FLAGS)
 
 ## bench-mqtt: only the MQTT and TLS part (vs Mosquitto, vs the TCP edge; idle memory); updates its section of docs/benchmarks.md.
 bench-mqtt: build
-	$(GO) run ./simulations/bench -only-mqtt -out docs/benchmarks.md
+	$(GO) run ./simulations/bench -only mqtt -runs $(BENCH_RUNS) -sprout $(BIN)/sprout -out docs/benchmarks.md $(BENCH_FLAGS)
+
+## bench-history: only the history queries (loads the 100M-reading datasets once into ~/.cache/sprout/bench-history).
+bench-history:
+	$(GO) run ./simulations/bench -only history -runs $(BENCH_RUNS) -out docs/benchmarks.md $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BIN)

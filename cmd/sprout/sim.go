@@ -25,6 +25,7 @@ func runSim(args []string) error {
 		server, creds, apiURL, token, prefix, jsonOut, localIPs string
 		transport, tlsCA                                        string
 		devices, window, processes                              int
+		connectRate                                             float64
 		duration, interval                                      time.Duration
 		quiet                                                   bool
 	)
@@ -45,6 +46,7 @@ func runSim(args []string) error {
 	fs.BoolVar(&quiet, "quiet", false, "no progress lines")
 	fs.str(&transport, "transport", "tcp", "tcp (Sprout's frames; --server is the edge) or mqtt (MQTT 3.1.1; --server is the MQTT listener, e.g. 127.0.0.1:1883)")
 	fs.str(&tlsCA, "tls-ca", "", "connect over TLS, trusting this CA (PEM; e.g. ca.pem from sprout tls dev); --server is then a TLS listener (:7443, or :8883 with --transport mqtt)")
+	fs.float(&connectRate, "connect-rate", fleet.DefaultConnectRate, "plants started per second during the ramp (per process with --processes)")
 	fs.int(&processes, "processes", 1, "spread the plants over this many processes (one process holds about 19,990 sockets here), each on its own loopback source addresses")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -58,7 +60,7 @@ func runSim(args []string) error {
 	if processes > 1 {
 		return simProcesses(ctx, cs, processes, args, jsonOut)
 	}
-	o := fleet.Options{Devices: cs, Servers: strings.Split(server, ","), ReportInterval: interval, Window: window, Duration: duration}
+	o := fleet.Options{Devices: cs, Servers: strings.Split(server, ","), ReportInterval: interval, Window: window, Duration: duration, ConnectRate: connectRate}
 	if err := simTransport(&o, transport, tlsCA); err != nil {
 		return err
 	}

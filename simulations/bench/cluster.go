@@ -20,21 +20,22 @@ import (
 
 // ClusterResult compares one node and three over Consul and Postgres in the same run.
 type ClusterResult struct {
-	Devices        int     `json:"devices"`
-	OneNodeFPS     float64 `json:"one_node_frames_per_second"`
-	ThreeNodeFPS   float64 `json:"three_node_frames_per_second"`
-	OneNodeP50Ms   float64 `json:"one_node_command_p50_ms"`
-	OneNodeP99Ms   float64 `json:"one_node_command_p99_ms"`
-	ThreeNodeP50Ms float64 `json:"three_node_command_p50_ms"`
-	ThreeNodeP99Ms float64 `json:"three_node_command_p99_ms"`
-	FailoverMs     float64 `json:"failover_ms"`
-	FailoverDevs   int     `json:"failover_devices"`
+	Devices        int      `json:"devices"`
+	OneNodeFPS     float64  `json:"one_node_frames_per_second"`
+	ThreeNodeFPS   float64  `json:"three_node_frames_per_second"`
+	OneNodeP50Ms   float64  `json:"one_node_command_p50_ms"`
+	OneNodeP99Ms   float64  `json:"one_node_command_p99_ms"`
+	ThreeNodeP50Ms float64  `json:"three_node_command_p50_ms"`
+	ThreeNodeP99Ms float64  `json:"three_node_command_p99_ms"`
+	FailoverMs     float64  `json:"failover_ms"`
+	FailoverDevs   int      `json:"failover_devices"`
+	cpuRaw         []string // the three nodes' CPU profiles during the three-node command run
 }
 
 // clusterBench runs a fleet against one node, then three (Consul, shared Postgres), measuring
 // telemetry throughput and command round trips through node 1's API (two thirds of them to
 // grains on other members); then it SIGKILLs a node and measures until every device is online again.
-func clusterBench(bin, tmp, dsn string, devices int, dur time.Duration) (*ClusterResult, error) {
+func clusterBench(bin, tmp, dsn string, devices int, dur time.Duration, prof *profiler) (*ClusterResult, error) {
 	agent, err := consultest.NewAgent(consultest.Config{})
 	if err != nil {
 		return nil, fmt.Errorf("consul: %w", err)
@@ -80,7 +81,16 @@ func clusterBench(bin, tmp, dsn string, devices int, dur time.Duration) (*Cluste
 			repc <- rep
 		}()
 		time.Sleep(dur / 3)
+		var cpus []*capture
+		if n == 3 {
+			for _, p := range nodes {
+				cpus = append(cpus, prof.cpu(p, 3*time.Second))
+			}
+		}
 		p50, p99 := commandRTT(nodes[0], cs, 300, 3*time.Second)
+		for _, c := range cpus {
+			res.cpuRaw = append(res.cpuRaw, c.wait())
+		}
 		rep := <-repc
 		fps := 0.0
 		if rep != nil {

@@ -29,7 +29,6 @@ import (
 
 	"github.com/sprout-iot/sprout/simulations/baseline"
 	"github.com/sprout-iot/sprout/simulations/fleet"
-	"github.com/sprout-iot/sprout/simulations/plant"
 )
 
 var (
@@ -78,16 +77,21 @@ func runBaselineServer() {
 	_ = baseline.Serve(ln, fleet.Secrets(cs))
 }
 
-// Results is everything one run measured.
+// Results is everything one run of the suite measured.
 type Results struct {
-	Machine    string          `json:"machine"`
-	Started    time.Time       `json:"started"`
-	Throughput []Throughput    `json:"throughput"`
-	Memory     *MemoryResult   `json:"memory,omitempty"`
-	Commands   *CommandResult  `json:"commands,omitempty"`
-	WeChat     []*WeChatResult `json:"wechat,omitempty"`
-	Cluster    *ClusterResult  `json:"cluster,omitempty"`
-	MQTT       *MQTTResult     `json:"mqtt,omitempty"`
+	Run        int               `json:"run"`
+	Started    time.Time         `json:"started"`
+	TookSecs   float64           `json:"took_seconds"`
+	Parts      []string          `json:"parts"`
+	Throughput []Throughput      `json:"throughput"`
+	Memory     *MemoryResult     `json:"memory,omitempty"`
+	Commands   *CommandResult    `json:"commands,omitempty"`
+	BigIdle    *BigIdleResult    `json:"big_idle,omitempty"`
+	WeChat     []*WeChatResult   `json:"wechat,omitempty"`
+	Cluster    *ClusterResult    `json:"cluster,omitempty"`
+	MQTT       *MQTTResult       `json:"mqtt,omitempty"`
+	History    []*HistoryResult  `json:"history,omitempty"`
+	Profiles   map[string]string `json:"profiles,omitempty"` // measure id -> profile text, relative to the report
 }
 
 type Throughput struct {
@@ -120,133 +124,15 @@ type CommandResult struct {
 	Achieved float64        `json:"achieved_per_second"`
 }
 
-func run() error {
-	tmp, err := os.MkdirTemp("", "sprout-bench")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	bin := *sproutPath
-	if bin == "" {
-		bin = filepath.Join(tmp, "sprout")
-		if b, err := exec.Command("go", "build", "-o", bin, "./cmd/sprout").CombinedOutput(); err != nil {
-			return fmt.Errorf("building sprout: %v\n%s", err, b)
-		}
-	}
-	self, _ := os.Executable()
-	res := Results{Machine: machine(), Started: time.Now().UTC()}
-
-	cs := fleet.NewCredentials("bench-", max(*devices, *idle, *mqttDevices, *mqttIdle))
-	credFile := filepath.Join(tmp, "creds.json")
-	if err := fleet.SaveCredentials(credFile, cs); err != nil {
-		return err
-	}
-
-	if *onlyMQTT {
-		if err := mqttBench(bin, tmp, cs, &res); err != nil {
-			return err
-		}
-		return spliceMQTT(*out, res.MQTT)
-	}
-	if *pgDSN == "" && (*devices > 0 || *clDevices > 0) {
-		if dsn, stopPG, err := startBenchPostgres(); err == nil {
-			defer stopPG()
-			*pgDSN = dsn
-		} else {
-			fmt.Fprintln(os.Stderr, "bench: Postgres run skipped:", err)
-		}
-	}
-	// 1. Telemetry throughput: baseline, then Sprout on each store, same fleet, same run.
-	type variant struct {
-		name  string
-		start func() (*proc, error)
-	}
-	variants := []variant{
-		{"baseline (decode + ack only)", func() (*proc, error) {
-			return startBaseline(self, credFile)
-		}},
-		{"sprout, no storage (memory)", func() (*proc, error) {
-			return startSprout(bin, tmp, "memory", cs[:*devices])
-		}},
-		{"sprout, memory, tracing off", func() (*proc, error) {
-			return startSprout(bin, tmp, "memory", cs[:*devices], "OTEL_TRACES_EXPORTER=none")
-		}},
-		{"sprout, memory, tracing on (1 %, OTLP)", func() (*proc, error) {
-			return startSprout(bin, tmp, "memory", cs[:*devices], tracingEnv("0.01")...)
-		}},
-		{"sprout, embedded SQLite", func() (*proc, error) {
-			return startSprout(bin, filepath.Join(tmp, "sqlite"), "", cs[:*devices])
-		}},
-	}
-	if *pgDSN != "" {
-		variants = append(variants, variant{"sprout, Postgres", func() (*proc, error) {
-			return startSprout(bin, tmp, *pgDSN, cs[:*devices])
-		}})
-	}
-	for _, v := range variants {
-		if *devices == 0 {
-			break
-		}
-		fmt.Fprintf(os.Stderr, "throughput: %s ...\n", v.name)
-		p, err := v.start()
-		if err != nil {
-			return fmt.Errorf("%s: %w", v.name, err)
-		}
-		rep, err := fleet.Run(context.Background(), fleet.Options{Devices: cs[:*devices], Servers: []string{p.edge},
-			ReportInterval: plant.Flood, Window: *window, Duration: *duration, ConnectRate: 2000})
-		p.stop()
-		if err != nil {
-			return fmt.Errorf("%s: fleet: %w", v.name, err)
-		}
-		t := Throughput{Server: v.name, FramesPerSec: rep.SteadyFramesPerSecond, Acked: rep.FramesAcked,
-			P50Ms: ms(rep.AckLatency.P50), P99Ms: ms(rep.AckLatency.P99), Devices: *devices, Window: *window}
-		if t.FramesPerSec == 0 {
-			t.FramesPerSec = rep.FramesPerSecond
-		}
-		fmt.Fprintf(os.Stderr, "  %.0f frames/s, p50 %.2f ms, p99 %.2f ms\n", t.FramesPerSec, t.P50Ms, t.P99Ms)
-		res.Throughput = append(res.Throughput, t)
-	}
-
-	// 2. Memory per idle device and 3. command round trips, on one Sprout node with the embedded store.
-	if *idle > 0 {
-		if err := idleAndCommands(bin, self, tmp, credFile, cs[:*idle], &res); err != nil {
-			return err
-		}
-	}
-	if *wxUsers > 0 {
-		for _, rate := range []int{*wxRate / 5, *wxRate} {
-			fmt.Fprintf(os.Stderr, "wechat: %d users tapping %d/s ...\n", *wxUsers, rate)
-			r, err := wechatBench(bin, filepath.Join(tmp, fmt.Sprintf("wx%d", rate)), "", *wxUsers, rate, *wxTime)
-			if err != nil {
-				return fmt.Errorf("wechat bench: %w", err)
-			}
-			res.WeChat = append(res.WeChat, r)
-		}
-	}
-	if *clDevices > 0 && *pgDSN != "" {
-		r, err := clusterBench(bin, tmp, *pgDSN, *clDevices, *clTime)
-		if err != nil {
-			return fmt.Errorf("cluster bench: %w", err)
-		}
-		res.Cluster = r
-	}
-	if *mqttDevices > 0 || *mqttIdle > 0 {
-		if err := mqttBench(bin, tmp, cs, &res); err != nil {
-			return fmt.Errorf("mqtt bench: %w", err)
-		}
-	}
-	return write(res)
-}
-
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func idleAndCommands(bin, self, tmp, credFile string, cs []fleet.Credential, res *Results) error {
+func idleAndCommands(bin, self, tmp, credFile string, cs []fleet.Credential, res *Results, prof *profiler) error {
 	fmt.Fprintf(os.Stderr, "memory: %d idle devices on the baseline ...\n", len(cs))
 	bp, err := startBaseline(self, credFile)
 	if err != nil {
 		return err
 	}
-	basePer, _, _, err := idleRSS(bp, cs, nil)
+	basePer, _, _, err := idleRSS(bp, cs, nil, nil)
 	bp.stop()
 	if err != nil {
 		return err
@@ -257,8 +143,20 @@ func idleAndCommands(bin, self, tmp, credFile string, cs []fleet.Credential, res
 		return err
 	}
 	defer p.stop()
-	per, before, after, err := idleRSS(p, cs, func(ctx context.Context) error {
+	var heap, cmdCPU string
+	var connCPU *capture
+	per, before, after, err := idleRSS(p, cs, func(phase string) {
+		switch phase {
+		case "connecting":
+			connCPU = prof.cpu(p, 5*time.Second)
+		case "connected":
+			heap = prof.heap(p)
+			connCPU.wait()
+		}
+	}, func(ctx context.Context) error {
+		cpu := prof.cpu(p, *cmdTime)
 		res.Commands, err = commands(ctx, p, cs)
+		cmdCPU = cpu.wait()
 		return err
 	})
 	if err != nil {
@@ -267,12 +165,24 @@ func idleAndCommands(bin, self, tmp, credFile string, cs []fleet.Credential, res
 	res.Memory = &MemoryResult{Devices: len(cs), RSSBeforeMiB: before / (1 << 20), RSSAfterMiB: after / (1 << 20),
 		BytesPerDev: per, BaselinePerDev: basePer}
 	fmt.Fprintf(os.Stderr, "  %.0f bytes per device (baseline %.0f)\n", per, basePer)
+	connRaw := connCPU.wait()
+	if per > memTargetBytes {
+		if path := prof.save("rss-10k", res.Run, profSection{title: "node heap in use after every pot connected", raw: heap, args: []string{"-sample_index=inuse_space"}},
+			profSection{title: "node CPU, the first 5 s of connecting", raw: connRaw}); path != "" {
+			res.Profiles["rss-10k"] = path
+		}
+	}
+	if c := res.Commands; c != nil && !(c.Done > 0 && c.P99Ms <= 5 && c.Done == c.Sent) {
+		if path := prof.save("command-10k", res.Run, profSection{title: "node CPU during the commands", raw: cmdCPU}); path != "" {
+			res.Profiles["command-10k"] = path
+		}
+	}
 	return nil
 }
 
 // idleRSS connects the fleet (reporting at the server's configured interval, so idle), measures
 // the server's RSS per device, then runs then (if set) while they stay connected.
-func idleRSS(p *proc, cs []fleet.Credential, then func(context.Context) error) (per, before, after float64, err error) {
+func idleRSS(p *proc, cs []fleet.Credential, phase func(string), then func(context.Context) error) (per, before, after float64, err error) {
 	time.Sleep(500 * time.Millisecond)
 	before = rss(p.cmd.Process.Pid)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -284,6 +194,9 @@ func idleRSS(p *proc, cs []fleet.Credential, then func(context.Context) error) (
 			Progress: func(s fleet.Snapshot) { connected.Store(s.Connected) }})
 		done <- err
 	}()
+	if phase != nil {
+		phase("connecting")
+	}
 	deadline := time.Now().Add(90 * time.Second)
 	for connected.Load() < int64(len(cs)) {
 		if time.Now().After(deadline) {
@@ -294,6 +207,9 @@ func idleRSS(p *proc, cs []fleet.Credential, then func(context.Context) error) (
 	time.Sleep(3 * time.Second)
 	after = rss(p.cmd.Process.Pid)
 	per = (after - before) / float64(len(cs))
+	if phase != nil {
+		phase("connected")
+	}
 	if then != nil {
 		err = then(ctx)
 	}
@@ -537,61 +453,4 @@ func machine() string {
 		}
 	}
 	return fmt.Sprintf("%d cores (%s)%s, %s, %s/%s", runtime.NumCPU(), cpu, mem, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-}
-
-func write(r Results) error {
-	if *jsonOut != "" {
-		b, _ := json.MarshalIndent(r, "", " ")
-		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
-			return err
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` (`go run ./simulations/bench -out docs/benchmarks.md`) on %s.\n\n", r.Started.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "Machine: %s. Server and simulator share the machine; every ratio is against a baseline measured in the same run.\n\n", r.Machine)
-	b.WriteString("## Telemetry throughput\n\n")
-	if len(r.Throughput) > 0 {
-		t0 := r.Throughput[0]
-		fmt.Fprintf(&b, "%d plants, each keeping %d frames in flight (flood), over authenticated TCP connections; steady-state acked frames/s after the ramp. ", t0.Devices, t0.Window)
-		b.WriteString("The baseline speaks the same framing and handshake, then only decodes and acks. Sprout's frames go through the device grain (dedupe, thresholds) and the store; an ack means stored.\n\n")
-		b.WriteString("| server | frames/s | vs baseline | ack p50 | ack p99 |\n|---|---:|---:|---:|---:|\n")
-		for _, t := range r.Throughput {
-			fmt.Fprintf(&b, "| %s | %.0f | %.0f %% | %.2f ms | %.2f ms |\n", t.Server, t.FramesPerSec, 100*t.FramesPerSec/t0.FramesPerSec, t.P50Ms, t.P99Ms)
-		}
-		b.WriteString("\nTargets (issue 2): at least 50 % of the baseline and at least 50,000 frames/s.\n\n")
-	}
-	if m := r.Memory; m != nil {
-		fmt.Fprintf(&b, "## Memory per connected idle device\n\n%d plants connected and idle (reporting every 60 s, pinging every 30 s). Server RSS %.0f MiB before, %.0f MiB after.\n\n", m.Devices, m.RSSBeforeMiB, m.RSSAfterMiB)
-		b.WriteString("| server | bytes per device |\n|---|---:|\n")
-		fmt.Fprintf(&b, "| baseline (a goroutine and a buffer per socket) | %.0f |\n| sprout (socket, connection actor, device grain, embedded store) | %.0f |\n\n", m.BaselinePerDev, m.BytesPerDev)
-		b.WriteString("Target (issue 2): under 10 KB per device, its grain included.\n\n")
-	}
-	if c := r.Commands; c != nil {
-		fmt.Fprintf(&b, "## Command round trip\n\n`read_now` commands through the HTTP API (request -> grain -> device -> result -> grain -> response) to random devices among %d connected, paced at %d/s (achieved %.0f/s).\n\n", c.Devices, c.Rate, c.Achieved)
-		fmt.Fprintf(&b, "| sent | done | other outcomes | p50 | p99 | max |\n|---:|---:|---|---:|---:|---:|\n| %d | %d | %v | %.2f ms | %.2f ms | %.1f ms |\n\n", c.Sent, c.Done, c.Other, c.P50Ms, c.P99Ms, c.MaxMs)
-		b.WriteString("Target (issue 2): p99 under 5 ms.\n\n")
-	}
-	if len(r.WeChat) > 0 {
-		b.WriteString("## WeChat: tap -> result pushed, threshold -> alert pushed\n\n")
-		b.WriteString("Through the simulated WeChat platform (real HTTP both ways): a user taps \"water\" (a signed callback); the latency ends when the platform records the pushed result. Each user has one pot; the pots run a 1 ms watering; a user taps again only once their last result arrived. Alerts: pots send a dry reading; the latency ends when the alert push is recorded. The node uses the embedded store, so each push is written to the outbox (fsync) before it is sent.\n\n")
-		b.WriteString("| users | taps/s asked | achieved | taps | pushed | outcomes | tap p50 | tap p99 | alerts | alert p50 | alert p99 |\n|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n")
-		for _, w := range r.WeChat {
-			fmt.Fprintf(&b, "| %d | %d | %.0f | %d | %d | %v | %.1f ms | %.1f ms | %d | %.1f ms | %.1f ms |\n", w.Users, w.Rate, w.Achieved,
-				w.Taps, w.Pushed, w.Outcomes, w.TapP50Ms, w.TapP99Ms, w.Alerts, w.AlertP50Ms, w.AlertP99Ms)
-		}
-		b.WriteString("\nTargets (issue 3): p99 under 20 ms for both, at 1,000 taps/s.\n\n")
-	}
-	if c := r.Cluster; c != nil {
-		b.WriteString("## Cluster: one node against three\n\n")
-		fmt.Fprintf(&b, "%d plants reporting every 50 ms (2 frames in flight) spread over the nodes' edges; Consul for membership, one shared Postgres (fsync on). Command round trips: `read_now` through node 1's HTTP API to random devices, 20 at a time; with three nodes two thirds of the grains (and connections) live on other members.\n\n", c.Devices)
-		b.WriteString("| nodes | telemetry frames/s | command p50 | command p99 |\n|---:|---:|---:|---:|\n")
-		fmt.Fprintf(&b, "| 1 | %.0f | %.2f ms | %.2f ms |\n| 3 | %.0f | %.2f ms | %.2f ms |\n\n", c.OneNodeFPS, c.OneNodeP50Ms, c.OneNodeP99Ms, c.ThreeNodeFPS, c.ThreeNodeP50Ms, c.ThreeNodeP99Ms)
-		fmt.Fprintf(&b, "Failover: node 2 SIGKILLed with %d plants connected; every device online again (per its grain) %.1f s after the kill (target, issue 5: within 10 s). All three nodes share the machine's 2 cores, so three nodes are not expected to beat one here: the comparison shows the cost of crossing members.\n", c.FailoverDevs, c.FailoverMs/1000)
-	}
-	b.WriteString(writeMQTT(r.MQTT))
-	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
-		return err
-	}
-	fmt.Print(b.String())
-	return os.WriteFile(*out, []byte(b.String()), 0o644)
 }

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -305,56 +304,4 @@ func idleFleet(p *proc, server string, cs []fleet.Credential, transport string, 
 	cancel()
 	<-done
 	return (after - before) / float64(len(cs)), nil
-}
-
-// writeMQTT renders the MQTT part of the report.
-func writeMQTT(r *MQTTResult) string {
-	if r == nil {
-		return ""
-	}
-	s := "\n## MQTT and TLS\n\n"
-	if len(r.Runs) > 0 {
-		s += fmt.Sprintf("%d clients, each keeping %d QoS 1 publishes of a JSON reading in flight, for the run's length; PUBACKs/s in the steady part. "+
-			"Sprout and Mosquitto get the same load generator (paho.mqtt.golang); the TCP edge row uses the plant simulator with the same clients and window. "+
-			"Only Sprout's PUBACK means stored (fsync); Mosquitto keeps QoS 1 messages in memory (persistence off) and has no subscriber to deliver them to.\n\n", r.Clients, r.Window)
-		s += "| server | readings/s | vs Mosquitto | p50 | p99 |\n|---|---:|---:|---:|---:|\n"
-		var mosq float64
-		for _, t := range r.Runs {
-			if len(t.Server) >= 9 && t.Server[:9] == "Mosquitto" {
-				mosq = t.FramesPerSec
-			}
-		}
-		for _, t := range r.Runs {
-			vs := "-"
-			if mosq > 0 {
-				vs = fmt.Sprintf("%.2fx", t.FramesPerSec/mosq)
-			}
-			s += fmt.Sprintf("| %s | %.0f | %s | %.2f ms | %.2f ms |\n", t.Server, t.FramesPerSec, vs, t.P50Ms, t.P99Ms)
-		}
-		if r.MosquittoNote != "" {
-			s += "\n" + r.MosquittoNote + "\n"
-		}
-		s += "\nThe TCP edge row is the durable path's own rate on this machine with the same clients: where the MQTT and TCP rows agree, " +
-			"the grain and the store (one fsync'd group commit at a time), not the MQTT edge, bound the rate. The load generator shares the 2 cores with the server.\n\n" +
-			"Target (issue 14): Sprout's durable MQTT at least 1.5x Mosquitto's QoS 1 rate on this machine.\n\n"
-	}
-	if r.IdleSessions > 0 {
-		s += fmt.Sprintf("Server RSS per idle connection, %d devices connected to a node with the embedded store (grains included):\n\n", r.IdleSessions)
-		s += fmt.Sprintf("| link | bytes per device |\n|---|---:|\n| MQTT session | %.0f |\n| TLS connection to the TCP edge | %.0f |\n| plaintext TCP connection | %.0f |\n\n",
-			r.BytesPerMQTT, r.BytesPerTLS, r.BytesPerTCP)
-	}
-	return s
-}
-
-// spliceMQTT replaces the MQTT section of the report at path (or appends it), leaving the rest
-// of the report as the last full run wrote it: `make bench-mqtt`.
-func spliceMQTT(path string, r *MQTTResult) error {
-	old, _ := os.ReadFile(path)
-	text := string(old)
-	if i := strings.Index(text, "\n## MQTT and TLS\n"); i >= 0 {
-		text = text[:i]
-	}
-	text = strings.TrimRight(text, "\n") + "\n" + writeMQTT(r)
-	fmt.Print(writeMQTT(r))
-	return os.WriteFile(path, []byte(text), 0o644)
 }

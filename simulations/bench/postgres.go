@@ -12,20 +12,24 @@ import (
 // -postgres DSN is given: the distribution's server binaries (store/pgtest finds them; without
 // them this fails with how to install them), durable settings (fsync, synchronous_commit and
 // full_page_writes on, Postgres' defaults), on this machine beside the node and the fleet, so the
-// numbers carry the cost of a real commit. stop shuts it down and removes its data.
-func startBenchPostgres() (dsn string, stop func(), err error) {
+// numbers carry the cost of a real commit. newDB creates a fresh database for each run of the
+// suite; stop shuts the server down and removes its data.
+func startBenchPostgres() (newDB func(run int) (string, error), stop func(), err error) {
 	if _, err := pgtest.FindBinaries(); err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
-	srv, err := pgtest.NewServer(pgtest.Config{Durable: true})
+	srv, err := pgtest.NewServer(pgtest.Config{Durable: true, MaxConnections: 400})
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if dsn, err = srv.CreateDatabase(ctx, "sprout_bench"); err != nil {
-		srv.Close()
-		return "", nil, fmt.Errorf("bench Postgres: %w", err)
+	newDB = func(run int) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		dsn, err := srv.CreateDatabase(ctx, fmt.Sprintf("sprout_bench_run%d", run))
+		if err != nil {
+			return "", fmt.Errorf("bench Postgres: %w", err)
+		}
+		return dsn, nil
 	}
-	return dsn, func() { srv.Close() }, nil
+	return newDB, func() { srv.Close() }, nil
 }

@@ -34,13 +34,14 @@ type WeChatResult struct {
 	AlertP50Ms float64        `json:"alert_p50_ms"`
 	AlertP99Ms float64        `json:"alert_p99_ms"`
 	Store      string         `json:"store"`
+	cpuRaw     string         // the node's CPU profile during the taps
 }
 
 // wechatBench runs one node with the simulated platform: users bound to one pot each tap "water"
 // at a fixed rate; each tap's latency runs from sending the callback to the platform recording the
 // pushed result. Then pots cross the dry threshold and the alert's latency runs from sending the
 // reading to the platform recording the push.
-func wechatBench(bin, dataDir, db string, users, rate int, dur time.Duration) (*WeChatResult, error) {
+func wechatBench(bin, dataDir, db string, users, rate int, dur time.Duration, prof *profiler) (*WeChatResult, error) {
 	// WeChat identifies an event by user and CreateTime (seconds): one user's second tap within the
 	// same second is, to WeChat and to Sprout, a retry of the first. Spread taps over enough users
 	// that each taps at most about once a second.
@@ -100,6 +101,7 @@ func wechatBench(bin, dataDir, db string, users, rate int, dur time.Duration) (*
 	var wg sync.WaitGroup
 	busy := make([]atomic.Bool, users)
 	tick := time.Second / time.Duration(rate)
+	cpu := prof.cpu(sp, dur)
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		if d := time.Until(start.Add(time.Duration(i) * tick)); d > 0 {
@@ -132,6 +134,7 @@ func wechatBench(bin, dataDir, db string, users, rate int, dur time.Duration) (*
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	res.cpuRaw = cpu.wait()
 	var done []time.Duration
 	for i, o := range outs {
 		if o == "" {
