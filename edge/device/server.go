@@ -85,6 +85,11 @@ type Options struct {
 	// stage another member opened (default 30 s; stages opened on this member are offered at once).
 	OTARecheck time.Duration
 
+	// GoroutinePerConn reads every connection on a goroutine of its own, as TLS connections always
+	// are. Off (the default on Linux), a welcomed plain-TCP connection is read by the edge's poller
+	// (epoll): an idle connection then holds no goroutine and no read buffer (docs/performance.md).
+	GoroutinePerConn bool
+
 	// Clock drives the edge's timers that are not socket deadlines (the watchdog); default
 	// actors.RealClock(). Tests pass a fake clock and advance it.
 	Clock  actors.Clock
@@ -168,6 +173,9 @@ type Server struct {
 	chunks    *rateLimiter  // firmware chunks, node-wide (ota.go)
 	chunksOut atomic.Int64  // firmware chunks sent
 	otaPoke   chan struct{} // OfferNow
+
+	pollOnce sync.Once
+	poll     *poller // started by the first plain-TCP connection welcomed (poll_linux.go)
 }
 
 // NewServer returns an edge that reaches device grains through c.
@@ -324,6 +332,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	p := s.poll
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.close(devicepb.CloseReason_CLOSE_REASON_SERVER_SHUTDOWN, "server shutting down; reconnect elsewhere",
@@ -333,10 +342,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	if p != nil {
+		p.close()
+	}
+	return ctx.Err()
 }
 
 // ServeTLS is Serve over TLS: the TLS handshake runs on the connection's first read, within
