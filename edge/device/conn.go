@@ -91,18 +91,28 @@ func (s *Server) serveConn(nc net.Conn) {
 		c.cleanup()
 		return
 	}
-	// The handshake runs the deep cluster-request path, which grows a goroutine's stack; it runs
-	// on its own goroutine so that this one stays small if it keeps reading (TLS).
-	ok := make(chan bool, 1)
-	go func() { ok <- c.handshake() }()
-	if !<-ok {
+	// The handshake runs the deep cluster-request path, which grows a goroutine's stack. A polled
+	// connection runs it here (this goroutine ends with the hand-off); one that keeps reading on
+	// this goroutine (TLS) runs it on another, so that this one keeps a small stack.
+	p := s.pollerFor(nc)
+	var ok bool
+	if p != nil {
+		ok = c.handshake()
+	} else {
+		done := make(chan bool, 1)
+		go func() { done <- c.handshake() }()
+		ok = <-done
+	}
+	if !ok {
 		c.cleanup()
 		return
 	}
 	c.welcomed = true
 	s.connected.Add(1)
-	go c.otaWelcomed()
-	if p := s.pollerFor(nc); p != nil {
+	if s.opts.OTA != nil {
+		go c.otaWelcomed()
+	}
+	if p != nil {
 		c.handOff(p)
 		return
 	}
