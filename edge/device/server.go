@@ -1,10 +1,11 @@
 // Package device is the device edge: the TCP listener plant pots connect to. It runs the handshake,
-// then gives each socket a connection actor whose PID (valid across cluster members) the device's
-// grain uses to reach it. It holds no device state: every decision is the grain's.
+// then registers each connection as a light actor.Process whose PID (valid across cluster members)
+// the device's grain uses to reach it. It holds no device state: every decision is the grain's.
 //
 // The listener (this file) accepts sockets, holds the connection slots and shuts down; a
-// connection (conn.go) lives in one function with one cleanup, reads on its own goroutine and
-// writes through a bounded queue drained by one writer; the handshake is in handshake.go.
+// connection (conn.go) has one cleanup, is read by the edge's epoll poller once welcomed
+// (poll_linux.go; a TLS connection on a goroutine of its own), and writes through a bounded queue
+// drained by one writer (outq.go); the handshake is in handshake.go, the process in process.go.
 package device
 
 import (
