@@ -47,7 +47,7 @@ func (c *conn) SendUserMessage(pid *actor.PID, message any) {
 			c.close(m.Close, m.Detail, 0)
 			return
 		}
-		c.send(&devicepb.Frame{Body: &devicepb.Frame_Ack{Ack: &devicepb.Ack{Seq: m.Seq}}})
+		c.sendAck(m.Seq)
 	case *actor.DeadLetterResponse:
 		// The grain this connection reports to is gone (its member left): the device reconnects
 		// and reaches the grain's new activation.
