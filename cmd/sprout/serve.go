@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -74,6 +75,8 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.dur(&c.edge.OTARecheck, "ota-recheck", device.DefaultOTARecheck, "how often connected pots are checked against rollouts changed by another node or the CLI")
 	fs.int(&c.ota.ChunkBytes, "ota-chunk-bytes", actors.DefaultChunkBytes, "firmware chunk size offered to pots (at most 512)")
 	fs.int(&c.edge.MaxConnections, "max-connections", 10000, "most device connections this node holds")
+	fs.BoolVar(&c.edge.GoroutinePerConn, "edge-goroutine-per-conn", envDefault("edge-goroutine-per-conn", false, strconv.ParseBool),
+		"read every plain-TCP device connection on a goroutine of its own, as TLS ones are (default: an epoll poller reads idle connections without one; docs/performance.md) ["+envName("edge-goroutine-per-conn")+"]")
 	fs.dur(&c.edge.GrainTimeout, "grain-timeout", 5*time.Second, "longest the edge waits for a device grain")
 	fs.dur(&c.grain.IdleTimeout, "grain-idle-timeout", 10*time.Minute, "an offline device grain with nothing to do is passivated after this")
 	fs.int(&c.grain.FlapConnects, "flap-connects", 15, "a pot that connects more often than this within --flap-window is refused for --flap-ban (negative: never)")

@@ -7,30 +7,34 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
 
-// conn is one device socket from accept to close. Server.serveConn owns its life, reading on
-// that goroutine; every frame to the device (Challenge, Welcome, acks, Pongs, commands, Close)
-// goes through the bounded outbound queue (outq.go), drained by one writer.
+// conn is one device socket from accept to close. Server.serveConn runs the handshake on a
+// short-lived goroutine; a plain TCP connection is then handed to the poller (poll_linux.go), which
+// reads and decodes its frames when the socket is readable, so an idle connection holds no
+// goroutine and no read buffer. A TLS connection (or any with Options.GoroutinePerConn) keeps a
+// goroutine that reads (readLoop). Every frame to the device (Challenge, Welcome, acks, Pongs,
+// commands, Close) goes through the bounded outbound queue (outq.go), drained by one writer that
+// exists only while there is something to write. The connection is its own actor.Process
+// (process.go): grains send it Deliver and answer its reports without a mailbox.
 type conn struct {
-	s      *Server
-	nc     net.Conn
-	r      *bufio.Reader
-	remote string
+	s  *Server
+	nc net.Conn
+	r  *bufio.Reader // the handshake's (pooled), kept by a connection that reads on a goroutine
 
-	// Set by the handshake, read by the cleanup (same goroutine, or after it has ended).
+	// Set by the handshake, read by the cleanup (after the handshake has ended).
 	device   string
 	session  string
-	pid      *actor.PID // the connection actor, once spawned
+	pid      *actor.PID // the connection's process, once registered
 	grainPID *actor.PID // the device's grain, once looked up
 	asked    bool       // Authenticate was sent: the grain may have attached this connection
 	welcomed bool
@@ -40,56 +44,116 @@ type conn struct {
 
 	out outq
 
-	inflight  chan struct{} // one slot per report awaiting its grain's answer
+	inflight  atomic.Int32  // reports awaiting their grain's answer (at most MaxInFlight)
+	paused    atomic.Bool   // the poller stopped reading: all in-flight slots are taken
+	freed     chan struct{} // readLoop's wake-up when a slot frees (goroutine path only)
 	closing   chan struct{} // closed when the connection starts to close
 	closeOnce sync.Once
+	cleanOnce sync.Once
 	waiting   atomic.Int64 // clock unix ns since when a report has awaited its grain (0: none)
 	reason    atomic.Int32 // the first close reason
 	// cmdTraces holds, for traced commands written to the device, their trace (trace.go).
 	cmdTraces sync.Map
+
+	proc procState // the actor.Process side (process.go)
+
+	// The poller's side (poll_linux.go): set before the connection is registered.
+	polled  atomic.Bool
+	pollID  uint64
+	rc      syscall.RawConn
+	rmu     sync.Mutex   // held while frames are read and dispatched; the cleanup takes it to stop that
+	partial []byte       // bytes of a frame split across reads (or not yet dispatched while paused)
+	rstop   bool         // reading has ended (under rmu)
+	seen    atomic.Int64 // coarse unix ns of the last complete frame (idle timeout)
 }
 
-// serveConn is a connection's whole life: the handshake, the read loop, and on every way out the
-// one cleanup, which detaches the grain, stops the connection actor and releases the slot.
+func (c *conn) remote() string {
+	if a := c.nc.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// readers are the handshake's buffered readers; a polled connection returns its reader once the
+// handshake is over, so an idle connection keeps none.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 512) }}
+
+// serveConn is a connection's start: the handshake, then either the hand-off to the poller or the
+// read loop on this goroutine. On every way out the one cleanup runs, which detaches the grain,
+// ends the connection's process and releases the slot.
 func (s *Server) serveConn(nc net.Conn) {
-	c := &conn{s: s, nc: nc, r: bufio.NewReaderSize(nc, 512), remote: nc.RemoteAddr().String(),
-		inflight: make(chan struct{}, s.opts.MaxInFlight), closing: make(chan struct{})}
+	r := readers.Get().(*bufio.Reader)
+	r.Reset(nc)
+	c := &conn{s: s, nc: nc, r: r, closing: make(chan struct{})}
 	c.out.init()
-	defer c.cleanup()
 	if !s.track(c) {
 		c.close(devicepb.CloseReason_CLOSE_REASON_SERVER_SHUTDOWN, "server shutting down; reconnect elsewhere", 0)
+		c.cleanup()
 		return
 	}
-	// The handshake runs the deep cluster-request path, which grows a goroutine's stack; it runs
-	// on its own goroutine so that the connection's long idle life keeps a small one (memory per
-	// device). This goroutine waits for it: the life, and its cleanup, stay here.
-	ok := make(chan bool, 1)
-	go func() { ok <- c.handshake() }()
-	if !<-ok {
+	// The handshake runs the deep cluster-request path, which grows a goroutine's stack. A polled
+	// connection runs it here (this goroutine ends with the hand-off); one that keeps reading on
+	// this goroutine (TLS) runs it on another, so that this one keeps a small stack.
+	p := s.pollerFor(nc)
+	var ok bool
+	if p != nil {
+		ok = c.handshake()
+	} else {
+		done := make(chan bool, 1)
+		go func() { done <- c.handshake() }()
+		ok = <-done
+	}
+	if !ok {
+		c.cleanup()
 		return
 	}
 	c.welcomed = true
 	s.connected.Add(1)
-	go c.otaWelcomed()
+	if s.opts.OTA != nil {
+		go c.otaWelcomed()
+	}
+	if p != nil {
+		c.handOff(p)
+		return
+	}
+	c.freed = make(chan struct{}, 1)
 	reason, detail := c.readLoop()
 	c.close(reason, detail, 0)
+	c.cleanup()
 }
 
-// cleanup ends the connection: it waits for the writer to close the socket, tells the grain
-// (Detach with the reason; the grain also watches the connection actor, so stopping it tells a
-// grain whose PID was never found, or on another member, as well), stops the actor, and frees the
-// slot. It runs once, whatever ended the connection.
+// cleanup ends the connection, once: it waits for the writer to close the socket, stops reading,
+// tells the grain (Detach with the reason; the grain also watches the connection's process, so
+// ending it tells a grain whose PID was never found, or on another member, as well), ends the
+// process, and frees the slot.
 func (c *conn) cleanup() {
+	c.cleanOnce.Do(c.cleanupOnce)
+}
+
+func (c *conn) cleanupOnce() {
 	s := c.s
 	c.close(devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "", 0)
 	<-c.out.done
+	if c.polled.Load() {
+		// A poller dispatching this connection's frames finishes first: its reports reach the
+		// grain before the Detach, as on a reading goroutine.
+		c.rmu.Lock()
+		c.rstop = true
+		c.partial = nil
+		c.rmu.Unlock()
+		s.poll.remove(c)
+	}
+	if c.r != nil {
+		c.r.Reset(nil)
+		readers.Put(c.r)
+		c.r = nil
+	}
 	reason := devicepb.CloseReason(c.reason.Load())
-	root := s.cluster.ActorSystem.Root
 	if c.pid != nil {
 		if c.grainPID != nil && c.asked {
-			root.Send(c.grainPID, &actorpb.Detach{SessionId: c.session, Reason: reason})
+			s.cluster.ActorSystem.Root.Send(c.grainPID, &actorpb.Detach{SessionId: c.session, Reason: reason})
 		}
-		root.Stop(c.pid)
+		c.terminate()
 	}
 	s.count(reason)
 	switch {
@@ -98,17 +162,17 @@ func (c *conn) cleanup() {
 		s.opts.Logger.Debug("device disconnected", "device", c.device, "session", c.session, "reason", reason.String())
 	case c.asked:
 		s.opts.Logger.Info("connection ended during the handshake; device detached", "device", c.device,
-			"session", c.session, "reason", reason.String(), "remote", c.remote)
+			"session", c.session, "reason", reason.String(), "remote", c.remote())
 	}
 	s.release(c)
 }
 
-// readLoop reads frames until the connection ends. Reports go to the grain as requests whose
-// answers come back to the connection actor, which queues the acks; the loop itself never waits
-// for the grain, only for a free in-flight slot, and never for the socket's writer.
+// readLoop reads frames on the connection's goroutine until it ends (TLS, or GoroutinePerConn).
+// Reports go to the grain as requests whose answers come back to the connection's process, which
+// queues the acks; the loop itself never waits for the grain, only for a free in-flight slot, and
+// never for the socket's writer.
 func (c *conn) readLoop() (devicepb.CloseReason, string) {
 	s := c.s
-	root := s.cluster.ActorSystem.Root
 	for {
 		if c.r.Buffered() == 0 {
 			// Only a read that may block needs the idle deadline.
@@ -123,14 +187,7 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 			}
 			var refused *errRefused
 			if errors.As(err, &refused) {
-				// A result the pot cut in the middle of a character: refuse that frame (it is
-				// not delivered, strings must be UTF-8) and keep the session, whose framing is
-				// intact. Dropping it would make the pot reconnect, get the open command again
-				// and answer the same frame, in a loop.
-				s.framesIn.Add(1)
-				s.refuse(refused.what)
-				s.opts.Logger.Warn("refused a frame from the device; the session goes on", "device", c.device,
-					"session", c.session, "why", refused.what)
+				c.refused(refused)
 				continue
 			}
 			var ne net.Error
@@ -139,48 +196,125 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 			}
 			return readErrReason(err)
 		}
-		s.framesIn.Add(1)
-		var report *actorpb.Report
-		switch b := f.Body.(type) {
-		case *devicepb.Frame_Telemetry:
-			report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Telemetry{Telemetry: b.Telemetry}}
-		case *devicepb.Frame_Event:
-			if len(b.Event.Detail) > messages.MaxDetailBytes {
-				return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "event detail too long"
-			}
-			report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Event{Event: b.Event}}
-		case *devicepb.Frame_CommandResult:
-			if len(b.CommandResult.Detail) > messages.MaxDetailBytes || len(b.CommandResult.CommandId) > messages.MaxCommandIDBytes {
-				return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "command result field too long"
-			}
-			// Same sender, same grain: it sees results and reports in the device's order.
-			root.Send(c.grainPID, &actorpb.DeliverResult{SessionId: c.session, Result: b.CommandResult, Trace: c.resultTrace(b.CommandResult.CommandId)})
-		case *devicepb.Frame_Ping:
-			if !c.send(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: b.Ping.Nonce}}}) {
-				return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, ""
-			}
-		case *devicepb.Frame_Pong:
-		case *devicepb.Frame_ChunkRequest, *devicepb.Frame_UpdateProgress:
-			if r, d := c.otaFrame(f); r != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
-				return r, d
-			}
-		case *devicepb.Frame_Close:
-			return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "closed by device: " + b.Close.Reason.String()
-		default:
-			return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, fmt.Sprintf("unexpected frame %T after handshake", f.Body)
-		}
-		if report != nil {
+		for !c.reserve(f) {
 			select {
-			case c.inflight <- struct{}{}:
+			case <-c.freed:
 			case <-c.closing:
 				return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, ""
 			}
-			c.waiting.CompareAndSwap(0, s.opts.Clock.Now().UnixNano())
-			span := c.frameSpan(report)
-			root.RequestWithCustomSender(c.grainPID, report, c.pid)
-			span.End()
+		}
+		if r, d, ok := c.dispatch(f); !ok {
+			return r, d
 		}
 	}
+}
+
+// refused counts a frame refused without ending the session. A result the pot cut in the middle
+// of a character is refused (it is not delivered, strings must be UTF-8) and the session, whose
+// framing is intact, goes on: dropping it would make the pot reconnect, get the open command again
+// and answer the same frame, in a loop.
+func (c *conn) refused(r *errRefused) {
+	c.s.framesIn.Add(1)
+	c.s.refuse(r.what)
+	c.s.opts.Logger.Warn("refused a frame from the device; the session goes on", "device", c.device,
+		"session", c.session, "why", r.what)
+}
+
+// isReport tells the frames that take an in-flight slot: the grain answers each with an ack.
+func isReport(f *devicepb.Frame) bool {
+	switch f.Body.(type) {
+	case *devicepb.Frame_Telemetry, *devicepb.Frame_Event:
+		return true
+	}
+	return false
+}
+
+// reserve takes an in-flight slot for f if it is a report; false if all MaxInFlight are taken.
+func (c *conn) reserve(f *devicepb.Frame) bool {
+	if !isReport(f) {
+		return true
+	}
+	limit := int32(c.s.opts.MaxInFlight)
+	for {
+		n := c.inflight.Load()
+		if n >= limit {
+			return false
+		}
+		if c.inflight.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// answered frees the in-flight slot of an answered report, and wakes the reader that waits for one.
+func (c *conn) answered() {
+	for {
+		n := c.inflight.Load()
+		if n <= 0 {
+			break
+		}
+		if c.inflight.CompareAndSwap(n, n-1) {
+			break
+		}
+	}
+	if c.inflight.Load() == 0 {
+		c.waiting.Store(0)
+	} else {
+		c.waiting.Store(c.s.opts.Clock.Now().UnixNano()) // progress: the next answer gets a fresh deadline
+	}
+	if c.freed != nil {
+		select {
+		case c.freed <- struct{}{}:
+		default:
+		}
+	}
+	if c.paused.CompareAndSwap(true, false) {
+		go c.resume()
+	}
+}
+
+// dispatch handles one frame after the handshake (a report's in-flight slot is already taken).
+// ok false ends the connection with the reason.
+func (c *conn) dispatch(f *devicepb.Frame) (_ devicepb.CloseReason, _ string, ok bool) {
+	s := c.s
+	root := s.cluster.ActorSystem.Root
+	s.framesIn.Add(1)
+	var report *actorpb.Report
+	switch b := f.Body.(type) {
+	case *devicepb.Frame_Telemetry:
+		report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Telemetry{Telemetry: b.Telemetry}}
+	case *devicepb.Frame_Event:
+		if len(b.Event.Detail) > messages.MaxDetailBytes {
+			return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "event detail too long", false
+		}
+		report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Event{Event: b.Event}}
+	case *devicepb.Frame_CommandResult:
+		if len(b.CommandResult.Detail) > messages.MaxDetailBytes || len(b.CommandResult.CommandId) > messages.MaxCommandIDBytes {
+			return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "command result field too long", false
+		}
+		// Same sender, same grain: it sees results and reports in the device's order.
+		root.Send(c.grainPID, &actorpb.DeliverResult{SessionId: c.session, Result: b.CommandResult, Trace: c.resultTrace(b.CommandResult.CommandId)})
+	case *devicepb.Frame_Ping:
+		if !c.send(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: b.Ping.Nonce}}}) {
+			return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "", false
+		}
+	case *devicepb.Frame_Pong:
+	case *devicepb.Frame_ChunkRequest, *devicepb.Frame_UpdateProgress:
+		if r, d := c.otaFrame(f); r != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
+			return r, d, false
+		}
+	case *devicepb.Frame_Close:
+		return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "closed by device: " + b.Close.Reason.String(), false
+	default:
+		return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, fmt.Sprintf("unexpected frame %T after handshake", f.Body), false
+	}
+	if report != nil {
+		c.waiting.CompareAndSwap(0, s.opts.Clock.Now().UnixNano())
+		span := c.frameSpan(report)
+		root.RequestWithCustomSender(c.grainPID, report, c.pid)
+		span.End()
+	}
+	return 0, "", true
 }
 
 // close starts closing the connection once: the first reason stands. With a reason, Close is
@@ -193,9 +327,10 @@ func (c *conn) close(r devicepb.CloseReason, detail string, reconnectMs uint32) 
 		close(c.closing)
 		if r == devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
 			c.out.abort(c)
-			return
+		} else {
+			c.out.finish(c, closeFrame(r, detail, reconnectMs))
 		}
-		c.out.finish(c, closeFrame(r, detail, reconnectMs))
+		c.closed()
 	})
 }
 
@@ -208,7 +343,15 @@ func (c *conn) drop(r devicepb.CloseReason, detail string) {
 		close(c.closing)
 		c.s.opts.Logger.Info("dropping device connection", "device", c.device, "reason", r.String(), "detail", detail)
 		c.out.abort(c)
+		c.closed()
 	})
+}
+
+// closed runs the cleanup of a polled connection (no goroutine of its own waits for its end).
+func (c *conn) closed() {
+	if c.polled.Load() {
+		go c.cleanup()
+	}
 }
 
 func closeFrame(r devicepb.CloseReason, detail string, reconnectMs uint32) *devicepb.Frame {
@@ -225,46 +368,4 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
-}
-
-// connActor is the connection's address in the cluster: grains send it Deliver, and the answers
-// to its reports come back to it.
-type connActor struct{ c *conn }
-
-func (a *connActor) Receive(ctx actor.Context) {
-	c := a.c
-	switch m := ctx.Message().(type) {
-	case *actorpb.ReportAck:
-		select {
-		case <-c.inflight:
-		default:
-		}
-		if len(c.inflight) == 0 {
-			c.waiting.Store(0)
-		} else {
-			c.waiting.Store(c.s.opts.Clock.Now().UnixNano()) // progress: the next answer gets a fresh deadline
-		}
-		if m.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
-			c.close(m.Close, m.Detail, 0)
-			return
-		}
-		c.send(&devicepb.Frame{Body: &devicepb.Frame_Ack{Ack: &devicepb.Ack{Seq: m.Seq}}})
-	case *actor.DeadLetterResponse:
-		// The grain this connection reports to is gone (its member left): the device reconnects
-		// and reaches the grain's new activation.
-		c.s.cluster.PidCache.Remove(c.device, actors.DeviceKind)
-		c.close(devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, "device grain moved; reconnect", 0)
-	case *actorpb.Deliver:
-		if m.SessionId != c.session {
-			return
-		}
-		if len(m.Frames) > 0 {
-			span := c.deliverSpan(m)
-			c.deliver(m.Frames)
-			span.End()
-		}
-		if m.Close != nil {
-			c.close(m.Close.Reason, m.Close.Detail, m.Close.ReconnectAfterMs)
-		}
-	}
 }

@@ -114,3 +114,54 @@ func invalidResultString(body []byte) (string, bool) {
 	}
 	return "command_result: invalid UTF-8 in " + bad, true
 }
+
+// frames decodes and dispatches the complete frames at the head of b, in order, and returns what
+// is left: a frame split across reads, or, once every in-flight slot is taken, the frames not yet
+// dispatched (the connection is then paused until an answer frees a slot). stop ends the
+// connection with the reason. Decoding copies what the frames keep, so b may be reused.
+func (c *conn) frames(b []byte) (rest []byte, _ devicepb.CloseReason, _ string, stop bool) {
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k == 0 {
+			return b, 0, "", false // the length itself is split
+		}
+		if k < 0 {
+			return nil, devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "malformed frame: binary: varint overflows a 64-bit integer", true
+		}
+		if n > uint64(c.s.opts.MaxFrameBytes) {
+			return nil, devicepb.CloseReason_CLOSE_REASON_FRAME_TOO_LARGE,
+				fmt.Sprintf("%v: %d bytes, limit %d", messages.ErrFrameTooLarge, n, c.s.opts.MaxFrameBytes), true
+		}
+		if uint64(len(b)-k) < n {
+			return b, 0, "", false
+		}
+		body := b[k : k+int(n)]
+		f := &devicepb.Frame{} // not reused: the grain may still hold its body
+		if err := proto.Unmarshal(body, f); err != nil {
+			if what, ok := invalidResultString(body); ok {
+				c.refused(&errRefused{what: what})
+				b = b[k+int(n):]
+				continue
+			}
+			return nil, devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, truncate(fmt.Errorf("malformed frame: %w", err).Error(), messages.MaxDetailBytes), true
+		}
+		if !c.reserve(f) {
+			// Every slot is taken: pause, unless an answer freed one meanwhile.
+			c.paused.Store(true)
+			if !c.reserve(f) {
+				return b, 0, "", false
+			}
+			if !c.paused.CompareAndSwap(true, false) {
+				// An answer already took the pause and resumes this connection: give the slot
+				// back and let the resume dispatch this frame.
+				c.inflight.Add(-1)
+				return b, 0, "", false
+			}
+		}
+		b = b[k+int(n):]
+		if r, d, ok := c.dispatch(f); !ok {
+			return nil, r, d, true
+		}
+	}
+	return nil, 0, "", false
+}

@@ -11,7 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sprout-iot/sprout/cluster/observe"
@@ -24,7 +23,7 @@ import (
 
 // handshake runs Hello, Challenge, Auth and the grain's verdict, and queues the Welcome. On false
 // the connection is closing (with the reason set); the caller's cleanup undoes whatever was done
-// here: the connection actor spawned, the grain asked.
+// here: the connection's process registered, the grain asked.
 func (c *conn) handshake() bool {
 	s := c.s
 	_ = c.nc.SetReadDeadline(time.Now().Add(s.opts.HandshakeTimeout))
@@ -62,13 +61,13 @@ func (c *conn) handshake() bool {
 	sid := make([]byte, 16)
 	_, _ = crand.Read(sid)
 	c.session = hex.EncodeToString(sid)
-	c.pid = s.cluster.ActorSystem.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return &connActor{c: c} }))
+	c.register()
 
 	hctx, span := observe.StartRoot(context.Background(), "edge.handshake", trace.SpanKindServer)
 	defer span.End()
 	ar, err := c.authenticate(&actorpb.Authenticate{Trace: observe.Inject(hctx),
 		DeviceId: hello.DeviceId, DeviceNonce: hello.DeviceNonce, ServerNonce: serverNonce, Mac: auth.Mac,
-		FirmwareVersion: hello.FirmwareVersion, ProtocolVersion: hello.ProtocolVersion, RemoteAddr: c.remote,
+		FirmwareVersion: hello.FirmwareVersion, ProtocolVersion: hello.ProtocolVersion, RemoteAddr: c.remote(),
 		Conn: &actorpb.ConnRef{Address: c.pid.Address, Id: c.pid.Id, SessionId: c.session, Edge: c.nc.LocalAddr().String()},
 	})
 	if err != nil {
@@ -86,7 +85,7 @@ func (c *conn) handshake() bool {
 	if !c.welcome(frames) {
 		return false
 	}
-	s.opts.Logger.Debug("device connected", "device", c.device, "session", c.session, "remote", c.remote)
+	s.opts.Logger.Debug("device connected", "device", c.device, "session", c.session, "remote", c.remote())
 	return true
 }
 
@@ -130,7 +129,7 @@ func (c *conn) fail(r devicepb.CloseReason, detail string) { c.failAfter(r, deta
 
 // failAfter is fail with a reconnect hint for the device (0: its own backoff).
 func (c *conn) failAfter(r devicepb.CloseReason, detail string, reconnectMs uint32) {
-	c.s.opts.Logger.Info("handshake failed", "reason", r.String(), "detail", detail, "device", c.device, "remote", c.remote)
+	c.s.opts.Logger.Info("handshake failed", "reason", r.String(), "detail", detail, "device", c.device, "remote", c.remote())
 	observe.HandshakeFailed(r.String())
 	c.close(r, detail, reconnectMs)
 }

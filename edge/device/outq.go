@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
@@ -93,7 +95,6 @@ func (q *outq) push(c *conn, frames []*devicepb.Frame) error {
 	if len(frames) == 0 {
 		return nil
 	}
-	o := &c.s.opts
 	was := len(q.buf)
 	for _, f := range frames {
 		var err error
@@ -103,13 +104,58 @@ func (q *outq) push(c *conn, frames []*devicepb.Frame) error {
 			return nil
 		}
 	}
-	// The limits cover what the writer is writing too: all of it is memory held for this device.
-	if n, b := q.wframes+q.frames+len(frames), q.wbytes+len(q.buf); n > o.MaxPendingFrames || b > o.MaxPendingBytes {
-		q.buf = q.buf[:was]
-		return fmt.Errorf("outbound queue full: %d frames, %d bytes (limits %d, %d)", n, b, o.MaxPendingFrames, o.MaxPendingBytes)
+	return q.admit(c, was, len(frames))
+}
+
+// sendAck queues Ack{seq}: sendAck(seq) is send(Ack{seq}), encoded without proto.Marshal (acks
+// are most of what the edge writes, and the marshaller's deep stack grows the grain goroutine
+// that answers on every turn).
+func (c *conn) sendAck(seq uint64) bool {
+	q := &c.out
+	q.mu.Lock()
+	err := errClosing
+	if !q.closing {
+		was := len(q.buf)
+		q.buf = appendAck(q.buf, seq)
+		err = q.admit(c, was, 1)
 	}
-	q.frames += len(frames)
-	c.s.pending.Add(int64(len(frames)))
+	q.mu.Unlock()
+	if err != nil && err != errClosing {
+		c.drop(devicepb.CloseReason_CLOSE_REASON_SLOW_CONSUMER, err.Error())
+	}
+	return err == nil
+}
+
+// appendAck appends the frame Frame{ack: Ack{seq}} exactly as messages.AppendFrame encodes it.
+func appendAck(b []byte, seq uint64) []byte {
+	inner := 0
+	if seq != 0 {
+		inner = 1 + protowire.SizeVarint(seq)
+	}
+	b = protowire.AppendVarint(b, uint64(1+protowire.SizeVarint(uint64(inner))+inner))
+	b = protowire.AppendTag(b, ackField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(inner))
+	if seq != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, seq)
+	}
+	return b
+}
+
+// ackField is Frame.ack's field number (messages/devicepb/device.proto).
+const ackField = 6
+
+// admit keeps the n frames encoded past was if they fit the queue's limits, and wakes the writer.
+// Call with q.mu held.
+func (q *outq) admit(c *conn, was, n int) error {
+	o := &c.s.opts
+	// The limits cover what the writer is writing too: all of it is memory held for this device.
+	if total, b := q.wframes+q.frames+n, q.wbytes+len(q.buf); total > o.MaxPendingFrames || b > o.MaxPendingBytes {
+		q.buf = q.buf[:was]
+		return fmt.Errorf("outbound queue full: %d frames, %d bytes (limits %d, %d)", total, b, o.MaxPendingFrames, o.MaxPendingBytes)
+	}
+	q.frames += n
+	c.s.pending.Add(int64(n))
 	c.s.pendingBytes.Add(int64(len(q.buf) - was))
 	q.wake(c)
 	return nil

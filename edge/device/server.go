@@ -1,10 +1,11 @@
 // Package device is the device edge: the TCP listener plant pots connect to. It runs the handshake,
-// then gives each socket a connection actor whose PID (valid across cluster members) the device's
-// grain uses to reach it. It holds no device state: every decision is the grain's.
+// then registers each connection as a light actor.Process whose PID (valid across cluster members)
+// the device's grain uses to reach it. It holds no device state: every decision is the grain's.
 //
 // The listener (this file) accepts sockets, holds the connection slots and shuts down; a
-// connection (conn.go) lives in one function with one cleanup, reads on its own goroutine and
-// writes through a bounded queue drained by one writer; the handshake is in handshake.go.
+// connection (conn.go) has one cleanup, is read by the edge's epoll poller once welcomed
+// (poll_linux.go; a TLS connection on a goroutine of its own), and writes through a bounded queue
+// drained by one writer (outq.go); the handshake is in handshake.go, the process in process.go.
 package device
 
 import (
@@ -84,6 +85,11 @@ type Options struct {
 	// OTARecheck is how often connected pots without an offer are checked against rollouts whose
 	// stage another member opened (default 30 s; stages opened on this member are offered at once).
 	OTARecheck time.Duration
+
+	// GoroutinePerConn reads every connection on a goroutine of its own, as TLS connections always
+	// are. Off (the default on Linux), a welcomed plain-TCP connection is read by the edge's poller
+	// (epoll): an idle connection then holds no goroutine and no read buffer (docs/performance.md).
+	GoroutinePerConn bool
 
 	// Clock drives the edge's timers that are not socket deadlines (the watchdog); default
 	// actors.RealClock(). Tests pass a fake clock and advance it.
@@ -168,6 +174,9 @@ type Server struct {
 	chunks    *rateLimiter  // firmware chunks, node-wide (ota.go)
 	chunksOut atomic.Int64  // firmware chunks sent
 	otaPoke   chan struct{} // OfferNow
+
+	pollOnce sync.Once
+	poll     *poller // started by the first plain-TCP connection welcomed (poll_linux.go)
 }
 
 // NewServer returns an edge that reaches device grains through c.
@@ -324,6 +333,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	p := s.poll
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.close(devicepb.CloseReason_CLOSE_REASON_SERVER_SHUTDOWN, "server shutting down; reconnect elsewhere",
@@ -333,10 +343,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	if p != nil {
+		p.close()
+	}
+	return ctx.Err()
 }
 
 // ServeTLS is Serve over TLS: the TLS handshake runs on the connection's first read, within
