@@ -57,9 +57,8 @@ func runFirmware(args []string) error {
 	return fmt.Errorf("unknown firmware command %q (want keygen, add or list)", args[0])
 }
 
-// Key files: the private key as PEM "SPROUT FIRMWARE SIGNING KEY" (the 32-byte Ed25519 seed),
-// the public key as 64 hex digits on one line (what the firmware build and vdev --ota-key take).
-const keyPEMType = "SPROUT FIRMWARE SIGNING KEY"
+// Key files: the private key as PEM actors.SigningKeyPEMType (the 32-byte Ed25519 seed), the
+// public key as 64 hex digits on one line (what the firmware build and vdev --ota-key take).
 
 func runFirmwareKeygen(args []string) error {
 	var out string
@@ -72,7 +71,7 @@ func runFirmwareKeygen(args []string) error {
 	if err != nil {
 		return err
 	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: keyPEMType, Bytes: priv.Seed()})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: actors.SigningKeyPEMType, Bytes: priv.Seed()})
 	f, err := os.OpenFile(out+".key", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("private key: %w (an existing key is never overwritten)", err)
@@ -96,11 +95,11 @@ func readSigningKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != keyPEMType || len(blk.Bytes) != ed25519.SeedSize {
-		return nil, fmt.Errorf("%s is not a firmware signing key (sprout firmware keygen writes one)", path)
+	k, err := actors.ParseSigningKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return ed25519.NewKeyFromSeed(blk.Bytes), nil
+	return k, nil
 }
 
 func runFirmwareAdd(args []string) error {
@@ -127,16 +126,22 @@ func runFirmwareAdd(args []string) error {
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(file)
+	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	ctx := context.Background()
 	o, closeStore, err := openOTA(ctx, &sf, maxBytes)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
+	// The same path as POST /api/v1/firmware and the console: ReadImage, then AddFirmware.
+	data, err := o.ReadImage(f)
+	if err != nil {
+		return err
+	}
 	img, err := o.AddFirmware(ctx, product, version, data, key)
 	if err != nil {
 		return err
