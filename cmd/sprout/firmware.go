@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/api"
@@ -206,7 +207,9 @@ func runRollout(args []string) error {
 		sf                   storeFlags
 		id, product, version string
 		devices, stages      string
+		tag                  string
 		threshold            float64
+		stageTimeout         time.Duration
 	)
 	fs := newFlagSet("rollout "+args[0], "Starts, shows or steers a firmware rollout (docs/ota.md). Nodes pick a change up within --ota-recheck.")
 	sf.register(fs)
@@ -215,6 +218,8 @@ func runRollout(args []string) error {
 		fs.str(&product, "product", "", "product whose pots to update")
 		fs.str(&version, "version", "", "firmware version to roll out (stored with sprout firmware add)")
 		fs.str(&devices, "devices", "", "only these pots (comma-separated ids; default every pot of the product)")
+		fs.str(&tag, "tag", "", "only the product's pots with this tag (sprout device tag); not with --devices")
+		fs.dur(&stageTimeout, "stage-timeout", actors.DefaultStageTimeout, "pause the rollout when a stage is still open this long after it opened or was resumed (0: never)")
 		fs.str(&stages, "stages", "1,10,100", "cumulative percents of the pots, one stage each")
 		fs.Float64Var(&threshold, "failure-threshold", actors.DefaultFailureThreshold, "pause when this fraction of the open stages' pots failed")
 	}
@@ -233,7 +238,10 @@ func runRollout(args []string) error {
 	var r actors.Rollout
 	switch args[0] {
 	case "start":
-		spec := actors.RolloutSpec{ID: id, Product: product, Version: version, FailureThreshold: threshold}
+		spec := actors.RolloutSpec{ID: id, Product: product, Version: version, FailureThreshold: threshold, Tag: tag, StageTimeout: stageTimeout}
+		if stageTimeout == 0 {
+			spec.StageTimeout = -1 // never
+		}
 		if devices != "" {
 			spec.Devices = strings.Split(devices, ",")
 		}
@@ -289,8 +297,7 @@ func showRollouts(ctx context.Context, sf *storeFlags, id string) error {
 	if err != nil {
 		return err
 	}
-	out := api.RolloutJSON{ID: r.ID, Product: r.Product, Version: r.Version, Stages: r.Stages, Stage: r.Stage,
-		FailureThreshold: r.FailureThreshold, State: string(r.State), Reason: r.Reason, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+	out := api.RolloutOf(r)
 	for _, t := range ts {
 		out.Targets = append(out.Targets, api.TargetJSON{DeviceID: t.DeviceID, Stage: t.Stage, State: t.State,
 			Percent: t.Percent, Reason: t.Reason, UpdatedAt: t.UpdatedAt})

@@ -46,10 +46,11 @@ type serveConfig struct {
 	links     linkConfig
 	grain     actors.DeviceOptions
 	ota       actors.OTAOptions
-	// firmwareKey is the signing key file for images uploaded through the API and the console.
-	firmwareKey string
 	wx        wechatConfig
 	retention retentionConfig
+
+	// firmwareKey is the signing key file for images uploaded through the API and the console.
+	firmwareKey string
 }
 
 func (c *serveConfig) register(fs *flagSet) {
