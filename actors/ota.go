@@ -7,12 +7,15 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"sort"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/sprout-iot/sprout/messages/devicepb"
@@ -26,6 +29,11 @@ const (
 	// and the 1024-byte frame limit leave room for it and its header.
 	MaxChunkBytes           = 512
 	DefaultFailureThreshold = 0.2
+	// DefaultStageTimeout is how long a rollout's stage may stay open before the rollout pauses
+	// itself (RolloutSpec.StageTimeout 0).
+	DefaultStageTimeout = 24 * time.Hour
+	// DefaultTimeoutCheck is how often Run looks for stages past their timeout.
+	DefaultTimeoutCheck = time.Minute
 )
 
 // OTAOptions configure over-the-air updates.
@@ -37,6 +45,11 @@ type OTAOptions struct {
 	MaxFirmwareBytes int
 	// ChunkBytes is the chunk size offered to pots (default and maximum 512).
 	ChunkBytes int
+	// SigningKey signs the manifests of images added without a key of their own (the API and
+	// console upload, `sprout serve --firmware-key`); nil: such uploads are refused.
+	SigningKey ed25519.PrivateKey
+	// TimeoutCheck is how often Run looks for stages past their timeout (default 1 min).
+	TimeoutCheck time.Duration
 	// StageOpened is called when a rollout opens a stage (or resumes), so the edge can offer the
 	// image to pots already connected. May be nil.
 	StageOpened func()
@@ -68,14 +81,62 @@ func NewOTA(o OTAOptions) *OTA {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.TimeoutCheck <= 0 {
+		o.TimeoutCheck = DefaultTimeoutCheck
+	}
 	return &OTA{o: o}
+}
+
+// ErrNoSigningKey is AddFirmware without a key on a service that has none (OTAOptions.SigningKey).
+var ErrNoSigningKey = errors.New("this node has no firmware signing key (sprout serve --firmware-key)")
+
+// ErrFirmwareTooLarge is an image over OTAOptions.MaxFirmwareBytes.
+var ErrFirmwareTooLarge = errors.New("firmware image too large")
+
+// CanSign reports whether AddFirmware can sign without a key of its own.
+func (s *OTA) CanSign() bool { return len(s.o.SigningKey) == ed25519.PrivateKeySize }
+
+// MaxFirmwareBytes is the largest image AddFirmware accepts.
+func (s *OTA) MaxFirmwareBytes() int { return s.o.MaxFirmwareBytes }
+
+// ReadImage reads an image of at most MaxFirmwareBytes from r: ErrFirmwareTooLarge beyond, having
+// read at most one byte more. The CLI, the API and the console all read uploads with it.
+func (s *OTA) ReadImage(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, int64(s.o.MaxFirmwareBytes)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > s.o.MaxFirmwareBytes {
+		return nil, fmt.Errorf("%w: more than the limit of %d bytes", ErrFirmwareTooLarge, s.o.MaxFirmwareBytes)
+	}
+	return data, nil
+}
+
+// SigningKeyPEMType is the PEM block type of a firmware signing key file: the 32-byte Ed25519
+// seed (`sprout firmware keygen` writes one).
+const SigningKeyPEMType = "SPROUT FIRMWARE SIGNING KEY"
+
+// ParseSigningKey reads a firmware signing key file's contents.
+func ParseSigningKey(b []byte) (ed25519.PrivateKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != SigningKeyPEMType || len(blk.Bytes) != ed25519.SeedSize {
+		return nil, errors.New("not a firmware signing key (sprout firmware keygen writes one)")
+	}
+	return ed25519.NewKeyFromSeed(blk.Bytes), nil
 }
 
 // ErrOTAInvalid marks a request the OTA service refuses as malformed (a 400 for the API).
 var ErrOTAInvalid = errors.New("invalid firmware or rollout request")
 
-// AddFirmware signs an image's manifest with key and stores it.
+// AddFirmware signs an image's manifest with key (nil: OTAOptions.SigningKey) and stores it. It is
+// the one way images are added: `sprout firmware add`, POST /api/v1/firmware and the console.
 func (s *OTA) AddFirmware(ctx context.Context, product, version string, data []byte, key ed25519.PrivateKey) (FirmwareImage, error) {
+	if key == nil {
+		if !s.CanSign() {
+			return FirmwareImage{}, ErrNoSigningKey
+		}
+		key = s.o.SigningKey
+	}
 	switch {
 	case product == "" || len(product) > 64 || !utf8.ValidString(product):
 		return FirmwareImage{}, fmt.Errorf("%w: product must be 1..64 bytes of UTF-8", ErrOTAInvalid)
@@ -84,7 +145,7 @@ func (s *OTA) AddFirmware(ctx context.Context, product, version string, data []b
 	case len(data) == 0:
 		return FirmwareImage{}, fmt.Errorf("%w: empty image", ErrOTAInvalid)
 	case len(data) > s.o.MaxFirmwareBytes:
-		return FirmwareImage{}, fmt.Errorf("%w: image is %d bytes, more than the limit of %d", ErrOTAInvalid, len(data), s.o.MaxFirmwareBytes)
+		return FirmwareImage{}, fmt.Errorf("%w: image is %d bytes, more than the limit of %d", ErrFirmwareTooLarge, len(data), s.o.MaxFirmwareBytes)
 	case len(key) != ed25519.PrivateKeySize:
 		return FirmwareImage{}, fmt.Errorf("%w: no Ed25519 signing key", ErrOTAInvalid)
 	}
@@ -102,10 +163,15 @@ type RolloutSpec struct {
 	ID      string // empty: derived from product, version and time
 	Product string
 	Version string
-	Devices []string // empty: every pot of the product that is not revoked
-	Stages  []int    // cumulative percents, ascending, ending at 100 (default 1, 10, 100)
+	Devices []string // empty: every pot of the product that is not revoked (or of Tag)
+	// Tag, if set, targets only the product's pots with this tag (not with Devices).
+	Tag    string
+	Stages []int // cumulative percents, ascending, ending at 100 (default 1, 10, 100)
 	// FailureThreshold in (0, 1] (default 0.2).
 	FailureThreshold float64
+	// StageTimeout pauses the rollout when a stage is still open this long after it opened or
+	// was resumed (0: DefaultStageTimeout, 24 h; negative: never).
+	StageTimeout time.Duration
 }
 
 // StartRollout creates a running rollout; its first stage opens at once.
@@ -130,12 +196,31 @@ func (s *OTA) StartRollout(ctx context.Context, spec RolloutSpec) (Rollout, erro
 	if spec.FailureThreshold < 0 || spec.FailureThreshold > 1 {
 		return Rollout{}, fmt.Errorf("%w: failure threshold must be in (0, 1]", ErrOTAInvalid)
 	}
+	switch {
+	case spec.StageTimeout == 0:
+		spec.StageTimeout = DefaultStageTimeout
+	case spec.StageTimeout < 0:
+		spec.StageTimeout = 0
+	case spec.StageTimeout < time.Minute:
+		return Rollout{}, fmt.Errorf("%w: a stage timeout must be at least a minute", ErrOTAInvalid)
+	}
+	if spec.Tag != "" && len(spec.Devices) > 0 {
+		return Rollout{}, fmt.Errorf("%w: target a tag or a list of pots, not both", ErrOTAInvalid)
+	}
 	now := s.o.Clock.Now()
 	if spec.ID == "" {
 		spec.ID = fmt.Sprintf("%s-%s-%d", spec.Product, spec.Version, now.Unix())
 	}
 	ids := spec.Devices
-	if len(ids) == 0 {
+	if spec.Tag != "" {
+		var err error
+		if ids, err = s.taggedDevices(ctx, spec.Product, spec.Tag); err != nil {
+			return Rollout{}, err
+		}
+		if len(ids) == 0 {
+			return Rollout{}, fmt.Errorf("%w: no pots of product %q are tagged %q", ErrOTAInvalid, spec.Product, spec.Tag)
+		}
+	} else if len(ids) == 0 {
 		var err error
 		if ids, err = s.productDevices(ctx, spec.Product); err != nil {
 			return Rollout{}, err
@@ -155,7 +240,8 @@ func (s *OTA) StartRollout(ctx context.Context, spec RolloutSpec) (Rollout, erro
 		return Rollout{}, fmt.Errorf("%w: no pots of product %q to update", ErrOTAInvalid, spec.Product)
 	}
 	r := Rollout{ID: spec.ID, Product: spec.Product, Version: spec.Version, Stages: spec.Stages,
-		FailureThreshold: spec.FailureThreshold, State: RolloutRunning, CreatedAt: now, UpdatedAt: now}
+		FailureThreshold: spec.FailureThreshold, State: RolloutRunning, CreatedAt: now, UpdatedAt: now,
+		Tag: spec.Tag, StageTimeout: spec.StageTimeout, StageOpenedAt: now}
 	targets := assignStages(r.ID, ids, r.Stages)
 	for i := range targets {
 		targets[i].UpdatedAt = now
@@ -184,6 +270,101 @@ func (s *OTA) productDevices(ctx context.Context, product string) ([]string, err
 			return ids, nil
 		}
 		after = page[len(page)-1].ID
+	}
+}
+
+// taggedDevices lists the product's pots with the tag that are not revoked.
+func (s *OTA) taggedDevices(ctx context.Context, product, tag string) ([]string, error) {
+	if err := ValidTag(tag); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrOTAInvalid, err)
+	}
+	ts, ok := s.o.Devices.(TagStore)
+	if !ok {
+		return nil, fmt.Errorf("%w: this store keeps no tags", ErrOTAInvalid)
+	}
+	tagged, err := ts.TaggedDevices(ctx, tag)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, id := range tagged {
+		d, err := s.o.Devices.GetDevice(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if d.Product == product && !d.Revoked() {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// CheckStageTimeouts pauses every running rollout whose open stage has been open longer than its
+// StageTimeout, with the reason. Run calls it every TimeoutCheck; it returns the rollouts paused.
+func (s *OTA) CheckStageTimeouts(ctx context.Context) ([]Rollout, error) {
+	list, err := s.o.Store.ListRollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := s.o.Clock.Now()
+	var paused []Rollout
+	for _, r := range list {
+		if r.State != RolloutRunning || r.StageTimeout <= 0 || r.StageOpenedAt.IsZero() || now.Sub(r.StageOpenedAt) < r.StageTimeout {
+			continue
+		}
+		p, ok, err := s.pauseTimedOut(ctx, r.ID, now)
+		if err != nil {
+			return paused, err
+		}
+		if ok {
+			paused = append(paused, p)
+		}
+	}
+	return paused, nil
+}
+
+func (s *OTA) pauseTimedOut(ctx context.Context, id string, now time.Time) (Rollout, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, err := s.o.Store.GetRollout(ctx, id) // again, under the lock: it may have moved on
+	if err != nil || r.State != RolloutRunning || r.StageTimeout <= 0 || now.Sub(r.StageOpenedAt) < r.StageTimeout {
+		return r, false, err
+	}
+	ts, err := s.o.Store.RolloutTargets(ctx, id)
+	if err != nil {
+		return r, false, err
+	}
+	open, done := 0, 0
+	for _, t := range ts {
+		if t.Stage <= r.Stage {
+			open++
+			if TargetDone(t.State) {
+				done++
+			}
+		}
+	}
+	r.State = RolloutPaused
+	r.Reason = fmt.Sprintf("stage %d%%: timed out after %s with %d of %d pots not done", r.Stages[r.Stage], r.StageTimeout, open-done, open)
+	if err := s.o.Store.UpdateRollout(ctx, id, r.State, r.Stage, r.Reason, now); err != nil {
+		return r, false, err
+	}
+	s.o.Logger.Warn("rollout paused by its stage timeout", "rollout", id, "reason", r.Reason)
+	return r, true, nil
+}
+
+// Run checks stage timeouts every TimeoutCheck until ctx ends.
+func (s *OTA) Run(ctx context.Context) {
+	t := s.o.Clock.NewTicker(s.o.TimeoutCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+			if _, err := s.CheckStageTimeouts(ctx); err != nil && ctx.Err() == nil {
+				s.o.Logger.Warn("checking rollout stage timeouts", "err", err)
+			}
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 )
 
@@ -29,6 +31,8 @@ type FirmwareStore interface {
 	// ListRollouts returns every rollout, newest first.
 	ListRollouts(ctx context.Context) ([]Rollout, error)
 	// UpdateRollout sets a rollout's state, current stage and reason. ErrUnknownRollout if there is none.
+	// It sets StageOpenedAt to at when the stage changes or the rollout goes from another state to
+	// running (a resumed stage gets its whole StageTimeout again).
 	UpdateRollout(ctx context.Context, id string, state RolloutState, stage int, reason string, at time.Time) error
 	// RolloutTargets returns a rollout's targets ordered by stage, then device id.
 	RolloutTargets(ctx context.Context, id string) ([]RolloutTarget, error)
@@ -39,6 +43,56 @@ type FirmwareStore interface {
 	GetTarget(ctx context.Context, rolloutID, deviceID string) (RolloutTarget, error)
 	// SetTargetState records a target's state. ErrUnknownRollout if the device is not a target.
 	SetTargetState(ctx context.Context, t RolloutTarget) error
+}
+
+// TagStore keeps operators' tags on devices (migration 00010), for targeting rollouts and for
+// finding pots. store/sqlite and store/postgres implement it (store/storetest.Tags is its contract).
+type TagStore interface {
+	// SetDeviceTags replaces a device's tags (none: removes them). ErrUnknownDevice if there is
+	// no such device; store.ErrInvalid for a tag that is not 1..MaxTagBytes of [a-z0-9._:-].
+	SetDeviceTags(ctx context.Context, id string, tags []string) error
+	// DeviceTags returns a device's tags, sorted.
+	DeviceTags(ctx context.Context, id string) ([]string, error)
+	// TaggedDevices returns the ids of the devices with this tag, sorted.
+	TaggedDevices(ctx context.Context, tag string) ([]string, error)
+}
+
+// Tag limits.
+const (
+	MaxTagBytes      = 64
+	MaxTagsPerDevice = 16
+)
+
+// ValidTag reports whether t can be a tag: 1..MaxTagBytes of lower-case letters, digits, '.',
+// '_', ':' and '-' (so that a tag is safe in a URL, a flag and a CSV cell as it is).
+func ValidTag(t string) error {
+	if t == "" || len(t) > MaxTagBytes {
+		return fmt.Errorf("%w: tag %q must be 1..%d bytes", ErrInvalid, t, MaxTagBytes)
+	}
+	for _, c := range t {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return fmt.Errorf("%w: tag %q may hold only a-z, 0-9, '.', '_', ':' and '-'", ErrInvalid, t)
+		}
+	}
+	return nil
+}
+
+// NormalizeTags checks tags, drops duplicates and sorts them.
+func NormalizeTags(tags []string) ([]string, error) {
+	out := make([]string, 0, len(tags))
+	for _, t := range tags {
+		if err := ValidTag(t); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) > MaxTagsPerDevice {
+		return nil, fmt.Errorf("%w: %d tags, at most %d per device", ErrInvalid, len(out), MaxTagsPerDevice)
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // Sentinel errors of FirmwareStore.
@@ -84,6 +138,13 @@ type Rollout struct {
 	Reason           string // why it paused, aborted or completed
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+	// Tag is the tag the targets were chosen by ("" : the whole product, or an id list).
+	Tag string
+	// StageTimeout pauses the rollout when its open stage has not finished this long after it
+	// opened (or was resumed); 0: never.
+	StageTimeout time.Duration
+	// StageOpenedAt is when the open stage opened, or the rollout was last resumed.
+	StageOpenedAt time.Time
 }
 
 // Target states of a pot in a rollout (what the console and API show).

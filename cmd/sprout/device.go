@@ -22,7 +22,7 @@ import (
 
 func runDevice(args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: sprout device add|list|revoke [flags]")
+		return fmt.Errorf("usage: sprout device add|list|revoke|tag [flags]")
 	}
 	switch args[0] {
 	case "add":
@@ -31,8 +31,10 @@ func runDevice(args []string) error {
 		return runDeviceList(args[1:])
 	case "revoke":
 		return runDeviceRevoke(args[1:])
+	case "tag":
+		return runDeviceTag(args[1:])
 	}
-	return fmt.Errorf("unknown device command %q (want add, list or revoke)", args[0])
+	return fmt.Errorf("unknown device command %q (want add, list, revoke or tag)", args[0])
 }
 
 // credential is one line of `sprout device add --json`, the format `sprout sim --creds` reads.

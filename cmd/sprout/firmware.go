@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/api"
@@ -57,9 +58,8 @@ func runFirmware(args []string) error {
 	return fmt.Errorf("unknown firmware command %q (want keygen, add or list)", args[0])
 }
 
-// Key files: the private key as PEM "SPROUT FIRMWARE SIGNING KEY" (the 32-byte Ed25519 seed),
-// the public key as 64 hex digits on one line (what the firmware build and vdev --ota-key take).
-const keyPEMType = "SPROUT FIRMWARE SIGNING KEY"
+// Key files: the private key as PEM actors.SigningKeyPEMType (the 32-byte Ed25519 seed), the
+// public key as 64 hex digits on one line (what the firmware build and vdev --ota-key take).
 
 func runFirmwareKeygen(args []string) error {
 	var out string
@@ -72,7 +72,7 @@ func runFirmwareKeygen(args []string) error {
 	if err != nil {
 		return err
 	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: keyPEMType, Bytes: priv.Seed()})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: actors.SigningKeyPEMType, Bytes: priv.Seed()})
 	f, err := os.OpenFile(out+".key", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("private key: %w (an existing key is never overwritten)", err)
@@ -96,11 +96,11 @@ func readSigningKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != keyPEMType || len(blk.Bytes) != ed25519.SeedSize {
-		return nil, fmt.Errorf("%s is not a firmware signing key (sprout firmware keygen writes one)", path)
+	k, err := actors.ParseSigningKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return ed25519.NewKeyFromSeed(blk.Bytes), nil
+	return k, nil
 }
 
 func runFirmwareAdd(args []string) error {
@@ -127,16 +127,22 @@ func runFirmwareAdd(args []string) error {
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(file)
+	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	ctx := context.Background()
 	o, closeStore, err := openOTA(ctx, &sf, maxBytes)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
+	// The same path as POST /api/v1/firmware and the console: ReadImage, then AddFirmware.
+	data, err := o.ReadImage(f)
+	if err != nil {
+		return err
+	}
 	img, err := o.AddFirmware(ctx, product, version, data, key)
 	if err != nil {
 		return err
@@ -201,7 +207,9 @@ func runRollout(args []string) error {
 		sf                   storeFlags
 		id, product, version string
 		devices, stages      string
+		tag                  string
 		threshold            float64
+		stageTimeout         time.Duration
 	)
 	fs := newFlagSet("rollout "+args[0], "Starts, shows or steers a firmware rollout (docs/ota.md). Nodes pick a change up within --ota-recheck.")
 	sf.register(fs)
@@ -210,6 +218,8 @@ func runRollout(args []string) error {
 		fs.str(&product, "product", "", "product whose pots to update")
 		fs.str(&version, "version", "", "firmware version to roll out (stored with sprout firmware add)")
 		fs.str(&devices, "devices", "", "only these pots (comma-separated ids; default every pot of the product)")
+		fs.str(&tag, "tag", "", "only the product's pots with this tag (sprout device tag); not with --devices")
+		fs.dur(&stageTimeout, "stage-timeout", actors.DefaultStageTimeout, "pause the rollout when a stage is still open this long after it opened or was resumed (0: never)")
 		fs.str(&stages, "stages", "1,10,100", "cumulative percents of the pots, one stage each")
 		fs.Float64Var(&threshold, "failure-threshold", actors.DefaultFailureThreshold, "pause when this fraction of the open stages' pots failed")
 	}
@@ -228,7 +238,10 @@ func runRollout(args []string) error {
 	var r actors.Rollout
 	switch args[0] {
 	case "start":
-		spec := actors.RolloutSpec{ID: id, Product: product, Version: version, FailureThreshold: threshold}
+		spec := actors.RolloutSpec{ID: id, Product: product, Version: version, FailureThreshold: threshold, Tag: tag, StageTimeout: stageTimeout}
+		if stageTimeout == 0 {
+			spec.StageTimeout = -1 // never
+		}
 		if devices != "" {
 			spec.Devices = strings.Split(devices, ",")
 		}
@@ -284,8 +297,7 @@ func showRollouts(ctx context.Context, sf *storeFlags, id string) error {
 	if err != nil {
 		return err
 	}
-	out := api.RolloutJSON{ID: r.ID, Product: r.Product, Version: r.Version, Stages: r.Stages, Stage: r.Stage,
-		FailureThreshold: r.FailureThreshold, State: string(r.State), Reason: r.Reason, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+	out := api.RolloutOf(r)
 	for _, t := range ts {
 		out.Targets = append(out.Targets, api.TargetJSON{DeviceID: t.DeviceID, Stage: t.Stage, State: t.State,
 			Percent: t.Percent, Reason: t.Reason, UpdatedAt: t.UpdatedAt})

@@ -30,7 +30,7 @@ func runSprout(t *testing.T, args ...string) (string, string, int) {
 // is a usage error: exit 2, the usage on stderr.
 func TestEveryCommandsHelpIsUsageOnStdoutAndSuccess(t *testing.T) {
 	for _, cmd := range [][]string{{}, {"serve"}, {"migrate"}, {"sim"}, {"demo"}, {"device"}, {"device", "add"},
-		{"device", "list"}, {"device", "revoke"}, {"scenario"}, {"scenario", "run"},
+		{"device", "list"}, {"device", "revoke"}, {"device", "tag"}, {"scenario"}, {"scenario", "run"},
 		{"command"}, {"command", "queue"}, {"config"}, {"config", "set"}, {"config", "show"}, {"config", "drift"},
 		{"firmware"}, {"firmware", "keygen"}, {"firmware", "add"}, {"firmware", "list"}, {"rollout"}, {"rollout", "start"}, {"rollout", "show"}} {
 		for _, help := range []string{"--help", "-h"} {

@@ -49,6 +49,9 @@ type serveConfig struct {
 	ota       actors.OTAOptions
 	wx        wechatConfig
 	retention retentionConfig
+
+	// firmwareKey is the signing key file for images uploaded through the API and the console.
+	firmwareKey string
 }
 
 func (c *serveConfig) register(fs *flagSet) {
@@ -74,6 +77,9 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.int(&c.edge.OTAChunksPerSecond, "ota-chunks-per-second", device.DefaultOTAChunksPerSecond, "most firmware chunks this node sends per second, all pots together (docs/ota.md)")
 	fs.dur(&c.edge.OTARecheck, "ota-recheck", device.DefaultOTARecheck, "how often connected pots are checked against rollouts changed by another node or the CLI")
 	fs.int(&c.ota.ChunkBytes, "ota-chunk-bytes", actors.DefaultChunkBytes, "firmware chunk size offered to pots (at most 512)")
+	fs.str(&c.firmwareKey, "firmware-key", "", "firmware signing key file (sprout firmware keygen) for images uploaded through the API and the console; empty: uploads are refused")
+	fs.int(&c.ota.MaxFirmwareBytes, "max-firmware-bytes", actors.DefaultMaxFirmwareBytes, "largest firmware image an upload may hold")
+	fs.dur(&c.ota.TimeoutCheck, "ota-timeout-check", actors.DefaultTimeoutCheck, "how often rollouts are checked for a stage past its timeout (docs/ota.md)")
 	fs.int(&c.edge.MaxConnections, "max-connections", 10000, "most device connections this node holds")
 	fs.BoolVar(&c.edge.GoroutinePerConn, "edge-goroutine-per-conn", envDefault("edge-goroutine-per-conn", false, strconv.ParseBool),
 		"read every plain-TCP device connection on a goroutine of its own, as TLS ones are (default: an epoll poller reads idle connections without one; docs/performance.md) ["+envName("edge-goroutine-per-conn")+"]")
@@ -97,6 +103,8 @@ type node struct {
 	router chi.Router
 	wx     *wechatNode
 	tel    *telemetry.Telemetry
+	// stopOTA ends the rollout stage-timeout checker.
+	stopOTA context.CancelFunc
 
 	EdgeAddr, HTTPAddr string
 }
@@ -170,8 +178,21 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 				n.edge.OfferNow()
 			}
 		}
+		if cfg.firmwareKey != "" {
+			if cfg.ota.SigningKey, err = readSigningKey(cfg.firmwareKey); err != nil {
+				_ = httpLn.Close()
+				if edgeLn != nil {
+					_ = edgeLn.Close()
+				}
+				n.stop(context.Background())
+				return nil, fmt.Errorf("--firmware-key: %w", err)
+			}
+		}
 		ota = actors.NewOTA(cfg.ota)
 		cfg.edge.OTA = ota
+		otaCtx, cancel := context.WithCancel(context.Background())
+		n.stopOTA = cancel
+		go ota.Run(otaCtx)
 	}
 	n.edge = device.NewServer(m.Cluster, cfg.edge)
 	if edgeLn != nil {
@@ -198,7 +219,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			return nil, err
 		}
 		console.New(console.Options{Cluster: m.Cluster, Store: st, AdminToken: cfg.adminToken,
-			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, PublicURL: cfg.wx.publicURL, Logger: log, PushHealth: wx.pushHealth, PushWake: wx.wake}).Routes(r)
+			CookieKey: cfg.wx.cookieKey(), QRKeys: qrKeys, PublicURL: cfg.wx.publicURL, Logger: log, PushHealth: wx.pushHealth, PushWake: wx.wake, OTA: ota}).Routes(r)
 	}
 	r.Method(http.MethodGet, "/metrics", n.tel.Handler())
 	if err := registerNodeMetrics(n.tel, n); err != nil {
@@ -253,6 +274,9 @@ func (n *node) ready(ctx context.Context) error {
 // pusher finishes the pushes it is sending and releases the rest (it still needs the cluster's
 // token grain), the member leaves the cluster, and the store flushes.
 func (n *node) stop(ctx context.Context) {
+	if n.stopOTA != nil {
+		n.stopOTA()
+	}
 	n.links.stop(ctx)
 	if n.edge != nil {
 		_ = n.edge.Shutdown(ctx)

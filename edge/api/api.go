@@ -93,7 +93,9 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Post("/devices/{id}/revoke", h.revoke)
 			h.memberRoutes(r)
 			h.deviceFleetRoutes(r)
+			h.tagRoutes(r)
 		})
+		r.Get("/tags/{tag}", h.taggedDevices)
 		h.fleetRoutes(r)
 		r.Get("/cluster", h.clusterMembers)
 		r.Get("/pushes/failed", h.failedPushes)
@@ -125,7 +127,7 @@ func (h *Handler) auth(next http.Handler) http.Handler {
 			writeErr(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, h.bodyLimit(r))
 		next.ServeHTTP(w, r)
 	})
 }

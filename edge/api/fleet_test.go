@@ -303,6 +303,7 @@ func TestQueuedCommandSurvivesARestart(t *testing.T) {
 	if cmd.CommandId != "one" {
 		t.Fatalf("after the restart the pot got %s first, want one again (same id)", cmd.CommandId)
 	}
+	noCommand(t, c2, 150*time.Millisecond) // two waits for one's outcome, after a restart too
 	answer(t, c2, cmd, devicepb.CommandStatus_COMMAND_STATUS_DONE, "")
 	cmd = nextCommand(t, c2, 5*time.Second)
 	if cmd.CommandId != "two" {

@@ -4,16 +4,21 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/store"
 )
 
-// Firmware images and rollouts (docs/ota.md). Images are added with `sprout firmware add`, which
-// signs them; the API lists them and runs rollouts.
+// Firmware images and rollouts (docs/ota.md). Images are added with `sprout firmware add` or
+// POST /api/v1/firmware (signed with the node's key, --firmware-key); both go through
+// actors.OTA.ReadImage and AddFirmware.
 
 // FirmwareJSON is a stored image.
 type FirmwareJSON struct {
@@ -27,18 +32,23 @@ type FirmwareJSON struct {
 
 // RolloutJSON is a rollout; Targets only in GET /rollouts/{id}.
 type RolloutJSON struct {
-	ID               string         `json:"id"`
-	Product          string         `json:"product"`
-	Version          string         `json:"version"`
-	Stages           []int          `json:"stages"`
-	Stage            int            `json:"stage"`
-	FailureThreshold float64        `json:"failure_threshold"`
-	State            string         `json:"state"`
-	Reason           string         `json:"reason,omitempty"`
-	CreatedAt        time.Time      `json:"created_at"`
-	UpdatedAt        time.Time      `json:"updated_at"`
-	Counts           map[string]int `json:"counts,omitempty"` // targets by state
-	Targets          []TargetJSON   `json:"targets,omitempty"`
+	ID               string    `json:"id"`
+	Product          string    `json:"product"`
+	Version          string    `json:"version"`
+	Stages           []int     `json:"stages"`
+	Stage            int       `json:"stage"`
+	FailureThreshold float64   `json:"failure_threshold"`
+	State            string    `json:"state"`
+	Reason           string    `json:"reason,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+	Tag              string    `json:"tag,omitempty"`
+	// StageTimeoutS is how long a stage may stay open before the rollout pauses (0: never).
+	StageTimeoutS int64 `json:"stage_timeout_s"`
+	// StageOpenedAt is when the open stage opened or the rollout was last resumed.
+	StageOpenedAt *time.Time     `json:"stage_opened_at,omitempty"`
+	Counts        map[string]int `json:"counts,omitempty"` // targets by state
+	Targets       []TargetJSON   `json:"targets,omitempty"`
 }
 
 // TargetJSON is one pot's state in a rollout.
@@ -57,12 +67,22 @@ type RolloutRequest struct {
 	Product          string   `json:"product"`
 	Version          string   `json:"version"`
 	Devices          []string `json:"devices,omitempty"`
+	Tag              string   `json:"tag,omitempty"`
 	Stages           []int    `json:"stages,omitempty"`
 	FailureThreshold float64  `json:"failure_threshold,omitempty"`
+	// StageTimeoutS: 0 the default (24 h), -1 never, else at least 60.
+	StageTimeoutS int64 `json:"stage_timeout_s,omitempty"`
+}
+
+// Spec is the request as the OTA service takes it.
+func (q RolloutRequest) Spec() actors.RolloutSpec {
+	return actors.RolloutSpec{ID: q.ID, Product: q.Product, Version: q.Version, Devices: q.Devices, Tag: q.Tag,
+		Stages: q.Stages, FailureThreshold: q.FailureThreshold, StageTimeout: time.Duration(q.StageTimeoutS) * time.Second}
 }
 
 func (h *Handler) otaRoutes(r chi.Router) {
 	r.Get("/firmware", h.listFirmware)
+	r.Post("/firmware", h.uploadFirmware)
 	r.Get("/rollouts", h.listRollouts)
 	r.Post("/rollouts", h.startRollout)
 	r.Get("/rollouts/{rid}", h.getRollout)
@@ -85,10 +105,19 @@ func firmwareJSON(f actors.FirmwareImage) FirmwareJSON {
 		Signature: hex.EncodeToString(f.Signature), CreatedAt: f.CreatedAt}
 }
 
-func rolloutJSON(r actors.Rollout) RolloutJSON {
-	return RolloutJSON{ID: r.ID, Product: r.Product, Version: r.Version, Stages: r.Stages, Stage: r.Stage,
-		FailureThreshold: r.FailureThreshold, State: string(r.State), Reason: r.Reason, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+// RolloutOf is a rollout as the API shows it (without its targets).
+func RolloutOf(r actors.Rollout) RolloutJSON {
+	j := RolloutJSON{ID: r.ID, Product: r.Product, Version: r.Version, Stages: r.Stages, Stage: r.Stage,
+		FailureThreshold: r.FailureThreshold, State: string(r.State), Reason: r.Reason, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		Tag: r.Tag, StageTimeoutS: int64(r.StageTimeout / time.Second)}
+	if !r.StageOpenedAt.IsZero() {
+		t := r.StageOpenedAt.UTC()
+		j.StageOpenedAt = &t
+	}
+	return j
 }
+
+func rolloutJSON(r actors.Rollout) RolloutJSON { return RolloutOf(r) }
 
 func (h *Handler) otaErr(w http.ResponseWriter, err error) {
 	switch {
@@ -96,8 +125,14 @@ func (h *Handler) otaErr(w http.ResponseWriter, err error) {
 		writeErr(w, http.StatusBadRequest, "invalid", err.Error())
 	case errors.Is(err, actors.ErrUnknownFirmware), errors.Is(err, actors.ErrUnknownRollout), errors.Is(err, actors.ErrUnknownDevice):
 		writeErr(w, http.StatusNotFound, "not_found", err.Error())
-	case errors.Is(err, actors.ErrRolloutExists):
+	case errors.Is(err, actors.ErrRolloutExists), errors.Is(err, actors.ErrFirmwareExists):
 		writeErr(w, http.StatusConflict, "exists", err.Error())
+	case errors.Is(err, actors.ErrFirmwareTooLarge), isTooLarge(err):
+		writeErr(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
+	case errors.Is(err, actors.ErrNoSigningKey):
+		writeErr(w, http.StatusNotImplemented, "no_signing_key", err.Error())
+	case errors.Is(err, errBadUpload), errors.Is(err, store.ErrInvalid):
+		writeErr(w, http.StatusBadRequest, "invalid", err.Error())
 	default:
 		h.opts.Logger.Error("ota request failed", "err", err)
 		writeErr(w, http.StatusServiceUnavailable, "unavailable", "storage unavailable, try again")
@@ -147,8 +182,7 @@ func (h *Handler) startRollout(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "invalid", "body: "+err.Error())
 		return
 	}
-	ro, err := h.opts.OTA.StartRollout(r.Context(), actors.RolloutSpec{ID: req.ID, Product: req.Product, Version: req.Version,
-		Devices: req.Devices, Stages: req.Stages, FailureThreshold: req.FailureThreshold})
+	ro, err := h.opts.OTA.StartRollout(r.Context(), req.Spec())
 	if err != nil {
 		h.otaErr(w, err)
 		return
@@ -196,4 +230,89 @@ func (h *Handler) rolloutAction(action string) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, rolloutJSON(ro))
 	}
+}
+
+// FirmwareOf is an image as the API shows it.
+func FirmwareOf(f actors.FirmwareImage) FirmwareJSON { return firmwareJSON(f) }
+
+// errBadUpload is an upload that is not a well-formed image request (a 400).
+var errBadUpload = errors.New("bad firmware upload")
+
+// uploadSlack is what a multipart upload may hold beyond the image: its form fields and headers.
+const uploadSlack = 64 << 10
+
+// UploadLimit is the most bytes an upload request body may hold (the image limit and form slack).
+func UploadLimit(o *actors.OTA) int64 { return int64(o.MaxFirmwareBytes()) + uploadSlack }
+
+// isTooLarge reports a request body cut by http.MaxBytesReader.
+func isTooLarge(err error) bool {
+	var mb *http.MaxBytesError
+	return errors.As(err, &mb) || err != nil && strings.Contains(err.Error(), "request body too large")
+}
+
+// ReadFirmwareUpload reads an image upload: multipart/form-data with the fields product and
+// version and the file part "file" (the console's form), or the raw image as the body with
+// ?product=&version= (curl --data-binary). The request body must already be bounded
+// (UploadLimit); the image is read with OTA.ReadImage, so an image over the limit is
+// ErrFirmwareTooLarge whichever way it came.
+func ReadFirmwareUpload(r *http.Request, o *actors.OTA) (product, version string, data []byte, err error) {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "multipart/form-data" {
+		// Parts beyond 1 MiB go to a temporary file, removed when the request ends.
+		if err := r.ParseMultipartForm(1 << 20); err != nil {
+			if isTooLarge(err) {
+				return "", "", nil, fmt.Errorf("%w: the upload is larger than %d bytes", actors.ErrFirmwareTooLarge, o.MaxFirmwareBytes())
+			}
+			return "", "", nil, fmt.Errorf("%w: %v", errBadUpload, err)
+		}
+		product, version = strings.TrimSpace(r.FormValue("product")), strings.TrimSpace(r.FormValue("version"))
+		f, _, err := r.FormFile("file")
+		if err != nil {
+			return product, version, nil, fmt.Errorf("%w: no file part \"file\": %v", errBadUpload, err)
+		}
+		defer f.Close()
+		data, err = o.ReadImage(f)
+		return product, version, data, err
+	}
+	q := r.URL.Query()
+	product, version = q.Get("product"), q.Get("version")
+	if product == "" || version == "" {
+		return product, version, nil, fmt.Errorf("%w: give ?product= and ?version= (or a multipart form)", errBadUpload)
+	}
+	data, err = o.ReadImage(r.Body)
+	if isTooLarge(err) {
+		err = fmt.Errorf("%w: the upload is larger than %d bytes", actors.ErrFirmwareTooLarge, o.MaxFirmwareBytes())
+	}
+	return product, version, data, err
+}
+
+// bodyLimit is MaxBodyBytes, or UploadLimit for a firmware upload.
+func (h *Handler) bodyLimit(r *http.Request) int64 {
+	if h.opts.OTA != nil && r.Method == http.MethodPost && r.URL.Path == "/api/v1/firmware" {
+		return UploadLimit(h.opts.OTA)
+	}
+	return h.opts.MaxBodyBytes
+}
+
+// uploadFirmware answers POST /api/v1/firmware: the image stored and signed with the node's key.
+func (h *Handler) uploadFirmware(w http.ResponseWriter, r *http.Request) {
+	if _, ok := h.otaReady(w); !ok {
+		return
+	}
+	if !h.opts.OTA.CanSign() {
+		h.otaErr(w, actors.ErrNoSigningKey)
+		return
+	}
+	product, version, data, err := ReadFirmwareUpload(r, h.opts.OTA)
+	if err != nil {
+		h.otaErr(w, err)
+		return
+	}
+	img, err := h.opts.OTA.AddFirmware(r.Context(), product, version, data, nil)
+	if err != nil {
+		h.otaErr(w, err)
+		return
+	}
+	h.opts.Logger.Info("firmware uploaded", "product", img.Product, "version", img.Version, "size", img.Size)
+	writeJSON(w, http.StatusCreated, firmwareJSON(img))
 }

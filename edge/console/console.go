@@ -89,6 +89,9 @@ type Options struct {
 	// operator (the pushes page); PushWake wakes the node's pusher after "send again".
 	PushHealth func() PushHealth
 	PushWake   func()
+	// OTA runs firmware rollouts (docs/ota.md); nil, or a store that keeps no firmware: the
+	// firmware and rollout pages say so. Uploads are signed with its SigningKey.
+	OTA *actors.OTA
 }
 
 func (o *Options) defaults() {
@@ -197,6 +200,13 @@ func (h *Handler) Routes(r chi.Router) {
 			r.Post("/logout", h.logout)
 			r.Get("/pushes", h.pushes)
 			r.Post("/pushes/{id}/retry", h.retryPush)
+			r.Get("/firmware", h.firmwarePage)
+			r.Post("/firmware", h.uploadFirmware)
+			r.Get("/rollouts", h.rolloutsPage)
+			r.Post("/rollouts", h.startRollout)
+			r.Get("/rollouts/{rid}", h.rolloutPage)
+			r.Post("/rollouts/{rid}/{action}", h.rolloutAction)
+			h.fleetRoutes(r)
 		})
 	})
 	r.Get("/console", func(w http.ResponseWriter, r *http.Request) {

@@ -143,6 +143,12 @@ type deviceView struct {
 	Events   []eventView      // newest first
 	Outcome  *api.OutcomeJSON // the command just sent from this page
 	Kinds    []string
+
+	// fleet.go: queued commands, tags, desired configuration.
+	Queue   *queueView
+	Tags    []string
+	NoTags  bool
+	Desired *desiredView
 }
 
 type alertView struct {
@@ -235,6 +241,7 @@ func (h *Handler) showDevice(w http.ResponseWriter, r *http.Request, status int,
 		return
 	}
 	v.Outcome = outcome
+	h.fleetDetails(r, v)
 	p.Device, p.Message, p.Good = v, msg, good
 	h.render(w, status, "device.html", p)
 }

@@ -30,6 +30,7 @@ type opsView struct {
 	Kinds     []string
 	Result    *api.BatchResult
 	DriftMore bool
+	Config    *productConfigView // fleet.go
 }
 
 func (h *Handler) operations(w http.ResponseWriter, r *http.Request) {
@@ -52,6 +53,7 @@ func (h *Handler) showOperations(w http.ResponseWriter, r *http.Request, status 
 			v.Drift = append(v.Drift, driftRow{DeviceID: rep.DeviceID, Product: rep.Product, Desired: string(rep.Desired),
 				Applied: string(rep.Applied), LastError: rep.LastError, Since: rep.DriftSince})
 		}
+		v.Config = h.productConfigs(r, ds)
 	} else {
 		v.NoStore = true
 	}

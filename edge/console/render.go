@@ -26,6 +26,10 @@ type page struct {
 	Form   provisionForm
 	Pushes *pushesView
 	Ops    *opsView
+
+	Firmware *firmwareView
+	Rollouts *rolloutsView
+	Rollout  *rolloutView
 }
 
 // T translates a key for the page's language.
@@ -50,6 +54,9 @@ var funcs = template.FuncMap{
 		}
 		return strconv.FormatFloat(f, 'f', prec, 32) + unit
 	},
+	// pct is a fraction as a percentage.
+	"pct":  func(f float64) float64 { return f * 100 },
+	"join": strings.Join,
 	"when": func(t time.Time) string {
 		if t.IsZero() {
 			return "–"
@@ -63,7 +70,8 @@ var chinaTime = time.FixedZone("CST", 8*3600)
 
 func parsePages() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login.html", "fleet.html", "device.html", "provision.html", "message.html", "pushes.html", "operations.html"} {
+	for _, name := range []string{"login.html", "fleet.html", "device.html", "provision.html", "message.html", "pushes.html", "operations.html",
+		"firmware.html", "rollouts.html", "rollout.html"} {
 		out[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name))
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sprout-iot/sprout/edge/api"
 	"github.com/sprout-iot/sprout/edge/signed"
 )
 
@@ -104,7 +105,7 @@ func (h *Handler) session(next http.Handler) http.Handler {
 			return
 		}
 		if r.Method == http.MethodPost {
-			r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+			r.Body = http.MaxBytesReader(w, r.Body, h.postLimit(r))
 			if !checkToken(r, h.csrfToken(s)) {
 				http.Error(w, "bad CSRF token: reload the page and try again", http.StatusForbidden)
 				return
@@ -219,4 +220,12 @@ func (w *failWindow) add(now time.Time) {
 		w.n, w.since = 0, now
 	}
 	w.n++
+}
+
+// postLimit bounds a POST body: 16 KiB, or an image and its form for a firmware upload.
+func (h *Handler) postLimit(r *http.Request) int64 {
+	if h.opts.OTA != nil && r.URL.Path == "/console/firmware" {
+		return api.UploadLimit(h.opts.OTA)
+	}
+	return 16 << 10
 }

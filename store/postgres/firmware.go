@@ -108,10 +108,15 @@ func (s *Store) CreateRollout(ctx context.Context, r actors.Rollout, targets []a
 		return readErr("create rollout", err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	res, err := tx.Exec(ctx, `INSERT INTO rollouts (id, product, version, stages, stage, failure_threshold, state, reason, created_at, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING`,
+	opened := r.StageOpenedAt
+	if opened.IsZero() {
+		opened = r.CreatedAt
+	}
+	res, err := tx.Exec(ctx, `INSERT INTO rollouts (id, product, version, stages, stage, failure_threshold, state, reason, created_at, updated_at,
+			tag, stage_timeout_ms, stage_opened_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING`,
 		r.ID, r.Product, r.Version, store.FormatStages(r.Stages), r.Stage, r.FailureThreshold, string(r.State), r.Reason,
-		r.CreatedAt, r.UpdatedAt)
+		r.CreatedAt, r.UpdatedAt, r.Tag, r.StageTimeout.Milliseconds(), opened)
 	if err != nil {
 		return readErr("create rollout", err)
 	}
@@ -129,19 +134,27 @@ func (s *Store) CreateRollout(ctx context.Context, r actors.Rollout, targets []a
 	return nilOr("create rollout", tx.Commit(ctx))
 }
 
-const rolloutColumns = `id, product, version, stages, stage, failure_threshold, state, reason, created_at, updated_at`
+const rolloutColumns = `id, product, version, stages, stage, failure_threshold, state, reason, created_at, updated_at,
+	tag, stage_timeout_ms, stage_opened_at`
 
 func scanRollout(row pgx.Row) (actors.Rollout, error) {
 	var (
 		r             actors.Rollout
 		stages, state string
 		created, upd  time.Time
+		opened        *time.Time
+		timeoutMs     int64
 	)
-	if err := row.Scan(&r.ID, &r.Product, &r.Version, &stages, &r.Stage, &r.FailureThreshold, &state, &r.Reason, &created, &upd); err != nil {
+	if err := row.Scan(&r.ID, &r.Product, &r.Version, &stages, &r.Stage, &r.FailureThreshold, &state, &r.Reason, &created, &upd,
+		&r.Tag, &timeoutMs, &opened); err != nil {
 		return r, err
 	}
 	r.Stages, r.State = store.ParseStages(stages), actors.RolloutState(state)
 	r.CreatedAt, r.UpdatedAt = created.UTC(), upd.UTC()
+	r.StageTimeout = time.Duration(timeoutMs) * time.Millisecond
+	if opened != nil {
+		r.StageOpenedAt = opened.UTC()
+	}
 	return r, nil
 }
 
@@ -177,7 +190,9 @@ func (s *Store) ListRollouts(ctx context.Context) ([]actors.Rollout, error) {
 
 // UpdateRollout sets a rollout's state, stage and reason.
 func (s *Store) UpdateRollout(ctx context.Context, id string, state actors.RolloutState, stage int, reason string, at time.Time) error {
-	res, err := s.pool.Exec(ctx, `UPDATE rollouts SET state = $1, stage = $2, reason = $3, updated_at = $4 WHERE id = $5`,
+	res, err := s.pool.Exec(ctx, `UPDATE rollouts SET state = $1, stage = $2, reason = $3, updated_at = $4,
+		stage_opened_at = CASE WHEN stage <> $2 OR (state <> 'running' AND $1 = 'running') THEN $4 ELSE stage_opened_at END
+		WHERE id = $5`,
 		string(state), stage, store.Cut(reason), at, id)
 	if err != nil {
 		return readErr("update rollout", err)

@@ -110,10 +110,15 @@ func (s *Store) CreateRollout(ctx context.Context, r actors.Rollout, targets []a
 		return readErr("create rollout", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	res, err := tx.ExecContext(ctx, `INSERT INTO rollouts (id, product, version, stages, stage, failure_threshold, state, reason, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
+	opened := r.StageOpenedAt
+	if opened.IsZero() {
+		opened = r.CreatedAt
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO rollouts (id, product, version, stages, stage, failure_threshold, state, reason, created_at, updated_at,
+			tag, stage_timeout_ms, stage_opened_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 		r.ID, r.Product, r.Version, store.FormatStages(r.Stages), r.Stage, r.FailureThreshold, string(r.State), r.Reason,
-		store.Micros(r.CreatedAt), store.Micros(r.UpdatedAt))
+		store.Micros(r.CreatedAt), store.Micros(r.UpdatedAt), r.Tag, r.StageTimeout.Milliseconds(), store.Micros(opened))
 	if err != nil {
 		return readErr("create rollout", err)
 	}
@@ -134,19 +139,26 @@ func (s *Store) CreateRollout(ctx context.Context, r actors.Rollout, targets []a
 	return nilOr("create rollout", tx.Commit())
 }
 
-const rolloutColumns = `id, product, version, stages, stage, failure_threshold, state, reason, created_at, updated_at`
+const rolloutColumns = `id, product, version, stages, stage, failure_threshold, state, reason, created_at, updated_at,
+	tag, stage_timeout_ms, stage_opened_at`
 
 func scanRollout(row interface{ Scan(...any) error }) (actors.Rollout, error) {
 	var (
-		r             actors.Rollout
-		stages, state string
-		created, upd  int64
+		r                    actors.Rollout
+		stages, state        string
+		created, upd, opened int64
+		timeoutMs            int64
 	)
-	if err := row.Scan(&r.ID, &r.Product, &r.Version, &stages, &r.Stage, &r.FailureThreshold, &state, &r.Reason, &created, &upd); err != nil {
+	if err := row.Scan(&r.ID, &r.Product, &r.Version, &stages, &r.Stage, &r.FailureThreshold, &state, &r.Reason, &created, &upd,
+		&r.Tag, &timeoutMs, &opened); err != nil {
 		return r, err
 	}
 	r.Stages, r.State = store.ParseStages(stages), actors.RolloutState(state)
 	r.CreatedAt, r.UpdatedAt = store.FromMicros(created), store.FromMicros(upd)
+	r.StageTimeout = time.Duration(timeoutMs) * time.Millisecond
+	if opened != 0 {
+		r.StageOpenedAt = store.FromMicros(opened)
+	}
 	return r, nil
 }
 
@@ -182,7 +194,9 @@ func (s *Store) ListRollouts(ctx context.Context) ([]actors.Rollout, error) {
 
 // UpdateRollout sets a rollout's state, stage and reason.
 func (s *Store) UpdateRollout(ctx context.Context, id string, state actors.RolloutState, stage int, reason string, at time.Time) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE rollouts SET state = ?, stage = ?, reason = ?, updated_at = ? WHERE id = ?`,
+	res, err := s.w.ExecContext(ctx, `UPDATE rollouts SET state = ?1, stage = ?2, reason = ?3, updated_at = ?4,
+		stage_opened_at = CASE WHEN stage <> ?2 OR (state <> 'running' AND ?1 = 'running') THEN ?4 ELSE stage_opened_at END
+		WHERE id = ?5`,
 		string(state), stage, store.Cut(reason), store.Micros(at), id)
 	if err != nil {
 		return readErr("update rollout", err)
