@@ -217,7 +217,7 @@ func TestRowRefusedByTheDatabaseFailsAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`CREATE TRIGGER test_refuse BEFORE INSERT ON readings WHEN NEW.device_id = 'pot-evil'
+	if _, err := db.Exec(`CREATE TRIGGER test_refuse BEFORE INSERT ON snapshots WHEN NEW.device_id = 'pot-evil'
 		BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END`); err != nil {
 		t.Fatal(err)
 	}
