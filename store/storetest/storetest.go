@@ -66,6 +66,7 @@ func Run(t *testing.T, open Opener) {
 	runRetentionTests(t, open)
 	runDesiredTests(t, open)
 	runFirmwareTests(t, open)
+	runLayoutTests(t, open)
 }
 
 // t0 is the base time of every test: a round microsecond, since stores keep microseconds.
