@@ -2,7 +2,11 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"io/fs"
 	"time"
+
+	"github.com/pressly/goose/v3"
 )
 
 // Pragma reads a pragma on the writer connection (tests check durability settings).
@@ -31,5 +35,25 @@ func (s *Store) Compact(ctx context.Context, now time.Time) error {
 		return err
 	}
 	_, err := s.merge(ctx, now)
+	return err
+}
+
+// MigrateTo creates (or migrates) the database in dir up to version, without the conversion
+// steps Open runs: a database as an older sprout left it.
+func MigrateTo(ctx context.Context, dir string, version int64) error {
+	db, err := sql.Open("sqlite", dsn(dir, Options{}.withDefaults(), false))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, sub, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return err
+	}
+	_, err = p.UpTo(ctx, version)
 	return err
 }

@@ -29,7 +29,11 @@ func TestHelperProcess(t *testing.T) {
 	if mode == "" {
 		t.Skip("helper process only")
 	}
-	s, err := sqlite.Open(dir, sqlite.Options{})
+	opts := sqlite.Options{}
+	if os.Getenv("SPROUT_SQLITE_COMPACT") != "" {
+		opts = compacting
+	}
+	s, err := sqlite.Open(dir, opts)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(2)
