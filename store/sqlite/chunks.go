@@ -272,7 +272,7 @@ func (s *Store) writeParts(ctx context.Context, groups map[chunkKey][]actors.Rea
 			tx.Rollback()
 		}
 	}()
-	w := chunkWriter{ctx: ctx, tx: tx, max: s.opts.MaxChunkReadings}
+	w := chunkWriter{ctx: ctx, tx: tx, max: s.opts.MaxChunkReadings, sealBefore: s.sealBefore(time.Now())}
 	defer w.close()
 	keys := make([]chunkKey, 0, len(groups))
 	for k := range groups {
@@ -322,11 +322,12 @@ func (s *Store) writeParts(ctx context.Context, groups map[chunkKey][]actors.Rea
 
 // chunkWriter inserts chunks inside one transaction.
 type chunkWriter struct {
-	ctx              context.Context
-	tx               *sql.Tx
-	max              int
-	blob, chunk, buf []byte
-	insBlob, insPart *sql.Stmt
+	ctx                        context.Context
+	tx                         *sql.Tx
+	max                        int
+	sealBefore                 int64 // hours before it are complete: a first part of one is written sealed
+	buf                        []byte
+	insBlob, insPart, nextPart *sql.Stmt
 }
 
 func (w *chunkWriter) close() {
@@ -336,10 +337,14 @@ func (w *chunkWriter) close() {
 	if w.insPart != nil {
 		w.insPart.Close()
 	}
+	if w.nextPart != nil {
+		w.nextPart.Close()
+	}
 }
 
 // write stores rs (one device, one hour) as parts of at most w.max readings. part < 0: after
-// the existing parts; else numbered from part.
+// the existing parts (sealed if there are none and the hour is before w.sealBefore); else
+// numbered from part.
 func (w *chunkWriter) write(k chunkKey, rs []actors.Reading, part int, sealed bool) error {
 	slices.SortFunc(rs, byTime)
 	var err error
@@ -350,11 +355,21 @@ func (w *chunkWriter) write(k chunkKey, rs []actors.Reading, part int, sealed bo
 		if w.insPart, err = w.tx.PrepareContext(w.ctx, `INSERT INTO reading_chunks (device_id, hour, part, sealed,
 				seq_min, seq_max, count, moisture_n, moisture_min, moisture_sum, moisture_max,
 				temp_n, temp_min, temp_sum, temp_max, tank_n, tank_min, tank_sum, tank_max, blob)
-			VALUES (?1, ?2, CASE WHEN ?3 >= 0 THEN ?3 ELSE
-				(SELECT coalesce(max(part) + 1, 0) FROM reading_chunks WHERE device_id = ?1 AND hour = ?2) END,
-				?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)`); err != nil {
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)`); err != nil {
 			return err
 		}
+		if w.nextPart, err = w.tx.PrepareContext(w.ctx, `SELECT coalesce(max(part) + 1, 0) FROM reading_chunks
+			WHERE device_id = ? AND hour = ?`); err != nil {
+			return err
+		}
+	}
+	if part < 0 {
+		if err := w.nextPart.QueryRowContext(w.ctx, k.device, k.hour).Scan(&part); err != nil {
+			return err
+		}
+		// The first part of a complete hour (a bulk load, a late compaction) needs no merge,
+		// unless it will not fit one chunk.
+		sealed = part == 0 && k.hour < w.sealBefore && len(rs) <= w.max
 	}
 	for len(rs) > 0 {
 		n := min(len(rs), w.max)
@@ -444,13 +459,36 @@ func dropParts(ctx context.Context, tx *sql.Tx, k chunkKey, parts []partRow) err
 	return err
 }
 
+// sealBefore is the first hour not complete at now: hours before it are merged and sealed.
+func (s *Store) sealBefore(now time.Time) int64 {
+	return floorHour(store.Micros(now.Add(-s.opts.MergeSettle)))
+}
+
 // merge seals every hour complete before now - MergeSettle: its parts become sealed parts of at
 // most MaxChunkReadings readings, in transactions of about CompactBatch readings.
 func (s *Store) merge(ctx context.Context, now time.Time) (int, error) {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
-	limit := floorHour(store.Micros(now.Add(-s.opts.MergeSettle)))
+	limit := s.sealBefore(now)
 	merged := 0
+	// A complete hour with a single part of at most MaxChunkReadings is sealed as it is.
+	for {
+		res, err := s.w.ExecContext(ctx, `UPDATE reading_chunks SET sealed = 1 WHERE (device_id, hour, part) IN (
+				SELECT device_id, hour, part FROM reading_chunks AS c WHERE sealed = 0 AND hour < ?1 AND count <= ?2
+				AND NOT EXISTS (SELECT 1 FROM reading_chunks AS o WHERE o.device_id = c.device_id AND o.hour = c.hour AND o.part <> c.part)
+				LIMIT ?3)`, limit, s.opts.MaxChunkReadings, s.opts.CompactBatch)
+		if err != nil {
+			return merged, readErr("seal chunks", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return merged, readErr("seal chunks", err)
+		}
+		merged += int(n)
+		if n < int64(s.opts.CompactBatch) {
+			break
+		}
+	}
 	for {
 		rows, err := s.w.QueryContext(ctx, `SELECT DISTINCT hour, device_id FROM reading_chunks
 			WHERE sealed = 0 AND hour < ? ORDER BY hour, device_id LIMIT 256`, limit)
