@@ -52,5 +52,9 @@ func migrate(ctx context.Context, db *sql.DB) (int64, error) {
 	if _, err := p.Up(ctx); err != nil {
 		return 0, fmt.Errorf("store/sqlite: migrate: %w", err)
 	}
+	// 00009: the rows of the old readings table move into chunks (Go code, convert.go).
+	if _, err := convertReadings(ctx, db, DefaultMaxChunkReadings); err != nil {
+		return 0, err
+	}
 	return p.GetDBVersion(ctx)
 }

@@ -29,7 +29,11 @@ func TestHelperProcess(t *testing.T) {
 	if mode == "" {
 		t.Skip("helper process only")
 	}
-	s, err := sqlite.Open(dir, sqlite.Options{})
+	opts := sqlite.Options{}
+	if os.Getenv("SPROUT_SQLITE_COMPACT") != "" {
+		opts = compacting
+	}
+	s, err := sqlite.Open(dir, opts)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(2)
@@ -217,7 +221,7 @@ func TestRowRefusedByTheDatabaseFailsAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`CREATE TRIGGER test_refuse BEFORE INSERT ON readings WHEN NEW.device_id = 'pot-evil'
+	if _, err := db.Exec(`CREATE TRIGGER test_refuse BEFORE INSERT ON snapshots WHEN NEW.device_id = 'pot-evil'
 		BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END`); err != nil {
 		t.Fatal(err)
 	}

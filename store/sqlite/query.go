@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
@@ -116,28 +117,23 @@ func (s *Store) RevokeDevice(ctx context.Context, id string, at time.Time) error
 	return nil
 }
 
-const readingColumns = `seq, device_time, received_at, soil_moisture, temperature, tank_level, supply_mv`
-
-func scanReading(row interface{ Scan(...any) error }) (actors.Reading, error) {
-	var (
-		r                   actors.Reading
-		seq, received, mv   int64
-		devTime             sql.NullInt64
-		moisture, temp, tnk *float64
-	)
-	if err := row.Scan(&seq, &devTime, &received, &moisture, &temp, &tnk, &mv); err != nil {
-		return r, err
+// readView opens a read-only transaction on the query connections together with a copy of the
+// device's tail: taken under tail.mu, so that a compaction (which commits holding it) is either
+// wholly before both or wholly after both. It also returns raw_from (NULL: nothing expired).
+func (s *Store) readView(ctx context.Context, id string) (*sql.Tx, []actors.Reading, sql.NullInt64, error) {
+	var rawFrom sql.NullInt64
+	s.tail.mu.RLock()
+	defer s.tail.mu.RUnlock()
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, nil, rawFrom, err
 	}
-	r.Seq = uint64(seq)
-	if devTime.Valid {
-		r.DeviceTime = store.FromMicros(devTime.Int64)
+	// The first read fixes the transaction's snapshot of the database.
+	if err := tx.QueryRowContext(ctx, `SELECT raw_from FROM retention`).Scan(&rawFrom); err != nil {
+		tx.Rollback()
+		return nil, nil, rawFrom, err
 	}
-	r.ReceivedAt = store.FromMicros(received)
-	r.SoilMoisture = store.MetricValue(moisture)
-	r.Temperature = store.MetricValue(temp)
-	r.TankLevel = store.MetricValue(tnk)
-	r.SupplyMillivolt = uint32(mv)
-	return r, nil
+	return tx, s.tail.readings(id), rawFrom, nil
 }
 
 // LoadDevice returns the latest snapshot, the highest stored seq and the latest reading.
@@ -146,7 +142,7 @@ func (s *Store) LoadDevice(ctx context.Context, id string) (actors.Recovered, er
 	if store.ValidID(id) != nil {
 		return rec, nil
 	}
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, tl, _, err := s.readView(ctx, id)
 	if err != nil {
 		return rec, readErr("load device "+id, err)
 	}
@@ -165,15 +161,35 @@ func (s *Store) LoadDevice(ctx context.Context, id string) (actors.Recovered, er
 		rec.Snapshot = snap
 	}
 
-	latest, err := scanReading(tx.QueryRowContext(ctx, `SELECT `+readingColumns+` FROM readings
-		WHERE device_id = ? ORDER BY seq DESC LIMIT 1`, id))
+	// The latest reading: the highest seq, in the tail or in the chunk with the highest seq_max.
+	var latest *actors.Reading
+	for i := range tl {
+		if latest == nil || tl[i].Seq > latest.Seq {
+			latest = &tl[i]
+		}
+	}
+	var blob, seqMax int64
+	err = tx.QueryRowContext(ctx, `SELECT blob, seq_max FROM reading_chunks WHERE device_id = ?
+		ORDER BY seq_max DESC LIMIT 1`, id).Scan(&blob, &seqMax)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
 		return rec, readErr("load latest reading of "+id, err)
-	default:
-		rec.Latest = &latest
-		rec.LastSeq = latest.Seq
+	case latest == nil || uint64(seqMax) > latest.Seq:
+		rs, err := loadBlob(ctx, tx, blob, nil)
+		if err != nil {
+			return rec, readErr("load latest reading of "+id, err)
+		}
+		for i := range rs {
+			if rs[i].Seq == uint64(seqMax) {
+				latest = &rs[i]
+			}
+		}
+	}
+	if latest != nil {
+		r := *latest
+		rec.Latest = &r
+		rec.LastSeq = r.Seq
 	}
 
 	var eventSeq sql.NullInt64
@@ -187,39 +203,115 @@ func (s *Store) LoadDevice(ctx context.Context, id string) (actors.Recovered, er
 	return rec, nil
 }
 
+// chunkRow is a chunk's key, aggregates and blob id as queries read them.
+type chunkRow struct {
+	hour int64
+	a    agg
+	blob int64
+}
+
+// chunks calls fn for each chunk of the device with from <= hour < to, by hour then part; fn
+// returns false to stop.
+func chunks(ctx context.Context, tx *sql.Tx, id string, from, to int64, fn func(*chunkRow) (bool, error)) error {
+	rows, err := tx.QueryContext(ctx, `SELECT hour, count, moisture_n, coalesce(moisture_min, 0), moisture_sum,
+			coalesce(moisture_max, 0), temp_n, coalesce(temp_min, 0), temp_sum, coalesce(temp_max, 0),
+			tank_n, coalesce(tank_min, 0), tank_sum, coalesce(tank_max, 0), blob
+		FROM reading_chunks WHERE device_id = ? AND hour >= ? AND hour < ? ORDER BY hour, part`, id, from, to)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var c chunkRow
+	for rows.Next() {
+		a := &c.a
+		if err := rows.Scan(&c.hour, &a.count, &a.n[0], &a.lo[0], &a.sum[0], &a.hi[0], &a.n[1], &a.lo[1], &a.sum[1],
+			&a.hi[1], &a.n[2], &a.lo[2], &a.sum[2], &a.hi[2], &c.blob); err != nil {
+			return err
+		}
+		if more, err := fn(&c); err != nil || !more {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
 // Readings returns raw readings with from <= ReceivedAt < to, oldest first.
 func (s *Store) Readings(ctx context.Context, deviceID string, from, to time.Time, limit int) ([]actors.Reading, error) {
 	if store.ValidID(deviceID) != nil {
 		return nil, nil
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+readingColumns+` FROM readings
-		WHERE device_id = ? AND received_at >= ? AND received_at < ?
-		ORDER BY received_at, seq LIMIT ?`,
-		deviceID, store.Micros(from), store.Micros(to), store.QueryLimit(limit))
+	limit = store.QueryLimit(limit)
+	lo, hi := store.Micros(from), store.Micros(to)
+	if lo >= hi {
+		return nil, nil
+	}
+	tx, tl, _, err := s.readView(ctx, deviceID)
 	if err != nil {
 		return nil, readErr("readings of "+deviceID, err)
 	}
-	defer rows.Close()
-	var out []actors.Reading
-	for rows.Next() {
-		r, err := scanReading(rows)
-		if err != nil {
-			return nil, readErr("readings of "+deviceID, err)
-		}
-		out = append(out, r)
+	defer tx.Rollback()
+	in := func(r *actors.Reading) bool {
+		t := store.Micros(r.ReceivedAt)
+		return t >= lo && t < hi
 	}
-	if err := rows.Err(); err != nil {
+	var tail []actors.Reading
+	for i := range tl {
+		if in(&tl[i]) {
+			tail = append(tail, tl[i])
+		}
+	}
+	// Chunks hour by hour: once the readings before the next hour (chunks and tail) reach limit,
+	// nothing later can be among the first limit.
+	var out []actors.Reading
+	cur := int64(-1 << 63)
+	enough := func(next int64) bool {
+		n := len(out)
+		for i := range tail {
+			if store.Micros(tail[i].ReceivedAt) < next {
+				n++
+			}
+		}
+		return n >= limit
+	}
+	var buf []actors.Reading
+	err = chunks(ctx, tx, deviceID, floorHour(lo), hi, func(c *chunkRow) (bool, error) {
+		if c.hour != cur {
+			if cur != -1<<63 && enough(c.hour) {
+				return false, nil
+			}
+			cur = c.hour
+		}
+		var err error
+		if buf, err = loadBlob(ctx, tx, c.blob, buf[:0]); err != nil {
+			return false, err
+		}
+		for i := range buf {
+			if in(&buf[i]) {
+				out = append(out, buf[i])
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
 		return nil, readErr("readings of "+deviceID, err)
+	}
+	out = append(out, tail...)
+	slices.SortFunc(out, byTime)
+	if len(out) > limit {
+		out = out[:limit]
 	}
 	return out, nil
 }
 
 // Buckets returns per-bucket min/avg/max of each metric. Buckets start at from + k*bucket; only
-// buckets holding readings are returned. NaN metrics (stored as NULL) are left out of the aggregates.
+// buckets holding readings are returned. NaN metrics are left out of the aggregates.
 //
-// Below retention.raw_from (where Maintain has expired the raw readings) the hourly aggregates in
-// reading_hours answer instead, each hour counted whole in the bucket holding its start; a bucket
-// straddling raw_from combines both. Averages combine weighted by each part's count of values.
+// Raw readings are read from the chunks and the tail; a chunk whose whole hour falls in one
+// bucket (buckets of whole hours starting on a whole hour) answers from its aggregates, others
+// are decoded. Below retention.raw_from (where Maintain has expired the raw readings) the hourly
+// aggregates in reading_hours answer instead, each hour counted whole in the bucket holding its
+// start; a bucket straddling raw_from combines both. Averages combine weighted by each part's
+// count of values.
 func (s *Store) Buckets(ctx context.Context, deviceID string, from, to time.Time, bucket time.Duration) ([]actors.Bucket, error) {
 	width, err := store.BucketWidth(from, to, bucket)
 	if err != nil {
@@ -228,53 +320,97 @@ func (s *Store) Buckets(ctx context.Context, deviceID string, from, to time.Time
 	if store.ValidID(deviceID) != nil {
 		return nil, nil
 	}
-	start := store.Micros(from)
-	rows, err := s.r.QueryContext(ctx, `WITH cut AS (SELECT coalesce(raw_from, -9223372036854775807) AS raw_from FROM retention),
-		parts AS (
-			SELECT (received_at - ?1) / ?2 AS b, count(*) AS c,
-				count(soil_moisture) AS mn, min(soil_moisture) AS mlo, total(soil_moisture) AS msum, max(soil_moisture) AS mhi,
-				count(temperature) AS tn, min(temperature) AS tlo, total(temperature) AS tsum, max(temperature) AS thi,
-				count(tank_level) AS kn, min(tank_level) AS klo, total(tank_level) AS ksum, max(tank_level) AS khi
-			FROM readings
-			WHERE device_id = ?3 AND received_at >= max(?1, (SELECT raw_from FROM cut)) AND received_at < ?4
-			GROUP BY b
-			UNION ALL
-			SELECT (hour - ?1) / ?2 AS b, sum(count),
-				sum(moisture_n), min(moisture_min), total(moisture_avg * moisture_n), max(moisture_max),
-				sum(temp_n), min(temp_min), total(temp_avg * temp_n), max(temp_max),
-				sum(tank_n), min(tank_min), total(tank_avg * tank_n), max(tank_max)
-			FROM reading_hours
-			WHERE device_id = ?3 AND hour >= ?1 AND hour < min(?4, (SELECT raw_from FROM cut))
-			GROUP BY b)
-		SELECT b, sum(c),
-			min(mlo), sum(msum) / sum(mn), max(mhi),
-			min(tlo), sum(tsum) / sum(tn), max(thi),
-			min(klo), sum(ksum) / sum(kn), max(khi)
-		FROM parts GROUP BY b ORDER BY b`,
-		start, width, deviceID, store.Micros(to))
+	start, end := store.Micros(from), store.Micros(to)
+	if start >= end {
+		return nil, nil
+	}
+	tx, tl, rawFrom, err := s.readView(ctx, deviceID)
 	if err != nil {
 		return nil, readErr("buckets of "+deviceID, err)
 	}
-	defer rows.Close()
-	var out []actors.Bucket
-	for rows.Next() {
-		var (
-			b   actors.Bucket
-			k   int64
-			agg [9]*float64
-		)
-		if err := rows.Scan(&k, &b.Count, &agg[0], &agg[1], &agg[2], &agg[3], &agg[4], &agg[5],
-			&agg[6], &agg[7], &agg[8]); err != nil {
+	defer tx.Rollback()
+	cut := int64(-1 << 63)
+	if rawFrom.Valid {
+		cut = rawFrom.Int64
+	}
+	parts := map[int64]*agg{}
+	part := func(k int64) *agg {
+		a := parts[k]
+		if a == nil {
+			a = &agg{}
+			parts[k] = a
+		}
+		return a
+	}
+	// Below raw_from: the hourly aggregates.
+	if start < cut {
+		rows, err := tx.QueryContext(ctx, `SELECT (hour - ?1) / ?2, count,
+				moisture_n, coalesce(moisture_min, 0), coalesce(moisture_avg * moisture_n, 0), coalesce(moisture_max, 0),
+				temp_n, coalesce(temp_min, 0), coalesce(temp_avg * temp_n, 0), coalesce(temp_max, 0),
+				tank_n, coalesce(tank_min, 0), coalesce(tank_avg * tank_n, 0), coalesce(tank_max, 0)
+			FROM reading_hours WHERE device_id = ?3 AND hour >= ?1 AND hour < min(?4, ?5)`,
+			start, width, deviceID, end, cut)
+		if err != nil {
 			return nil, readErr("buckets of "+deviceID, err)
 		}
-		b.Start = store.FromMicros(start + k*width)
-		b.MoistureMin, b.MoistureAvg, b.MoistureMax = store.MetricValue(agg[0]), store.MetricValue(agg[1]), store.MetricValue(agg[2])
-		b.TempMin, b.TempAvg, b.TempMax = store.MetricValue(agg[3]), store.MetricValue(agg[4]), store.MetricValue(agg[5])
-		b.TankMin, b.TankAvg, b.TankMax = store.MetricValue(agg[6]), store.MetricValue(agg[7]), store.MetricValue(agg[8])
-		out = append(out, b)
+		for rows.Next() {
+			var (
+				k int64
+				a agg
+			)
+			if err := rows.Scan(&k, &a.count, &a.n[0], &a.lo[0], &a.sum[0], &a.hi[0], &a.n[1], &a.lo[1], &a.sum[1],
+				&a.hi[1], &a.n[2], &a.lo[2], &a.sum[2], &a.hi[2]); err != nil {
+				rows.Close()
+				return nil, readErr("buckets of "+deviceID, err)
+			}
+			part(k).merge(&a)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, readErr("buckets of "+deviceID, err)
+		}
 	}
-	if err := rows.Err(); err != nil {
-		return nil, readErr("buckets of "+deviceID, err)
+	// From raw_from on: chunks and the tail.
+	lo := max(start, cut)
+	if lo < end {
+		wholeHours := width%hourMicros == 0 && floorHour(start) == start
+		add := func(r *actors.Reading) {
+			if t := store.Micros(r.ReceivedAt); t >= lo && t < end {
+				part((t - start) / width).add(r)
+			}
+		}
+		var buf []actors.Reading
+		err := chunks(ctx, tx, deviceID, floorHour(lo), end, func(c *chunkRow) (bool, error) {
+			if wholeHours && c.hour >= lo && c.hour+hourMicros <= end {
+				part((c.hour - start) / width).merge(&c.a)
+				return true, nil
+			}
+			var err error
+			if buf, err = loadBlob(ctx, tx, c.blob, buf[:0]); err != nil {
+				return false, err
+			}
+			for i := range buf {
+				add(&buf[i])
+			}
+			return true, nil
+		})
+		if err != nil {
+			return nil, readErr("buckets of "+deviceID, err)
+		}
+		for i := range tl {
+			add(&tl[i])
+		}
+	}
+	keys := make([]int64, 0, len(parts))
+	for k, a := range parts {
+		if a.count > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	out := make([]actors.Bucket, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, parts[k].bucket(store.FromMicros(start+k*width)))
 	}
 	return out, nil
 }

@@ -3,9 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/store"
 )
 
@@ -29,6 +31,10 @@ func (s *Store) Maintain(ctx context.Context, opts store.RetentionOptions) (stor
 	defer s.maint.Unlock()
 	began := time.Now()
 	var st store.MaintainStats
+	// Everything in the log goes into chunks first: rollup and expiry read chunks.
+	if _, err := s.compact(ctx, true); err != nil {
+		return st, err
+	}
 	rolled, rawFrom, err := s.retentionState(ctx)
 	if err != nil {
 		return st, err
@@ -46,10 +52,7 @@ func (s *Store) Maintain(ctx context.Context, opts store.RetentionOptions) (stor
 		}
 		rawFrom = sql.NullInt64{Int64: cut, Valid: true}
 	}
-	if st.RawDeleted, err = s.deleteChunks(ctx, opts.Chunk, `DELETE FROM readings WHERE (device_id, seq) IN (
-			SELECT device_id, seq FROM readings AS r WHERE received_at < ?1
-			AND EXISTS (SELECT 1 FROM readings AS n WHERE n.device_id = r.device_id AND n.seq > r.seq)
-			LIMIT ?2)`, rawFrom.Int64); err != nil {
+	if st.RawDeleted, err = s.expireChunks(ctx, rawFrom.Int64, opts.Chunk); err != nil {
 		return st, readErr("maintain: delete expired readings", err)
 	}
 	if st.AggregatesDeleted, err = s.deleteChunks(ctx, opts.Chunk, `DELETE FROM reading_hours WHERE (device_id, hour) IN (
@@ -96,7 +99,7 @@ func (s *Store) rollUp(ctx context.Context, opts store.RetentionOptions, rolled 
 	for {
 		// Skip the hours without readings.
 		var next sql.NullInt64
-		if err := s.r.QueryRowContext(ctx, `SELECT min(received_at) FROM readings WHERE received_at >= ?`, from).Scan(&next); err != nil {
+		if err := s.r.QueryRowContext(ctx, `SELECT min(hour) FROM reading_chunks WHERE hour >= ?`, from).Scan(&next); err != nil {
 			return rolled, readErr("maintain: find the next hour to roll up", err)
 		}
 		if !next.Valid || floorHour(next.Int64) >= limit {
@@ -131,11 +134,11 @@ type hourRow struct {
 // rollHour writes the aggregates of the hour starting at hour (µs) and moves rolled_until past it,
 // in the same transaction as the last chunk. Re-rolling an hour replaces its rows.
 func (s *Store) rollHour(ctx context.Context, hour int64, chunk int) (int64, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT device_id, count(*),
-			count(soil_moisture), min(soil_moisture), avg(soil_moisture), max(soil_moisture),
-			count(temperature), min(temperature), avg(temperature), max(temperature),
-			count(tank_level), min(tank_level), avg(tank_level), max(tank_level)
-		FROM readings WHERE received_at >= ? AND received_at < ? GROUP BY device_id`, hour, hour+hourMicros)
+	rows, err := s.r.QueryContext(ctx, `SELECT device_id, sum(count),
+			sum(moisture_n), min(moisture_min), sum(moisture_sum) / nullif(sum(moisture_n), 0), max(moisture_max),
+			sum(temp_n), min(temp_min), sum(temp_sum) / nullif(sum(temp_n), 0), max(temp_max),
+			sum(tank_n), min(tank_min), sum(tank_sum) / nullif(sum(tank_n), 0), max(tank_max)
+		FROM reading_chunks WHERE hour = ? GROUP BY device_id`, hour)
 	if err != nil {
 		return 0, readErr("maintain: aggregate an hour", err)
 	}
@@ -201,6 +204,100 @@ func (s *Store) writeHourRows(ctx context.Context, hour int64, rows []hourRow, l
 		}
 	}
 	return tx.Commit()
+}
+
+// expireChunks deletes the chunks of hours before cut, (device, hour) by (device, hour) in
+// transactions of about chunk readings, except each device's latest reading (its highest seq):
+// the chunk holding it is rewritten to hold that reading alone. It returns the readings deleted.
+func (s *Store) expireChunks(ctx context.Context, cut int64, chunk int) (int64, error) {
+	var total int64
+	after := chunkKey{hour: -1 << 63}
+	for {
+		n, next, done, err := s.expireSome(ctx, cut, chunk, after)
+		total += n
+		if err != nil || done {
+			return total, err
+		}
+		after = next
+	}
+}
+
+func (s *Store) expireSome(ctx context.Context, cut int64, chunk int, after chunkKey) (deleted int64, last chunkKey, done bool, err error) {
+	s.compactMu.Lock() // a merge must not rewrite the parts under us
+	defer s.compactMu.Unlock()
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, after, false, err
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	w := chunkWriter{ctx: ctx, tx: tx, max: s.opts.MaxChunkReadings}
+	defer w.close()
+	last = after
+	for deleted < int64(chunk) {
+		var k chunkKey
+		err = tx.QueryRowContext(ctx, `SELECT hour, device_id FROM reading_chunks
+			WHERE hour < ?1 AND (hour > ?2 OR (hour = ?2 AND device_id > ?3)) ORDER BY hour, device_id LIMIT 1`,
+			cut, last.hour, last.device).Scan(&k.hour, &k.device)
+		if errors.Is(err, sql.ErrNoRows) {
+			done, err = true, nil
+			break
+		}
+		if err != nil {
+			return 0, after, false, err
+		}
+		last = k
+		parts, err := readParts(ctx, tx, k)
+		if err != nil {
+			return 0, after, false, err
+		}
+		var devMax sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT max(seq_max) FROM reading_chunks WHERE device_id = ?`, k.device).Scan(&devMax); err != nil {
+			return 0, after, false, err
+		}
+		s.tail.mu.RLock()
+		tm, _ := s.tail.maxSeq(k.device)
+		s.tail.mu.RUnlock()
+		latest := -1 // the part holding the device's latest reading, if in this hour
+		var count int64
+		for i, p := range parts {
+			count += p.count
+			if p.seqMax == devMax.Int64 && uint64(p.seqMax) >= tm {
+				latest = i
+			}
+		}
+		if latest >= 0 && len(parts) == 1 && count == 1 {
+			continue // already just the latest reading
+		}
+		var keep []actors.Reading
+		if latest >= 0 {
+			rs, err := loadBlob(ctx, tx, parts[latest].blob, nil)
+			if err != nil {
+				return 0, after, false, err
+			}
+			for _, r := range rs {
+				if int64(r.Seq) == devMax.Int64 {
+					keep = append(keep[:0], r)
+				}
+			}
+		}
+		if err := dropParts(ctx, tx, k, parts); err != nil {
+			return 0, after, false, err
+		}
+		if len(keep) > 0 {
+			if err := w.write(k, keep, 0, true); err != nil {
+				return 0, after, false, err
+			}
+		}
+		deleted += count - int64(len(keep))
+	}
+	if err = tx.Commit(); err != nil {
+		return 0, after, false, err
+	}
+	return deleted, last, done, nil
 }
 
 // deleteChunks runs del (with ?1 = arg, ?2 = chunk) until it deletes fewer than chunk rows.

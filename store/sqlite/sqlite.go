@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -39,10 +40,28 @@ type Options struct {
 	BusyTimeout time.Duration
 	// ReadConns is the number of query-only connections for reads. Default 4.
 	ReadConns int
-	// CacheKiB is the page cache of the writer connection. Every group commit touches about one
-	// leaf page per device in each B-tree; a cache that holds them saves re-reading them. Default
-	// 32768 (32 MiB).
+	// CacheKiB is the page cache of the writer connection. Default 32768 (32 MiB).
 	CacheKiB int
+
+	// Readings: each group commit appends one reading_log row; the compactor folds log rows into
+	// per-device hourly chunks (store/README.md, "Readings: a log and hourly chunks").
+
+	// CompactAge is how long a reading stays in the log (and in the in-memory tail) before the
+	// compactor folds it into its device's chunk for the hour. Default 5 s.
+	CompactAge time.Duration
+	// CompactRows bounds the tail: beyond this many uncompacted readings the oldest are folded
+	// at once, whatever their age. It bounds the tail's memory (about 80 bytes a reading) and the
+	// work of Open, which reads the log back. Default 200000.
+	CompactRows int
+	// CompactBatch is the most readings one compaction or merge transaction folds (appends wait
+	// for it on the one writer). Default 20000.
+	CompactBatch int
+	// MaxChunkReadings is the most readings one chunk holds; a device's hour with more is kept in
+	// several parts. Default 4096.
+	MaxChunkReadings int
+	// MergeSettle is how long after an hour ends the compactor merges the hour's parts into
+	// sealed chunks. A reading arriving later adds a part, merged at the next pass. Default 1 min.
+	MergeSettle time.Duration
 }
 
 // Defaults for Options.
@@ -50,6 +69,12 @@ const (
 	DefaultBusyTimeout = 5 * time.Second
 	DefaultReadConns   = 4
 	DefaultCacheKiB    = 32 << 10
+
+	DefaultCompactAge       = 5 * time.Second
+	DefaultCompactRows      = 200000
+	DefaultCompactBatch     = 20000
+	DefaultMaxChunkReadings = 4096
+	DefaultMergeSettle      = time.Minute
 )
 
 func (o Options) withDefaults() Options {
@@ -64,6 +89,21 @@ func (o Options) withDefaults() Options {
 	if o.CacheKiB <= 0 {
 		o.CacheKiB = DefaultCacheKiB
 	}
+	if o.CompactAge <= 0 {
+		o.CompactAge = DefaultCompactAge
+	}
+	if o.CompactRows <= 0 {
+		o.CompactRows = DefaultCompactRows
+	}
+	if o.CompactBatch <= 0 {
+		o.CompactBatch = DefaultCompactBatch
+	}
+	if o.MaxChunkReadings <= 0 {
+		o.MaxChunkReadings = DefaultMaxChunkReadings
+	}
+	if o.MergeSettle <= 0 {
+		o.MergeSettle = DefaultMergeSettle
+	}
 	return o
 }
 
@@ -75,8 +115,19 @@ type Store struct {
 	r     *sql.DB // query-only connections
 	c     *store.Committer
 	tx    *store.Coalescer[*sql.Tx] // small writes (users, bindings, the outbox) share transactions
-	stmts struct{ reading, event, snapshot, claim, epoch *sql.Stmt }
+	stmts struct{ log, event, snapshot, claim, epoch *sql.Stmt }
 	maint sync.Mutex // one Maintain at a time
+	opts  Options
+
+	tail                     tail              // readings committed to reading_log, not yet in chunks
+	maxSeq                   map[string]uint64 // per device: highest stored seq (committer goroutine only)
+	logBuf                   []byte
+	compactMu                sync.Mutex // one compaction or merge at a time
+	lastMerge                time.Time
+	compactStop, compactDone chan struct{}
+	compactKick              chan struct{}
+	closeOnce                sync.Once
+	compactErr               atomic.Value // last compactor error (string), for tests and logs
 }
 
 var _ actors.Store = (*Store)(nil)
@@ -92,7 +143,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, lock: lock}
+	s := &Store{dir: dir, lock: lock, opts: opts, maxSeq: map[string]uint64{},
+		compactStop: make(chan struct{}), compactDone: make(chan struct{}), compactKick: make(chan struct{}, 1)}
 	if err := s.open(opts); err != nil {
 		s.closeDBs()
 		lock.release()
@@ -100,6 +152,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s.c = store.NewCommitter(opts.CommitOptions, backend{s})
 	s.tx = store.NewCoalescer[*sql.Tx](store.CoalesceOptions{Timeout: opts.WriteTimeout}, txBackend{s.w})
+	go s.compactLoop()
 	return s, nil
 }
 
@@ -126,6 +179,9 @@ func (s *Store) open(opts Options) error {
 	if _, err := migrate(ctx, s.w); err != nil {
 		return err
 	}
+	if err := s.loadTail(ctx); err != nil {
+		return err
+	}
 	if s.r, err = sql.Open("sqlite", dsn(s.dir, opts, true)); err != nil {
 		return fmt.Errorf("store/sqlite: open %s: %w", s.dir, err)
 	}
@@ -142,9 +198,7 @@ func (s *Store) open(opts Options) error {
 		st, err = s.w.PrepareContext(ctx, q)
 		return st
 	}
-	s.stmts.reading = prepare(`INSERT INTO readings
-		(device_id, seq, device_time, received_at, soil_moisture, temperature, tank_level, supply_mv)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, seq) DO NOTHING`)
+	s.stmts.log = prepare(`INSERT INTO reading_log (data) VALUES (?)`)
 	s.stmts.event = prepare(`INSERT INTO device_events (device_id, at, kind, seq, body)
 		VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id, seq) WHERE seq > 0 DO NOTHING`)
 	s.stmts.snapshot = prepare(`INSERT INTO snapshots (device_id, body, updated_at) VALUES (?, ?, ?)
@@ -161,6 +215,10 @@ func (s *Store) open(opts Options) error {
 func (s *Store) Close() error {
 	s.c.Close()
 	s.tx.Close()
+	s.closeOnce.Do(func() {
+		close(s.compactStop)
+		<-s.compactDone
+	})
 	err := s.closeDBs()
 	s.lock.release()
 	return err
@@ -168,7 +226,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeDBs() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.stmts.reading, s.stmts.event, s.stmts.snapshot, s.stmts.claim, s.stmts.epoch} {
+	for _, st := range []*sql.Stmt{s.stmts.log, s.stmts.event, s.stmts.snapshot, s.stmts.claim, s.stmts.epoch} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -225,12 +283,12 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) (err err
 			tx.Rollback()
 		}
 	}()
-	insReading := tx.StmtContext(ctx, s.stmts.reading)
 	insEvent := tx.StmtContext(ctx, s.stmts.event)
 	putSnapshot := tx.StmtContext(ctx, s.stmts.snapshot)
 	claim := tx.StmtContext(ctx, s.stmts.claim)
 	epochOf := tx.StmtContext(ctx, s.stmts.epoch)
 	now := store.Micros(time.Now())
+	dd := dedupe{s: s, tx: tx, ctx: ctx, batch: map[string][]actors.Reading{}, max: map[string]uint64{}}
 	for _, r := range reqs {
 		// Fencing: SQLite has one writer, so claims and checks inside this transaction are ordered
 		// with every other write.
@@ -250,11 +308,8 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) (err err
 			}
 		}
 		for i := range r.Batch.Readings {
-			rd := &r.Batch.Readings[i]
-			if _, err = insReading.ExecContext(ctx, r.DeviceID, int64(rd.Seq), nullMicros(rd.DeviceTime),
-				store.Micros(rd.ReceivedAt), store.Metric(rd.SoilMoisture), store.Metric(rd.Temperature),
-				store.Metric(rd.TankLevel), int64(rd.SupplyMillivolt)); err != nil {
-				return fmt.Errorf("insert reading %d of %q: %w", rd.Seq, r.DeviceID, err)
+			if _, err = dd.accept(r.DeviceID, r.Batch.Readings[i]); err != nil {
+				return fmt.Errorf("reading %d of %q: %w", r.Batch.Readings[i].Seq, r.DeviceID, err)
 			}
 		}
 		for i := range r.Batch.Events {
@@ -269,7 +324,40 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) (err err
 			}
 		}
 	}
-	return tx.Commit()
+	if len(dd.order) == 0 {
+		return tx.Commit()
+	}
+	// All readings of the commit: one log row.
+	groups := make([]logGroup, len(dd.order))
+	for i, id := range dd.order {
+		groups[i] = logGroup{id, dd.batch[id]}
+	}
+	s.logBuf = encodeLog(s.logBuf[:0], groups)
+	res, err := tx.StmtContext(ctx, s.stmts.log).ExecContext(ctx, s.logBuf)
+	if err != nil {
+		return fmt.Errorf("append to the reading log: %w", err)
+	}
+	logID, err := res.LastInsertId()
+	if err != nil {
+		return err
+	}
+	if err = tx.Commit(); err != nil {
+		return err
+	}
+	s.tail.mu.Lock()
+	s.tail.add(logID, groups, time.Now())
+	over := s.tail.rows > s.opts.CompactRows
+	s.tail.mu.Unlock()
+	for id, m := range dd.max {
+		s.maxSeq[id] = m
+	}
+	if over {
+		select {
+		case s.compactKick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
 }
 
 func nullMicros(t time.Time) any {

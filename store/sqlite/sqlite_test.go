@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/store/sqlite"
@@ -44,4 +45,33 @@ func BenchmarkAppend(b *testing.B) { benchAppend(b, storetest.BenchConfig{Device
 // BenchmarkAppendWithSnapshot: each step also replaces the grain's snapshot.
 func BenchmarkAppendWithSnapshot(b *testing.B) {
 	benchAppend(b, storetest.BenchConfig{Devices: 1000, Snapshot: true})
+}
+
+// compacting are options under which the compactor folds every commit at once into chunks of at
+// most 3 readings and merges hours as soon as they end: the whole contract again, on chunks.
+var compacting = sqlite.Options{CompactAge: time.Millisecond, MaxChunkReadings: 3, CompactBatch: 7, MergeSettle: time.Millisecond}
+
+func TestContractCompactingConstantly(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) actors.Store {
+		s, err := sqlite.Open(t.TempDir(), compacting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func TestContractReopenCompactingConstantly(t *testing.T) {
+	storetest.RunReopen(t, func(t *testing.T) func(t *testing.T) actors.Store {
+		dir := t.TempDir()
+		return func(t *testing.T) actors.Store {
+			s, err := sqlite.Open(dir, compacting)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
 }

@@ -22,6 +22,7 @@ type Backing func(t *testing.T) (open func(t *testing.T) actors.Store)
 func RunReopen(t *testing.T, backing Backing) {
 	t.Run("DataSurvivesReopen", func(t *testing.T) { testReopen(t, backing(t)) })
 	t.Run("CloseWritesEveryAcceptedAppend", func(t *testing.T) { testCloseFlushes(t, backing(t)) })
+	t.Run("ReadingsNotYetFoldedSurviveReopen", func(t *testing.T) { testReopenWithTail(t, backing(t)) })
 }
 
 func testReopen(t *testing.T, open func(t *testing.T) actors.Store) {

@@ -67,6 +67,7 @@ func Run(t *testing.T, open Opener) {
 	runDesiredTests(t, open)
 	runFirmwareTests(t, open)
 	runTagTests(t, open)
+	runLayoutTests(t, open)
 }
 
 // t0 is the base time of every test: a round microsecond, since stores keep microseconds.
