@@ -127,6 +127,9 @@ type effects struct {
 	// configReport: the desired configuration or what the pot applied changed; the shell stores
 	// the core's configReport (best effort: the snapshot holds the truth).
 	configReport bool
+	// urgent: someone waits on this step's write (a command about to be sent, an outcome to
+	// answer), so the group commit must not hold it back to wait for company (Batch.Urgent).
+	urgent bool
 }
 
 type timer struct {
@@ -569,6 +572,7 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 		c.remember(out)
 		fx.event(now, EventKindCommandOutcome, 0, out)
 		fx.snapshot = true
+		fx.urgent = true
 		fx.outcomes = append(fx.outcomes, out)
 		return d, out, fx
 	}
@@ -590,6 +594,7 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 	c.setOpen(oc)
 	fx.event(now, EventKindCommandSent, 0, m)
 	fx.snapshot = true
+	fx.urgent = true
 	fx.frames = append(fx.frames, commandFrame(oc, now))
 	fx.timers = append(fx.timers, timer{commandID: m.CommandId, at: oc.deadline})
 	return commandStarted, nil, fx
@@ -760,6 +765,7 @@ func (c *deviceCore) finish(fx *effects, oc *openCommand, o actorpb.Outcome, det
 	c.remember(out)
 	fx.event(now, EventKindCommandOutcome, 0, out)
 	fx.snapshot = true
+	fx.urgent = true
 	fx.outcomes = append(fx.outcomes, out)
 }
 
