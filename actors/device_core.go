@@ -54,7 +54,9 @@ func DefaultConfig() *devicepb.Config {
 // does I/O and never reads a clock; the shell (device_grain.go) performs the effects.
 //
 // A step never changes the state the shell holds: the shell runs it on next() (a copy) and keeps
-// the copy only once the step's effects are durable, so memory never runs ahead of storage.
+// the copy only once the step's effects are durable, so memory never runs ahead of storage. The
+// one exception is a step whose only effect is a reading (device_reports.go): it is kept at once
+// while its write goes on, its Ack waits for the write, and a failed write resyncs the sequence.
 type deviceCore struct {
 	id        string
 	known     bool
