@@ -303,3 +303,57 @@ func BenchmarkAppendBaselineCommitterNoop(b *testing.B) {
 	defer c.Close()
 	storetest.BenchAppend(b, committerStore{c: c}, storetest.BenchConfig{Devices: 1000})
 }
+
+func TestUrgentAppendCutsTheWaitForCompany(t *testing.T) {
+	f := newFake()
+	// Always wait a long time for company, except for urgent requests (a command being sent or
+	// answered), which wait at most 5 ms.
+	c := store.NewCommitter(store.CommitOptions{MaxWait: 5 * time.Second, WaitAfterRows: 1, UrgentWait: 5 * time.Millisecond}, f)
+	defer c.Close()
+	if err := c.Append(context.Background(), "first", step(1)); err != nil { // from now on batches wait
+		t.Fatal(err)
+	}
+	// A reading alone waits (for company that never comes) until MaxWait, unless an urgent step
+	// joins its batch: then both go within the urgent wait.
+	reading := make(chan error, 1)
+	go func() { reading <- c.Append(context.Background(), "telemetry", step(1)) }()
+	time.Sleep(50 * time.Millisecond) // the reading's batch is waiting
+	if f.isStored("telemetry") {
+		t.Fatal("the reading was written without waiting for company; the test proves nothing")
+	}
+	start := time.Now()
+	b := step(1)
+	b.Urgent = true
+	if err := c.Append(context.Background(), "command", b); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= time.Second {
+		t.Fatalf("an urgent append took %v behind a batch waiting for company", took)
+	}
+	select {
+	case err := <-reading:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the reading waiting in the urgent append's batch was not written with it")
+	}
+	// An urgent append that starts a batch waits at most UrgentWait as well.
+	start = time.Now()
+	if err := c.Append(context.Background(), "command2", b); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took >= time.Second {
+		t.Fatalf("an urgent append starting a batch took %v", took)
+	}
+}
+
+func TestUrgentWaitDefaultsToMaxWait(t *testing.T) {
+	o := store.CommitOptions{MaxWait: 3 * time.Millisecond}.WithDefaults()
+	if o.UrgentWait != 3*time.Millisecond {
+		t.Fatalf("UrgentWait defaults to %v; want MaxWait (3ms)", o.UrgentWait)
+	}
+	if o := (store.CommitOptions{UrgentWait: -1}).WithDefaults(); o.UrgentWait >= 0 {
+		t.Fatalf("UrgentWait -1 (commit urgent requests at once) became %v", o.UrgentWait)
+	}
+}
