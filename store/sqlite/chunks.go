@@ -212,6 +212,10 @@ func (s *Store) chunkHas(ctx context.Context, q interface {
 	return false, rows.Err()
 }
 
+// maxPartsFraction bounds the chunk parts one compaction transaction writes: at most
+// CompactBatch/maxPartsFraction (or one log row's worth).
+const maxPartsFraction = 8
+
 type chunkKey struct {
 	device string
 	hour   int64
@@ -227,7 +231,8 @@ func (s *Store) compact(ctx context.Context, all bool) (int, error) {
 	for {
 		s.tail.mu.RLock()
 		now := time.Now()
-		var x int64
+		var picked []int64 // log ids, in log order, and the readings up to each
+		var upTo []int
 		rows, over := 0, s.tail.rows
 		for _, l := range s.tail.logs {
 			if !all && now.Sub(l.at) < s.opts.CompactAge && over <= s.opts.CompactRows {
@@ -236,21 +241,33 @@ func (s *Store) compact(ctx context.Context, all bool) (int, error) {
 			if rows > 0 && rows+l.n > s.opts.CompactBatch {
 				break
 			}
-			x, rows, over = l.id, rows+l.n, over-l.n
+			rows, over = rows+l.n, over-l.n
+			picked, upTo = append(picked, l.id), append(upTo, rows)
 		}
-		if x == 0 {
+		if len(picked) == 0 {
 			s.tail.mu.RUnlock()
 			return total, nil
 		}
-		groups := map[chunkKey][]actors.Reading{}
-		for dev, es := range s.tail.dev {
-			for _, e := range es {
-				if e.log > x {
-					break
+		// A transaction is bounded in chunk parts too: sparse readings (one per device-hour) would
+		// otherwise make each reading its own part and one transaction outlast WriteTimeout.
+		var groups map[chunkKey][]actors.Reading
+		var x int64
+		for {
+			x, rows = picked[len(picked)-1], upTo[len(upTo)-1]
+			groups = map[chunkKey][]actors.Reading{}
+			for dev, es := range s.tail.dev {
+				for _, e := range es {
+					if e.log > x {
+						break
+					}
+					k := chunkKey{dev, floorHour(store.Micros(e.r.ReceivedAt))}
+					groups[k] = append(groups[k], e.r)
 				}
-				k := chunkKey{dev, floorHour(store.Micros(e.r.ReceivedAt))}
-				groups[k] = append(groups[k], e.r)
 			}
+			if len(groups) <= s.opts.CompactBatch/maxPartsFraction || len(picked) == 1 {
+				break
+			}
+			picked, upTo = picked[:len(picked)/2], upTo[:len(upTo)/2]
 		}
 		s.tail.mu.RUnlock()
 		if err := s.writeParts(ctx, groups, x); err != nil {
