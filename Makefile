@@ -11,7 +11,7 @@ STATICCHECK_VERSION   := v0.8.2
 FUZZTIME  ?= 200000x
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run cluster test test-go test-firmware fuzz proto proto-check lint bench bench-mqtt bench-history deps tools clean
+.PHONY: all build run cluster test test-go test-firmware test-bench fuzz proto proto-check lint bench bench-mqtt bench-history deps tools clean
 
 all: build
 
@@ -42,6 +42,10 @@ test-go: build
 
 test-firmware:
 	$(MAKE) -C firmware test
+
+## test-bench: the bench program's own end-to-end test (every part twice with tiny numbers, ~5 min; not in make test).
+test-bench: build
+	SPROUT_TEST_BENCH_SUITE=1 $(GO) test -count=1 -run TestSuiteRunsTwiceWithTinyNumbers ./simulations/bench
 
 ## fuzz: a short run of each Go fuzz target (longer: make fuzz FUZZTIME=20000000x).
 fuzz:

@@ -120,6 +120,9 @@ func TestSuiteRunsTwiceWithTinyNumbers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds sprout and starts many servers")
 	}
+	if os.Getenv("SPROUT_TEST_BENCH_SUITE") == "" {
+		t.Skip("takes about 5 minutes: run it with make test-bench (SPROUT_TEST_BENCH_SUITE=1)")
+	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "sprout")
 	if b, err := exec.Command("go", "build", "-o", bin, "github.com/sprout-iot/sprout/cmd/sprout").CombinedOutput(); err != nil {
