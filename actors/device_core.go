@@ -54,9 +54,7 @@ func DefaultConfig() *devicepb.Config {
 // does I/O and never reads a clock; the shell (device_grain.go) performs the effects.
 //
 // A step never changes the state the shell holds: the shell runs it on next() (a copy) and keeps
-// the copy only once the step's effects are durable, so memory never runs ahead of storage. The
-// one exception is a step whose only effect is a reading (device_reports.go): it is kept at once
-// while its write goes on, its Ack waits for the write, and a failed write resyncs the sequence.
+// the copy only once the step's effects are durable, so memory never runs ahead of storage.
 type deviceCore struct {
 	id        string
 	known     bool
@@ -129,9 +127,6 @@ type effects struct {
 	// configReport: the desired configuration or what the pot applied changed; the shell stores
 	// the core's configReport (best effort: the snapshot holds the truth).
 	configReport bool
-	// urgent: someone waits on this step's write (a command about to be sent, an outcome to
-	// answer), so the group commit must not hold it back to wait for company (Batch.Urgent).
-	urgent bool
 }
 
 type timer struct {
@@ -574,7 +569,6 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 		c.remember(out)
 		fx.event(now, EventKindCommandOutcome, 0, out)
 		fx.snapshot = true
-		fx.urgent = true
 		fx.outcomes = append(fx.outcomes, out)
 		return d, out, fx
 	}
@@ -596,7 +590,6 @@ func (c *deviceCore) sendCommand(m *actorpb.SendCommand, now time.Time) (command
 	c.setOpen(oc)
 	fx.event(now, EventKindCommandSent, 0, m)
 	fx.snapshot = true
-	fx.urgent = true
 	fx.frames = append(fx.frames, commandFrame(oc, now))
 	fx.timers = append(fx.timers, timer{commandID: m.CommandId, at: oc.deadline})
 	return commandStarted, nil, fx
@@ -767,7 +760,6 @@ func (c *deviceCore) finish(fx *effects, oc *openCommand, o actorpb.Outcome, det
 	c.remember(out)
 	fx.event(now, EventKindCommandOutcome, 0, out)
 	fx.snapshot = true
-	fx.urgent = true
 	fx.outcomes = append(fx.outcomes, out)
 }
 

@@ -154,7 +154,6 @@ type deviceGrain struct {
 	timers      map[string]clockwork.Timer
 	subscribers map[string]*actor.PID
 	retries     map[uint64]clockwork.Timer // steps waiting to be tried again (retryStep)
-	reports     *reportQueue               // report answers waiting for their readings' writes (device_reports.go)
 	retrySeq    uint64
 	idleTimer   clockwork.Timer // armed only while idle() (see idleCheck)
 	joinTimer   clockwork.Timer // the earliest pending request's expiry (join_grain.go)
@@ -243,8 +242,6 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		g.authenticate(ctx, m)
 	case *actorpb.Report:
 		g.report(ctx, m)
-	case *reportStored:
-		g.reportStored(ctx, m)
 	case *actorpb.DeliverResult:
 		g.step(ctx, m, attempt, func(c *deviceCore, now time.Time) effects { return c.result(m, now) })
 	case *actorpb.Detach:
@@ -500,6 +497,22 @@ func (g *deviceGrain) authenticate(ctx actor.Context, m *actorpb.Authenticate) {
 	g.perform(ctx, fx)
 }
 
+func (g *deviceGrain) report(ctx actor.Context, m *actorpb.Report) {
+	if !g.ready(ctx) {
+		ctx.Respond(&actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"})
+		return
+	}
+	next := g.core.next()
+	ack, fx := next.report(m, g.now())
+	if err := g.persist(next, fx); err != nil {
+		ctx.Respond(&actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"})
+		return
+	}
+	g.core = next
+	ctx.Respond(ack)
+	g.perform(ctx, fx)
+}
+
 func (g *deviceGrain) sendCommand(ctx actor.Context, m *actorpb.SendCommand) {
 	now := g.now()
 	unavailable := func() {
@@ -577,7 +590,7 @@ func (g *deviceGrain) persist(next *deviceCore, fx effects) error {
 	if !fx.persists() {
 		return nil
 	}
-	b := Batch{Readings: fx.readings, Events: fx.events, Epoch: g.epoch, Claim: !g.claimed, Urgent: fx.urgent}
+	b := Batch{Readings: fx.readings, Events: fx.events, Epoch: g.epoch, Claim: !g.claimed}
 	if fx.snapshot {
 		b.Snapshot = next.snapshot()
 	}

@@ -38,7 +38,6 @@ type faultyStore struct {
 	actors.UserStore
 	failReads, failWrites atomic.Bool
 	failedWrites          atomic.Int64
-	holdReadings          atomic.Pointer[chan struct{}] // when set, writes holding readings wait until it is closed
 }
 
 func (s *faultyStore) readErr() error {
@@ -71,9 +70,6 @@ func (s *faultyStore) LoadDevice(ctx context.Context, id string) (actors.Recover
 }
 
 func (s *faultyStore) Append(ctx context.Context, id string, b actors.Batch) error {
-	if hold := s.holdReadings.Load(); hold != nil && len(b.Readings) > 0 {
-		<-*hold
-	}
 	if err := s.writeErr(); err != nil {
 		return err
 	}

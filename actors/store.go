@@ -112,12 +112,6 @@ type Batch struct {
 	// epoch is refused with ErrFenced once another activation has claimed the device. Zero: no fencing.
 	Epoch uint64
 	Claim bool
-	// Urgent marks a step someone is waiting on right now (a command about to be sent, a command's
-	// outcome): the group committer does not hold a batch holding it back to wait for company (it
-	// still shares the transaction with whatever is already queued). Steps no one waits for
-	// (telemetry, whose pots keep several frames in flight) leave it false, so the committer may
-	// wait to make bigger transactions under load.
-	Urgent bool
 }
 
 // Recovered is the persisted state of a device grain.

@@ -34,14 +34,6 @@ type CommitOptions struct {
 	// is what keeps a busy single-writer SQLite ahead. WaitAfterRows 1 always waits.
 	WaitAfterRows int
 	WaitWhenBusy  float64
-	// UrgentWait bounds that wait for a batch holding an urgent request (actors.Batch.Urgent: a
-	// command about to be sent, a command's outcome), counted from the batch's first request.
-	// Default: MaxWait (urgent requests wait like the rest); negative: a batch holding an urgent
-	// request commits as soon as that request is in it. Measured on the 2-core machines
-	// (docs/performance.md): with SQLite's per-transaction cost today, not waiting for commands
-	// at 1,000 commands/s made so many small transactions that the node fell behind, so the
-	// default keeps the wait; once a commit is cheap, set it lower.
-	UrgentWait time.Duration
 	// WriteTimeout bounds one Append from queueing to durable: past it, Append returns
 	// ErrUnavailable (the database is down or too slow) and the step is guaranteed not to be
 	// written later. Default 5 s.
@@ -77,9 +69,6 @@ func (o CommitOptions) WithDefaults() CommitOptions {
 	}
 	if o.MaxWait == 0 {
 		o.MaxWait = DefaultMaxWait
-	}
-	if o.UrgentWait == 0 || o.UrgentWait > o.MaxWait {
-		o.UrgentWait = o.MaxWait
 	}
 	if o.WaitAfterRows <= 0 {
 		o.WaitAfterRows = DefaultWaitAfterRows
@@ -292,28 +281,8 @@ func (c *Committer) run() {
 		batch = append(batch[:0], first)
 		rows := first.rows
 		wait := c.opts.MaxWait > 0 && (prevRows >= c.opts.WaitAfterRows || busy >= c.opts.WaitWhenBusy)
-		// An urgent request (someone waits on it: a command) waits at most UrgentWait.
-		urgentBy := time.Time{}
 		if wait {
-			maxWait := c.opts.MaxWait
-			if first.Batch.Urgent {
-				maxWait = min(maxWait, c.opts.UrgentWait)
-			}
-			if maxWait <= 0 {
-				wait = false
-			} else {
-				urgentBy = time.Now().Add(c.opts.UrgentWait)
-				timer.Reset(maxWait)
-			}
-		}
-		stopWait := func() {
-			if wait && !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			wait = false
+			timer.Reset(c.opts.MaxWait)
 		}
 	collect:
 		for rows < c.opts.MaxBatch {
@@ -322,7 +291,6 @@ func (c *Committer) run() {
 				select {
 				case r = <-c.queue:
 				case <-timer.C:
-					wait = false // fired and drained
 					break collect
 				case <-c.closing:
 					select {
@@ -344,18 +312,13 @@ func (c *Committer) run() {
 			}
 			batch = append(batch, r)
 			rows += r.rows
-			if r.Batch.Urgent && wait && c.opts.UrgentWait < c.opts.MaxWait {
-				// Shorten the wait to the urgent request's: go at once if that has passed.
-				if left := time.Until(urgentBy); left <= 0 {
-					stopWait()
-				} else {
-					stopWait()
-					wait = true
-					timer.Reset(left)
-				}
+		}
+		if wait && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
 			}
 		}
-		stopWait()
 		prevRows = rows
 		start := time.Now()
 		c.commit(batch)
