@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -133,6 +134,10 @@ type Pot struct {
 	seq      atomic.Uint64
 	commands atomic.Int64
 	kinds    chan devicepb.CommandKind
+
+	ackMu sync.Mutex
+	acked uint64        // the highest seq acked
+	ackCh chan struct{} // closed and replaced at every ack
 }
 
 // Connect brings device id online at the device edge as a Pot; its connection closes when the test
@@ -143,7 +148,7 @@ func Connect(t testing.TB, edgeAddr, id string, secret []byte, o PotOptions) *Po
 		o.Status = devicepb.CommandStatus_COMMAND_STATUS_DONE
 	}
 	p := &Pot{c: dial(t, edgeAddr, deviceclient.Hello{DeviceID: id, Secret: secret, Firmware: o.Firmware}),
-		kinds: make(chan devicepb.CommandKind, kindsBuffer)}
+		kinds: make(chan devicepb.CommandKind, kindsBuffer), ackCh: make(chan struct{})}
 	go p.answer(o)
 	return p
 }
@@ -172,6 +177,36 @@ func (p *Pot) answer(o PotOptions) {
 				CommandId: b.Command.CommandId, Status: o.Status, WateredMl: b.Command.WaterMs / 50}}})
 		case *devicepb.Frame_Ping:
 			_ = p.c.Send(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: b.Ping.Nonce}}})
+		case *devicepb.Frame_Ack:
+			p.ackMu.Lock()
+			if b.Ack.Seq > p.acked {
+				p.acked = b.Ack.Seq
+			}
+			close(p.ackCh)
+			p.ackCh = make(chan struct{})
+			p.ackMu.Unlock()
+		}
+	}
+}
+
+// reportAckTimeout bounds how long Report waits for the edge's Ack of its reading.
+const reportAckTimeout = 10 * time.Second
+
+// awaitAck waits until seq is acked (stored by the grain), so what a test checks next sees it.
+func (p *Pot) awaitAck(t testing.TB, seq uint64) {
+	t.Helper()
+	deadline := time.After(reportAckTimeout)
+	for {
+		p.ackMu.Lock()
+		done, ch := p.acked >= seq, p.ackCh
+		p.ackMu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("reading %d was not acked within %s", seq, reportAckTimeout)
 		}
 	}
 }
@@ -182,15 +217,18 @@ func (p *Pot) Commands() int64 { return p.commands.Load() }
 // Kinds receives the kind of each command the pot receives, in order.
 func (p *Pot) Kinds() <-chan devicepb.CommandKind { return p.kinds }
 
-// Report sends one reading; the pot's reader swallows its Ack.
+// Report sends one reading and returns once the edge acked it (the grain has stored it and taken
+// it into its state), so the pages and the API show it from then on.
 func (p *Pot) Report(t testing.TB, moisture, temp, tank float32) {
 	t.Helper()
+	seq := p.seq.Add(1)
 	err := p.c.Send(&devicepb.Frame{Body: &devicepb.Frame_Telemetry{Telemetry: &devicepb.Telemetry{
-		Seq: p.seq.Add(1), DeviceTimeMs: time.Now().UnixMilli(), SoilMoisturePct: moisture, TemperatureC: temp,
+		Seq: seq, DeviceTimeMs: time.Now().UnixMilli(), SoilMoisturePct: moisture, TemperatureC: temp,
 		TankLevelPct: tank, SupplyMv: 3300}}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.awaitAck(t, seq)
 }
 
 // Serve serves the routes a handler adds to a chi router on a loopback HTTP server and returns
