@@ -402,6 +402,16 @@ func waitBound(t *testing.T, w *world, device, openID string) {
 // settle waits until openID's grain has handled everything sent to it so far (a request queues
 // behind it) and every push it enqueued has been sent or failed: after it, what the user has
 // received is all they will receive from what happened before.
+// awaitOffline waits until the pot's grain has taken in the end of its connection.
+func (w *world) awaitOffline(t *testing.T, id string) {
+	t.Helper()
+	actortest.Eventually(t, 5*time.Second, id+" offline", func() bool {
+		res, err := w.member.Cluster.Request(id, actors.DeviceKind, &actorpb.GetState{})
+		st, ok := res.(*actorpb.DeviceState)
+		return err == nil && ok && !st.Online
+	})
+}
+
 func settle(t *testing.T, w *world, openID string) {
 	t.Helper()
 	if _, err := w.member.Cluster.Request(openID, actors.UserKind, &actorpb.UserMessage{

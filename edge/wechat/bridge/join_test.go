@@ -210,6 +210,7 @@ func TestStatusPushesGoOnlyToStatusSubscribers(t *testing.T) {
 		t.Fatalf("%d transmsg calls to a user who never opened the pot's status", n)
 	}
 	c.Close()
+	w.awaitOffline(t, "pot-1") // else the next connection replaces this one and nothing changes
 	settle(t, w, "alice")
 	if n := w.platform.Calls("/device/transmsg"); n != 0 {
 		t.Fatalf("%d transmsg calls to a user who never opened the pot's status", n)
