@@ -254,14 +254,17 @@ func TestOTAStagedRolloutUpdatesEveryPotStageByStage(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			res, err := p.session(t, n.addr, 30*time.Second)
+			// The server can count the pot done only once it comes back on the new image: take the
+			// moment it starts booting as its "done" (after boot returns, the server may already
+			// have opened the next stage).
+			mu.Lock()
+			doneAt[p.id] = time.Now()
+			mu.Unlock()
 			if err == nil && res == "rebooted" {
 				err = p.boot(n.addr)
 			} else if err == nil {
 				err = fmt.Errorf("%s: %s", p.id, res)
 			}
-			mu.Lock()
-			doneAt[p.id] = time.Now()
-			mu.Unlock()
 			errs <- err
 		}()
 	}
