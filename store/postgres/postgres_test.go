@@ -84,6 +84,12 @@ func BenchmarkAppend(b *testing.B) {
 	benchAppend(b, postgres.Options{}, storetest.BenchConfig{Devices: 1000})
 }
 
+// BenchmarkAppendFenced: as BenchmarkAppend, each Append carrying its grain's activation epoch
+// (what a node's grains send).
+func BenchmarkAppendFenced(b *testing.B) {
+	benchAppend(b, postgres.Options{}, storetest.BenchConfig{Devices: 1000, Fenced: true})
+}
+
 // BenchmarkAppendWithSnapshot: each step also replaces the grain's snapshot.
 func BenchmarkAppendWithSnapshot(b *testing.B) {
 	benchAppend(b, postgres.Options{}, storetest.BenchConfig{Devices: 1000, Snapshot: true})

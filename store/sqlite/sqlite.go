@@ -119,8 +119,12 @@ type Store struct {
 	maint sync.Mutex // one Maintain at a time
 	opts  Options
 
-	tail                     tail              // readings committed to reading_log, not yet in chunks
-	maxSeq                   map[string]uint64 // per device: highest stored seq (committer goroutine only)
+	tail   tail              // readings committed to reading_log, not yet in chunks
+	maxSeq map[string]uint64 // per device: highest stored seq (committer goroutine only)
+	// epochs caches each device's committed activation epoch (committer goroutine only). It is
+	// exact: the directory lock makes this process the only writer, and only WriteBatch's claims
+	// change an epoch. It spares every fenced Append a SELECT.
+	epochs                   map[string]uint64
 	logBuf                   []byte
 	compactMu                sync.Mutex // one compaction or merge at a time
 	lastMerge                time.Time
@@ -143,7 +147,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, lock: lock, opts: opts, maxSeq: map[string]uint64{},
+	s := &Store{dir: dir, lock: lock, opts: opts, maxSeq: map[string]uint64{}, epochs: map[string]uint64{},
 		compactStop: make(chan struct{}), compactDone: make(chan struct{}), compactKick: make(chan struct{}, 1)}
 	if err := s.open(opts); err != nil {
 		s.closeDBs()
@@ -289,20 +293,48 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) (err err
 	epochOf := tx.StmtContext(ctx, s.stmts.epoch)
 	now := store.Micros(time.Now())
 	dd := dedupe{s: s, tx: tx, ctx: ctx, batch: map[string][]actors.Reading{}, max: map[string]uint64{}}
+	claims := map[string]uint64{} // epochs this transaction sets: cached once it commits
+	// commit commits the transaction and then caches what it claimed; a failed commit drops those
+	// devices from the cache (read again next time).
+	commit := func() error {
+		if err := tx.Commit(); err != nil {
+			for id := range claims {
+				delete(s.epochs, id)
+			}
+			return err
+		}
+		for id, e := range claims {
+			s.epochs[id] = e
+		}
+		return nil
+	}
 	for _, r := range reqs {
 		// Fencing: SQLite has one writer, so claims and checks inside this transaction are ordered
 		// with every other write.
 		if r.Batch.Claim {
-			if _, err = claim.ExecContext(ctx, int64(r.Batch.Epoch), r.DeviceID); err != nil {
+			var res sql.Result
+			if res, err = claim.ExecContext(ctx, int64(r.Batch.Epoch), r.DeviceID); err != nil {
 				return fmt.Errorf("claim %q: %w", r.DeviceID, err)
 			}
-		} else if r.Batch.Epoch != 0 {
-			var cur int64
-			if err = epochOf.QueryRowContext(ctx, r.DeviceID).Scan(&cur); err != nil && !errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("epoch of %q: %w", r.DeviceID, err)
+			claims[r.DeviceID] = r.Batch.Epoch
+			if n, _ := res.RowsAffected(); n == 0 {
+				claims[r.DeviceID] = 0 // no such device: nothing was claimed
 			}
-			err = nil
-			if uint64(cur) != r.Batch.Epoch {
+		} else if r.Batch.Epoch != 0 {
+			cur, ok := claims[r.DeviceID]
+			if !ok {
+				cur, ok = s.epochs[r.DeviceID]
+			}
+			if !ok {
+				var stored int64
+				if err = epochOf.QueryRowContext(ctx, r.DeviceID).Scan(&stored); err != nil && !errors.Is(err, sql.ErrNoRows) {
+					return fmt.Errorf("epoch of %q: %w", r.DeviceID, err)
+				}
+				err = nil
+				cur = uint64(stored)
+				s.epochs[r.DeviceID] = cur // committed before this transaction: true whatever it does
+			}
+			if cur != r.Batch.Epoch {
 				r.Fenced = true
 				continue
 			}
@@ -325,7 +357,7 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) (err err
 		}
 	}
 	if len(dd.order) == 0 {
-		return tx.Commit()
+		return commit()
 	}
 	// All readings of the commit: one log row.
 	groups := make([]logGroup, len(dd.order))
@@ -341,7 +373,7 @@ func (b backend) WriteBatch(ctx context.Context, reqs []*store.Request) (err err
 	if err != nil {
 		return err
 	}
-	if err = tx.Commit(); err != nil {
+	if err = commit(); err != nil {
 		return err
 	}
 	s.tail.mu.Lock()

@@ -42,6 +42,12 @@ func benchAppend(b *testing.B, cfg storetest.BenchConfig) {
 // BenchmarkAppend: 1000 grains, one reading per Append, synchronous=FULL.
 func BenchmarkAppend(b *testing.B) { benchAppend(b, storetest.BenchConfig{Devices: 1000}) }
 
+// BenchmarkAppendFenced: as BenchmarkAppend, each Append carrying its grain's activation epoch (what
+// a node's grains send: the store checks it against the device's claim).
+func BenchmarkAppendFenced(b *testing.B) {
+	benchAppend(b, storetest.BenchConfig{Devices: 1000, Fenced: true})
+}
+
 // BenchmarkAppendWithSnapshot: each step also replaces the grain's snapshot.
 func BenchmarkAppendWithSnapshot(b *testing.B) {
 	benchAppend(b, storetest.BenchConfig{Devices: 1000, Snapshot: true})

@@ -20,6 +20,9 @@ type BenchConfig struct {
 	Devices         int  // concurrent grains, each appending one step at a time (default 1000)
 	ReadingsPerStep int  // readings per Append (default 1)
 	Snapshot        bool // each step also replaces the device's snapshot
+	// Fenced appends as a device grain does: the devices are registered first, each one's first
+	// Append claims it with an activation epoch and every later one carries that epoch.
+	Fenced bool
 }
 
 // BenchAppend measures Append as grains drive it: cfg.Devices goroutines, each appending one step
@@ -41,14 +44,26 @@ func BenchAppend(b *testing.B, s actors.Store, cfg BenchConfig) {
 	if statser != nil {
 		before = statser.Stats()
 	}
+	idOf := func(d int) string { return fmt.Sprintf("bench-%d-%04d", run, d) }
+	if cfg.Fenced {
+		for d := range devices {
+			if err := s.CreateDevice(ctx, actors.Device{ID: idOf(d), Product: "bench", Secret: []byte("bench-secret-0123456789abcdef"), CreatedAt: time.Now()}); err != nil {
+				b.Fatalf("CreateDevice: %v", err)
+			}
+		}
+	}
 	b.ResetTimer()
 	start := time.Now()
 	for d := range devices {
 		wg.Go(func() {
-			id := fmt.Sprintf("bench-%d-%04d", run, d)
+			id := idOf(d)
 			var seq uint64
+			epoch, claimed := uint64(d)+1, false
 			for next.Add(1) <= int64(b.N) {
 				st := actors.Batch{Readings: make([]actors.Reading, readingsPerStep)}
+				if cfg.Fenced {
+					st.Epoch, st.Claim, claimed = epoch, !claimed, true
+				}
 				if cfg.Snapshot {
 					st.Snapshot = []byte("snapshot-of-" + id)
 				}
