@@ -19,8 +19,9 @@ import (
 //   - WriteBatch appends one reading_log row per group commit holding every reading of the commit
 //     (codec.go), and adds them to the in-memory tail below once committed.
 //   - The compactor folds log rows older than CompactAge (or beyond CompactRows) into one
-//     unsealed part per (device, hour) in reading_chunks + reading_blobs and deletes the folded
-//     log rows, in one transaction of at most CompactBatch readings.
+//     unsealed part per (device, hour) in reading_chunks + reading_blobs, device by device in
+//     transactions of at most CompactParts parts, each recording how far it got (fold_progress,
+//     migration 00011), then deletes the folded log rows.
 //   - Once an hour is complete (MergeSettle after its end) its parts are merged into sealed parts
 //     of at most MaxChunkReadings readings.
 //   - Queries read chunks by (device_id, hour) plus the device's tail from memory, consistently:
@@ -91,9 +92,15 @@ func (t *tail) has(id string, seq uint64) bool {
 	return false
 }
 
-// loadTail rebuilds the tail from reading_log (at Open).
+// loadTail rebuilds the tail from reading_log (at Open). The readings an unfinished fold already
+// put into chunks (fold_progress) are left out, and that fold is finished first.
 func (s *Store) loadTail(ctx context.Context) error {
 	s.tail.dev = map[string][]tailReading{}
+	var foldDev string
+	err := s.w.QueryRowContext(ctx, `SELECT log_id, device_id FROM fold_progress WHERE id = 1`).Scan(&s.foldAt, &foldDev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("store/sqlite: read the fold progress: %w", err)
+	}
 	rows, err := s.w.QueryContext(ctx, `SELECT id, data FROM reading_log ORDER BY id`)
 	if err != nil {
 		return fmt.Errorf("store/sqlite: read the reading log: %w", err)
@@ -111,6 +118,9 @@ func (s *Store) loadTail(ctx context.Context) error {
 		groups, err := decodeLog(data)
 		if err != nil {
 			return fmt.Errorf("store/sqlite: reading log row %d: %w", id, err)
+		}
+		if id <= s.foldAt {
+			groups = slices.DeleteFunc(groups, func(g logGroup) bool { return g.device <= foldDev })
 		}
 		s.tail.add(id, groups, now)
 	}
@@ -212,74 +222,132 @@ func (s *Store) chunkHas(ctx context.Context, q interface {
 	return false, rows.Err()
 }
 
-// maxPartsFraction bounds the chunk parts one compaction transaction writes: at most
-// CompactBatch/maxPartsFraction (or one log row's worth).
-const maxPartsFraction = 8
-
 type chunkKey struct {
 	device string
 	hour   int64
 }
 
 // compact folds log rows into chunk parts: every row when all, else those older than
-// CompactAge, or the oldest beyond CompactRows. Each transaction folds at most CompactBatch
-// readings (or one log row). It returns the readings folded.
+// CompactAge, or the oldest beyond CompactRows. It returns the readings folded.
 func (s *Store) compact(ctx context.Context, all bool) (int, error) {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
 	total := 0
 	for {
-		s.tail.mu.RLock()
-		now := time.Now()
-		var picked []int64 // log ids, in log order, and the readings up to each
-		var upTo []int
-		rows, over := 0, s.tail.rows
-		for _, l := range s.tail.logs {
-			if !all && now.Sub(l.at) < s.opts.CompactAge && over <= s.opts.CompactRows {
-				break
+		x := s.foldAt // a fold left unfinished (found at Open) is finished first, up to its row
+		if x == 0 {
+			if x = s.foldBound(all); x == 0 {
+				return total, nil
 			}
-			if rows > 0 && rows+l.n > s.opts.CompactBatch {
-				break
-			}
-			rows, over = rows+l.n, over-l.n
-			picked, upTo = append(picked, l.id), append(upTo, rows)
 		}
-		if len(picked) == 0 {
-			s.tail.mu.RUnlock()
-			return total, nil
-		}
-		// A transaction is bounded in chunk parts too: sparse readings (one per device-hour) would
-		// otherwise make each reading its own part and one transaction outlast WriteTimeout.
-		var groups map[chunkKey][]actors.Reading
-		var x int64
-		for {
-			x, rows = picked[len(picked)-1], upTo[len(upTo)-1]
-			groups = map[chunkKey][]actors.Reading{}
-			for dev, es := range s.tail.dev {
-				for _, e := range es {
-					if e.log > x {
-						break
-					}
-					k := chunkKey{dev, floorHour(store.Micros(e.r.ReceivedAt))}
-					groups[k] = append(groups[k], e.r)
-				}
-			}
-			if len(groups) <= s.opts.CompactBatch/maxPartsFraction || len(picked) == 1 {
-				break
-			}
-			picked, upTo = picked[:len(picked)/2], upTo[:len(upTo)/2]
-		}
-		s.tail.mu.RUnlock()
-		if err := s.writeParts(ctx, groups, x); err != nil {
+		n, err := s.fold(ctx, x)
+		total += n
+		if err != nil {
 			return total, readErr("compact readings", err)
 		}
-		total += rows
+		s.foldAt = 0
 	}
 }
 
-// writeParts writes each group as new unsealed parts and deletes log rows up to x, in one
-// transaction; it commits holding tail.mu and drops the folded readings from the tail.
-func (s *Store) writeParts(ctx context.Context, groups map[chunkKey][]actors.Reading, x int64) (err error) {
+// foldBound is the last log row due for folding, 0 if none.
+func (s *Store) foldBound(all bool) int64 {
+	s.tail.mu.RLock()
+	defer s.tail.mu.RUnlock()
+	now := time.Now()
+	var x int64
+	over := s.tail.rows
+	for _, l := range s.tail.logs {
+		if !all && now.Sub(l.at) < s.opts.CompactAge && over <= s.opts.CompactRows {
+			break
+		}
+		x, over = l.id, over-l.n
+	}
+	return x
+}
+
+// fold moves every reading of the log rows up to x into chunk parts, device by device in byte
+// order, in transactions of at most CompactParts parts and about CompactBatch readings, each
+// recording how far it got (fold_progress); then deletes those log rows. Each device's readings
+// go whole into one part per hour, so parts stay large however many devices share a commit, and
+// appends wait for at most one short transaction.
+func (s *Store) fold(ctx context.Context, x int64) (int, error) {
+	s.tail.mu.RLock()
+	var devs []string
+	for dev, es := range s.tail.dev {
+		if len(es) > 0 && es[0].log <= x {
+			devs = append(devs, dev)
+		}
+	}
+	s.tail.mu.RUnlock()
+	slices.Sort(devs)
+	total, readings := 0, 0
+	groups := map[chunkKey][]actors.Reading{}
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		if err := s.writeParts(ctx, groups, batch, x); err != nil {
+			return err
+		}
+		total += readings
+		groups, batch, readings = map[chunkKey][]actors.Reading{}, nil, 0
+		return nil
+	}
+	for _, dev := range devs {
+		mine := map[chunkKey][]actors.Reading{}
+		n := 0
+		s.tail.mu.RLock()
+		for _, e := range s.tail.dev[dev] {
+			if e.log > x {
+				break
+			}
+			k := chunkKey{dev, floorHour(store.Micros(e.r.ReceivedAt))}
+			mine[k] = append(mine[k], e.r)
+			n++
+		}
+		s.tail.mu.RUnlock()
+		if len(batch) > 0 && (len(groups)+len(mine) > s.opts.CompactParts || readings+n > s.opts.CompactBatch) {
+			if err := flush(); err != nil {
+				return total, err
+			}
+		}
+		for k, rs := range mine {
+			groups[k] = rs
+		}
+		batch, readings = append(batch, dev), readings+n
+	}
+	if err := flush(); err != nil {
+		return total, err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return total, err
+	}
+	defer tx.Rollback()
+	if _, err = tx.ExecContext(ctx, `DELETE FROM reading_log WHERE id <= ?`, x); err != nil {
+		return total, err
+	}
+	if _, err = tx.ExecContext(ctx, `DELETE FROM fold_progress`); err != nil {
+		return total, err
+	}
+	s.tail.mu.Lock()
+	defer s.tail.mu.Unlock()
+	if err = tx.Commit(); err != nil {
+		return total, err
+	}
+	i := 0
+	for i < len(s.tail.logs) && s.tail.logs[i].id <= x {
+		i++ // their readings left the tail device by device (writeParts)
+	}
+	s.tail.logs = slices.Clone(s.tail.logs[i:])
+	return total, nil
+}
+
+// writeParts writes groups (the readings of devs in the log rows up to x) as new unsealed parts
+// and records that devs are folded, in one transaction; it commits holding tail.mu and drops
+// the folded readings from the tail.
+func (s *Store) writeParts(ctx context.Context, groups map[chunkKey][]actors.Reading, devs []string, x int64) (err error) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -309,7 +377,8 @@ func (s *Store) writeParts(ctx context.Context, groups map[chunkKey][]actors.Rea
 			return err
 		}
 	}
-	if _, err = tx.ExecContext(ctx, `DELETE FROM reading_log WHERE id <= ?`, x); err != nil {
+	if _, err = tx.ExecContext(ctx, `INSERT INTO fold_progress (id, log_id, device_id) VALUES (1, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET log_id = excluded.log_id, device_id = excluded.device_id`, x, devs[len(devs)-1]); err != nil {
 		return err
 	}
 	s.tail.mu.Lock()
@@ -317,23 +386,19 @@ func (s *Store) writeParts(ctx context.Context, groups map[chunkKey][]actors.Rea
 	if err = tx.Commit(); err != nil {
 		return err
 	}
-	for dev, es := range s.tail.dev {
+	for _, dev := range devs {
+		es := s.tail.dev[dev]
 		i := 0
 		for i < len(es) && es[i].log <= x {
 			i++
 		}
+		s.tail.rows -= i
 		if i == len(es) {
 			delete(s.tail.dev, dev)
 		} else if i > 0 {
 			s.tail.dev[dev] = slices.Clone(es[i:])
 		}
 	}
-	i := 0
-	for i < len(s.tail.logs) && s.tail.logs[i].id <= x {
-		s.tail.rows -= s.tail.logs[i].n
-		i++
-	}
-	s.tail.logs = slices.Clone(s.tail.logs[i:])
 	return nil
 }
 

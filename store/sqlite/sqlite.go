@@ -56,6 +56,11 @@ type Options struct {
 	// CompactBatch is the most readings one compaction or merge transaction folds (appends wait
 	// for it on the one writer). Default 20000.
 	CompactBatch int
+	// CompactParts is the most chunk parts (one per device and hour) one compaction transaction
+	// writes. A fold of the log takes a device's readings whole, a few devices per transaction,
+	// so each transaction stays short (appends wait for it) while parts stay large. Default 32 (a
+	// flood from 2000 pots: 128 gave 26.6k acked frames/s, 32 gave 35.9-37.8k, 16 26.9k).
+	CompactParts int
 	// MaxChunkReadings is the most readings one chunk holds; a device's hour with more is kept in
 	// several parts. Default 4096.
 	MaxChunkReadings int
@@ -73,6 +78,7 @@ const (
 	DefaultCompactAge       = 5 * time.Second
 	DefaultCompactRows      = 200000
 	DefaultCompactBatch     = 20000
+	DefaultCompactParts     = 32
 	DefaultMaxChunkReadings = 4096
 	DefaultMergeSettle      = time.Minute
 )
@@ -97,6 +103,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CompactBatch <= 0 {
 		o.CompactBatch = DefaultCompactBatch
+	}
+	if o.CompactParts <= 0 {
+		o.CompactParts = DefaultCompactParts
 	}
 	if o.MaxChunkReadings <= 0 {
 		o.MaxChunkReadings = DefaultMaxChunkReadings
@@ -125,6 +134,7 @@ type Store struct {
 	// exact: the directory lock makes this process the only writer, and only WriteBatch's claims
 	// change an epoch. It spares every fenced Append a SELECT.
 	epochs                   map[string]uint64
+	foldAt                   int64 // the last log row of a fold left unfinished (fold_progress), 0 if none (compactor only)
 	logBuf                   []byte
 	compactMu                sync.Mutex // one compaction or merge at a time
 	lastMerge                time.Time

@@ -54,8 +54,8 @@ func BenchmarkAppendWithSnapshot(b *testing.B) {
 }
 
 // compacting are options under which the compactor folds every commit at once into chunks of at
-// most 3 readings and merges hours as soon as they end: the whole contract again, on chunks.
-var compacting = sqlite.Options{CompactAge: time.Millisecond, MaxChunkReadings: 3, CompactBatch: 7, MergeSettle: time.Millisecond}
+// most 3 readings (two parts a transaction, so every fold takes several) and merges hours as soon as they end: the whole contract again, on chunks.
+var compacting = sqlite.Options{CompactAge: time.Millisecond, MaxChunkReadings: 3, CompactBatch: 7, CompactParts: 2, MergeSettle: time.Millisecond}
 
 func TestContractCompactingConstantly(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) actors.Store {
