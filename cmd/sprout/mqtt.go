@@ -39,6 +39,7 @@ func (c *linkConfig) register(fs *flagSet) {
 	fs.dur(&c.mqtt.MaxKeepAlive, "mqtt-max-keepalive", mqtt.DefaultMaxKeepAlive, "keep-alive given to MQTT sessions asking for none or a longer one; silent 1.5x this, a pot goes offline")
 	fs.int(&c.mqtt.MaxSessions, "mqtt-max-sessions", mqtt.DefaultMaxSessions, "most MQTT sessions this node holds")
 	fs.int(&c.mqtt.MaxHeldCommands, "mqtt-max-held-commands", mqtt.DefaultMaxHeldCommand, "commands held for an MQTT session not yet subscribed to its commands topic before it is closed")
+	fs.int(&c.mqtt.OTAChunkBytes, "mqtt-ota-chunk-bytes", mqtt.DefaultOTAChunkBytes, "firmware chunk_size offered over MQTT (at most 65536; each chunk counts as one per started 512 bytes against --ota-chunks-per-second)")
 }
 
 // links are the listeners startLinks opened, for the node's log and its tests.
