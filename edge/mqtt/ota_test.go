@@ -539,6 +539,43 @@ func TestMQTT5ChunkRequestOutOfRangeGetsDisconnectProtocolError(t *testing.T) {
 	}
 }
 
+// An MQTT 5 pot that limits the packets it takes is offered a chunk_size whose chunk fits, and
+// gets its chunks (the broker would drop a larger packet without a word).
+func TestMQTT5MaximumPacketSizeBoundsTheChunkSize(t *testing.T) {
+	n := startOTANode(t, mqtt.Options{})
+	_, img := n.image(t, "2.0.0", 5000)
+	secret := n.addDevice(t, "pot-5")
+	if _, err := n.ota.StartRollout(context.Background(), actors.RolloutSpec{ID: "r1", Product: "pot", Version: "2.0.0", Stages: []int{100}}); err != nil {
+		t.Fatal(err)
+	}
+	const maxPacket = 2048
+	c := dialMQTT5(t, n.addr, "pot-5", secret, "1.0.0", packets.Properties{MaximumPacketSize: maxPacket})
+	c.write(t, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: "sprout/pot-5/ota/#", Qos: 1}}})
+	next := func() packets.Packet {
+		for {
+			if pk := c.read(t); pk.FixedHeader.Type == packets.Publish {
+				c.write(t, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+				return pk
+			}
+		}
+	}
+	o, err := readOffer(next().Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.ChunkSize >= maxPacket || o.ChunkSize < 1024 {
+		t.Fatalf("chunk_size %d for a Maximum Packet Size of %d", o.ChunkSize, maxPacket)
+	}
+	c.write(t, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 2,
+		TopicName: "sprout/pot-5/ota/request", Payload: fmt.Appendf(nil, `{"sha256":"%x","offset":0,"length":%d}`, o.SHA256, o.ChunkSize)})
+	pk := next()
+	_, off, data, err := readChunk(pk.Payload)
+	if err != nil || off != 0 || !bytes.Equal(data, img[:o.ChunkSize]) {
+		t.Fatalf("chunk: offset %d, %d bytes, %v", off, len(data), err)
+	}
+}
+
 // mqtt5Conn is a bare MQTT 5 client over the broker library's packet codec (paho.mqtt.golang
 // speaks 3.1.1 only): enough to see reason codes.
 type mqtt5Conn struct {
@@ -546,7 +583,7 @@ type mqtt5Conn struct {
 	r  *bufio.Reader
 }
 
-func dialMQTT5(t *testing.T, addr, id string, secret []byte, firmware string) *mqtt5Conn {
+func dialMQTT5(t *testing.T, addr, id string, secret []byte, firmware string, props ...packets.Properties) *mqtt5Conn {
 	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -557,9 +594,13 @@ func dialMQTT5(t *testing.T, addr, id string, secret []byte, firmware string) *m
 	user := id + "|" + strconv.FormatInt(time.Now().Unix(), 10) + "|" + firmware
 	mac := hmac.New(sha256.New, secret)
 	mac.Write([]byte(user))
-	c.write(t, &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
+	connect := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, Connect: packets.ConnectParams{
 		ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: id,
-		UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(hex.EncodeToString(mac.Sum(nil)))}})
+		UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(hex.EncodeToString(mac.Sum(nil)))}}
+	if len(props) > 0 {
+		connect.Properties = props[0]
+	}
+	c.write(t, connect)
 	if pk := c.read(t); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
 		t.Fatalf("CONNACK: type %d reason %#x", pk.FixedHeader.Type, pk.ReasonCode)
 	}
@@ -578,6 +619,8 @@ func (c *mqtt5Conn) write(t *testing.T, pk *packets.Packet) {
 		err = pk.SubscribeEncode(&b)
 	case packets.Publish:
 		err = pk.PublishEncode(&b)
+	case packets.Puback:
+		err = pk.PubackEncode(&b)
 	}
 	if err == nil {
 		_, err = c.nc.Write(b.Bytes())
