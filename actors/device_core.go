@@ -316,7 +316,7 @@ func (c *deviceCore) authenticate(m *actorpb.Authenticate, secret []byte, sessio
 		if d := now.Sub(signed); d > messages.MQTTMaxClockSkew || d < -messages.MQTTMaxClockSkew {
 			return fail(devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED, "signed time more than 5 minutes from the server's clock")
 		}
-		if !macEqual(messages.MQTTMAC(secret, m.DeviceId, m.Mqtt.UnixSeconds), m.Mac) {
+		if !macEqual(messages.MQTTMACFirmware(secret, m.DeviceId, m.Mqtt.UnixSeconds, m.Mqtt.FirmwareVersion), m.Mac) {
 			return fail(devicepb.CloseReason_CLOSE_REASON_AUTH_FAILED, "authentication failed")
 		}
 	case len(m.DeviceNonce) != messages.NonceBytes || len(m.ServerNonce) != messages.NonceBytes:

@@ -49,3 +49,33 @@ func TestMQTTProofIsTheSignedTimeWithinFiveMinutes(t *testing.T) {
 		})
 	}
 }
+
+// The firmware version in an MQTT Username is signed with it: a session cannot claim a version
+// (and so an update it did not run) that its password does not cover.
+func TestMQTTAuthSignsTheFirmwareVersion(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	t0 := time.Unix(1764770000, 0)
+	for _, c := range []struct {
+		name, signed, claimed string
+		ok                    bool
+	}{
+		{"version signed", "2.0.0", "2.0.0", true},
+		{"no version", "", "", true},
+		{"version claimed but not signed", "", "2.0.0", false},
+		{"another version claimed", "1.0.0", "2.0.0", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			core := newDeviceCore("pot-1")
+			if _, err := core.recover(Device{ID: "pot-1", Secret: secret}, Recovered{}, t0); err != nil {
+				t.Fatal(err)
+			}
+			res, _ := core.authenticate(&actorpb.Authenticate{DeviceId: "pot-1", ProtocolVersion: messages.ProtocolVersion,
+				Mqtt: &actorpb.MqttAuth{UnixSeconds: t0.Unix(), FirmwareVersion: c.claimed}, FirmwareVersion: c.claimed,
+				Mac:  messages.MQTTMACFirmware(secret, "pot-1", t0.Unix(), c.signed),
+				Conn: &actorpb.ConnRef{SessionId: "m1"}}, secret, "m1", t0)
+			if res.Ok != c.ok {
+				t.Fatalf("ok %v, want %v (%s %s)", res.Ok, c.ok, res.Reason, res.Detail)
+			}
+		})
+	}
+}

@@ -25,9 +25,12 @@ import (
 const (
 	DefaultMaxFirmwareBytes = 4 << 20
 	DefaultChunkBytes       = 512
-	// MaxChunkBytes is the most one Chunk carries: the firmware's nanopb buffer (device.options)
+	// MaxChunkBytes is the most one Chunk carries on the TCP edge: the firmware's nanopb buffer (device.options)
 	// and the 1024-byte frame limit leave room for it and its header.
-	MaxChunkBytes           = 512
+	MaxChunkBytes = 512
+	// MaxReadChunkBytes is the most ReadChunk returns: the MQTT edge, without the TCP frame
+	// limit, may offer chunks up to it (docs/mqtt.md#firmware-updates).
+	MaxReadChunkBytes       = 64 << 10
 	DefaultFailureThreshold = 0.2
 	// DefaultStageTimeout is how long a rollout's stage may stay open before the rollout pauses
 	// itself (RolloutSpec.StageTimeout 0).
@@ -475,10 +478,11 @@ func (s *OTA) Pending(ctx context.Context, deviceID, firmware string) (*devicepb
 	return s.offer(ctx, r, t)
 }
 
-// ReadChunk returns the bytes a ChunkRequest asks for.
+// ReadChunk returns the bytes a ChunkRequest asks for, at most MaxReadChunkBytes (each edge
+// bounds a request by the chunk_size it offered).
 func (s *OTA) ReadChunk(ctx context.Context, sha []byte, off, n int) ([]byte, error) {
-	if n > s.o.ChunkBytes {
-		n = s.o.ChunkBytes
+	if n > MaxReadChunkBytes {
+		n = MaxReadChunkBytes
 	}
 	return s.o.Store.ReadFirmware(ctx, sha, off, n)
 }

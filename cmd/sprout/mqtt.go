@@ -39,6 +39,7 @@ func (c *linkConfig) register(fs *flagSet) {
 	fs.dur(&c.mqtt.MaxKeepAlive, "mqtt-max-keepalive", mqtt.DefaultMaxKeepAlive, "keep-alive given to MQTT sessions asking for none or a longer one; silent 1.5x this, a pot goes offline")
 	fs.int(&c.mqtt.MaxSessions, "mqtt-max-sessions", mqtt.DefaultMaxSessions, "most MQTT sessions this node holds")
 	fs.int(&c.mqtt.MaxHeldCommands, "mqtt-max-held-commands", mqtt.DefaultMaxHeldCommand, "commands held for an MQTT session not yet subscribed to its commands topic before it is closed")
+	fs.int(&c.mqtt.OTAChunkBytes, "mqtt-ota-chunk-bytes", mqtt.DefaultOTAChunkBytes, "firmware chunk_size offered over MQTT (at most 65536; each chunk counts as one per started 512 bytes against --ota-chunks-per-second)")
 }
 
 // links are the listeners startLinks opened, for the node's log and its tests.
@@ -160,8 +161,12 @@ func registerMQTTMetrics(t *telemetry.Telemetry, l *links) error {
 	commands, err4 := m.Int64ObservableCounter("sprout.mqtt.commands", metric.WithUnit("{message}"),
 		metric.WithDescription("Commands published to devices over MQTT."))
 	refused, err5 := m.Int64ObservableCounter("sprout.mqtt.refused", metric.WithUnit("{message}"),
-		metric.WithDescription("MQTT connects and messages refused, by reason (auth, foreign_topic, too_large, bad_payload, unavailable)."))
-	for _, err := range []error{err1, err2, err3, err4, err5} {
+		metric.WithDescription("MQTT connects and messages refused, by reason (auth, foreign_topic, too_large, bad_payload, unavailable, ota_range, ota_busy)."))
+	chunks, err6 := m.Int64ObservableCounter("sprout.mqtt.ota_chunks", metric.WithUnit("{message}"),
+		metric.WithDescription("Firmware chunks published to devices over MQTT."))
+	held, err7 := m.Int64ObservableCounter("sprout.mqtt.ota_held", metric.WithUnit("{message}"),
+		metric.WithDescription("Firmware offers and chunks held for a device not yet subscribed to their topic."))
+	for _, err := range []error{err1, err2, err3, err4, err5, err6, err7} {
 		if err != nil {
 			return fmt.Errorf("mqtt metrics: %w", err)
 		}
@@ -172,11 +177,13 @@ func registerMQTTMetrics(t *telemetry.Telemetry, l *links) error {
 		o.ObserveInt64(accepted, st.Accepted)
 		o.ObserveInt64(reports, st.Reports)
 		o.ObserveInt64(commands, st.Commands)
+		o.ObserveInt64(chunks, st.Chunks)
+		o.ObserveInt64(held, st.Held)
 		for reason, v := range st.Refused {
 			o.ObserveInt64(refused, v, metric.WithAttributes(attribute.String("reason", reason)))
 		}
 		return nil
-	}, sessions, accepted, reports, commands, refused)
+	}, sessions, accepted, reports, commands, refused, chunks, held)
 	if err != nil {
 		return fmt.Errorf("mqtt metrics: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +24,8 @@ import (
 	"github.com/sprout-iot/sprout/edge/api"
 	"github.com/sprout-iot/sprout/edge/console"
 	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/edge/devicelink"
+	"github.com/sprout-iot/sprout/edge/mqtt"
 	"github.com/sprout-iot/sprout/edge/web"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 )
@@ -74,9 +77,9 @@ func (c *serveConfig) register(fs *flagSet) {
 	fs.int(&c.edge.MaxFrameBytes, "max-frame-bytes", 1024, "largest frame accepted from a device")
 	fs.int(&c.edge.MaxPendingFrames, "max-pending-frames", device.DefaultMaxPendingFrames, "frames queued for one device before it is dropped as a slow consumer")
 	fs.int(&c.edge.MaxPendingBytes, "max-pending-bytes", device.DefaultMaxPendingBytes, "bytes queued for one device before it is dropped as a slow consumer")
-	fs.int(&c.edge.OTAChunksPerSecond, "ota-chunks-per-second", device.DefaultOTAChunksPerSecond, "most firmware chunks this node sends per second, all pots together (docs/ota.md)")
+	fs.int(&c.edge.OTAChunksPerSecond, "ota-chunks-per-second", device.DefaultOTAChunksPerSecond, "most firmware chunks of 512 bytes this node sends per second, all pots and both device edges (TCP, MQTT) together (docs/ota.md)")
 	fs.dur(&c.edge.OTARecheck, "ota-recheck", device.DefaultOTARecheck, "how often connected pots are checked against rollouts changed by another node or the CLI")
-	fs.int(&c.ota.ChunkBytes, "ota-chunk-bytes", actors.DefaultChunkBytes, "firmware chunk size offered to pots (at most 512)")
+	fs.int(&c.ota.ChunkBytes, "ota-chunk-bytes", actors.DefaultChunkBytes, "firmware chunk size offered to pots on the TCP edge (at most 512; MQTT: --mqtt-ota-chunk-bytes)")
 	fs.str(&c.firmwareKey, "firmware-key", "", "firmware signing key file (sprout firmware keygen) for images uploaded through the API and the console; empty: uploads are refused")
 	fs.int(&c.ota.MaxFirmwareBytes, "max-firmware-bytes", actors.DefaultMaxFirmwareBytes, "largest firmware image an upload may hold")
 	fs.dur(&c.ota.TimeoutCheck, "ota-timeout-check", actors.DefaultTimeoutCheck, "how often rollouts are checked for a stage past its timeout (docs/ota.md)")
@@ -171,11 +174,15 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 	n.HTTPAddr = httpLn.Addr().String()
 	cfg.edge.Logger = log
 	var ota *actors.OTA
+	var mqttEdge atomic.Pointer[mqtt.Server] // set once the MQTT edge runs (StageOpened reads it)
 	if fw, ok := st.(actors.FirmwareStore); ok {
 		cfg.ota.Store, cfg.ota.Devices, cfg.ota.Logger = fw, st, log
 		cfg.ota.StageOpened = func() {
 			if n.edge != nil {
 				n.edge.OfferNow()
+			}
+			if m := mqttEdge.Load(); m != nil {
+				m.OfferNow()
 			}
 		}
 		if cfg.firmwareKey != "" {
@@ -189,7 +196,11 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 			}
 		}
 		ota = actors.NewOTA(cfg.ota)
-		cfg.edge.OTA = ota
+		cfg.edge.OTA, cfg.links.mqtt.OTA = ota, ota
+		// One pace for both edges: --ota-chunks-per-second bounds the node, not each edge.
+		pace := devicelink.NewPace(cfg.edge.OTAChunksPerSecond)
+		cfg.edge.OTAPace, cfg.links.mqtt.OTAPace = pace, pace
+		cfg.links.mqtt.OTARecheck = cfg.edge.OTARecheck
 		otaCtx, cancel := context.WithCancel(context.Background())
 		n.stopOTA = cancel
 		go ota.Run(otaCtx)
@@ -210,6 +221,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		n.stop(context.Background())
 		return nil, err
 	}
+	mqttEdge.Store(n.links.mqtt)
 	r := chi.NewRouter()
 	api.New(m.Cluster, st, api.Options{AdminToken: cfg.adminToken, Logger: log, Ready: n.ready, Self: m.Address(), PushWake: wx.wake, OTA: ota}).Routes(r)
 	if cfg.adminToken != "" {

@@ -107,7 +107,7 @@ func (c *conn) otaFrame(f *devicepb.Frame) (devicepb.CloseReason, string) {
 func (c *conn) serveChunk(offer *devicepb.UpdateOffer, req *devicepb.ChunkRequest) {
 	s := c.s
 	defer c.ota.busy.Store(false)
-	if !s.chunks.wait(c.closing) {
+	if !s.chunks.Wait(int(req.Length), c.closing) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.GrainTimeout)
@@ -166,41 +166,3 @@ func (s *Server) OfferNow() {
 
 // ChunksSent is the number of firmware chunks this edge has sent.
 func (s *Server) ChunksSent() int64 { return s.chunksOut.Load() }
-
-// rateLimiter is a token bucket of n tokens per second, burst n/10 (at least 1).
-type rateLimiter struct {
-	mu     sync.Mutex
-	per    time.Duration
-	burst  int
-	tokens float64
-	last   time.Time
-}
-
-func newRateLimiter(perSecond int) *rateLimiter {
-	b := max(perSecond/10, 1)
-	return &rateLimiter{per: time.Second / time.Duration(perSecond), burst: b, tokens: float64(b), last: time.Now()}
-}
-
-// wait takes a token, waiting for one; false if stop closed first.
-func (l *rateLimiter) wait(stop <-chan struct{}) bool {
-	for {
-		l.mu.Lock()
-		now := time.Now()
-		l.tokens = min(float64(l.burst), l.tokens+float64(now.Sub(l.last))/float64(l.per))
-		l.last = now
-		if l.tokens >= 1 {
-			l.tokens--
-			l.mu.Unlock()
-			return true
-		}
-		d := time.Duration((1 - l.tokens) * float64(l.per))
-		l.mu.Unlock()
-		t := time.NewTimer(d)
-		select {
-		case <-t.C:
-		case <-stop:
-			t.Stop()
-			return false
-		}
-	}
-}

@@ -24,6 +24,7 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/edge/devicelink"
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
@@ -78,10 +79,13 @@ type Options struct {
 	ShutdownReconnectMs uint32
 
 	// OTA is the firmware rollout service (docs/ota.md); nil disables updates over the air.
-	OTA *actors.OTA
+	OTA devicelink.OTA
 	// OTAChunksPerSecond bounds the firmware chunks the whole edge sends per second, so a rollout
 	// never crowds out telemetry; each pot has at most one chunk request in flight (default 400).
 	OTAChunksPerSecond int
+	// OTAPace, when set, is the node-wide pace this edge shares with the node's other device edges
+	// (the MQTT edge); OTAChunksPerSecond is then not used. Nil: a pace of the edge's own.
+	OTAPace *devicelink.Pace
 	// OTARecheck is how often connected pots without an offer are checked against rollouts whose
 	// stage another member opened (default 30 s; stages opened on this member are offered at once).
 	OTARecheck time.Duration
@@ -171,9 +175,9 @@ type Server struct {
 	wg                                       sync.WaitGroup
 	listening                                atomic.Int32 // Serve calls accepting now
 
-	chunks    *rateLimiter  // firmware chunks, node-wide (ota.go)
-	chunksOut atomic.Int64  // firmware chunks sent
-	otaPoke   chan struct{} // OfferNow
+	chunks    *devicelink.Pace // firmware chunks, node-wide (ota.go)
+	chunksOut atomic.Int64     // firmware chunks sent
+	otaPoke   chan struct{}    // OfferNow
 
 	pollOnce sync.Once
 	poll     *poller // started by the first plain-TCP connection welcomed (poll_linux.go)
@@ -183,7 +187,10 @@ type Server struct {
 func NewServer(c *pcluster.Cluster, opts Options) *Server {
 	opts.defaults()
 	s := &Server{opts: opts, cluster: c, conns: map[*conn]struct{}{}, stop: make(chan struct{}),
-		chunks: newRateLimiter(opts.OTAChunksPerSecond), otaPoke: make(chan struct{}, 1)}
+		chunks: opts.OTAPace, otaPoke: make(chan struct{}, 1)}
+	if s.chunks == nil {
+		s.chunks = devicelink.NewPace(opts.OTAChunksPerSecond)
+	}
 	go s.watchdog()
 	if opts.OTA != nil {
 		go s.otaLoop()

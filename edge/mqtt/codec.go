@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -189,4 +190,105 @@ type welcomeJSON struct {
 // encodeWelcome is JSON: a device reads it before it has said which encoding it speaks.
 func encodeWelcome(w *devicepb.Welcome) ([]byte, error) {
 	return json.Marshal(welcomeJSON{SessionID: w.SessionId, ServerTimeMs: w.ServerTimeMs, Config: configToJSON(w.Config), LastSeq: w.LastSeq})
+}
+
+// Firmware updates over the air (docs/mqtt.md#firmware-updates). In JSON, hashes and the
+// signature are lowercase hex (the pot compares them as text) and chunk data is standard base64.
+
+type offerJSON struct {
+	Product   string `json:"product"`
+	Version   string `json:"version"`
+	Size      uint32 `json:"size"`
+	SHA256    string `json:"sha256"`
+	Signature string `json:"signature"`
+	ChunkSize uint32 `json:"chunk_size"`
+}
+
+func encodeOffer(o *devicepb.UpdateOffer, enc encoding) ([]byte, error) {
+	if enc == encProtobuf {
+		return proto.Marshal(o)
+	}
+	return json.Marshal(offerJSON{Product: o.Product, Version: o.Version, Size: o.Size, SHA256: hex.EncodeToString(o.Sha256),
+		Signature: hex.EncodeToString(o.Signature), ChunkSize: o.ChunkSize})
+}
+
+type chunkJSON struct {
+	SHA256 string `json:"sha256"`
+	Offset uint32 `json:"offset"`
+	Data   []byte `json:"data"` // base64
+}
+
+func encodeChunk(c *devicepb.Chunk, enc encoding) ([]byte, error) {
+	if enc == encProtobuf {
+		return proto.Marshal(c)
+	}
+	data := c.Data
+	if data == nil {
+		data = []byte{} // "" rather than null: an empty chunk
+	}
+	return json.Marshal(chunkJSON{SHA256: hex.EncodeToString(c.Sha256), Offset: c.Offset, Data: data})
+}
+
+type chunkRequestJSON struct {
+	SHA256 string  `json:"sha256"`
+	Offset *uint32 `json:"offset"`
+	Length *uint32 `json:"length"`
+}
+
+func decodeChunkRequest(b []byte, enc encoding) (*devicepb.ChunkRequest, error) {
+	if enc == encProtobuf {
+		r := &devicepb.ChunkRequest{}
+		return r, proto.Unmarshal(b, r)
+	}
+	var j chunkRequestJSON
+	if err := decodeJSON(b, &j); err != nil {
+		return nil, err
+	}
+	sha, err := hexField("sha256", j.SHA256, 32)
+	if err != nil {
+		return nil, err
+	}
+	if j.Offset == nil || j.Length == nil {
+		return nil, errors.New("a chunk request needs sha256, offset and length")
+	}
+	return &devicepb.ChunkRequest{Sha256: sha, Offset: *j.Offset, Length: *j.Length}, nil
+}
+
+type progressJSON struct {
+	SHA256      string `json:"sha256"`
+	State       string `json:"state"`
+	Percent     uint32 `json:"percent"`
+	Reason      string `json:"reason"`
+	Version     string `json:"version"`
+	RetryAfterS uint32 `json:"retry_after_s"`
+}
+
+func decodeProgress(b []byte, enc encoding) (*devicepb.UpdateProgress, error) {
+	if enc == encProtobuf {
+		p := &devicepb.UpdateProgress{}
+		return p, proto.Unmarshal(b, p)
+	}
+	var j progressJSON
+	if err := decodeJSON(b, &j); err != nil {
+		return nil, err
+	}
+	sha, err := hexField("sha256", j.SHA256, 32)
+	if err != nil {
+		return nil, err
+	}
+	st, ok := enumValue(devicepb.UpdateState_value, "UPDATE_STATE_", j.State)
+	if !ok || st == 0 {
+		return nil, fmt.Errorf("unknown update state %q (DOWNLOADING, VERIFYING, REBOOTING, RUNNING, FAILED, ROLLED_BACK, DEFERRED)", j.State)
+	}
+	return &devicepb.UpdateProgress{Sha256: sha, State: devicepb.UpdateState(st), Percent: j.Percent, Reason: j.Reason,
+		Version: j.Version, RetryAfterS: j.RetryAfterS}, nil
+}
+
+// hexField decodes a lowercase hex field of exactly n bytes.
+func hexField(name, s string, n int) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != n || s != strings.ToLower(s) {
+		return nil, fmt.Errorf("%s must be %d lowercase hex digits", name, 2*n)
+	}
+	return b, nil
 }

@@ -325,6 +325,10 @@ func TestForeignTopicClosesSession(t *testing.T) {
 		{"subscribe", func(p *pot) { p.c.Subscribe("sprout/pot-b/commands", 1, nil) }},
 		{"subscribe wildcard", func(p *pot) { p.c.Subscribe("sprout/+/commands", 1, nil) }},
 		{"publish own commands", func(p *pot) { p.c.Publish("sprout/pot-a/commands", 1, false, `{}`) }},
+		{"publish own ota offer", func(p *pot) { p.c.Publish("sprout/pot-a/ota/offer", 1, false, `{}`) }},
+		{"publish own ota chunk", func(p *pot) { p.c.Publish("sprout/pot-a/ota/chunk", 1, false, `{}`) }},
+		{"another pot's chunk request", func(p *pot) { p.c.Publish("sprout/pot-b/ota/request", 1, false, `{}`) }},
+		{"subscribe another pot's chunks", func(p *pot) { p.c.Subscribe("sprout/pot-b/ota/chunk", 1, nil) }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p, err := dialPot(t, n.addr, "pot-a", a, potOpts{})
@@ -338,7 +342,7 @@ func TestForeignTopicClosesSession(t *testing.T) {
 	if rs := n.readings(t, "pot-b"); len(rs) != 0 {
 		t.Fatalf("foreign reading stored: %+v", rs)
 	}
-	if got := n.edge.Stats().Refused[mqtt.RefusedForeignTopic]; got < 5 {
+	if got := n.edge.Stats().Refused[mqtt.RefusedForeignTopic]; got < 9 {
 		t.Fatalf("foreign topics counted %d", got)
 	}
 }

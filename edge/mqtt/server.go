@@ -24,6 +24,9 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/edge/devicelink"
 )
 
 // Defaults of Options' zero fields.
@@ -41,6 +44,18 @@ const (
 	DefaultMaxHeldCommand = 16
 	// DefaultMaxPendingWrites bounds the packets queued for one device's socket.
 	DefaultMaxPendingWrites = 64
+	// DefaultOTAChunkBytes is the chunk_size offered over MQTT: without the TCP protocol's
+	// 1024-byte frame, eight times the TCP edge's 512 bytes, so a 1 MiB image takes 256 round
+	// trips instead of 2,048. A pot may always ask for less (docs/mqtt.md#firmware-updates).
+	DefaultOTAChunkBytes = 4096
+	// MaxOTAChunkBytes is the largest OTAChunkBytes allowed (actors.MaxReadChunkBytes).
+	MaxOTAChunkBytes = actors.MaxReadChunkBytes
+	// DefaultOTAChunksPerSecond is the pace of an edge without a shared one (OTAPace), in chunks
+	// of devicelink.PaceChunkBytes, the TCP edge's default.
+	DefaultOTAChunksPerSecond = 400
+	// DefaultOTARecheck is how often sessions without an offer are checked against rollouts another
+	// member changed.
+	DefaultOTARecheck = 30 * time.Second
 )
 
 // Options are the MQTT edge's limits. Every field has a default (the Default* constants) and is
@@ -64,6 +79,21 @@ type Options struct {
 	MaxHeldCommands int
 	// MaxPendingWrites bounds the packets queued for one session's socket (default 64).
 	MaxPendingWrites int
+
+	// OTA is the firmware rollout service (docs/ota.md); nil disables updates over the air.
+	OTA devicelink.OTA
+	// OTAChunkBytes is the chunk_size offered (default 4096, at most 65536); a session whose
+	// MQTT 5 Maximum Packet Size is smaller is offered what fits in it.
+	OTAChunkBytes int
+	// OTAPace is the node-wide pace of firmware chunks, shared with the TCP edge; a chunk costs one
+	// token per started 512 bytes. Nil: a pace of the edge's own, of OTAChunksPerSecond.
+	OTAPace *devicelink.Pace
+	// OTAChunksPerSecond is the pace when OTAPace is nil (default 400).
+	OTAChunksPerSecond int
+	// OTARecheck is how often sessions without an offer are checked against rollouts whose stage
+	// another member opened (default 30 s; stages opened on this member are offered at once,
+	// through OfferNow).
+	OTARecheck time.Duration
 
 	Logger *slog.Logger
 }
@@ -90,6 +120,19 @@ func (o *Options) defaults() {
 	if o.MaxPendingWrites == 0 {
 		o.MaxPendingWrites = DefaultMaxPendingWrites
 	}
+	if o.OTAChunkBytes <= 0 {
+		o.OTAChunkBytes = DefaultOTAChunkBytes
+	}
+	o.OTAChunkBytes = min(o.OTAChunkBytes, MaxOTAChunkBytes)
+	if o.OTAChunksPerSecond <= 0 {
+		o.OTAChunksPerSecond = DefaultOTAChunksPerSecond
+	}
+	if o.OTAPace == nil {
+		o.OTAPace = devicelink.NewPace(o.OTAChunksPerSecond)
+	}
+	if o.OTARecheck <= 0 {
+		o.OTARecheck = DefaultOTARecheck
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -102,6 +145,8 @@ const (
 	RefusedTooLarge     = "too_large"     // a payload over MaxPayloadBytes
 	RefusedBadPayload   = "bad_payload"   // a body that is neither valid JSON nor valid protobuf for its topic
 	RefusedUnavailable  = "unavailable"   // the grain did not answer or could not store
+	RefusedOTARange     = "ota_range"     // a chunk request outside the offered image or chunk_size (closes the session)
+	RefusedOTABusy      = "ota_busy"      // a chunk request while the pot's previous one is served (not answered)
 )
 
 // Stats are the MQTT edge's counters, read with Server.Stats.
@@ -110,6 +155,8 @@ type Stats struct {
 	Accepted  int64            // sockets accepted, ever
 	Reports   int64            // telemetry and events stored (acked)
 	Commands  int64            // commands published to devices
+	Chunks    int64            // firmware chunks published to devices
+	Held      int64            // offers and chunks held, ever, for a pot not yet subscribed to their topic
 	Refused   map[string]int64 // refusals by reason (Refused* constants)
 	Listening int              // listeners serving
 }
@@ -128,9 +175,11 @@ type Server struct {
 
 	encodings sync.Map // device id -> encoding it last used (commands follow it)
 
-	accepted, reports, commands, open atomic.Int64
-	refused                           sync.Map // reason -> *atomic.Int64
-	listening                         atomic.Int32
+	accepted, reports, commands, open, chunks, held atomic.Int64
+	stop                                            chan struct{} // closed by Shutdown
+	otaPoke                                         chan struct{} // OfferNow
+	refused                                         sync.Map      // reason -> *atomic.Int64
+	listening                                       atomic.Int32
 }
 
 // New returns an MQTT edge that reaches device grains through c. Add listeners with Serve.
@@ -148,9 +197,13 @@ func New(c *pcluster.Cluster, opts Options) (*Server, error) {
 	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	b := mochi.New(&mochi.Options{Capabilities: caps, InlineClient: true, Logger: brokerLogger(opts.Logger),
 		ClientNetReadBufferSize: 512, ClientNetWriteBufferSize: 512, SysTopicResendInterval: 3600})
-	s := &Server{opts: opts, cluster: c, broker: b, sessions: map[string]*session{}}
+	s := &Server{opts: opts, cluster: c, broker: b, sessions: map[string]*session{},
+		stop: make(chan struct{}), otaPoke: make(chan struct{}, 1)}
 	if err := b.AddHook(&hook{s: s}, nil); err != nil {
 		return nil, fmt.Errorf("mqtt hook: %w", err)
+	}
+	if opts.OTA != nil {
+		go s.otaLoop()
 	}
 	return s, nil
 }
@@ -204,7 +257,7 @@ func (s *Server) Listening() bool { return s.listening.Load() > 0 }
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	st := Stats{Sessions: s.open.Load(), Accepted: s.accepted.Load(), Reports: s.reports.Load(),
-		Commands: s.commands.Load(), Refused: map[string]int64{}, Listening: int(s.listening.Load())}
+		Commands: s.commands.Load(), Chunks: s.chunks.Load(), Held: s.held.Load(), Refused: map[string]int64{}, Listening: int(s.listening.Load())}
 	s.refused.Range(func(k, v any) bool {
 		st.Refused[k.(string)] = v.(*atomic.Int64).Load()
 		return true
@@ -223,6 +276,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.closing.Swap(true) {
 		return nil
 	}
+	close(s.stop)
 	s.mu.Lock()
 	started := s.started
 	sess := make([]*session, 0, len(s.sessions))

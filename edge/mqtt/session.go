@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -39,6 +40,12 @@ const (
 	topicCommands  = "commands"
 	topicResult    = "commands/result"
 	topicWelcome   = "welcome"
+
+	// Firmware updates over the air (ota.go, docs/ota.md).
+	topicOTAOffer    = "ota/offer"    // -> device: UpdateOffer
+	topicOTAChunk    = "ota/chunk"    // -> device: Chunk
+	topicOTARequest  = "ota/request"  // device ->: ChunkRequest
+	topicOTAProgress = "ota/progress" // device ->: UpdateProgress
 )
 
 func topic(id, suffix string) string { return "sprout/" + id + "/" + suffix }
@@ -92,6 +99,10 @@ type session struct {
 	subscribed bool                // subscribed to its commands topic: commands go out at once
 	held       []*devicepb.Command // commands waiting for that subscription
 	enc        encoding
+
+	firmware string        // the version the Username named ("": none, no updates over the air)
+	done     chan struct{} // closed when the session ends
+	ota      otaSession    // ota.go
 }
 
 // connect authenticates a CONNECT with the device's grain. On refusal it writes the CONNACK
@@ -121,12 +132,15 @@ func (s *Server) connect(cl *mochi.Client, pk packets.Packet) error {
 		return refuse(packets.ErrClientIdentifierNotValid, packets.Err3ClientIdentifierNotValid, "client id is not a device id: "+err.Error())
 	}
 	user, pass := string(pk.Connect.Username), string(pk.Connect.Password)
+	// "<device id>|<unix seconds>", or with "|<firmware version>" (updates over the air need it).
 	uid, ts, ok := strings.Cut(user, "|")
+	ts, firmware, named := strings.Cut(ts, "|")
 	secs, err := strconv.ParseInt(ts, 10, 64)
 	mac, herr := hex.DecodeString(pass)
-	if !ok || uid != id || err != nil || herr != nil || len(mac) != 32 || pass != strings.ToLower(pass) {
+	badVersion := named && (firmware == "" || len(firmware) > messages.MaxFirmwareBytes || !utf8.ValidString(firmware))
+	if !ok || uid != id || err != nil || herr != nil || len(mac) != 32 || pass != strings.ToLower(pass) || badVersion {
 		return refuse(packets.ErrBadUsernameOrPassword, packets.ErrMalformedUsernameOrPassword,
-			"username must be <device id>|<unix seconds> and password 64 lowercase hex digits")
+			"username must be <device id>|<unix seconds>[|<firmware version of 1..32 bytes>] and password 64 lowercase hex digits")
 	}
 	// A session with no keep-alive, or a longer one than allowed, gets the edge's: a pot that
 	// vanishes without a FIN goes offline within 1.5 times it.
@@ -136,7 +150,7 @@ func (s *Server) connect(cl *mochi.Client, pk packets.Packet) error {
 	}
 	sid := make([]byte, 16)
 	_, _ = crand.Read(sid)
-	x := &session{s: s, cl: cl, device: id, id: hex.EncodeToString(sid), v5: v5}
+	x := &session{s: s, cl: cl, device: id, id: hex.EncodeToString(sid), v5: v5, firmware: firmware, done: make(chan struct{})}
 	if e, ok := s.encodings.Load(id); ok {
 		x.enc = e.(encoding)
 	}
@@ -147,10 +161,14 @@ func (s *Server) connect(cl *mochi.Client, pk packets.Packet) error {
 	var ar *actorpb.AuthResult
 	// The cluster request path is deep and grows a goroutine's stack; it runs on its own goroutine
 	// so that the session's long-lived read goroutine (this one) keeps a small one: memory per pot.
+	shown := firmware
+	if shown == "" {
+		shown = "mqtt" // what the console shows for a pot that did not say
+	}
 	onStack(func() {
 		grain, ar, err = devicelink.Authenticate(s.cluster, &actorpb.Authenticate{
-			DeviceId: id, Mac: mac, Mqtt: &actorpb.MqttAuth{UnixSeconds: secs}, ProtocolVersion: messages.ProtocolVersion,
-			RemoteAddr: cl.Net.Remote, FirmwareVersion: "mqtt",
+			DeviceId: id, Mac: mac, Mqtt: &actorpb.MqttAuth{UnixSeconds: secs, FirmwareVersion: firmware}, ProtocolVersion: messages.ProtocolVersion,
+			RemoteAddr: cl.Net.Remote, FirmwareVersion: shown,
 			Conn: &actorpb.ConnRef{Address: x.pid.Address, Id: x.pid.Id, SessionId: x.id, Edge: ec.LocalAddr().String()},
 		}, s.opts.GrainTimeout, &x.asked)
 	})
@@ -193,6 +211,7 @@ func (x *session) established() {
 	if _, ok := x.cl.State.Subscriptions.Get(topic(x.device, topicCommands)); ok {
 		x.markSubscribed()
 	}
+	go x.otaWelcomed()
 }
 
 func (x *session) markSubscribed() {
@@ -258,6 +277,7 @@ func (x *session) closeAfter(code packets.Code, reason devicepb.CloseReason) {
 // device holds this node.
 func (x *session) cleanup(ec *edgeConn) {
 	s := x.s
+	close(x.done)
 	reason := devicepb.CloseReason(x.reason.Load())
 	if reason == 0 {
 		if err, _ := ec.readErr.Load().(error); err != nil && isTimeout(err) {
@@ -350,7 +370,28 @@ func (x *session) publish(pk packets.Packet) error {
 		x.remember(enc)
 		s.cluster.ActorSystem.Root.Send(x.grain, &actorpb.DeliverResult{SessionId: x.id, Result: r})
 		return packets.CodeSuccessIgnore
-	default: // the ACL lets only the three topics above through
+	case topicOTARequest:
+		req, err := decodeChunkRequest(pk.Payload, enc)
+		if err != nil {
+			return refuse(RefusedBadPayload, packets.ErrPayloadFormatInvalid, reasonProtocol)
+		}
+		x.remember(enc)
+		if !x.chunkRequest(req) {
+			s.refuse(RefusedOTARange)
+			s.opts.Logger.Info("mqtt chunk request out of range; closing", "device", x.device, "offset", req.Offset, "length", req.Length)
+			x.closeAfter(packets.ErrProtocolViolation, reasonProtocol)
+			return packets.ErrRejectPacket
+		}
+		return packets.CodeSuccessIgnore
+	case topicOTAProgress:
+		p, err := decodeProgress(pk.Payload, enc)
+		if err != nil || len(p.Reason) > messages.MaxDetailBytes || len(p.Version) > messages.MaxFirmwareBytes {
+			return refuse(RefusedBadPayload, packets.ErrPayloadFormatInvalid, reasonProtocol)
+		}
+		x.remember(enc)
+		onStack(func() { x.progress(p) })
+		return packets.CodeSuccessIgnore
+	default: // the ACL lets only the topics above through
 		return refuse(RefusedForeignTopic, packets.ErrTopicNameInvalid, reasonProtocol)
 	}
 	x.remember(enc)
@@ -392,15 +433,16 @@ func (x *session) remember(enc encoding) {
 	}
 }
 
-// allowed is the ACL: a device may publish its telemetry, events and command results, and
-// subscribe only under its own prefix.
+// allowed is the ACL: a device may publish its telemetry, events, command results, chunk
+// requests and update progress, and subscribe only under its own prefix.
 func (x *session) allowed(t string, write bool) bool {
 	suffix, ok := strings.CutPrefix(t, "sprout/"+x.device+"/")
 	if !ok {
 		return false
 	}
 	if write {
-		return suffix == topicTelemetry || suffix == topicEvent || suffix == topicResult
+		return suffix == topicTelemetry || suffix == topicEvent || suffix == topicResult ||
+			suffix == topicOTARequest || suffix == topicOTAProgress
 	}
 	return true
 }
@@ -500,11 +542,18 @@ func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
 	if x == nil {
 		return
 	}
+	ota := false
 	for i, f := range pk.Filters {
 		if i < len(codes) && codes[i] < 0x80 && subscribes(f.Filter, topic(x.device, topicCommands)) {
 			// The SUBACK is written after this hook returns; commands follow it.
 			go x.markSubscribed()
 		}
+		if i < len(codes) && codes[i] < 0x80 && (subscribes(f.Filter, topic(x.device, topicOTAOffer)) || subscribes(f.Filter, topic(x.device, topicOTAChunk))) {
+			ota = true
+		}
+	}
+	if ota {
+		go x.otaFlush() // the offer or chunk held for this subscription
 	}
 }
 

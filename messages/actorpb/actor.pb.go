@@ -539,12 +539,16 @@ func (x *Authenticate) GetMqtt() *MqttAuth {
 	return nil
 }
 
-// MqttAuth is the MQTT form of a device's proof: the time it signed (Username "<device id>|<unix seconds>").
+// MqttAuth is the MQTT form of a device's proof: the time it signed (Username "<device id>|<unix seconds>"
+// or "<device id>|<unix seconds>|<firmware version>").
 type MqttAuth struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UnixSeconds   int64                  `protobuf:"varint,1,opt,name=unix_seconds,json=unixSeconds,proto3" json:"unix_seconds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	UnixSeconds int64                  `protobuf:"varint,1,opt,name=unix_seconds,json=unixSeconds,proto3" json:"unix_seconds,omitempty"`
+	// The firmware version the Username named (its third field), signed with it; empty when the
+	// device named none. Authenticate.firmware_version is then this version.
+	FirmwareVersion string `protobuf:"bytes,930,opt,name=firmware_version,json=firmwareVersion,proto3" json:"firmware_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MqttAuth) Reset() {
@@ -582,6 +586,13 @@ func (x *MqttAuth) GetUnixSeconds() int64 {
 		return x.UnixSeconds
 	}
 	return 0
+}
+
+func (x *MqttAuth) GetFirmwareVersion() string {
+	if x != nil {
+		return x.FirmwareVersion
+	}
+	return ""
 }
 
 type AuthResult struct {
@@ -3672,9 +3683,10 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\vremote_addr\x18\b \x01(\tR\n" +
 	"remoteAddr\x123\n" +
 	"\x05trace\x18\t \x01(\v2\x1d.sprout.actor.v1.TraceContextR\x05trace\x12-\n" +
-	"\x04mqtt\x182 \x01(\v2\x19.sprout.actor.v1.MqttAuthR\x04mqtt\"-\n" +
+	"\x04mqtt\x182 \x01(\v2\x19.sprout.actor.v1.MqttAuthR\x04mqtt\"Y\n" +
 	"\bMqttAuth\x12!\n" +
-	"\funix_seconds\x18\x01 \x01(\x03R\vunixSeconds\"\x84\x02\n" +
+	"\funix_seconds\x18\x01 \x01(\x03R\vunixSeconds\x12*\n" +
+	"\x10firmware_version\x18\xa2\a \x01(\tR\x0ffirmwareVersion\"\x84\x02\n" +
 	"\n" +
 	"AuthResult\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x125\n" +
