@@ -37,6 +37,18 @@ type Stats struct {
 
 	AckLatency Histogram // from writing a frame to reading its Ack, first ack only
 
+	// Firmware updates (docs/ota.md), for plants with Config.OTAKey.
+	OTAOffers        atomic.Uint64 // UpdateOffers received
+	OTAAccepted      atomic.Uint64 // offers that passed the checks (a resume counts again)
+	OTAChunkRequests atomic.Uint64
+	OTAChunks        atomic.Uint64 // chunks written to the slot
+	OTABytes         atomic.Uint64
+	OTAProgressSent  atomic.Uint64 // UpdateProgress frames written
+	OTAFailed        atomic.Uint64 // FAILED said (bad signature, product, size, chunk, sha256 mismatch, no updates)
+	OTADropped       atomic.Uint64 // downloads dropped on an empty Chunk
+	OTAReboots       atomic.Uint64 // verified images booted
+	OTAConfirmed     atomic.Uint64 // RUNNING said after the new image's first Welcome
+
 	errMu  sync.Mutex
 	errors map[string]uint64
 }
@@ -98,6 +110,12 @@ type Snapshot struct {
 	ResultsSent          uint64            `json:"results_sent"`
 	Errors               map[string]uint64 `json:"errors"`
 	AckLatency           Latency           `json:"ack_latency"`
+	OTAOffers            uint64            `json:"ota_offers,omitempty"`
+	OTAChunks            uint64            `json:"ota_chunks,omitempty"`
+	OTABytes             uint64            `json:"ota_bytes,omitempty"`
+	OTAFailed            uint64            `json:"ota_failed,omitempty"`
+	OTAReboots           uint64            `json:"ota_reboots,omitempty"`
+	OTAConfirmed         uint64            `json:"ota_confirmed,omitempty"`
 }
 
 // Snapshot copies the counters. Counters move while it runs, so totals are only roughly consistent.
@@ -124,6 +142,12 @@ func (s *Stats) Snapshot() Snapshot {
 		ResultsSent:          s.commandResultsSent.Load(),
 		Errors:               map[string]uint64{},
 		AckLatency:           s.AckLatency.Latency(),
+		OTAOffers:            s.OTAOffers.Load(),
+		OTAChunks:            s.OTAChunks.Load(),
+		OTABytes:             s.OTABytes.Load(),
+		OTAFailed:            s.OTAFailed.Load(),
+		OTAReboots:           s.OTAReboots.Load(),
+		OTAConfirmed:         s.OTAConfirmed.Load(),
 	}
 	for st := devicepb.CommandStatus_COMMAND_STATUS_DONE; int(st) < len(s.commandsByStatus); st++ {
 		if n := s.commandsByStatus[st].Load(); n > 0 {
