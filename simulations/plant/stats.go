@@ -288,3 +288,54 @@ func (h *Histogram) Latency() Latency {
 		Max:   time.Duration(h.max.Load()),
 	}
 }
+
+// HistogramMark is a Histogram's counts at one moment, for the latency of what was recorded
+// after it (Histogram.Since): a phase of a run that shares one Histogram with the others.
+type HistogramMark struct {
+	counts [histBuckets]uint64
+	n      uint64
+}
+
+// Mark copies the counts now.
+func (h *Histogram) Mark() *HistogramMark {
+	m := &HistogramMark{n: h.n.Load()}
+	for i := range h.counts {
+		m.counts[i] = h.counts[i].Load()
+	}
+	return m
+}
+
+// Since summarises the samples recorded after from was taken (all of them if from is nil). Max is
+// the upper bound of the highest bucket those samples fell in (at most the largest sample ever).
+func (h *Histogram) Since(from *HistogramMark) Latency {
+	var d [histBuckets]uint64
+	var n uint64
+	top := -1
+	for i := range h.counts {
+		d[i] = h.counts[i].Load()
+		if from != nil {
+			d[i] -= min(d[i], from.counts[i])
+		}
+		n += d[i]
+		if d[i] > 0 {
+			top = i
+		}
+	}
+	if n == 0 {
+		return Latency{}
+	}
+	hmax := h.max.Load()
+	mx := min(histUpper(top), hmax)
+	q := func(q float64) time.Duration {
+		rank := max(uint64(q*float64(n)+0.5), 1)
+		var seen uint64
+		for i := range d {
+			seen += d[i]
+			if seen >= rank {
+				return time.Duration(min(histUpper(i), mx))
+			}
+		}
+		return time.Duration(mx)
+	}
+	return Latency{Count: n, P50: q(0.50), P90: q(0.90), P99: q(0.99), P999: q(0.999), Max: time.Duration(mx)}
+}
