@@ -31,7 +31,7 @@ import (
 var (
 	otaPots     = flag.Int("ota-pots", 2000, "simulated pots in the OTA part (-only ota); 0 skips it")
 	otaImage    = flag.Int("ota-image-bytes", 1<<20, "size of the random firmware image rolled out")
-	otaPaces    = flag.String("ota-paces", "400:90s,8000:14m", "the OTA part's runs, comma-separated: node-wide chunks/s (--ota-chunks-per-second)[:longest rollout phase]; a run whose rollout is not done by then reports how far it got and a projection")
+	otaPaces    = flag.String("ota-paces", "400:60s,2000:60s,10000:12m", "the OTA part's runs, comma-separated: node-wide chunks/s (--ota-chunks-per-second)[:longest rollout phase]; a run whose rollout is not done by then reports how far it got and a projection")
 	otaStages   = flag.String("ota-stages", "1,10,100", "the rollout's stages (percent)")
 	otaInterval = flag.Duration("ota-report-interval", time.Second, "each pot's telemetry interval during the OTA part")
 	otaBefore   = flag.Duration("ota-before", 20*time.Second, "length of the phase without a rollout (the baseline)")
@@ -76,7 +76,10 @@ type OTARun struct {
 	Before, During plant.Latency `json:"-"`
 	BeforeMs       LatencyMs     `json:"before"`
 	DuringMs       LatencyMs     `json:"during"`
-	ReadingsPerSec [2]float64    `json:"readings_per_second"` // acked, before and during
+	// DuringLaterMs leaves out the rollout's first otaSettle (its start writes every pot's target
+	// and looks up every connected pot's offer).
+	DuringLaterMs  LatencyMs  `json:"during_after_start"`
+	ReadingsPerSec [2]float64 `json:"readings_per_second"` // acked, before and during
 	// Node RSS (MiB): median and peak of the samples (every 500 ms) before and during.
 	RSSBefore     float64 `json:"rss_before_mib"`
 	RSSBeforePeak float64 `json:"rss_before_peak_mib"`
@@ -210,6 +213,9 @@ func (o *OTARun) summary() string {
 		o.RSSBefore, o.RSSBeforePeak, o.RSSDuring, o.RSSDuringPeak, o.CPUBefore, o.CPUDuring)
 }
 
+// otaSettle is the start of a rollout, left out of DuringLaterMs.
+const otaSettle = 15 * time.Second
+
 // otaProfileTime is how long the node's CPU is profiled from the rollout's start.
 func otaProfileTime(pc otaPace) time.Duration { return min(pc.limit, 30*time.Second) }
 
@@ -272,12 +278,16 @@ func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, c
 	cpu := prof.cpu(p, otaProfileTime(pc))
 	defer func() { cpuRaw = cpu.wait() }()
 	var during []float64
+	var later *plant.HistogramMark
 	lastChunks, lastAt := chunks0, t0
 	var ro rolloutState
 	for {
 		time.Sleep(500 * time.Millisecond)
 		during = append(during, rss(pid)/(1<<20))
 		now := time.Now()
+		if later == nil && now.Sub(t0) >= otaSettle {
+			later = stats.AckLatency.Mark()
+		}
 		c := stats.OTAChunks.Load()
 		if now.Sub(lastAt) >= time.Second {
 			run.PeakChunksSec = max(run.PeakChunksSec, float64(c-lastChunks)/now.Sub(lastAt).Seconds())
@@ -316,6 +326,9 @@ func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, c
 	run.PotsConfirmed = stats.OTAConfirmed.Load()
 	run.OTAFailed = stats.OTAFailed.Load()
 	run.BeforeMs, run.DuringMs = latMs(run.Before), latMs(run.During)
+	if later != nil {
+		run.DuringLaterMs = latMs(stats.AckLatency.Since(later))
+	}
 	if !run.Completed && run.ChunksPerSec > 0 {
 		per := float64((len(image) + plant.DefaultOTAChunkBytes - 1) / plant.DefaultOTAChunkBytes)
 		left := per*float64(len(cs)) - float64(run.Chunks)

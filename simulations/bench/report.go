@@ -539,7 +539,7 @@ func renderOTA(b *strings.Builder, runs []*Results) {
 				"First %.0f s without a rollout (the baseline: same node, same pots, same run), then the rollout until the node records it completed (every pot running the new version) or the run's limit. "+
 				"Each run is a fresh node at one `--ota-chunks-per-second`. RSS is the node's (median and peak of samples every 500 ms), CPU the node's in cores; the simulated pots run in the bench process on the same machine.\n\n",
 				o.Pots, o.ChunkBytes, plant.DefaultRebootTime, time.Duration(o.ReportIntervalMs*float64(time.Millisecond)), kib(o.ImageBytes), o.Stages, o.BeforeSecs)
-			b.WriteString("| run | pace (chunks/s) | rollout | chunks/s achieved (peak) | readings/s before / during | ack p50 / p99 / max, no rollout | ack p50 / p99 / max, during | node RSS median / peak, no rollout | during | node CPU no rollout / during | failures |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+			b.WriteString("| run | pace (chunks/s) | rollout | chunks/s achieved (peak) | readings/s before / during | ack p50 / p99 / max, no rollout | ack p50 / p99 / max, during | p50 / p99 after its first 15 s | node RSS median / peak, no rollout | during | node CPU no rollout / during | failures |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 			first = false
 		}
 		for _, x := range o.Runs {
@@ -554,9 +554,9 @@ func renderOTA(b *strings.Builder, runs []*Results) {
 			if len(x.Errors) > 0 {
 				fails += fmt.Sprintf("; sim errors %v", x.Errors)
 			}
-			fmt.Fprintf(b, "| %d | %d | %s | %.0f (%.0f) | %.0f / %.0f | %.1f / %.1f / %.0f ms | %.1f / %.1f / %.0f ms | %.0f / %.0f MiB | %.0f / %.0f MiB | %.2f / %.2f | %s |\n",
+			fmt.Fprintf(b, "| %d | %d | %s | %.0f (%.0f) | %.0f / %.0f | %.1f / %.1f / %.0f ms | %.1f / %.1f / %.0f ms | %.1f / %.1f ms | %.0f / %.0f MiB | %.0f / %.0f MiB | %.2f / %.2f | %s |\n",
 				r.Run, x.Pace, done, x.ChunksPerSec, x.PeakChunksSec, x.ReadingsPerSec[0], x.ReadingsPerSec[1],
-				x.BeforeMs.P50, x.BeforeMs.P99, x.BeforeMs.Max, x.DuringMs.P50, x.DuringMs.P99, x.DuringMs.Max,
+				x.BeforeMs.P50, x.BeforeMs.P99, x.BeforeMs.Max, x.DuringMs.P50, x.DuringMs.P99, x.DuringMs.Max, x.DuringLaterMs.P50, x.DuringLaterMs.P99,
 				x.RSSBefore, x.RSSBeforePeak, x.RSSDuring, x.RSSDuringPeak, x.CPUBefore, x.CPUDuring, fails)
 		}
 	}
