@@ -45,7 +45,7 @@ test-firmware:
 
 ## test-bench: the bench program's own end-to-end test (every part twice with tiny numbers, ~5 min; not in make test).
 test-bench: build
-	SPROUT_TEST_BENCH_SUITE=1 $(GO) test -count=1 -run TestSuiteRunsTwiceWithTinyNumbers ./simulations/bench
+	SPROUT_TEST_BENCH_SUITE=1 $(GO) test -count=1 -run "TestSuiteRunsTwiceWithTinyNumbers|TestOTAPart" ./simulations/bench
 
 ## fuzz: a short run of each Go fuzz target (longer: make fuzz FUZZTIME=20000000x).
 fuzz:

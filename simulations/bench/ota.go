@@ -189,11 +189,12 @@ func otaBench(bin, tmp string, res *Results, prof *profiler) error {
 			clearProfiles([]string{id})
 		}
 		fmt.Fprintf(os.Stderr, "ota: %d pots, %d KiB image, node pace %d chunks/s (at most %v of rollout) ...\n", len(cs), len(image)>>10, pc.pace, pc.limit)
-		run, cpuRaw, err := otaRun(bin, filepath.Join(dir, fmt.Sprintf("node%d", i)), keyPrefix+".key", ed25519.PublicKey(pub), image, cs, stages, pc, prof)
+		run, cpuRaw, heapRaw, err := otaRun(bin, filepath.Join(dir, fmt.Sprintf("node%d", i)), keyPrefix+".key", ed25519.PublicKey(pub), image, cs, stages, pc, prof)
 		if err != nil {
 			return fmt.Errorf("pace %d: %w", pc.pace, err)
 		}
-		if path := prof.save(id, res.Run, profSection{title: fmt.Sprintf("node CPU, the first %s of the rollout at %d chunks/s", otaProfileTime(pc), pc.pace), raw: cpuRaw}); path != "" {
+		if path := prof.save(id, res.Run, profSection{title: fmt.Sprintf("node CPU, the first %s of the rollout at %d chunks/s", otaProfileTime(pc), pc.pace), raw: cpuRaw},
+			profSection{title: "node heap in use at the end of the rollout phase", raw: heapRaw, args: []string{"-sample_index=inuse_space"}}); path != "" {
 			res.Profiles[id] = path
 			run.Profile = path
 		}
@@ -219,16 +220,16 @@ const otaSettle = 15 * time.Second
 // otaProfileTime is how long the node's CPU is profiled from the rollout's start.
 func otaProfileTime(pc otaPace) time.Duration { return min(pc.limit, 30*time.Second) }
 
-func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, cs []fleet.Credential, stages []int, pc otaPace, prof *profiler) (run *OTARun, cpuRaw string, err error) {
+func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, cs []fleet.Credential, stages []int, pc otaPace, prof *profiler) (run *OTARun, cpuRaw, heapRaw string, err error) {
 	run = &OTARun{Pace: pc.pace, LimitSecs: pc.limit.Seconds()}
 	p, err := startSprout(bin, dataDir, "", cs, "SPROUT_FIRMWARE_KEY="+keyFile,
 		"SPROUT_OTA_CHUNKS_PER_SECOND="+strconv.Itoa(pc.pace), fmt.Sprintf("SPROUT_MAX_FIRMWARE_BYTES=%d", max(len(image), 4<<20)))
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	defer p.stop()
 	if err := uploadFirmware(p, image); err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	pid := p.cmd.Process.Pid
 
@@ -248,7 +249,7 @@ func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, c
 	deadline := time.Now().Add(2 * time.Minute)
 	for stats.Connected.Load() < int64(len(cs)) {
 		if time.Now().After(deadline) {
-			return nil, "", fmt.Errorf("only %d of %d pots connected", stats.Connected.Load(), len(cs))
+			return nil, "", "", fmt.Errorf("only %d of %d pots connected", stats.Connected.Load(), len(cs))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -273,7 +274,7 @@ func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, c
 	t0 = time.Now()
 	id, err := startRollout(p, stages)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	cpu := prof.cpu(p, otaProfileTime(pc))
 	defer func() { cpuRaw = cpu.wait() }()
@@ -296,7 +297,7 @@ func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, c
 		// The list has each rollout's state without its targets (GET /rollouts/ID lists every pot).
 		st, err := rolloutListState(p, id)
 		if err != nil {
-			return nil, "", err
+			return nil, "", "", err
 		}
 		ro.State, ro.Reason = st.State, st.Reason
 		if ro.State == "completed" {
@@ -305,7 +306,7 @@ func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, c
 		}
 		if ro.State != "running" {
 			_ = getJSON(p, "/api/v1/rollouts/"+id, &ro)
-			return nil, "", fmt.Errorf("rollout %s: %s (%s): %v", id, ro.State, ro.Reason, ro.Counts)
+			return nil, "", "", fmt.Errorf("rollout %s: %s (%s): %v", id, ro.State, ro.Reason, ro.Counts)
 		}
 		if now.Sub(t0) >= pc.limit {
 			break
@@ -313,8 +314,10 @@ func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, c
 	}
 	el = time.Since(t0).Seconds()
 	run.TookSecs = el
+	heapRaw = prof.heap(p)
+	defer func(h string) { heapRaw = h }(heapRaw)
 	if err := getJSON(p, "/api/v1/rollouts/"+id, &ro); err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	run.During = stats.AckLatency.Since(mark)
 	run.ReadingsPerSec[1] = float64(stats.FramesAcked.Load()-acked0) / el
@@ -337,7 +340,7 @@ func otaRun(bin, dataDir, keyFile string, pub ed25519.PublicKey, image []byte, c
 	if errs := stats.Snapshot().Errors; len(errs) > 0 {
 		run.Errors = errs
 	}
-	return run, "", nil
+	return run, "", "", nil
 }
 
 func medianPeak(v []float64) (float64, float64) {
