@@ -11,7 +11,7 @@ STATICCHECK_VERSION   := v0.8.2
 FUZZTIME  ?= 200000x
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all build run cluster test test-go test-firmware test-bench fuzz proto proto-check lint bench bench-mqtt bench-history deps tools clean
+.PHONY: all build run cluster test test-go test-firmware test-bench fuzz proto proto-check lint bench bench-mqtt bench-ota bench-history deps tools clean
 
 all: build
 
@@ -45,7 +45,7 @@ test-firmware:
 
 ## test-bench: the bench program's own end-to-end test (every part twice with tiny numbers, ~5 min; not in make test).
 test-bench: build
-	SPROUT_TEST_BENCH_SUITE=1 $(GO) test -count=1 -run TestSuiteRunsTwiceWithTinyNumbers ./simulations/bench
+	SPROUT_TEST_BENCH_SUITE=1 $(GO) test -count=1 -run "TestSuiteRunsTwiceWithTinyNumbers|TestOTAPart" ./simulations/bench
 
 ## fuzz: a short run of each Go fuzz target (longer: make fuzz FUZZTIME=20000000x).
 fuzz:
@@ -88,6 +88,11 @@ bench: build
 ## bench-mqtt: only the MQTT and TLS part (vs Mosquitto, vs the TCP edge; idle memory); updates its section of docs/benchmarks.md.
 bench-mqtt: build
 	$(GO) run ./simulations/bench -only mqtt -runs $(BENCH_RUNS) -sprout $(BIN)/sprout -out docs/benchmarks.md $(BENCH_FLAGS)
+
+## bench-ota: only the firmware rollout part (issue 16: 2,000 pots x 1 MiB, at 400, 2,000 and 10,000 chunks/s; ~12 min, once);
+## not in make bench. A quick one: make bench-ota BENCH_FLAGS="-ota-pots 200 -ota-image-bytes 262144 -ota-paces 400:20s,4000:2m".
+bench-ota: build
+	$(GO) run ./simulations/bench -only ota -runs 1 -sprout $(BIN)/sprout -out docs/benchmarks.md $(BENCH_FLAGS)
 
 ## bench-history: only the history queries (loads the 100M-reading datasets once into ~/.cache/sprout/bench-history).
 bench-history:

@@ -51,6 +51,10 @@ type OTAOptions struct {
 	// SigningKey signs the manifests of images added without a key of their own (the API and
 	// console upload, `sprout serve --firmware-key`); nil: such uploads are refused.
 	SigningKey ed25519.PrivateKey
+	// ChunkCacheBytes bounds the image bytes kept in memory to serve chunks (64 KiB windows, the
+	// most recently used kept; default DefaultChunkCacheBytes, one image of the largest size;
+	// negative: none, every chunk is read from the store).
+	ChunkCacheBytes int
 	// TimeoutCheck is how often Run looks for stages past their timeout (default 1 min).
 	TimeoutCheck time.Duration
 	// StageOpened is called when a rollout opens a stage (or resumes), so the edge can offer the
@@ -66,8 +70,9 @@ type OTAOptions struct {
 // reaches its threshold. All state is in the FirmwareStore, so a restarted node (or another
 // member sharing a Postgres store) carries on where it was.
 type OTA struct {
-	o  OTAOptions
-	mu sync.Mutex // serialises rollout evaluation on this node
+	o      OTAOptions
+	mu     sync.Mutex // serialises rollout evaluation on this node
+	chunks *chunkCache
 }
 
 // NewOTA returns the rollout service.
@@ -87,7 +92,14 @@ func NewOTA(o OTAOptions) *OTA {
 	if o.TimeoutCheck <= 0 {
 		o.TimeoutCheck = DefaultTimeoutCheck
 	}
-	return &OTA{o: o}
+	if o.ChunkCacheBytes == 0 {
+		o.ChunkCacheBytes = DefaultChunkCacheBytes
+	}
+	s := &OTA{o: o}
+	if o.ChunkCacheBytes > 0 && o.Store != nil {
+		s.chunks = newChunkCache(o.ChunkCacheBytes, o.Store.ReadFirmware)
+	}
+	return s
 }
 
 // ErrNoSigningKey is AddFirmware without a key on a service that has none (OTAOptions.SigningKey).
@@ -484,7 +496,10 @@ func (s *OTA) ReadChunk(ctx context.Context, sha []byte, off, n int) ([]byte, er
 	if n > MaxReadChunkBytes {
 		n = MaxReadChunkBytes
 	}
-	return s.o.Store.ReadFirmware(ctx, sha, off, n)
+	if s.chunks == nil {
+		return s.o.Store.ReadFirmware(ctx, sha, off, n)
+	}
+	return s.chunks.get(ctx, sha, off, n)
 }
 
 // Progress records a pot's UpdateProgress.

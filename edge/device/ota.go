@@ -106,19 +106,24 @@ func (c *conn) otaFrame(f *devicepb.Frame) (devicepb.CloseReason, string) {
 // serveChunk reads one chunk, paced by the node-wide limit, and queues it.
 func (c *conn) serveChunk(offer *devicepb.UpdateOffer, req *devicepb.ChunkRequest) {
 	s := c.s
-	defer c.ota.busy.Store(false)
 	if !s.chunks.Wait(int(req.Length), c.closing) {
+		c.ota.busy.Store(false)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.GrainTimeout)
 	defer cancel()
 	data, err := s.opts.OTA.ReadChunk(ctx, offer.Sha256, int(req.Offset), int(req.Length))
 	if err != nil {
+		c.ota.busy.Store(false)
 		s.opts.Logger.Warn("ota: could not read a chunk", "device", c.device, "err", err)
 		c.close(devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, "firmware image unavailable; reconnect later", 0)
 		return
 	}
 	s.chunksOut.Add(1)
+	// Free the pot's slot before the Chunk goes out: the pot may ask for the next one the moment
+	// it arrives, and that request must not find this one still in flight (it would be refused,
+	// never answered, and the pot would wait for it forever).
+	c.ota.busy.Store(false)
 	c.send(&devicepb.Frame{Body: &devicepb.Frame_Chunk{Chunk: &devicepb.Chunk{Sha256: offer.Sha256, Offset: req.Offset, Data: data}}})
 }
 

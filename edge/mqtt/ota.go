@@ -103,19 +103,23 @@ func (x *session) chunkRequest(req *devicepb.ChunkRequest) bool {
 // serveChunk reads one chunk, paced node-wide, and publishes (or holds) it.
 func (x *session) serveChunk(offer *devicepb.UpdateOffer, req *devicepb.ChunkRequest) {
 	s := x.s
-	defer x.ota.busy.Store(false)
 	n := min(req.Length, offer.Size-req.Offset)
 	if !s.opts.OTAPace.Wait(int(n), x.done) {
+		x.ota.busy.Store(false)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.GrainTimeout)
 	defer cancel()
 	data, err := s.opts.OTA.ReadChunk(ctx, offer.Sha256, int(req.Offset), int(n))
 	if err != nil {
+		x.ota.busy.Store(false)
 		s.opts.Logger.Warn("ota: could not read a chunk", "device", x.device, "err", err)
 		x.closeWith(disconnectCode(reasonUnavail), reasonUnavail)
 		return
 	}
+	// Free the pot's slot before the chunk goes out: a pot asking for the next one the moment it
+	// arrives must not find this one still in flight (as on the TCP edge).
+	x.ota.busy.Store(false)
 	x.otaSend(topicOTAChunk, &devicepb.Chunk{Sha256: offer.Sha256, Offset: req.Offset, Data: data})
 }
 

@@ -194,3 +194,55 @@ func TestSuiteRunsTwiceWithTinyNumbers(t *testing.T) {
 		t.Fatalf("-only history lost the other parts or reloaded the dataset: %+v", after.Runs)
 	}
 }
+
+// TestOTAPartRollsOutToEveryPotAndReportsBothPhases runs -only ota with tiny numbers: 30 pots, a
+// 20 KiB image, one pace stopped early and one to completion.
+func TestOTAPartRollsOutToEveryPotAndReportsBothPhases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds sprout and starts servers")
+	}
+	if os.Getenv("SPROUT_TEST_BENCH_SUITE") == "" {
+		t.Skip("builds sprout and runs about a minute: make test-bench (SPROUT_TEST_BENCH_SUITE=1)")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sprout")
+	if b, err := exec.Command("go", "build", "-o", bin, "github.com/sprout-iot/sprout/cmd/sprout").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	out := filepath.Join(dir, "docs", "benchmarks.md")
+	set(t, "sprout", bin, "out", out, "runs", "1", "only", "ota", "ota-pots", "30", "ota-image-bytes", "20000",
+		"ota-paces", "50:3s,5000:1m", "ota-before", "3s", "ota-report-interval", "200ms", "ota-stages", "10,100")
+	if err := run(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "docs", "benchmarks.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	o := rep.Runs[0].OTA
+	if o == nil || len(o.Runs) != 2 || o.Pots != 30 {
+		t.Fatalf("OTA part: %+v", o)
+	}
+	slow, fast := o.Runs[0], o.Runs[1]
+	if slow.Completed || slow.ProjectedSecs <= slow.TookSecs || slow.Chunks == 0 {
+		t.Errorf("at 50 chunks/s for 3 s: %+v; want stopped early with a projection", slow)
+	}
+	if !fast.Completed || fast.Running != 30 || fast.PotsConfirmed != 30 || fast.OTAFailed != 0 || len(fast.Errors) != 0 {
+		t.Errorf("at 5000 chunks/s: %+v; want all 30 running, nothing failed", fast)
+	}
+	for _, x := range o.Runs {
+		if x.BeforeMs.N == 0 || x.DuringMs.N == 0 || x.RSSBefore <= 0 || x.RSSDuringPeak <= 0 {
+			t.Errorf("pace %d: missing measures %+v", x.Pace, x)
+		}
+	}
+	md, _ := os.ReadFile(out)
+	for _, want := range []string{"## Firmware rollout (OTA) while the fleet reports", "30 pots x 19 KiB, node pace 5000 chunks/s", "completed in"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}

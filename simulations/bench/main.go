@@ -91,6 +91,7 @@ type Results struct {
 	Cluster    *ClusterResult    `json:"cluster,omitempty"`
 	MQTT       *MQTTResult       `json:"mqtt,omitempty"`
 	History    []*HistoryResult  `json:"history,omitempty"`
+	OTA        *OTAResult        `json:"ota,omitempty"`
 	Profiles   map[string]string `json:"profiles,omitempty"` // measure id -> profile text, relative to the report
 }
 

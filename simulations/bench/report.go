@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sprout-iot/sprout/simulations/plant"
 )
 
 // Report is what docs/benchmarks.md is rendered from; its JSON (-json, default beside -out) keeps
@@ -43,6 +45,8 @@ func (r *Results) adopt(n *Results, parts []string) {
 			r.MQTT = n.MQTT
 		case "history":
 			r.History = n.History
+		case "ota":
+			r.OTA = n.OTA
 		}
 		if r.Profiles == nil {
 			r.Profiles = map[string]string{}
@@ -64,13 +68,23 @@ func (r *Results) adopt(n *Results, parts []string) {
 // ran) and renders docs/benchmarks.md.
 func writeReport(parts []string, runs []*Results) error {
 	rep := &Report{Machine: machine(), Written: time.Now().UTC(), Command: "go run ./simulations/bench " + strings.Join(os.Args[1:], " ")}
-	if len(parts) == len(allParts) {
+	var old Report
+	if b, err := os.ReadFile(dataPath()); err == nil {
+		_ = json.Unmarshal(b, &old)
+	}
+	full := true
+	for _, p := range allParts {
+		full = full && has(parts, p)
+	}
+	if full {
 		rep.Runs = runs
-	} else {
-		var old Report
-		if b, err := os.ReadFile(dataPath()); err == nil {
-			_ = json.Unmarshal(b, &old)
+		// The extra parts (make bench-ota) are kept from the last run that measured them.
+		for i, r := range rep.Runs {
+			if i < len(old.Runs) && old.Runs[i] != nil && r.OTA == nil && old.Runs[i].OTA != nil {
+				r.adopt(&Results{OTA: old.Runs[i].OTA, Started: r.Started, TookSecs: r.TookSecs}, []string{"ota"})
+			}
 		}
+	} else {
 		rep.Runs = old.Runs
 		for i, n := range runs {
 			if i < len(rep.Runs) && rep.Runs[i] != nil {
@@ -172,7 +186,38 @@ func measures(r *Results) []measure {
 				value: fmt.Sprintf("p50 %.1f, p99 %.1f, max %.1f ms", q.lat.P50Ms, q.lat.P99Ms, q.lat.MaxMs), base: base, met: boolp(historyMet(q.lat))})
 		}
 	}
+	if o := r.OTA; o != nil {
+		for _, x := range o.Runs {
+			done := fmt.Sprintf("%.0f s", x.TookSecs)
+			if !x.Completed {
+				done = fmt.Sprintf("stopped at %.0f s, %d of %d running; projected %s", x.TookSecs, x.Running, o.Pots, hms(x.ProjectedSecs))
+			}
+			ms = append(ms, measure{id: fmt.Sprintf("ota-%d", x.Pace),
+				name:   fmt.Sprintf("staged OTA rollout (%s), %d pots x %s, node pace %d chunks/s: time to complete; telemetry ack p99 during", strings.Trim(strings.Join(strings.Fields(fmt.Sprint(o.Stages)), ","), "[]"), o.Pots, kib(o.ImageBytes), x.Pace),
+				target: "report (issue 16)",
+				value:  fmt.Sprintf("%s; %.0f chunks/s; p99 %.1f ms; RSS peak %.0f MiB", done, x.ChunksPerSec, x.DuringMs.P99, x.RSSDuringPeak),
+				base:   fmt.Sprintf("no rollout: p99 %.1f ms; RSS peak %.0f MiB", x.BeforeMs.P99, x.RSSBeforePeak)})
+		}
+	}
 	return ms
+}
+
+func kib(n int) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
+}
+
+func hms(secs float64) string {
+	d := time.Duration(secs) * time.Second
+	if d >= time.Hour {
+		return fmt.Sprintf("%.1f h", d.Hours())
+	}
+	if d >= time.Minute {
+		return fmt.Sprintf("%.1f min", d.Minutes())
+	}
+	return fmt.Sprintf("%.0f s", secs)
 }
 
 func millions(n int64) string {
@@ -251,6 +296,7 @@ func render(rep *Report) string {
 	renderWeChat(&b, rep.Runs)
 	renderCluster(&b, rep.Runs)
 	renderMQTT(&b, rep.Runs)
+	renderOTA(&b, rep.Runs)
 	return b.String()
 }
 
@@ -475,5 +521,46 @@ func renderMQTT(b *strings.Builder, runs []*Results) {
 			first = false
 		}
 		fmt.Fprintf(b, "| %d | %.0f B | %.0f B | %.0f B |\n", r.Run, m.BytesPerMQTT, m.BytesPerTLS, m.BytesPerTCP)
+	}
+}
+
+func renderOTA(b *strings.Builder, runs []*Results) {
+	first := true
+	for _, r := range runs {
+		o := r.OTA
+		if o == nil || len(o.Runs) == 0 {
+			continue
+		}
+		if first {
+			b.WriteString("\n## Firmware rollout (OTA) while the fleet reports\n\n")
+			fmt.Fprintf(b, "One `sprout serve` node (embedded store, `--firmware-key`), %d simulated pots (`simulations/plant` with OTA on: they check the signature and product, ask for %d-byte chunks one at a time, hash the image, reboot after %s and come back with the new version in `Hello`), "+
+				"each reporting a reading every %s (window 1: the ack latency is a reading's write to its Ack, after the durable write). "+
+				"The image (%s, random) is uploaded through the API; the rollout (stages %v, failure threshold 5 %%) is started through the API. "+
+				"First %.0f s without a rollout (the baseline: same node, same pots, same run), then the rollout until the node records it completed (every pot running the new version) or the run's limit. "+
+				"Each run is a fresh node at one `--ota-chunks-per-second`. RSS is the node's (median and peak of samples every 500 ms), CPU the node's in cores; the simulated pots run in the bench process on the same machine.\n\n",
+				o.Pots, o.ChunkBytes, plant.DefaultRebootTime, time.Duration(o.ReportIntervalMs*float64(time.Millisecond)), kib(o.ImageBytes), o.Stages, o.BeforeSecs)
+			b.WriteString("| run | pace (chunks/s) | rollout | chunks/s achieved (peak) | readings/s before / during | ack p50 / p99 / max, no rollout | ack p50 / p99 / max, during | p50 / p99 after its first 15 s | node RSS median / peak, no rollout | during | node CPU no rollout / during | failures |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+			first = false
+		}
+		for _, x := range o.Runs {
+			done := fmt.Sprintf("completed in %s (%d running)", hms(x.TookSecs), x.Running)
+			if !x.Completed {
+				done = fmt.Sprintf("stopped after %s: %d of %d running, %v; projected %s", hms(x.TookSecs), x.Running, o.Pots, x.States, hms(x.ProjectedSecs))
+			}
+			if x.Profile != "" {
+				done += fmt.Sprintf(" ([node CPU profile](%s))", x.Profile)
+			}
+			fails := fmt.Sprintf("%d", x.OTAFailed)
+			if len(x.Errors) > 0 {
+				fails += fmt.Sprintf("; sim errors %v", x.Errors)
+			}
+			fmt.Fprintf(b, "| %d | %d | %s | %.0f (%.0f) | %.0f / %.0f | %.1f / %.1f / %.0f ms | %.1f / %.1f / %.0f ms | %.1f / %.1f ms | %.0f / %.0f MiB | %.0f / %.0f MiB | %.2f / %.2f | %s |\n",
+				r.Run, x.Pace, done, x.ChunksPerSec, x.PeakChunksSec, x.ReadingsPerSec[0], x.ReadingsPerSec[1],
+				x.BeforeMs.P50, x.BeforeMs.P99, x.BeforeMs.Max, x.DuringMs.P50, x.DuringMs.P99, x.DuringMs.Max, x.DuringLaterMs.P50, x.DuringLaterMs.P99,
+				x.RSSBefore, x.RSSBeforePeak, x.RSSDuring, x.RSSDuringPeak, x.CPUBefore, x.CPUDuring, fails)
+		}
+	}
+	if !first {
+		b.WriteString("\nIssue 16: a 2,000-pot staged rollout of a 1 MiB image: time to complete, telemetry ack p99 during the rollout against without it, node memory during it. `make bench-ota`; docs/ota.md \"Benchmark\".\n")
 	}
 }

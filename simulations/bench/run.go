@@ -17,12 +17,15 @@ import (
 
 var (
 	runs = flag.Int("runs", 1, "run the whole suite (or the -only parts) this many times; the report shows every run, each beside its own baselines (make bench: 2)")
-	only = flag.String("only", "", "run only these parts, comma-separated: "+strings.Join(allParts, ", ")+
+	only = flag.String("only", "", "run only these parts, comma-separated: "+strings.Join(allParts, ", ")+", "+strings.Join(extraParts, ", ")+
 		"; the report keeps the other parts' results from the last run that measured them (kept in -json)")
 )
 
 // allParts are the suite's parts, in the order they run.
 var allParts = []string{"telemetry", "idle", "big", "wechat", "cluster", "mqtt", "history"}
+
+// extraParts run only when named in -only (make bench-ota): too long for every make bench.
+var extraParts = []string{"ota"}
 
 // partMeasures are the measures (issue 15's targets) each part reports, by id: the names of their
 // profiles in docs/profiles/.
@@ -45,8 +48,8 @@ func selectedParts() ([]string, error) {
 	var ps []string
 	for _, p := range strings.Split(*only, ",") {
 		p = strings.TrimSpace(p)
-		if !slices.Contains(allParts, p) {
-			return nil, fmt.Errorf("-only: unknown part %q (parts: %s)", p, strings.Join(allParts, ", "))
+		if !slices.Contains(allParts, p) && !slices.Contains(extraParts, p) {
+			return nil, fmt.Errorf("-only: unknown part %q (parts: %s)", p, strings.Join(append(allParts, extraParts...), ", "))
 		}
 		ps = append(ps, p)
 	}
@@ -263,6 +266,11 @@ func runOnce(e *env, run int, parts []string) (*Results, error) {
 	if has(parts, "mqtt") && (*mqttDevices > 0 || *mqttIdle > 0) {
 		if err := mqttBench(e.bin, tmp, cs, res); err != nil {
 			return finish(fmt.Errorf("mqtt bench: %w", err))
+		}
+	}
+	if has(parts, "ota") && *otaPots > 0 {
+		if err := otaBench(e.bin, tmp, res, prof); err != nil {
+			return finish(fmt.Errorf("ota bench: %w", err))
 		}
 	}
 	if has(parts, "history") && *histReadings > 0 {

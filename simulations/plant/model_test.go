@@ -80,6 +80,27 @@ func TestHistogramQuantilesAreWithinThreePercent(t *testing.T) {
 	}
 }
 
+func TestHistogramSinceCountsOnlyLaterSamples(t *testing.T) {
+	var h Histogram
+	for i := 0; i < 1000; i++ {
+		h.Record(time.Millisecond)
+	}
+	m := h.Mark()
+	for i := 0; i < 100; i++ {
+		h.Record(50 * time.Millisecond)
+	}
+	l := h.Since(m)
+	if l.Count != 100 || l.P50 < 48*time.Millisecond || l.P50 > 50*time.Millisecond || l.Max != 50*time.Millisecond {
+		t.Fatalf("since the mark: %+v; want 100 samples of 50ms", l)
+	}
+	if all := h.Since(nil); all.Count != 1100 || all.P50 > 1040*time.Microsecond {
+		t.Fatalf("all: %+v", all)
+	}
+	if l := h.Since(h.Mark()); l.Count != 0 {
+		t.Fatalf("nothing after the last mark: %+v", l)
+	}
+}
+
 func TestRingDropsTheOldestWhenFull(t *testing.T) {
 	r := ring{limit: 3}
 	var dropped []uint64

@@ -18,9 +18,11 @@ const (
 	CommandReceived                            // a Command arrived (Command)
 	ResultSent                                 // a CommandResult was written (Result)
 	Closed                                     // a connection ended or an attempt failed (Server, Reason if the server sent Close, Err)
+	UpdateOffered                              // an UpdateOffer arrived (Offer)
+	UpdateReported                             // an UpdateProgress was written (UpdateState, Percent, Detail: its reason)
 )
 
-var kindNames = [...]string{"", "connected", "welcomed", "sent", "acked", "event queued", "command received", "result sent", "closed"}
+var kindNames = [...]string{"", "connected", "welcomed", "sent", "acked", "event queued", "command received", "result sent", "closed", "update offered", "update reported"}
 
 func (k ObservationKind) String() string {
 	if k > 0 && int(k) < len(kindNames) {
@@ -43,6 +45,11 @@ type Observation struct {
 	EventKind devicepb.EventKind
 	Reason    devicepb.CloseReason
 	Err       error
+
+	Offer       *devicepb.UpdateOffer
+	UpdateState devicepb.UpdateState
+	Percent     uint32
+	Detail      string
 }
 
 // note queues an observation. Call with p.mu held.

@@ -6,6 +6,7 @@ package plant
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -90,6 +91,22 @@ type Config struct {
 	RebootTime       time.Duration // real time a REBOOT keeps the plant offline
 	ResultMemory     int           // command ids remembered for at-most-once execution
 
+	// Firmware updates over the air (docs/ota.md). OTAKey, the product's Ed25519 public key built
+	// into the pot, turns them on; without it an offer is answered FAILED "updates not supported".
+	OTAKey ed25519.PublicKey
+	// Product is the plant's product; an offer for another is refused (default DefaultProduct).
+	Product string
+	// OTASlotBytes is the inactive slot's size: a larger image is refused (default DefaultOTASlotBytes).
+	OTASlotBytes int
+	// OTAChunkBytes is the most asked for in one ChunkRequest, below the offer's chunk_size if
+	// smaller (default DefaultOTAChunkBytes; the Sprout firmware asks 448).
+	OTAChunkBytes int
+	// OTAProgressStep is how many percent apart DOWNLOADING is reported (default DefaultOTAProgressStep).
+	OTAProgressStep int
+	// OTACorruptFlash flips one bit of the first chunk written, as failing flash would: the
+	// SHA-256 check must refuse the image.
+	OTACorruptFlash bool
+
 	// Stats, if set, is where the plant counts (a fleet shares one); otherwise the plant has its own.
 	Stats *Stats
 	// Observer, if set, is called for every Observation in order, never with the plant's lock held.
@@ -100,6 +117,18 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.Firmware == "" {
 		c.Firmware = DefaultFirmware
+	}
+	if c.Product == "" {
+		c.Product = DefaultProduct
+	}
+	if c.OTASlotBytes <= 0 {
+		c.OTASlotBytes = DefaultOTASlotBytes
+	}
+	if c.OTAChunkBytes <= 0 || c.OTAChunkBytes > DefaultOTAChunkBytes {
+		c.OTAChunkBytes = DefaultOTAChunkBytes
+	}
+	if c.OTAProgressStep <= 0 {
+		c.OTAProgressStep = DefaultOTAProgressStep
 	}
 	if c.Window <= 0 {
 		c.Window = DefaultWindow
@@ -160,6 +189,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("plant %s: transport must be tcp or mqtt, got %q", c.ID, c.Transport)
 	case len(c.Firmware) > 32:
 		return fmt.Errorf("plant %s: firmware version longer than 32 bytes", c.ID)
+	case len(c.OTAKey) != 0 && len(c.OTAKey) != ed25519.PublicKeySize:
+		return fmt.Errorf("plant %s: OTA key must be %d bytes, got %d", c.ID, ed25519.PublicKeySize, len(c.OTAKey))
 	}
 	return nil
 }
@@ -233,12 +264,15 @@ type Plant struct {
 	closing     bool
 	notes       []Observation
 	wg          sync.WaitGroup
+	firmware    string  // the version running now
+	slot        otaSlot // the update being downloaded
+	confirm     []byte  // the sha256 of a new image booted and not yet confirmed
 }
 
 // New prepares a plant; Run starts it.
 func New(cfg Config) *Plant {
 	cfg = cfg.withDefaults()
-	p := &Plant{cfg: cfg, stats: cfg.Stats}
+	p := &Plant{cfg: cfg, stats: cfg.Stats, firmware: cfg.Firmware}
 	if p.stats == nil {
 		p.stats = &Stats{}
 	}
@@ -556,4 +590,14 @@ func errorKind(err error) string {
 		return "write"
 	}
 	return "read"
+}
+
+// Drop ends the current connection abruptly, as a lost WiFi link would (no Close); the plant
+// reconnects after its backoff. It does nothing while the plant is offline.
+func (p *Plant) Drop() {
+	p.mu.Lock()
+	if s := p.s; s != nil {
+		s.fail(errors.New("dropped"))
+	}
+	p.mu.Unlock()
 }

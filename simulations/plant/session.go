@@ -74,7 +74,10 @@ func (p *Plant) connect(ctx context.Context, addr string) (*session, error) {
 		}
 		p.observe(Observation{Kind: Connected, Server: addr})
 		stop := context.AfterFunc(ctx, func() { _ = dc.Close() })
-		w, err = dc.Handshake(deviceclient.Hello{DeviceID: p.cfg.ID, Secret: p.cfg.Secret, Firmware: p.cfg.Firmware}, p.cfg.HandshakeTimeout)
+		p.mu.Lock()
+		firmware := p.firmware
+		p.mu.Unlock()
+		w, err = dc.Handshake(deviceclient.Hello{DeviceID: p.cfg.ID, Secret: p.cfg.Secret, Firmware: firmware}, p.cfg.HandshakeTimeout)
 		stop()
 		if err != nil {
 			_ = dc.Close()
@@ -115,6 +118,7 @@ func (p *Plant) connect(ctx context.Context, addr string) (*session, error) {
 		p.sendResult(r)
 	}
 	p.unsent = nil
+	p.otaWelcomed()
 	p.pushOut()
 	return s, nil
 }
@@ -160,6 +164,7 @@ loop:
 
 	p.mu.Lock()
 	p.s = nil
+	p.otaDisconnected()
 	p.stats.Connected.Add(-1)
 	end := sessionEnd{close: s.close, reboot: s.reboot, err: s.err}
 	o := Observation{Kind: Closed, Server: s.server, Err: s.err}
@@ -272,6 +277,10 @@ func (p *Plant) handle(s *session, f *devicepb.Frame) {
 		p.command(b.Command)
 	case *devicepb.Frame_Close:
 		s.close = b.Close
+	case *devicepb.Frame_UpdateOffer:
+		p.offer(s, b.UpdateOffer)
+	case *devicepb.Frame_Chunk:
+		p.chunk(s, b.Chunk)
 	default:
 		p.stats.Error(fmt.Sprintf("unexpected frame %T", f.Body))
 	}

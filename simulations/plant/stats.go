@@ -37,6 +37,18 @@ type Stats struct {
 
 	AckLatency Histogram // from writing a frame to reading its Ack, first ack only
 
+	// Firmware updates (docs/ota.md), for plants with Config.OTAKey.
+	OTAOffers        atomic.Uint64 // UpdateOffers received
+	OTAAccepted      atomic.Uint64 // offers that passed the checks (a resume counts again)
+	OTAChunkRequests atomic.Uint64
+	OTAChunks        atomic.Uint64 // chunks written to the slot
+	OTABytes         atomic.Uint64
+	OTAProgressSent  atomic.Uint64 // UpdateProgress frames written
+	OTAFailed        atomic.Uint64 // FAILED said (bad signature, product, size, chunk, sha256 mismatch, no updates)
+	OTADropped       atomic.Uint64 // downloads dropped on an empty Chunk
+	OTAReboots       atomic.Uint64 // verified images booted
+	OTAConfirmed     atomic.Uint64 // RUNNING said after the new image's first Welcome
+
 	errMu  sync.Mutex
 	errors map[string]uint64
 }
@@ -98,6 +110,12 @@ type Snapshot struct {
 	ResultsSent          uint64            `json:"results_sent"`
 	Errors               map[string]uint64 `json:"errors"`
 	AckLatency           Latency           `json:"ack_latency"`
+	OTAOffers            uint64            `json:"ota_offers,omitempty"`
+	OTAChunks            uint64            `json:"ota_chunks,omitempty"`
+	OTABytes             uint64            `json:"ota_bytes,omitempty"`
+	OTAFailed            uint64            `json:"ota_failed,omitempty"`
+	OTAReboots           uint64            `json:"ota_reboots,omitempty"`
+	OTAConfirmed         uint64            `json:"ota_confirmed,omitempty"`
 }
 
 // Snapshot copies the counters. Counters move while it runs, so totals are only roughly consistent.
@@ -124,6 +142,12 @@ func (s *Stats) Snapshot() Snapshot {
 		ResultsSent:          s.commandResultsSent.Load(),
 		Errors:               map[string]uint64{},
 		AckLatency:           s.AckLatency.Latency(),
+		OTAOffers:            s.OTAOffers.Load(),
+		OTAChunks:            s.OTAChunks.Load(),
+		OTABytes:             s.OTABytes.Load(),
+		OTAFailed:            s.OTAFailed.Load(),
+		OTAReboots:           s.OTAReboots.Load(),
+		OTAConfirmed:         s.OTAConfirmed.Load(),
 	}
 	for st := devicepb.CommandStatus_COMMAND_STATUS_DONE; int(st) < len(s.commandsByStatus); st++ {
 		if n := s.commandsByStatus[st].Load(); n > 0 {
@@ -263,4 +287,55 @@ func (h *Histogram) Latency() Latency {
 		P999:  h.Quantile(0.999),
 		Max:   time.Duration(h.max.Load()),
 	}
+}
+
+// HistogramMark is a Histogram's counts at one moment, for the latency of what was recorded
+// after it (Histogram.Since): a phase of a run that shares one Histogram with the others.
+type HistogramMark struct {
+	counts [histBuckets]uint64
+	n      uint64
+}
+
+// Mark copies the counts now.
+func (h *Histogram) Mark() *HistogramMark {
+	m := &HistogramMark{n: h.n.Load()}
+	for i := range h.counts {
+		m.counts[i] = h.counts[i].Load()
+	}
+	return m
+}
+
+// Since summarises the samples recorded after from was taken (all of them if from is nil). Max is
+// the upper bound of the highest bucket those samples fell in (at most the largest sample ever).
+func (h *Histogram) Since(from *HistogramMark) Latency {
+	var d [histBuckets]uint64
+	var n uint64
+	top := -1
+	for i := range h.counts {
+		d[i] = h.counts[i].Load()
+		if from != nil {
+			d[i] -= min(d[i], from.counts[i])
+		}
+		n += d[i]
+		if d[i] > 0 {
+			top = i
+		}
+	}
+	if n == 0 {
+		return Latency{}
+	}
+	hmax := h.max.Load()
+	mx := min(histUpper(top), hmax)
+	q := func(q float64) time.Duration {
+		rank := max(uint64(q*float64(n)+0.5), 1)
+		var seen uint64
+		for i := range d {
+			seen += d[i]
+			if seen >= rank {
+				return time.Duration(min(histUpper(i), mx))
+			}
+		}
+		return time.Duration(mx)
+	}
+	return Latency{Count: n, P50: q(0.50), P90: q(0.90), P99: q(0.99), P999: q(0.999), Max: time.Duration(mx)}
 }
