@@ -207,17 +207,15 @@ func TestOTARefusedImagesAreReportedAndNothingIsBooted(t *testing.T) {
 		t.Fatal(err)
 	}
 	var targets map[string]actors.RolloutTarget
-	deadline := time.Now().Add(20 * time.Second)
-	for done := false; !done; {
-		targets, done = n.targets(t, "r1"), true
+	actortest.Eventually(t, 20*time.Second, "every pot's update failed", func() bool {
+		targets = n.targets(t, "r1")
 		for _, tg := range targets {
-			done = done && tg.State == actors.TargetFailed
+			if tg.State != actors.TargetFailed {
+				return false
+			}
 		}
-		if !done && time.Now().After(deadline) {
-			t.Fatalf("not every pot failed within 20 s: %+v", targets)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return true
+	})
 	for _, c := range cases {
 		p, tg := plants[c.cfg.ID], targets[c.cfg.ID]
 		if tg.Reason != c.reason {
