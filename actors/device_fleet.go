@@ -98,8 +98,17 @@ func (g *deviceGrain) reportConfig() {
 	}
 }
 
-// merge appends b's effects to e's.
+// merge appends b's effects to e's (of single-valued ones, b's wins when set).
 func (e *effects) merge(b effects) {
+	if b.closeConn != nil {
+		e.closeConn, e.closeWhy, e.closeText = b.closeConn, b.closeWhy, b.closeText
+	}
+	if b.pressed != nil {
+		e.pressed = b.pressed
+	}
+	e.join.notices = append(e.join.notices, b.join.notices...)
+	e.join.compel = append(e.join.compel, b.join.compel...)
+	e.join.arm = e.join.arm || b.join.arm
 	e.readings = append(e.readings, b.readings...)
 	e.events = append(e.events, b.events...)
 	e.snapshot = e.snapshot || b.snapshot

@@ -242,6 +242,8 @@ func (g *deviceGrain) Receive(ctx actor.Context) {
 		g.authenticate(ctx, m)
 	case *actorpb.Report:
 		g.report(ctx, m)
+	case *actorpb.Reports:
+		g.reports(ctx, m)
 	case *actorpb.DeliverResult:
 		g.step(ctx, m, attempt, func(c *deviceCore, now time.Time) effects { return c.result(m, now) })
 	case *actorpb.Detach:
@@ -510,6 +512,37 @@ func (g *deviceGrain) report(ctx actor.Context, m *actorpb.Report) {
 	}
 	g.core = next
 	ctx.Respond(ack)
+	g.perform(ctx, fx)
+}
+
+// reports handles a session's consecutive frames as one step: each report is applied in order to
+// one next state, their effects are stored in one Append, and the acks go back together, one per
+// report. A failed Append stores none of them and closes the session (the pot resends).
+func (g *deviceGrain) reports(ctx actor.Context, m *actorpb.Reports) {
+	acks := make([]*actorpb.ReportAck, len(m.Reports))
+	unavailable := func() {
+		for i := range acks {
+			acks[i] = &actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"}
+		}
+		ctx.Respond(&actorpb.ReportAcks{Acks: acks})
+	}
+	if !g.ready(ctx) {
+		unavailable()
+		return
+	}
+	next, now := g.core.next(), g.now()
+	var fx effects
+	for i, r := range m.Reports {
+		ack, rfx := next.report(r, now)
+		acks[i] = ack
+		fx.merge(rfx)
+	}
+	if err := g.persist(next, fx); err != nil {
+		unavailable()
+		return
+	}
+	g.core = next
+	ctx.Respond(&actorpb.ReportAcks{Acks: acks})
 	g.perform(ctx, fx)
 }
 

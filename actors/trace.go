@@ -67,6 +67,14 @@ func (g *deviceGrain) beginSpan(ctx actor.Context) {
 		observe.Activated(DeviceKind)
 	case *actorpb.Report:
 		tc, name = m.Trace, "device.report"
+	case *actorpb.Reports:
+		name = "device.report"
+		for _, r := range m.Reports {
+			if r.Trace != nil {
+				tc = r.Trace
+				break
+			}
+		}
 	case *actorpb.Authenticate:
 		tc, name = m.Trace, "device.authenticate"
 	case *actorpb.SendCommand:

@@ -2,6 +2,7 @@ package device
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sprout-iot/sprout/messages"
 	"github.com/sprout-iot/sprout/messages/actorpb"
@@ -173,6 +175,8 @@ func (c *conn) cleanupOnce() {
 // never for the socket's writer.
 func (c *conn) readLoop() (devicepb.CloseReason, string) {
 	s := c.s
+	var b batch
+	defer c.flush(&b)
 	for {
 		if c.r.Buffered() == 0 {
 			// Only a read that may block needs the idle deadline.
@@ -196,17 +200,35 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 			}
 			return readErrReason(err)
 		}
-		for !c.reserve(f) {
-			select {
-			case <-c.freed:
-			case <-c.closing:
-				return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, ""
+		if !c.reserve(f) {
+			c.flush(&b) // the batch holds slots: its answers free them
+			for !c.reserve(f) {
+				select {
+				case <-c.freed:
+				case <-c.closing:
+					return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, ""
+				}
 			}
 		}
-		if r, d, ok := c.dispatch(f); !ok {
+		if r, d, ok := c.dispatch(f, &b); !ok {
 			return r, d
 		}
+		if !c.frameBuffered() {
+			c.flush(&b) // the next read may wait: what was read goes now
+		}
 	}
+}
+
+// frameBuffered tells whether a whole frame is already in the read buffer (reading it will not
+// wait for the device).
+func (c *conn) frameBuffered() bool {
+	n := c.r.Buffered()
+	if n == 0 {
+		return false
+	}
+	p, _ := c.r.Peek(min(n, binary.MaxVarintLen64))
+	l, k := binary.Uvarint(p)
+	return k > 0 && uint64(n-k) >= l
 }
 
 // refused counts a frame refused without ending the session. A result the pot cut in the middle
@@ -246,14 +268,14 @@ func (c *conn) reserve(f *devicepb.Frame) bool {
 	}
 }
 
-// answered frees the in-flight slot of an answered report, and wakes the reader that waits for one.
-func (c *conn) answered() {
+// answered frees the in-flight slots of k answered reports, and wakes the reader that waits for one.
+func (c *conn) answered(k int32) {
 	for {
 		n := c.inflight.Load()
 		if n <= 0 {
 			break
 		}
-		if c.inflight.CompareAndSwap(n, n-1) {
+		if c.inflight.CompareAndSwap(n, max(n-k, 0)) {
 			break
 		}
 	}
@@ -273,29 +295,66 @@ func (c *conn) answered() {
 	}
 }
 
-// dispatch handles one frame after the handshake (a report's in-flight slot is already taken).
-// ok false ends the connection with the reason.
-func (c *conn) dispatch(f *devicepb.Frame) (_ devicepb.CloseReason, _ string, ok bool) {
+// batch collects consecutive reports read together, for their grain: one message (Report, or
+// Reports for several) that the grain stores in one step. It is flushed before any other frame is
+// handled (a result or a Close keeps its place after the reports before it) and before the reader
+// may wait. Its size is bounded by MaxInFlight (each report holds a slot).
+type batch struct {
+	reports []*actorpb.Report
+	spans   []trace.Span
+}
+
+// flush sends the batch to the grain; its answer comes to the connection's process.
+func (c *conn) flush(b *batch) {
+	if len(b.reports) == 0 {
+		return
+	}
+	c.waiting.CompareAndSwap(0, c.s.opts.Clock.Now().UnixNano())
+	var m any = b.reports[0]
+	if len(b.reports) > 1 {
+		m = &actorpb.Reports{Reports: b.reports}
+	}
+	c.s.cluster.ActorSystem.Root.RequestWithCustomSender(c.grainPID, m, c.pid)
+	for _, span := range b.spans {
+		span.End()
+	}
+	b.reports, b.spans = nil, b.spans[:0] // the grain holds the sent slice
+}
+
+// dispatch handles one frame after the handshake (a report's in-flight slot is already taken): a
+// report joins b; any other frame is handled after b is flushed. ok false ends the connection
+// with the reason.
+func (c *conn) dispatch(f *devicepb.Frame, b *batch) (_ devicepb.CloseReason, _ string, ok bool) {
 	s := c.s
-	root := s.cluster.ActorSystem.Root
 	s.framesIn.Add(1)
 	var report *actorpb.Report
-	switch b := f.Body.(type) {
+	switch x := f.Body.(type) {
 	case *devicepb.Frame_Telemetry:
-		report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Telemetry{Telemetry: b.Telemetry}}
+		report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Telemetry{Telemetry: x.Telemetry}}
 	case *devicepb.Frame_Event:
-		if len(b.Event.Detail) > messages.MaxDetailBytes {
+		if len(x.Event.Detail) > messages.MaxDetailBytes {
 			return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "event detail too long", false
 		}
-		report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Event{Event: b.Event}}
+		report = &actorpb.Report{SessionId: c.session, Body: &actorpb.Report_Event{Event: x.Event}}
+	}
+	if report != nil {
+		if span := c.frameSpan(report); span.IsRecording() {
+			b.spans = append(b.spans, span)
+		}
+		b.reports = append(b.reports, report)
+		return 0, "", true
+	}
+	c.flush(b)
+	switch x := f.Body.(type) {
 	case *devicepb.Frame_CommandResult:
-		if len(b.CommandResult.Detail) > messages.MaxDetailBytes || len(b.CommandResult.CommandId) > messages.MaxCommandIDBytes {
+		if len(x.CommandResult.Detail) > messages.MaxDetailBytes || len(x.CommandResult.CommandId) > messages.MaxCommandIDBytes {
 			return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "command result field too long", false
 		}
 		// Same sender, same grain: it sees results and reports in the device's order.
-		root.Send(c.grainPID, &actorpb.DeliverResult{SessionId: c.session, Result: b.CommandResult, Trace: c.resultTrace(b.CommandResult.CommandId)})
+		s.cluster.ActorSystem.Root.Send(c.grainPID, &actorpb.DeliverResult{SessionId: c.session, Result: x.CommandResult,
+			Trace: c.resultTrace(x.CommandResult.CommandId)})
 	case *devicepb.Frame_Ping:
-		if !c.send(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: b.Ping.Nonce}}}) {
+		if !c.send(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: x.Ping.Nonce}}}) {
 			return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "", false
 		}
 	case *devicepb.Frame_Pong:
@@ -304,15 +363,9 @@ func (c *conn) dispatch(f *devicepb.Frame) (_ devicepb.CloseReason, _ string, ok
 			return r, d, false
 		}
 	case *devicepb.Frame_Close:
-		return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "closed by device: " + b.Close.Reason.String(), false
+		return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "closed by device: " + x.Close.Reason.String(), false
 	default:
 		return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, fmt.Sprintf("unexpected frame %T after handshake", f.Body), false
-	}
-	if report != nil {
-		c.waiting.CompareAndSwap(0, s.opts.Clock.Now().UnixNano())
-		span := c.frameSpan(report)
-		root.RequestWithCustomSender(c.grainPID, report, c.pid)
-		span.End()
 	}
 	return 0, "", true
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/sprout-iot/sprout/messages"
+	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 )
 
@@ -107,17 +108,22 @@ func (q *outq) push(c *conn, frames []*devicepb.Frame) error {
 	return q.admit(c, was, len(frames))
 }
 
-// sendAck queues Ack{seq}: sendAck(seq) is send(Ack{seq}), encoded without proto.Marshal (acks
-// are most of what the edge writes, and the marshaller's deep stack grows the grain goroutine
-// that answers on every turn).
-func (c *conn) sendAck(seq uint64) bool {
+// sendAcks queues Ack{seq} for each of acks, in order, as one push: it is send of those frames,
+// encoded without proto.Marshal (acks are most of what the edge writes, and the marshaller's deep
+// stack grows the grain goroutine that answers on every turn).
+func (c *conn) sendAcks(acks []*actorpb.ReportAck) bool {
+	if len(acks) == 0 {
+		return true
+	}
 	q := &c.out
 	q.mu.Lock()
 	err := errClosing
 	if !q.closing {
 		was := len(q.buf)
-		q.buf = appendAck(q.buf, seq)
-		err = q.admit(c, was, 1)
+		for _, a := range acks {
+			q.buf = appendAck(q.buf, a.Seq)
+		}
+		err = q.admit(c, was, len(acks))
 	}
 	q.mu.Unlock()
 	if err != nil && err != errClosing {

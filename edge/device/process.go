@@ -42,12 +42,22 @@ func (c *conn) SendUserMessage(pid *actor.PID, message any) {
 	}
 	switch m := m.(type) {
 	case *actorpb.ReportAck:
-		c.answered()
+		c.answered(1)
 		if m.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
 			c.close(m.Close, m.Detail, 0)
 			return
 		}
-		c.sendAck(m.Seq)
+		c.sendAcks([]*actorpb.ReportAck{m})
+	case *actorpb.ReportAcks:
+		c.answered(int32(len(m.Acks)))
+		for i, a := range m.Acks {
+			if a.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
+				c.sendAcks(m.Acks[:i]) // the reports before it were stored
+				c.close(a.Close, a.Detail, 0)
+				return
+			}
+		}
+		c.sendAcks(m.Acks)
 	case *actor.DeadLetterResponse:
 		// The grain this connection reports to is gone (its member left): the device reconnects
 		// and reaches the grain's new activation.

@@ -346,7 +346,7 @@ func (x UserReply_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UserReply_Kind.Descriptor instead.
 func (UserReply_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{21, 0}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23, 0}
 }
 
 // ConnRef names one device connection: the PID of its connection actor (valid across members)
@@ -916,6 +916,100 @@ func (x *ReportAck) GetDetail() string {
 	return ""
 }
 
+// Reports carries a session's consecutive Telemetry and Event frames that the edge decoded from one
+// read, in the device's order, to their grain: the grain handles them as one step (one store append)
+// and answers with ReportAcks, one ack per report in the same order. A single frame still goes as
+// Report. Under load a pot's frames arrive together and are stored and acked together.
+type Reports struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reports       []*Report              `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reports) Reset() {
+	*x = Reports{}
+	mi := &file_actorpb_actor_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reports) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reports) ProtoMessage() {}
+
+func (x *Reports) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reports.ProtoReflect.Descriptor instead.
+func (*Reports) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Reports) GetReports() []*Report {
+	if x != nil {
+		return x.Reports
+	}
+	return nil
+}
+
+// ReportAcks answers Reports: acks[i] answers reports[i], always one ack per report (when the
+// store fails, each carries the close).
+type ReportAcks struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Acks          []*ReportAck           `protobuf:"bytes,1,rep,name=acks,proto3" json:"acks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportAcks) Reset() {
+	*x = ReportAcks{}
+	mi := &file_actorpb_actor_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportAcks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportAcks) ProtoMessage() {}
+
+func (x *ReportAcks) ProtoReflect() protoreflect.Message {
+	mi := &file_actorpb_actor_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportAcks.ProtoReflect.Descriptor instead.
+func (*ReportAcks) Descriptor() ([]byte, []int) {
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReportAcks) GetAcks() []*ReportAck {
+	if x != nil {
+		return x.Acks
+	}
+	return nil
+}
+
 // DeliverResult carries a device's CommandResult from its connection to its grain (no reply).
 type DeliverResult struct {
 	state         protoimpl.MessageState  `protogen:"open.v1"`
@@ -928,7 +1022,7 @@ type DeliverResult struct {
 
 func (x *DeliverResult) Reset() {
 	*x = DeliverResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1034,7 @@ func (x *DeliverResult) String() string {
 func (*DeliverResult) ProtoMessage() {}
 
 func (x *DeliverResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[7]
+	mi := &file_actorpb_actor_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1047,7 @@ func (x *DeliverResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResult.ProtoReflect.Descriptor instead.
 func (*DeliverResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{7}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeliverResult) GetSessionId() string {
@@ -989,7 +1083,7 @@ type Detach struct {
 
 func (x *Detach) Reset() {
 	*x = Detach{}
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1095,7 @@ func (x *Detach) String() string {
 func (*Detach) ProtoMessage() {}
 
 func (x *Detach) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[8]
+	mi := &file_actorpb_actor_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1108,7 @@ func (x *Detach) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Detach.ProtoReflect.Descriptor instead.
 func (*Detach) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{8}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Detach) GetSessionId() string {
@@ -1054,7 +1148,7 @@ type SendCommand struct {
 
 func (x *SendCommand) Reset() {
 	*x = SendCommand{}
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1160,7 @@ func (x *SendCommand) String() string {
 func (*SendCommand) ProtoMessage() {}
 
 func (x *SendCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[9]
+	mi := &file_actorpb_actor_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1173,7 @@ func (x *SendCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendCommand.ProtoReflect.Descriptor instead.
 func (*SendCommand) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{9}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SendCommand) GetCommandId() string {
@@ -1167,7 +1261,7 @@ type CommandOutcome struct {
 
 func (x *CommandOutcome) Reset() {
 	*x = CommandOutcome{}
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1273,7 @@ func (x *CommandOutcome) String() string {
 func (*CommandOutcome) ProtoMessage() {}
 
 func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[10]
+	mi := &file_actorpb_actor_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1286,7 @@ func (x *CommandOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandOutcome.ProtoReflect.Descriptor instead.
 func (*CommandOutcome) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{10}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CommandOutcome) GetDeviceId() string {
@@ -1283,7 +1377,7 @@ type GetState struct {
 
 func (x *GetState) Reset() {
 	*x = GetState{}
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1295,7 +1389,7 @@ func (x *GetState) String() string {
 func (*GetState) ProtoMessage() {}
 
 func (x *GetState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[11]
+	mi := &file_actorpb_actor_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1308,7 +1402,7 @@ func (x *GetState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetState.ProtoReflect.Descriptor instead.
 func (*GetState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{11}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetState) GetOpenId() string {
@@ -1331,7 +1425,7 @@ type Alert struct {
 
 func (x *Alert) Reset() {
 	*x = Alert{}
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1437,7 @@ func (x *Alert) String() string {
 func (*Alert) ProtoMessage() {}
 
 func (x *Alert) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[12]
+	mi := &file_actorpb_actor_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1450,7 @@ func (x *Alert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alert.ProtoReflect.Descriptor instead.
 func (*Alert) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{12}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Alert) GetKind() AlertKind {
@@ -1427,7 +1521,7 @@ type DeviceState struct {
 
 func (x *DeviceState) Reset() {
 	*x = DeviceState{}
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1439,7 +1533,7 @@ func (x *DeviceState) String() string {
 func (*DeviceState) ProtoMessage() {}
 
 func (x *DeviceState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[13]
+	mi := &file_actorpb_actor_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1452,7 +1546,7 @@ func (x *DeviceState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceState.ProtoReflect.Descriptor instead.
 func (*DeviceState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{13}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeviceState) GetDeviceId() string {
@@ -1625,7 +1719,7 @@ type QueuedCommand struct {
 
 func (x *QueuedCommand) Reset() {
 	*x = QueuedCommand{}
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1731,7 @@ func (x *QueuedCommand) String() string {
 func (*QueuedCommand) ProtoMessage() {}
 
 func (x *QueuedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[14]
+	mi := &file_actorpb_actor_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1744,7 @@ func (x *QueuedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueuedCommand.ProtoReflect.Descriptor instead.
 func (*QueuedCommand) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{14}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *QueuedCommand) GetCommand() *SendCommand {
@@ -1713,7 +1807,7 @@ type QueuedCancel struct {
 
 func (x *QueuedCancel) Reset() {
 	*x = QueuedCancel{}
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +1819,7 @@ func (x *QueuedCancel) String() string {
 func (*QueuedCancel) ProtoMessage() {}
 
 func (x *QueuedCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[15]
+	mi := &file_actorpb_actor_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +1832,7 @@ func (x *QueuedCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueuedCancel.ProtoReflect.Descriptor instead.
 func (*QueuedCancel) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{15}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *QueuedCancel) GetCommandId() string {
@@ -1766,7 +1860,7 @@ type QueuedCancelResult struct {
 
 func (x *QueuedCancelResult) Reset() {
 	*x = QueuedCancelResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1872,7 @@ func (x *QueuedCancelResult) String() string {
 func (*QueuedCancelResult) ProtoMessage() {}
 
 func (x *QueuedCancelResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[16]
+	mi := &file_actorpb_actor_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1885,7 @@ func (x *QueuedCancelResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueuedCancelResult.ProtoReflect.Descriptor instead.
 func (*QueuedCancelResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{16}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *QueuedCancelResult) GetError() ErrorCode {
@@ -1831,7 +1925,7 @@ type DesiredConfigState struct {
 
 func (x *DesiredConfigState) Reset() {
 	*x = DesiredConfigState{}
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1937,7 @@ func (x *DesiredConfigState) String() string {
 func (*DesiredConfigState) ProtoMessage() {}
 
 func (x *DesiredConfigState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[17]
+	mi := &file_actorpb_actor_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1950,7 @@ func (x *DesiredConfigState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredConfigState.ProtoReflect.Descriptor instead.
 func (*DesiredConfigState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{17}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DesiredConfigState) GetDesired() *devicepb.Config {
@@ -1918,7 +2012,7 @@ type DesiredReload struct {
 
 func (x *DesiredReload) Reset() {
 	*x = DesiredReload{}
-	mi := &file_actorpb_actor_proto_msgTypes[18]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2024,7 @@ func (x *DesiredReload) String() string {
 func (*DesiredReload) ProtoMessage() {}
 
 func (x *DesiredReload) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[18]
+	mi := &file_actorpb_actor_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2037,7 @@ func (x *DesiredReload) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredReload.ProtoReflect.Descriptor instead.
 func (*DesiredReload) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{18}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
 }
 
 type DesiredReloadResult struct {
@@ -1956,7 +2050,7 @@ type DesiredReloadResult struct {
 
 func (x *DesiredReloadResult) Reset() {
 	*x = DesiredReloadResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[19]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1968,7 +2062,7 @@ func (x *DesiredReloadResult) String() string {
 func (*DesiredReloadResult) ProtoMessage() {}
 
 func (x *DesiredReloadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[19]
+	mi := &file_actorpb_actor_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1981,7 +2075,7 @@ func (x *DesiredReloadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DesiredReloadResult.ProtoReflect.Descriptor instead.
 func (*DesiredReloadResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{19}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DesiredReloadResult) GetError() ErrorCode {
@@ -2022,7 +2116,7 @@ type UserMessage struct {
 
 func (x *UserMessage) Reset() {
 	*x = UserMessage{}
-	mi := &file_actorpb_actor_proto_msgTypes[20]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2128,7 @@ func (x *UserMessage) String() string {
 func (*UserMessage) ProtoMessage() {}
 
 func (x *UserMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[20]
+	mi := &file_actorpb_actor_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2141,7 @@ func (x *UserMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserMessage.ProtoReflect.Descriptor instead.
 func (*UserMessage) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{20}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UserMessage) GetDedupKey() string {
@@ -2154,7 +2248,7 @@ type UserReply struct {
 
 func (x *UserReply) Reset() {
 	*x = UserReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2260,7 @@ func (x *UserReply) String() string {
 func (*UserReply) ProtoMessage() {}
 
 func (x *UserReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[21]
+	mi := &file_actorpb_actor_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2273,7 @@ func (x *UserReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserReply.ProtoReflect.Descriptor instead.
 func (*UserReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{21}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UserReply) GetKind() UserReply_Kind {
@@ -2221,7 +2315,7 @@ type BindDevice struct {
 
 func (x *BindDevice) Reset() {
 	*x = BindDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2327,7 @@ func (x *BindDevice) String() string {
 func (*BindDevice) ProtoMessage() {}
 
 func (x *BindDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[22]
+	mi := &file_actorpb_actor_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2340,7 @@ func (x *BindDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindDevice.ProtoReflect.Descriptor instead.
 func (*BindDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{22}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BindDevice) GetOpenId() string {
@@ -2273,7 +2367,7 @@ type UnbindDevice struct {
 
 func (x *UnbindDevice) Reset() {
 	*x = UnbindDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2379,7 @@ func (x *UnbindDevice) String() string {
 func (*UnbindDevice) ProtoMessage() {}
 
 func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[23]
+	mi := &file_actorpb_actor_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2392,7 @@ func (x *UnbindDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbindDevice.ProtoReflect.Descriptor instead.
 func (*UnbindDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{23}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UnbindDevice) GetOpenId() string {
@@ -2321,7 +2415,7 @@ type BindResult struct {
 
 func (x *BindResult) Reset() {
 	*x = BindResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2427,7 @@ func (x *BindResult) String() string {
 func (*BindResult) ProtoMessage() {}
 
 func (x *BindResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[24]
+	mi := &file_actorpb_actor_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2440,7 @@ func (x *BindResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindResult.ProtoReflect.Descriptor instead.
 func (*BindResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{24}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *BindResult) GetOk() bool {
@@ -2406,7 +2500,7 @@ type UserNotice struct {
 
 func (x *UserNotice) Reset() {
 	*x = UserNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2418,7 +2512,7 @@ func (x *UserNotice) String() string {
 func (*UserNotice) ProtoMessage() {}
 
 func (x *UserNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[25]
+	mi := &file_actorpb_actor_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2431,7 +2525,7 @@ func (x *UserNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserNotice.ProtoReflect.Descriptor instead.
 func (*UserNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{25}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UserNotice) GetNoticeId() string {
@@ -2567,7 +2661,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2673,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[26]
+	mi := &file_actorpb_actor_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2686,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{26}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Subscribe) GetAddress() string {
@@ -2619,7 +2713,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2725,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[27]
+	mi := &file_actorpb_actor_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2738,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{27}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Unsubscribe) GetAddress() string {
@@ -2680,7 +2774,7 @@ type DeviceNotice struct {
 
 func (x *DeviceNotice) Reset() {
 	*x = DeviceNotice{}
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2692,7 +2786,7 @@ func (x *DeviceNotice) String() string {
 func (*DeviceNotice) ProtoMessage() {}
 
 func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[28]
+	mi := &file_actorpb_actor_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2705,7 +2799,7 @@ func (x *DeviceNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceNotice.ProtoReflect.Descriptor instead.
 func (*DeviceNotice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{28}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeviceNotice) GetDeviceId() string {
@@ -2813,7 +2907,7 @@ type Flapping struct {
 
 func (x *Flapping) Reset() {
 	*x = Flapping{}
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2825,7 +2919,7 @@ func (x *Flapping) String() string {
 func (*Flapping) ProtoMessage() {}
 
 func (x *Flapping) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[29]
+	mi := &file_actorpb_actor_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2838,7 +2932,7 @@ func (x *Flapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Flapping.ProtoReflect.Descriptor instead.
 func (*Flapping) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{29}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Flapping) GetUntilMs() int64 {
@@ -2872,7 +2966,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_actorpb_actor_proto_msgTypes[30]
+	mi := &file_actorpb_actor_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2884,7 +2978,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[30]
+	mi := &file_actorpb_actor_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2897,7 +2991,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{30}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Presence) GetOnline() bool {
@@ -2925,7 +3019,7 @@ type TraceContext struct {
 
 func (x *TraceContext) Reset() {
 	*x = TraceContext{}
-	mi := &file_actorpb_actor_proto_msgTypes[31]
+	mi := &file_actorpb_actor_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2937,7 +3031,7 @@ func (x *TraceContext) String() string {
 func (*TraceContext) ProtoMessage() {}
 
 func (x *TraceContext) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[31]
+	mi := &file_actorpb_actor_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2950,7 +3044,7 @@ func (x *TraceContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TraceContext.ProtoReflect.Descriptor instead.
 func (*TraceContext) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{31}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TraceContext) GetTraceparent() string {
@@ -2978,7 +3072,7 @@ type TokenRequest struct {
 
 func (x *TokenRequest) Reset() {
 	*x = TokenRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[32]
+	mi := &file_actorpb_actor_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2990,7 +3084,7 @@ func (x *TokenRequest) String() string {
 func (*TokenRequest) ProtoMessage() {}
 
 func (x *TokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[32]
+	mi := &file_actorpb_actor_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3003,7 +3097,7 @@ func (x *TokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRequest.ProtoReflect.Descriptor instead.
 func (*TokenRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{32}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TokenRequest) GetInvalidate() string {
@@ -3023,7 +3117,7 @@ type TokenReply struct {
 
 func (x *TokenReply) Reset() {
 	*x = TokenReply{}
-	mi := &file_actorpb_actor_proto_msgTypes[33]
+	mi := &file_actorpb_actor_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3035,7 +3129,7 @@ func (x *TokenReply) String() string {
 func (*TokenReply) ProtoMessage() {}
 
 func (x *TokenReply) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[33]
+	mi := &file_actorpb_actor_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3048,7 +3142,7 @@ func (x *TokenReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenReply.ProtoReflect.Descriptor instead.
 func (*TokenReply) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{33}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TokenReply) GetToken() string {
@@ -3077,7 +3171,7 @@ type RevokeDevice struct {
 
 func (x *RevokeDevice) Reset() {
 	*x = RevokeDevice{}
-	mi := &file_actorpb_actor_proto_msgTypes[34]
+	mi := &file_actorpb_actor_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3089,7 +3183,7 @@ func (x *RevokeDevice) String() string {
 func (*RevokeDevice) ProtoMessage() {}
 
 func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[34]
+	mi := &file_actorpb_actor_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3102,7 +3196,7 @@ func (x *RevokeDevice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeDevice.ProtoReflect.Descriptor instead.
 func (*RevokeDevice) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{34}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RevokeDevice) GetBy() string {
@@ -3129,7 +3223,7 @@ type RevokeResult struct {
 
 func (x *RevokeResult) Reset() {
 	*x = RevokeResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[35]
+	mi := &file_actorpb_actor_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3141,7 +3235,7 @@ func (x *RevokeResult) String() string {
 func (*RevokeResult) ProtoMessage() {}
 
 func (x *RevokeResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[35]
+	mi := &file_actorpb_actor_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3154,7 +3248,7 @@ func (x *RevokeResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResult.ProtoReflect.Descriptor instead.
 func (*RevokeResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{35}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RevokeResult) GetError() ErrorCode {
@@ -3185,7 +3279,7 @@ type BindingChanged struct {
 
 func (x *BindingChanged) Reset() {
 	*x = BindingChanged{}
-	mi := &file_actorpb_actor_proto_msgTypes[36]
+	mi := &file_actorpb_actor_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3197,7 +3291,7 @@ func (x *BindingChanged) String() string {
 func (*BindingChanged) ProtoMessage() {}
 
 func (x *BindingChanged) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[36]
+	mi := &file_actorpb_actor_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3210,7 +3304,7 @@ func (x *BindingChanged) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindingChanged.ProtoReflect.Descriptor instead.
 func (*BindingChanged) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{36}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BindingChanged) GetDeviceId() string {
@@ -3256,7 +3350,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_actorpb_actor_proto_msgTypes[37]
+	mi := &file_actorpb_actor_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3268,7 +3362,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[37]
+	mi := &file_actorpb_actor_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3281,7 +3375,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{37}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -3331,7 +3425,7 @@ type JoinResult struct {
 
 func (x *JoinResult) Reset() {
 	*x = JoinResult{}
-	mi := &file_actorpb_actor_proto_msgTypes[38]
+	mi := &file_actorpb_actor_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +3437,7 @@ func (x *JoinResult) String() string {
 func (*JoinResult) ProtoMessage() {}
 
 func (x *JoinResult) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[38]
+	mi := &file_actorpb_actor_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +3450,7 @@ func (x *JoinResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResult.ProtoReflect.Descriptor instead.
 func (*JoinResult) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{38}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *JoinResult) GetRequestId() string {
@@ -3393,7 +3487,7 @@ type JoinDecide struct {
 
 func (x *JoinDecide) Reset() {
 	*x = JoinDecide{}
-	mi := &file_actorpb_actor_proto_msgTypes[39]
+	mi := &file_actorpb_actor_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3405,7 +3499,7 @@ func (x *JoinDecide) String() string {
 func (*JoinDecide) ProtoMessage() {}
 
 func (x *JoinDecide) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[39]
+	mi := &file_actorpb_actor_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3418,7 +3512,7 @@ func (x *JoinDecide) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinDecide.ProtoReflect.Descriptor instead.
 func (*JoinDecide) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{39}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *JoinDecide) GetRequestId() string {
@@ -3460,7 +3554,7 @@ type JoinDecided struct {
 
 func (x *JoinDecided) Reset() {
 	*x = JoinDecided{}
-	mi := &file_actorpb_actor_proto_msgTypes[40]
+	mi := &file_actorpb_actor_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3472,7 +3566,7 @@ func (x *JoinDecided) String() string {
 func (*JoinDecided) ProtoMessage() {}
 
 func (x *JoinDecided) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[40]
+	mi := &file_actorpb_actor_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3485,7 +3579,7 @@ func (x *JoinDecided) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinDecided.ProtoReflect.Descriptor instead.
 func (*JoinDecided) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{40}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *JoinDecided) GetError() ErrorCode {
@@ -3521,7 +3615,7 @@ type JoinUnbind struct {
 
 func (x *JoinUnbind) Reset() {
 	*x = JoinUnbind{}
-	mi := &file_actorpb_actor_proto_msgTypes[41]
+	mi := &file_actorpb_actor_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3533,7 +3627,7 @@ func (x *JoinUnbind) String() string {
 func (*JoinUnbind) ProtoMessage() {}
 
 func (x *JoinUnbind) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[41]
+	mi := &file_actorpb_actor_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3640,7 @@ func (x *JoinUnbind) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinUnbind.ProtoReflect.Descriptor instead.
 func (*JoinUnbind) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{41}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *JoinUnbind) GetOpenId() string {
@@ -3581,7 +3675,7 @@ type JoinReconcileTick struct {
 
 func (x *JoinReconcileTick) Reset() {
 	*x = JoinReconcileTick{}
-	mi := &file_actorpb_actor_proto_msgTypes[42]
+	mi := &file_actorpb_actor_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3593,7 +3687,7 @@ func (x *JoinReconcileTick) String() string {
 func (*JoinReconcileTick) ProtoMessage() {}
 
 func (x *JoinReconcileTick) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[42]
+	mi := &file_actorpb_actor_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3606,7 +3700,7 @@ func (x *JoinReconcileTick) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReconcileTick.ProtoReflect.Descriptor instead.
 func (*JoinReconcileTick) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{42}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{44}
 }
 
 type JoinReconcileState struct {
@@ -3619,7 +3713,7 @@ type JoinReconcileState struct {
 
 func (x *JoinReconcileState) Reset() {
 	*x = JoinReconcileState{}
-	mi := &file_actorpb_actor_proto_msgTypes[43]
+	mi := &file_actorpb_actor_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3631,7 +3725,7 @@ func (x *JoinReconcileState) String() string {
 func (*JoinReconcileState) ProtoMessage() {}
 
 func (x *JoinReconcileState) ProtoReflect() protoreflect.Message {
-	mi := &file_actorpb_actor_proto_msgTypes[43]
+	mi := &file_actorpb_actor_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3644,7 +3738,7 @@ func (x *JoinReconcileState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinReconcileState.ProtoReflect.Descriptor instead.
 func (*JoinReconcileState) Descriptor() ([]byte, []int) {
-	return file_actorpb_actor_proto_rawDescGZIP(), []int{43}
+	return file_actorpb_actor_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *JoinReconcileState) GetLastStartMs() int64 {
@@ -3712,7 +3806,12 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x123\n" +
 	"\x05close\x18\x03 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x05close\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"\x9c\x01\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"<\n" +
+	"\aReports\x121\n" +
+	"\areports\x18\x01 \x03(\v2\x17.sprout.actor.v1.ReportR\areports\"<\n" +
+	"\n" +
+	"ReportAcks\x12.\n" +
+	"\x04acks\x18\x01 \x03(\v2\x1a.sprout.actor.v1.ReportAckR\x04acks\"\x9c\x01\n" +
 	"\rDeliverResult\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x127\n" +
@@ -4004,7 +4103,7 @@ func file_actorpb_actor_proto_rawDescGZIP() []byte {
 }
 
 var file_actorpb_actor_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_actorpb_actor_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_actorpb_actor_proto_goTypes = []any{
 	(Outcome)(0),                   // 0: sprout.actor.v1.Outcome
 	(AlertKind)(0),                 // 1: sprout.actor.v1.AlertKind
@@ -4018,122 +4117,126 @@ var file_actorpb_actor_proto_goTypes = []any{
 	(*Deliver)(nil),                // 9: sprout.actor.v1.Deliver
 	(*Report)(nil),                 // 10: sprout.actor.v1.Report
 	(*ReportAck)(nil),              // 11: sprout.actor.v1.ReportAck
-	(*DeliverResult)(nil),          // 12: sprout.actor.v1.DeliverResult
-	(*Detach)(nil),                 // 13: sprout.actor.v1.Detach
-	(*SendCommand)(nil),            // 14: sprout.actor.v1.SendCommand
-	(*CommandOutcome)(nil),         // 15: sprout.actor.v1.CommandOutcome
-	(*GetState)(nil),               // 16: sprout.actor.v1.GetState
-	(*Alert)(nil),                  // 17: sprout.actor.v1.Alert
-	(*DeviceState)(nil),            // 18: sprout.actor.v1.DeviceState
-	(*QueuedCommand)(nil),          // 19: sprout.actor.v1.QueuedCommand
-	(*QueuedCancel)(nil),           // 20: sprout.actor.v1.QueuedCancel
-	(*QueuedCancelResult)(nil),     // 21: sprout.actor.v1.QueuedCancelResult
-	(*DesiredConfigState)(nil),     // 22: sprout.actor.v1.DesiredConfigState
-	(*DesiredReload)(nil),          // 23: sprout.actor.v1.DesiredReload
-	(*DesiredReloadResult)(nil),    // 24: sprout.actor.v1.DesiredReloadResult
-	(*UserMessage)(nil),            // 25: sprout.actor.v1.UserMessage
-	(*UserReply)(nil),              // 26: sprout.actor.v1.UserReply
-	(*BindDevice)(nil),             // 27: sprout.actor.v1.BindDevice
-	(*UnbindDevice)(nil),           // 28: sprout.actor.v1.UnbindDevice
-	(*BindResult)(nil),             // 29: sprout.actor.v1.BindResult
-	(*UserNotice)(nil),             // 30: sprout.actor.v1.UserNotice
-	(*Subscribe)(nil),              // 31: sprout.actor.v1.Subscribe
-	(*Unsubscribe)(nil),            // 32: sprout.actor.v1.Unsubscribe
-	(*DeviceNotice)(nil),           // 33: sprout.actor.v1.DeviceNotice
-	(*Flapping)(nil),               // 34: sprout.actor.v1.Flapping
-	(*Presence)(nil),               // 35: sprout.actor.v1.Presence
-	(*TraceContext)(nil),           // 36: sprout.actor.v1.TraceContext
-	(*TokenRequest)(nil),           // 37: sprout.actor.v1.TokenRequest
-	(*TokenReply)(nil),             // 38: sprout.actor.v1.TokenReply
-	(*RevokeDevice)(nil),           // 39: sprout.actor.v1.RevokeDevice
-	(*RevokeResult)(nil),           // 40: sprout.actor.v1.RevokeResult
-	(*BindingChanged)(nil),         // 41: sprout.actor.v1.BindingChanged
-	(*JoinRequest)(nil),            // 42: sprout.actor.v1.JoinRequest
-	(*JoinResult)(nil),             // 43: sprout.actor.v1.JoinResult
-	(*JoinDecide)(nil),             // 44: sprout.actor.v1.JoinDecide
-	(*JoinDecided)(nil),            // 45: sprout.actor.v1.JoinDecided
-	(*JoinUnbind)(nil),             // 46: sprout.actor.v1.JoinUnbind
-	(*JoinReconcileTick)(nil),      // 47: sprout.actor.v1.JoinReconcileTick
-	(*JoinReconcileState)(nil),     // 48: sprout.actor.v1.JoinReconcileState
-	(devicepb.CloseReason)(0),      // 49: sprout.device.v1.CloseReason
-	(*devicepb.Welcome)(nil),       // 50: sprout.device.v1.Welcome
-	(*devicepb.Frame)(nil),         // 51: sprout.device.v1.Frame
-	(*devicepb.Close)(nil),         // 52: sprout.device.v1.Close
-	(*devicepb.Telemetry)(nil),     // 53: sprout.device.v1.Telemetry
-	(*devicepb.Event)(nil),         // 54: sprout.device.v1.Event
-	(*devicepb.CommandResult)(nil), // 55: sprout.device.v1.CommandResult
-	(devicepb.CommandKind)(0),      // 56: sprout.device.v1.CommandKind
-	(*devicepb.Config)(nil),        // 57: sprout.device.v1.Config
+	(*Reports)(nil),                // 12: sprout.actor.v1.Reports
+	(*ReportAcks)(nil),             // 13: sprout.actor.v1.ReportAcks
+	(*DeliverResult)(nil),          // 14: sprout.actor.v1.DeliverResult
+	(*Detach)(nil),                 // 15: sprout.actor.v1.Detach
+	(*SendCommand)(nil),            // 16: sprout.actor.v1.SendCommand
+	(*CommandOutcome)(nil),         // 17: sprout.actor.v1.CommandOutcome
+	(*GetState)(nil),               // 18: sprout.actor.v1.GetState
+	(*Alert)(nil),                  // 19: sprout.actor.v1.Alert
+	(*DeviceState)(nil),            // 20: sprout.actor.v1.DeviceState
+	(*QueuedCommand)(nil),          // 21: sprout.actor.v1.QueuedCommand
+	(*QueuedCancel)(nil),           // 22: sprout.actor.v1.QueuedCancel
+	(*QueuedCancelResult)(nil),     // 23: sprout.actor.v1.QueuedCancelResult
+	(*DesiredConfigState)(nil),     // 24: sprout.actor.v1.DesiredConfigState
+	(*DesiredReload)(nil),          // 25: sprout.actor.v1.DesiredReload
+	(*DesiredReloadResult)(nil),    // 26: sprout.actor.v1.DesiredReloadResult
+	(*UserMessage)(nil),            // 27: sprout.actor.v1.UserMessage
+	(*UserReply)(nil),              // 28: sprout.actor.v1.UserReply
+	(*BindDevice)(nil),             // 29: sprout.actor.v1.BindDevice
+	(*UnbindDevice)(nil),           // 30: sprout.actor.v1.UnbindDevice
+	(*BindResult)(nil),             // 31: sprout.actor.v1.BindResult
+	(*UserNotice)(nil),             // 32: sprout.actor.v1.UserNotice
+	(*Subscribe)(nil),              // 33: sprout.actor.v1.Subscribe
+	(*Unsubscribe)(nil),            // 34: sprout.actor.v1.Unsubscribe
+	(*DeviceNotice)(nil),           // 35: sprout.actor.v1.DeviceNotice
+	(*Flapping)(nil),               // 36: sprout.actor.v1.Flapping
+	(*Presence)(nil),               // 37: sprout.actor.v1.Presence
+	(*TraceContext)(nil),           // 38: sprout.actor.v1.TraceContext
+	(*TokenRequest)(nil),           // 39: sprout.actor.v1.TokenRequest
+	(*TokenReply)(nil),             // 40: sprout.actor.v1.TokenReply
+	(*RevokeDevice)(nil),           // 41: sprout.actor.v1.RevokeDevice
+	(*RevokeResult)(nil),           // 42: sprout.actor.v1.RevokeResult
+	(*BindingChanged)(nil),         // 43: sprout.actor.v1.BindingChanged
+	(*JoinRequest)(nil),            // 44: sprout.actor.v1.JoinRequest
+	(*JoinResult)(nil),             // 45: sprout.actor.v1.JoinResult
+	(*JoinDecide)(nil),             // 46: sprout.actor.v1.JoinDecide
+	(*JoinDecided)(nil),            // 47: sprout.actor.v1.JoinDecided
+	(*JoinUnbind)(nil),             // 48: sprout.actor.v1.JoinUnbind
+	(*JoinReconcileTick)(nil),      // 49: sprout.actor.v1.JoinReconcileTick
+	(*JoinReconcileState)(nil),     // 50: sprout.actor.v1.JoinReconcileState
+	(devicepb.CloseReason)(0),      // 51: sprout.device.v1.CloseReason
+	(*devicepb.Welcome)(nil),       // 52: sprout.device.v1.Welcome
+	(*devicepb.Frame)(nil),         // 53: sprout.device.v1.Frame
+	(*devicepb.Close)(nil),         // 54: sprout.device.v1.Close
+	(*devicepb.Telemetry)(nil),     // 55: sprout.device.v1.Telemetry
+	(*devicepb.Event)(nil),         // 56: sprout.device.v1.Event
+	(*devicepb.CommandResult)(nil), // 57: sprout.device.v1.CommandResult
+	(devicepb.CommandKind)(0),      // 58: sprout.device.v1.CommandKind
+	(*devicepb.Config)(nil),        // 59: sprout.device.v1.Config
 }
 var file_actorpb_actor_proto_depIdxs = []int32{
 	5,  // 0: sprout.actor.v1.Authenticate.conn:type_name -> sprout.actor.v1.ConnRef
-	36, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
+	38, // 1: sprout.actor.v1.Authenticate.trace:type_name -> sprout.actor.v1.TraceContext
 	7,  // 2: sprout.actor.v1.Authenticate.mqtt:type_name -> sprout.actor.v1.MqttAuth
-	49, // 3: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
-	50, // 4: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
-	51, // 5: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
-	51, // 6: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
-	52, // 7: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
-	36, // 8: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
-	53, // 9: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
-	54, // 10: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
-	36, // 11: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
-	49, // 12: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
-	55, // 13: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	36, // 14: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	49, // 15: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	56, // 16: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	57, // 17: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	36, // 18: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
-	0,  // 19: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	56, // 20: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	36, // 21: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
-	14, // 22: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
-	1,  // 23: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	53, // 24: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	17, // 25: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	57, // 26: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	5,  // 27: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	15, // 28: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	15, // 29: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	2,  // 30: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
-	42, // 31: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
-	42, // 32: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
-	19, // 33: sprout.actor.v1.DeviceState.queued_commands:type_name -> sprout.actor.v1.QueuedCommand
-	15, // 34: sprout.actor.v1.DeviceState.queued_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	22, // 35: sprout.actor.v1.DeviceState.desired:type_name -> sprout.actor.v1.DesiredConfigState
-	14, // 36: sprout.actor.v1.QueuedCommand.command:type_name -> sprout.actor.v1.SendCommand
-	2,  // 37: sprout.actor.v1.QueuedCancelResult.error:type_name -> sprout.actor.v1.ErrorCode
-	15, // 38: sprout.actor.v1.QueuedCancelResult.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	57, // 39: sprout.actor.v1.DesiredConfigState.desired:type_name -> sprout.device.v1.Config
-	57, // 40: sprout.actor.v1.DesiredConfigState.applied:type_name -> sprout.device.v1.Config
-	2,  // 41: sprout.actor.v1.DesiredReloadResult.error:type_name -> sprout.actor.v1.ErrorCode
-	22, // 42: sprout.actor.v1.DesiredReloadResult.state:type_name -> sprout.actor.v1.DesiredConfigState
-	36, // 43: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	4,  // 44: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	2,  // 45: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
-	17, // 46: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	35, // 47: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	34, // 48: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	42, // 49: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
-	43, // 50: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
-	53, // 51: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	36, // 52: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	17, // 53: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	15, // 54: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	35, // 55: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	34, // 56: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	36, // 57: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	49, // 58: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	2,  // 59: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
-	3,  // 60: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
-	2,  // 61: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
-	3,  // 62: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
-	63, // [63:63] is the sub-list for method output_type
-	63, // [63:63] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	51, // 3: sprout.actor.v1.AuthResult.reason:type_name -> sprout.device.v1.CloseReason
+	52, // 4: sprout.actor.v1.AuthResult.welcome:type_name -> sprout.device.v1.Welcome
+	53, // 5: sprout.actor.v1.AuthResult.after_welcome:type_name -> sprout.device.v1.Frame
+	53, // 6: sprout.actor.v1.Deliver.frames:type_name -> sprout.device.v1.Frame
+	54, // 7: sprout.actor.v1.Deliver.close:type_name -> sprout.device.v1.Close
+	38, // 8: sprout.actor.v1.Deliver.trace:type_name -> sprout.actor.v1.TraceContext
+	55, // 9: sprout.actor.v1.Report.telemetry:type_name -> sprout.device.v1.Telemetry
+	56, // 10: sprout.actor.v1.Report.event:type_name -> sprout.device.v1.Event
+	38, // 11: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
+	51, // 12: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
+	10, // 13: sprout.actor.v1.Reports.reports:type_name -> sprout.actor.v1.Report
+	11, // 14: sprout.actor.v1.ReportAcks.acks:type_name -> sprout.actor.v1.ReportAck
+	57, // 15: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	38, // 16: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	51, // 17: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	58, // 18: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	59, // 19: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	38, // 20: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	0,  // 21: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
+	58, // 22: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	38, // 23: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	16, // 24: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
+	1,  // 25: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
+	55, // 26: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	19, // 27: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	59, // 28: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	5,  // 29: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	17, // 30: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	17, // 31: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	2,  // 32: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
+	44, // 33: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
+	44, // 34: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
+	21, // 35: sprout.actor.v1.DeviceState.queued_commands:type_name -> sprout.actor.v1.QueuedCommand
+	17, // 36: sprout.actor.v1.DeviceState.queued_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	24, // 37: sprout.actor.v1.DeviceState.desired:type_name -> sprout.actor.v1.DesiredConfigState
+	16, // 38: sprout.actor.v1.QueuedCommand.command:type_name -> sprout.actor.v1.SendCommand
+	2,  // 39: sprout.actor.v1.QueuedCancelResult.error:type_name -> sprout.actor.v1.ErrorCode
+	17, // 40: sprout.actor.v1.QueuedCancelResult.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	59, // 41: sprout.actor.v1.DesiredConfigState.desired:type_name -> sprout.device.v1.Config
+	59, // 42: sprout.actor.v1.DesiredConfigState.applied:type_name -> sprout.device.v1.Config
+	2,  // 43: sprout.actor.v1.DesiredReloadResult.error:type_name -> sprout.actor.v1.ErrorCode
+	24, // 44: sprout.actor.v1.DesiredReloadResult.state:type_name -> sprout.actor.v1.DesiredConfigState
+	38, // 45: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	4,  // 46: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	2,  // 47: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
+	19, // 48: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	37, // 49: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	36, // 50: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	44, // 51: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
+	45, // 52: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
+	55, // 53: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	38, // 54: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	19, // 55: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	17, // 56: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	37, // 57: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	36, // 58: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	38, // 59: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	51, // 60: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	2,  // 61: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 62: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	2,  // 63: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 64: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
@@ -4145,14 +4248,14 @@ func file_actorpb_actor_proto_init() {
 		(*Report_Telemetry)(nil),
 		(*Report_Event)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[25].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[27].OneofWrappers = []any{
 		(*UserNotice_Alert)(nil),
 		(*UserNotice_Presence)(nil),
 		(*UserNotice_Flapping)(nil),
 		(*UserNotice_JoinRequest)(nil),
 		(*UserNotice_JoinResult)(nil),
 	}
-	file_actorpb_actor_proto_msgTypes[28].OneofWrappers = []any{
+	file_actorpb_actor_proto_msgTypes[30].OneofWrappers = []any{
 		(*DeviceNotice_Alert)(nil),
 		(*DeviceNotice_Outcome)(nil),
 		(*DeviceNotice_Presence)(nil),
@@ -4164,7 +4267,7 @@ func file_actorpb_actor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actorpb_actor_proto_rawDesc), len(file_actorpb_actor_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   44,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
