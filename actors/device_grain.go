@@ -515,19 +515,23 @@ func (g *deviceGrain) report(ctx actor.Context, m *actorpb.Report) {
 	g.perform(ctx, fx)
 }
 
-// reports handles a session's consecutive frames as one step: each report is applied in order to
-// one next state, their effects are stored in one Append, and the acks go back together, one per
-// report. A failed Append stores none of them and closes the session (the pot resends).
+// reports handles a session's consecutive frames as one step: each report (then the command
+// result that followed them, if any) is applied in order to one next state, their effects are
+// stored in one Append, and the acks go back together, one per report. A failed Append stores none
+// of them and closes the session (the pot resends its reports; the result is retried here).
 func (g *deviceGrain) reports(ctx actor.Context, m *actorpb.Reports) {
 	acks := make([]*actorpb.ReportAck, len(m.Reports))
-	unavailable := func() {
+	unavailable := func(err error) {
 		for i := range acks {
 			acks[i] = &actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"}
 		}
 		ctx.Respond(&actorpb.ReportAcks{Acks: acks})
+		if m.Result != nil {
+			g.retry(m.Result, 0, err) // the pot resends its reports; the result is this grain's to keep
+		}
 	}
 	if !g.ready(ctx) {
-		unavailable()
+		unavailable(ErrUnavailable)
 		return
 	}
 	next, now := g.core.next(), g.now()
@@ -537,8 +541,11 @@ func (g *deviceGrain) reports(ctx actor.Context, m *actorpb.Reports) {
 		acks[i] = ack
 		fx.merge(rfx)
 	}
+	if m.Result != nil {
+		fx.merge(next.result(m.Result, now))
+	}
 	if err := g.persist(next, fx); err != nil {
-		unavailable()
+		unavailable(err)
 		return
 	}
 	g.core = next

@@ -68,11 +68,20 @@ func (g *deviceGrain) beginSpan(ctx actor.Context) {
 	case *actorpb.Report:
 		tc, name = m.Trace, "device.report"
 	case *actorpb.Reports:
-		name = "device.report"
-		for _, r := range m.Reports {
-			if r.Trace != nil {
-				tc = r.Trace
-				break
+		// A command's trace (its result is in the batch) before a sampled frame's.
+		if res := m.Result; res != nil {
+			tc, name = res.Trace, "device.result"
+			if tc == nil {
+				tc = g.cmds[res.Result.GetCommandId()].tc
+			}
+		}
+		if tc == nil {
+			name = "device.report"
+			for _, r := range m.Reports {
+				if r.Trace != nil {
+					tc = r.Trace
+					break
+				}
 			}
 		}
 	case *actorpb.Authenticate:

@@ -46,12 +46,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// handedOut holds the ports freeAddr has returned: a port is free until its server binds it, so
+// without this two addresses of one test (or of two parallel tests) could be the same port.
+var handedOut sync.Map
+
 // freeAddr picks a free loopback port below the kernel's ephemeral range (32768-60999), so
 // that no outgoing connection can take it while a test restarts a server on the same address.
+// It never returns a port twice in one test binary.
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	for i := 0; i < 100; i++ {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		port := 20000 + rand.IntN(12000)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue

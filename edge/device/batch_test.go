@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	pcluster "github.com/asynkron/protoactor-go/cluster"
+
 	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/deviceclient"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/store/memory"
@@ -163,4 +166,136 @@ func TestABatchTheStoreRefusesIsNeitherAckedNorLost(t *testing.T) {
 			t.Fatalf("stored readings %v, want [1 2 3 4]", got)
 		}
 	})
+}
+
+// readNow asks the grain for a read_now and returns a channel that gets its outcome.
+func (n *node) readNow(id, commandID string) <-chan *actorpb.CommandOutcome {
+	out := make(chan *actorpb.CommandOutcome, 1)
+	go func() {
+		res, err := n.member.Cluster.Request(id, actors.DeviceKind, &actorpb.SendCommand{CommandId: commandID,
+			Kind: devicepb.CommandKind_COMMAND_KIND_READ_NOW}, pcluster.WithTimeout(15*time.Second))
+		if err != nil {
+			out <- &actorpb.CommandOutcome{Detail: "request failed: " + err.Error()}
+			return
+		}
+		out <- res.(*actorpb.CommandOutcome)
+	}()
+	return out
+}
+
+// awaitCommandFrame reads frames until a Command comes.
+func awaitCommandFrame(t *testing.T, c *deviceclient.Conn) *devicepb.Command {
+	t.Helper()
+	for {
+		f, err := c.Recv(5 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for a command: %v", err)
+		}
+		if cmd := f.GetCommand(); cmd != nil {
+			return cmd
+		}
+	}
+}
+
+func resultFrame(id string) *devicepb.Frame {
+	return &devicepb.Frame{Body: &devicepb.Frame_CommandResult{CommandResult: &devicepb.CommandResult{
+		CommandId: id, Status: devicepb.CommandStatus_COMMAND_STATUS_DONE}}}
+}
+
+func TestAReadingAndTheResultAfterItAreOneStep(t *testing.T) {
+	t.Parallel()
+	bothReadPaths(t, func(t *testing.T, opts device.Options) {
+		st := &countingStore{Store: memory.New()}
+		n := startNode(t, st, opts)
+		secret := n.addDevice(t, "pot-1")
+		c := n.connect(t, "pot-1", secret)
+		outcome := n.readNow("pot-1", "r1")
+		cmd := awaitCommandFrame(t, c)
+		before := st.appends.Load()
+		// As a pot answers read_now: the fresh reading, then the result, in one write.
+		if err := c.SendRaw(encode(t, telemetryFrame(1), resultFrame(cmd.CommandId))); err != nil {
+			t.Fatal(err)
+		}
+		if got := awaitAcks(t, c, 1); got[0] != 1 {
+			t.Fatalf("ack %v, want 1", got)
+		}
+		select {
+		case out := <-outcome:
+			if out.Outcome != actorpb.Outcome_OUTCOME_DONE {
+				t.Fatalf("outcome %s (%s), want DONE", out.Outcome, out.Detail)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("no outcome")
+		}
+		if got := storedSeqs(t, st, "pot-1"); fmt.Sprint(got) != "[1]" {
+			t.Fatalf("stored readings %v, want [1]", got)
+		}
+		t.Logf("%d appends for the reading and the result", st.appends.Load()-before)
+		if k := st.appends.Load() - before; k != 1 {
+			t.Fatalf("%d appends for a reading and the result written with it, want 1", k)
+		}
+	})
+}
+
+func TestAResultWhoseStepTheStoreRefusesStillReachesTheUser(t *testing.T) {
+	t.Parallel()
+	bothReadPaths(t, func(t *testing.T, opts device.Options) {
+		st := &countingStore{Store: memory.New()}
+		n := startNodeWith(t, st, actors.DeviceOptions{StepRetry: 50 * time.Millisecond}, opts)
+		secret := n.addDevice(t, "pot-1")
+		c := n.connect(t, "pot-1", secret)
+		outcome := n.readNow("pot-1", "r1")
+		cmd := awaitCommandFrame(t, c)
+		st.fail.Store(true)
+		if err := c.SendRaw(encode(t, telemetryFrame(1), resultFrame(cmd.CommandId))); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			f, err := c.Recv(5 * time.Second)
+			if err != nil {
+				t.Fatalf("waiting for Close: %v", err)
+			}
+			if a := f.GetAck(); a != nil {
+				t.Fatalf("ack %d for a reading the store refused", a.Seq)
+			}
+			if cl := f.GetClose(); cl != nil {
+				break
+			}
+		}
+		select {
+		case out := <-outcome:
+			t.Fatalf("outcome %s before the result was stored", out.Outcome)
+		case <-time.After(200 * time.Millisecond):
+		}
+		// Storage comes back: the grain's retry stores the result and the requester hears DONE,
+		// though the pot is gone.
+		st.fail.Store(false)
+		select {
+		case out := <-outcome:
+			if out.Outcome != actorpb.Outcome_OUTCOME_DONE {
+				t.Fatalf("outcome %s (%s), want DONE", out.Outcome, out.Detail)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("no outcome after storage came back")
+		}
+	})
+}
+
+func TestSingleReportsStoresEachReportOnItsOwn(t *testing.T) {
+	t.Parallel()
+	st := &countingStore{Store: memory.New()}
+	n := startNode(t, st, device.Options{SingleReports: true})
+	secret := n.addDevice(t, "pot-1")
+	c := n.connect(t, "pot-1", secret)
+	before := st.appends.Load()
+	if err := c.SendRaw(encode(t, telemetryFrame(1), telemetryFrame(2), telemetryFrame(3))); err != nil {
+		t.Fatal(err)
+	}
+	if got := awaitAcks(t, c, 3); fmt.Sprint(got) != "[1 2 3]" {
+		t.Fatalf("acks %v, want [1 2 3]", got)
+	}
+	// As members before report batching expect: one Report, one append, each.
+	if k := st.appends.Load() - before; k != 3 {
+		t.Fatalf("%d appends for 3 reports sent one by one, want 3", k)
+	}
 }

@@ -176,7 +176,7 @@ func (c *conn) cleanupOnce() {
 func (c *conn) readLoop() (devicepb.CloseReason, string) {
 	s := c.s
 	var b batch
-	defer c.flush(&b)
+	defer c.flush(&b, nil)
 	for {
 		if c.r.Buffered() == 0 {
 			// Only a read that may block needs the idle deadline.
@@ -201,7 +201,7 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 			return readErrReason(err)
 		}
 		if !c.reserve(f) {
-			c.flush(&b) // the batch holds slots: its answers free them
+			c.flush(&b, nil) // the batch holds slots: its answers free them
 			for !c.reserve(f) {
 				select {
 				case <-c.freed:
@@ -214,7 +214,7 @@ func (c *conn) readLoop() (devicepb.CloseReason, string) {
 			return r, d
 		}
 		if !c.frameBuffered() {
-			c.flush(&b) // the next read may wait: what was read goes now
+			c.flush(&b, nil) // the next read may wait: what was read goes now
 		}
 	}
 }
@@ -304,17 +304,31 @@ type batch struct {
 	spans   []trace.Span
 }
 
-// flush sends the batch to the grain; its answer comes to the connection's process.
-func (c *conn) flush(b *batch) {
+// flush sends the batch to the grain; its answer comes to the connection's process. result, when
+// set, is a command result that followed the reports: it goes in the same message, handled in the
+// same step (a pot's read_now reading and its result cost one store append, not two).
+func (c *conn) flush(b *batch, result *actorpb.DeliverResult) {
 	if len(b.reports) == 0 {
+		if result != nil {
+			c.s.cluster.ActorSystem.Root.Send(c.grainPID, result)
+		}
 		return
 	}
 	c.waiting.CompareAndSwap(0, c.s.opts.Clock.Now().UnixNano())
-	var m any = b.reports[0]
-	if len(b.reports) > 1 {
-		m = &actorpb.Reports{Reports: b.reports}
+	root := c.s.cluster.ActorSystem.Root
+	switch {
+	case c.s.opts.SingleReports:
+		for _, r := range b.reports {
+			root.RequestWithCustomSender(c.grainPID, r, c.pid)
+		}
+		if result != nil {
+			root.Send(c.grainPID, result)
+		}
+	case len(b.reports) == 1 && result == nil:
+		root.RequestWithCustomSender(c.grainPID, b.reports[0], c.pid)
+	default:
+		root.RequestWithCustomSender(c.grainPID, &actorpb.Reports{Reports: b.reports, Result: result}, c.pid)
 	}
-	c.s.cluster.ActorSystem.Root.RequestWithCustomSender(c.grainPID, m, c.pid)
 	for _, span := range b.spans {
 		span.End()
 	}
@@ -344,15 +358,18 @@ func (c *conn) dispatch(f *devicepb.Frame, b *batch) (_ devicepb.CloseReason, _ 
 		b.reports = append(b.reports, report)
 		return 0, "", true
 	}
-	c.flush(b)
-	switch x := f.Body.(type) {
-	case *devicepb.Frame_CommandResult:
+	if x, ok := f.Body.(*devicepb.Frame_CommandResult); ok {
 		if len(x.CommandResult.Detail) > messages.MaxDetailBytes || len(x.CommandResult.CommandId) > messages.MaxCommandIDBytes {
+			c.flush(b, nil)
 			return devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "command result field too long", false
 		}
 		// Same sender, same grain: it sees results and reports in the device's order.
-		s.cluster.ActorSystem.Root.Send(c.grainPID, &actorpb.DeliverResult{SessionId: c.session, Result: x.CommandResult,
+		c.flush(b, &actorpb.DeliverResult{SessionId: c.session, Result: x.CommandResult,
 			Trace: c.resultTrace(x.CommandResult.CommandId)})
+		return 0, "", true
+	}
+	c.flush(b, nil)
+	switch x := f.Body.(type) {
 	case *devicepb.Frame_Ping:
 		if !c.send(&devicepb.Frame{Body: &devicepb.Frame_Pong{Pong: &devicepb.Pong{Nonce: x.Ping.Nonce}}}) {
 			return devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED, "", false

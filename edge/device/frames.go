@@ -122,7 +122,7 @@ func invalidResultString(body []byte) (string, bool) {
 // connection with the reason. Decoding copies what the frames keep, so b may be reused.
 func (c *conn) frames(b []byte) (rest []byte, _ devicepb.CloseReason, _ string, stop bool) {
 	var reports batch // the reports decoded from b go to their grain together
-	defer c.flush(&reports)
+	defer c.flush(&reports, nil)
 	for len(b) > 0 {
 		n, k := binary.Uvarint(b)
 		if k == 0 {

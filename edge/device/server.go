@@ -95,6 +95,12 @@ type Options struct {
 	// (epoll): an idle connection then holds no goroutine and no read buffer (docs/performance.md).
 	GoroutinePerConn bool
 
+	// SingleReports sends each report to its grain on its own (Report) instead of batching a
+	// read's consecutive reports (Reports, one store append for the lot). Members older than
+	// report batching do not know Reports: set it on new nodes during a rolling upgrade from such
+	// a version, and unset it once every member runs this one (docs/cluster.md, "Rolling upgrades").
+	SingleReports bool
+
 	// Clock drives the edge's timers that are not socket deadlines (the watchdog); default
 	// actors.RealClock(). Tests pass a fake clock and advance it.
 	Clock  actors.Clock

@@ -921,8 +921,12 @@ func (x *ReportAck) GetDetail() string {
 // and answers with ReportAcks, one ack per report in the same order. A single frame still goes as
 // Report. Under load a pot's frames arrive together and are stored and acked together.
 type Reports struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reports       []*Report              `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Reports []*Report              `protobuf:"bytes,1,rep,name=reports,proto3" json:"reports,omitempty"`
+	// result: the CommandResult frame that followed the reports in the same read (a pot answering
+	// read_now sends its reading and then the result): handled after them in the same step. When
+	// that step cannot be stored, the result is retried on its own, as a DeliverResult is.
+	Result        *DeliverResult `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -960,6 +964,13 @@ func (*Reports) Descriptor() ([]byte, []int) {
 func (x *Reports) GetReports() []*Report {
 	if x != nil {
 		return x.Reports
+	}
+	return nil
+}
+
+func (x *Reports) GetResult() *DeliverResult {
+	if x != nil {
+		return x.Result
 	}
 	return nil
 }
@@ -3806,9 +3817,10 @@ const file_actorpb_actor_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x123\n" +
 	"\x05close\x18\x03 \x01(\x0e2\x1d.sprout.device.v1.CloseReasonR\x05close\x12\x16\n" +
-	"\x06detail\x18\x04 \x01(\tR\x06detail\"<\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"t\n" +
 	"\aReports\x121\n" +
-	"\areports\x18\x01 \x03(\v2\x17.sprout.actor.v1.ReportR\areports\"<\n" +
+	"\areports\x18\x01 \x03(\v2\x17.sprout.actor.v1.ReportR\areports\x126\n" +
+	"\x06result\x18\x02 \x01(\v2\x1e.sprout.actor.v1.DeliverResultR\x06result\"<\n" +
 	"\n" +
 	"ReportAcks\x12.\n" +
 	"\x04acks\x18\x01 \x03(\v2\x1a.sprout.actor.v1.ReportAckR\x04acks\"\x9c\x01\n" +
@@ -4181,62 +4193,63 @@ var file_actorpb_actor_proto_depIdxs = []int32{
 	38, // 11: sprout.actor.v1.Report.trace:type_name -> sprout.actor.v1.TraceContext
 	51, // 12: sprout.actor.v1.ReportAck.close:type_name -> sprout.device.v1.CloseReason
 	10, // 13: sprout.actor.v1.Reports.reports:type_name -> sprout.actor.v1.Report
-	11, // 14: sprout.actor.v1.ReportAcks.acks:type_name -> sprout.actor.v1.ReportAck
-	57, // 15: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
-	38, // 16: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
-	51, // 17: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
-	58, // 18: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
-	59, // 19: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
-	38, // 20: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
-	0,  // 21: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
-	58, // 22: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
-	38, // 23: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
-	16, // 24: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
-	1,  // 25: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
-	55, // 26: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
-	19, // 27: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
-	59, // 28: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
-	5,  // 29: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
-	17, // 30: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
-	17, // 31: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	2,  // 32: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
-	44, // 33: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
-	44, // 34: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
-	21, // 35: sprout.actor.v1.DeviceState.queued_commands:type_name -> sprout.actor.v1.QueuedCommand
-	17, // 36: sprout.actor.v1.DeviceState.queued_outcomes:type_name -> sprout.actor.v1.CommandOutcome
-	24, // 37: sprout.actor.v1.DeviceState.desired:type_name -> sprout.actor.v1.DesiredConfigState
-	16, // 38: sprout.actor.v1.QueuedCommand.command:type_name -> sprout.actor.v1.SendCommand
-	2,  // 39: sprout.actor.v1.QueuedCancelResult.error:type_name -> sprout.actor.v1.ErrorCode
-	17, // 40: sprout.actor.v1.QueuedCancelResult.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	59, // 41: sprout.actor.v1.DesiredConfigState.desired:type_name -> sprout.device.v1.Config
-	59, // 42: sprout.actor.v1.DesiredConfigState.applied:type_name -> sprout.device.v1.Config
-	2,  // 43: sprout.actor.v1.DesiredReloadResult.error:type_name -> sprout.actor.v1.ErrorCode
-	24, // 44: sprout.actor.v1.DesiredReloadResult.state:type_name -> sprout.actor.v1.DesiredConfigState
-	38, // 45: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
-	4,  // 46: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
-	2,  // 47: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
-	19, // 48: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
-	37, // 49: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
-	36, // 50: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	44, // 51: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
-	45, // 52: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
-	55, // 53: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
-	38, // 54: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	19, // 55: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
-	17, // 56: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
-	37, // 57: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
-	36, // 58: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
-	38, // 59: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
-	51, // 60: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
-	2,  // 61: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
-	3,  // 62: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
-	2,  // 63: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
-	3,  // 64: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	14, // 14: sprout.actor.v1.Reports.result:type_name -> sprout.actor.v1.DeliverResult
+	11, // 15: sprout.actor.v1.ReportAcks.acks:type_name -> sprout.actor.v1.ReportAck
+	57, // 16: sprout.actor.v1.DeliverResult.result:type_name -> sprout.device.v1.CommandResult
+	38, // 17: sprout.actor.v1.DeliverResult.trace:type_name -> sprout.actor.v1.TraceContext
+	51, // 18: sprout.actor.v1.Detach.reason:type_name -> sprout.device.v1.CloseReason
+	58, // 19: sprout.actor.v1.SendCommand.kind:type_name -> sprout.device.v1.CommandKind
+	59, // 20: sprout.actor.v1.SendCommand.config:type_name -> sprout.device.v1.Config
+	38, // 21: sprout.actor.v1.SendCommand.trace:type_name -> sprout.actor.v1.TraceContext
+	0,  // 22: sprout.actor.v1.CommandOutcome.outcome:type_name -> sprout.actor.v1.Outcome
+	58, // 23: sprout.actor.v1.CommandOutcome.kind:type_name -> sprout.device.v1.CommandKind
+	38, // 24: sprout.actor.v1.CommandOutcome.trace:type_name -> sprout.actor.v1.TraceContext
+	16, // 25: sprout.actor.v1.CommandOutcome.command:type_name -> sprout.actor.v1.SendCommand
+	1,  // 26: sprout.actor.v1.Alert.kind:type_name -> sprout.actor.v1.AlertKind
+	55, // 27: sprout.actor.v1.DeviceState.latest:type_name -> sprout.device.v1.Telemetry
+	19, // 28: sprout.actor.v1.DeviceState.alerts:type_name -> sprout.actor.v1.Alert
+	59, // 29: sprout.actor.v1.DeviceState.config:type_name -> sprout.device.v1.Config
+	5,  // 30: sprout.actor.v1.DeviceState.conn:type_name -> sprout.actor.v1.ConnRef
+	17, // 31: sprout.actor.v1.DeviceState.open_commands:type_name -> sprout.actor.v1.CommandOutcome
+	17, // 32: sprout.actor.v1.DeviceState.recent_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	2,  // 33: sprout.actor.v1.DeviceState.error:type_name -> sprout.actor.v1.ErrorCode
+	44, // 34: sprout.actor.v1.DeviceState.join_requests:type_name -> sprout.actor.v1.JoinRequest
+	44, // 35: sprout.actor.v1.DeviceState.join_pending:type_name -> sprout.actor.v1.JoinRequest
+	21, // 36: sprout.actor.v1.DeviceState.queued_commands:type_name -> sprout.actor.v1.QueuedCommand
+	17, // 37: sprout.actor.v1.DeviceState.queued_outcomes:type_name -> sprout.actor.v1.CommandOutcome
+	24, // 38: sprout.actor.v1.DeviceState.desired:type_name -> sprout.actor.v1.DesiredConfigState
+	16, // 39: sprout.actor.v1.QueuedCommand.command:type_name -> sprout.actor.v1.SendCommand
+	2,  // 40: sprout.actor.v1.QueuedCancelResult.error:type_name -> sprout.actor.v1.ErrorCode
+	17, // 41: sprout.actor.v1.QueuedCancelResult.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	59, // 42: sprout.actor.v1.DesiredConfigState.desired:type_name -> sprout.device.v1.Config
+	59, // 43: sprout.actor.v1.DesiredConfigState.applied:type_name -> sprout.device.v1.Config
+	2,  // 44: sprout.actor.v1.DesiredReloadResult.error:type_name -> sprout.actor.v1.ErrorCode
+	24, // 45: sprout.actor.v1.DesiredReloadResult.state:type_name -> sprout.actor.v1.DesiredConfigState
+	38, // 46: sprout.actor.v1.UserMessage.trace:type_name -> sprout.actor.v1.TraceContext
+	4,  // 47: sprout.actor.v1.UserReply.kind:type_name -> sprout.actor.v1.UserReply.Kind
+	2,  // 48: sprout.actor.v1.BindResult.code:type_name -> sprout.actor.v1.ErrorCode
+	19, // 49: sprout.actor.v1.UserNotice.alert:type_name -> sprout.actor.v1.Alert
+	37, // 50: sprout.actor.v1.UserNotice.presence:type_name -> sprout.actor.v1.Presence
+	36, // 51: sprout.actor.v1.UserNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	44, // 52: sprout.actor.v1.UserNotice.join_request:type_name -> sprout.actor.v1.JoinRequest
+	45, // 53: sprout.actor.v1.UserNotice.join_result:type_name -> sprout.actor.v1.JoinResult
+	55, // 54: sprout.actor.v1.UserNotice.latest:type_name -> sprout.device.v1.Telemetry
+	38, // 55: sprout.actor.v1.UserNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	19, // 56: sprout.actor.v1.DeviceNotice.alert:type_name -> sprout.actor.v1.Alert
+	17, // 57: sprout.actor.v1.DeviceNotice.outcome:type_name -> sprout.actor.v1.CommandOutcome
+	37, // 58: sprout.actor.v1.DeviceNotice.presence:type_name -> sprout.actor.v1.Presence
+	36, // 59: sprout.actor.v1.DeviceNotice.flapping:type_name -> sprout.actor.v1.Flapping
+	38, // 60: sprout.actor.v1.DeviceNotice.trace:type_name -> sprout.actor.v1.TraceContext
+	51, // 61: sprout.actor.v1.Presence.reason:type_name -> sprout.device.v1.CloseReason
+	2,  // 62: sprout.actor.v1.RevokeResult.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 63: sprout.actor.v1.JoinResult.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	2,  // 64: sprout.actor.v1.JoinDecided.error:type_name -> sprout.actor.v1.ErrorCode
+	3,  // 65: sprout.actor.v1.JoinDecided.outcome:type_name -> sprout.actor.v1.JoinOutcome
+	66, // [66:66] is the sub-list for method output_type
+	66, // [66:66] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_actorpb_actor_proto_init() }
