@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"syscall"
 	"time"
@@ -58,6 +59,11 @@ func (c *conn) handshake() bool {
 		c.fail(devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "expected Auth after Challenge")
 		return false
 	}
+	if !s.admit() {
+		c.busy()
+		return false
+	}
+	defer s.authenticating.Add(-1)
 	sid := make([]byte, 16)
 	_, _ = crand.Read(sid)
 	c.session = hex.EncodeToString(sid)
@@ -88,6 +94,33 @@ func (c *conn) handshake() bool {
 	s.opts.Logger.Debug("device connected", "device", c.device, "session", c.session, "remote", c.remote())
 	return true
 }
+
+// admit takes one of MaxHandshakes slots for a handshake that is about to ask its grain.
+func (s *Server) admit() bool {
+	if s.opts.MaxHandshakes < 0 {
+		s.authenticating.Add(1)
+		return true
+	}
+	if s.authenticating.Add(1) > int64(s.opts.MaxHandshakes) {
+		s.authenticating.Add(-1)
+		return false
+	}
+	return true
+}
+
+// busy refuses a pot because MaxHandshakes handshakes wait for their grains: it is told to come
+// back after a jittered BusyRetry, so that a fleet refused together does not return together.
+// Not logged one by one (a storm refuses thousands a second): counted as SERVER_BUSY.
+func (c *conn) busy() {
+	d := c.s.opts.BusyRetry
+	wait := d/2 + rand.N(d+1)
+	observe.HandshakeFailed(handshakeBusy)
+	c.close(devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE,
+		fmt.Sprintf("server busy: too many pots connecting; retry in %v", wait.Round(time.Second)), uint32(wait.Milliseconds()))
+}
+
+// handshakeBusy is the handshake-failure reason (metric label) of a pot refused as busy.
+const handshakeBusy = "SERVER_BUSY"
 
 // authenticate asks the device's grain (devicelink.Authenticate); the connection then reports to
 // that same PID.

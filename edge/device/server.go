@@ -44,6 +44,10 @@ const (
 	DefaultMaxConnections      = 10000
 	DefaultGrainTimeout        = 5 * time.Second
 	DefaultShutdownReconnectMs = 5000
+	// DefaultMaxHandshakes bounds the handshakes waiting for their grain at once (see Options).
+	DefaultMaxHandshakes = 256
+	// DefaultBusyRetry is the mean wait a pot refused as busy is told (see Options).
+	DefaultBusyRetry = 5 * time.Second
 )
 
 // Options are the edge's limits. Every field has a default (the Default* constants) and is
@@ -95,6 +99,17 @@ type Options struct {
 	// (epoll): an idle connection then holds no goroutine and no read buffer (docs/performance.md).
 	GoroutinePerConn bool
 
+	// MaxHandshakes bounds this edge's handshakes waiting for their device grain at once (the
+	// grain loads the device and stores the connect). A pot that completes Auth while all are
+	// taken is refused at once with Close(UNAVAILABLE, "server busy ...") and a reconnect_after_ms
+	// spread between BusyRetry/2 and 3*BusyRetry/2, before anything is read or written for it: a
+	// fleet reconnecting at once (a router's or a node's restart) is let in at the rate the
+	// node and its store can take, instead of every handshake timing out together and each
+	// retry adding to the pile. Default 256; negative: no limit.
+	MaxHandshakes int
+	// BusyRetry is the mean reconnect hint of a pot refused as busy (default 5 s).
+	BusyRetry time.Duration
+
 	// SingleReports sends each report to its grain on its own (Report) instead of batching a
 	// read's consecutive reports (Reports, one store append for the lot). Members older than
 	// report batching do not know Reports: set it on new nodes during a rolling upgrade from such
@@ -118,6 +133,10 @@ func (o *Options) defaults() {
 	set(&o.WriteTimeout, DefaultWriteTimeout)
 	set(&o.GrainTimeout, DefaultGrainTimeout)
 	set(&o.OTARecheck, DefaultOTARecheck)
+	set(&o.BusyRetry, DefaultBusyRetry)
+	if o.MaxHandshakes == 0 {
+		o.MaxHandshakes = DefaultMaxHandshakes
+	}
 	if o.OTAChunksPerSecond <= 0 {
 		o.OTAChunksPerSecond = DefaultOTAChunksPerSecond
 	}
@@ -176,6 +195,7 @@ type Server struct {
 	accepted, framesIn, framesOut, connected atomic.Int64
 	pending, pendingBytes                    atomic.Int64
 	sockets                                  atomic.Int64 // slots taken (MaxConnections)
+	authenticating                           atomic.Int64 // handshakes waiting for their grain (MaxHandshakes)
 	reasons                                  sync.Map     // string -> *atomic.Int64
 	refused                                  sync.Map     // string -> *atomic.Int64
 	wg                                       sync.WaitGroup

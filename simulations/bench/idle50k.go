@@ -71,7 +71,7 @@ func bigIdle(bin, self, tmp, dsn string, run int, prof *profiler) (*BigIdleResul
 		}
 		bases = append(bases, p)
 	}
-	per, secs, err := bigIdleRSS(bin, credFile, bases, n, sims, func() int64 {
+	per, secs, _, _, err := bigIdleRSS(bin, credFile, bases, n, sims, func() int64 {
 		var open int64
 		for _, p := range bases {
 			open += int64(countSockets(p.cmd.Process.Pid))
@@ -112,7 +112,7 @@ func bigIdle(bin, self, tmp, dsn string, run int, prof *profiler) (*BigIdleResul
 	}
 	var heaps []string
 	var cpus []*capture
-	per, secs, err = bigIdleRSS(bin, credFile, ps, n, sims, func() int64 {
+	per, secs, r.RSSBeforeMiB, r.RSSAfterMiB, err = bigIdleRSS(bin, credFile, ps, n, sims, func() int64 {
 		var c int64
 		for _, p := range ps {
 			c += connectedGauge(p)
@@ -154,7 +154,7 @@ func bigIdle(bin, self, tmp, dsn string, run int, prof *profiler) (*BigIdleResul
 
 // bigIdleRSS measures the servers' summed RSS, starts `sprout sim --processes` against all of
 // them, waits until connected() reaches n, lets them settle 3 s and measures again.
-func bigIdleRSS(bin, credFile string, servers []*proc, n, sims int, connected func() int64, phase func(string)) (per, secs float64, err error) {
+func bigIdleRSS(bin, credFile string, servers []*proc, n, sims int, connected func() int64, phase func(string)) (per, secs, before, after float64, err error) {
 	sum := func() float64 {
 		var s float64
 		for _, p := range servers {
@@ -163,7 +163,7 @@ func bigIdleRSS(bin, credFile string, servers []*proc, n, sims int, connected fu
 		return s
 	}
 	time.Sleep(2 * time.Second)
-	before := sum()
+	before = sum()
 	base := connected()
 	var edges []string
 	for _, p := range servers {
@@ -176,7 +176,7 @@ func bigIdleRSS(bin, credFile string, servers []*proc, n, sims int, connected fu
 	sim.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	start := time.Now()
 	if err := sim.Start(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, 0, err
 	}
 	defer func() {
 		_ = sim.Process.Signal(os.Interrupt)
@@ -204,17 +204,17 @@ func bigIdleRSS(bin, credFile string, servers []*proc, n, sims int, connected fu
 			fmt.Fprintf(os.Stderr, "  %d of %d pots connected after %v\n", c, n, time.Since(start).Round(time.Second))
 		}
 		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("only %d of %d pots connected after %v", c, n, time.Since(start).Round(time.Second))
+			return 0, 0, 0, 0, fmt.Errorf("only %d of %d pots connected after %v", c, n, time.Since(start).Round(time.Second))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	secs = time.Since(start).Seconds()
 	time.Sleep(3 * time.Second)
-	after := sum()
+	after = sum()
 	if phase != nil {
 		phase("connected")
 	}
-	return (after - before) / float64(n), secs, nil
+	return (after - before) / float64(n), secs, before / (1 << 20), after / (1 << 20), nil
 }
 
 // connectedGauge reads sprout_devices_connected from a node's /metrics.
