@@ -88,7 +88,7 @@ func (c *serveConfig) register(fs *flagSet) {
 		"read every plain-TCP device connection on a goroutine of its own, as TLS ones are (default: an epoll poller reads idle connections without one; docs/performance.md) ["+envName("edge-goroutine-per-conn")+"]")
 	fs.BoolVar(&c.edge.SingleReports, "edge-single-reports", envDefault("edge-single-reports", false, strconv.ParseBool),
 		"send each device report to its grain on its own instead of batching a read's reports into one store append: for a rolling upgrade from a version without report batching (docs/cluster.md, Rolling upgrades) ["+envName("edge-single-reports")+"]")
-	fs.int(&c.edge.MaxHandshakes, "edge-max-handshakes", device.DefaultMaxHandshakes, "most device handshakes waiting for their grain at once on this node; past it a pot is refused as busy and told when to come back (negative: no limit; docs/protocol.md)")
+	fs.int(&c.edge.MaxHandshakes, "edge-max-handshakes", device.DefaultMaxHandshakes, "most device handshakes waiting for their grain at once, on each device edge (TCP, MQTT); past it a pot is refused as busy (TCP: told when to come back) (negative: no limit; docs/protocol.md)")
 	fs.dur(&c.edge.BusyRetry, "edge-busy-retry", device.DefaultBusyRetry, "mean wait a pot refused as busy is told (spread from half to one and a half times it)")
 	fs.dur(&c.edge.GrainTimeout, "grain-timeout", 5*time.Second, "longest the edge waits for a device grain")
 	fs.dur(&c.grain.IdleTimeout, "grain-idle-timeout", 10*time.Minute, "an offline device grain with nothing to do is passivated after this")
@@ -219,6 +219,7 @@ func startNode(ctx context.Context, cfg *serveConfig, log *slog.Logger, hooks no
 		}()
 	}
 	cfg.links.mqtt.GrainTimeout = cfg.edge.GrainTimeout
+	cfg.links.mqtt.MaxHandshakes = cfg.edge.MaxHandshakes
 	n.links, err = startLinks(ctx, &cfg.links, m.Cluster, n.edge, log)
 	if err != nil {
 		_ = httpLn.Close()

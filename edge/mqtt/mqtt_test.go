@@ -47,9 +47,19 @@ func logger() *slog.Logger {
 
 func startNode(t *testing.T, opts mqtt.Options, lns ...net.Listener) *node {
 	t.Helper()
+	return startNodeWith(t, opts, nil, lns...)
+}
+
+// startNodeWith is startNode with the grains' store wrapped by wrap (nil: the store itself).
+func startNodeWith(t *testing.T, opts mqtt.Options, wrap func(actors.Store) actors.Store, lns ...net.Listener) *node {
+	t.Helper()
 	st := memory.New()
+	var grains actors.Store = st
+	if wrap != nil {
+		grains = wrap(st)
+	}
 	log := logger()
-	m, err := cluster.Start(cluster.Options{Kinds: []*pcluster.Kind{actors.NewDeviceKind(actors.DeviceOptions{Store: st, Logger: log})}, Logger: log})
+	m, err := cluster.Start(cluster.Options{Kinds: []*pcluster.Kind{actors.NewDeviceKind(actors.DeviceOptions{Store: grains, Logger: log})}, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,8 @@ const (
 	DefaultMaxKeepAlive   = 60 * time.Second
 	DefaultGrainTimeout   = 5 * time.Second
 	DefaultMaxSessions    = 10000
+	// DefaultMaxHandshakes bounds the CONNECTs waiting for their grain at once (see Options).
+	DefaultMaxHandshakes = 256
 	DefaultMaxHeldCommand = 16
 	// DefaultMaxPendingWrites bounds the packets queued for one device's socket.
 	DefaultMaxPendingWrites = 64
@@ -74,6 +76,12 @@ type Options struct {
 	// MaxSessions bounds concurrent sessions on this node; past it CONNACK says server unavailable
 	// (default 10000).
 	MaxSessions int
+	// MaxHandshakes bounds this edge's CONNECTs waiting for their device grain at once; past it a
+	// CONNECT is refused at once, before the grain is asked, with Server Busy (MQTT 5) or Server
+	// Unavailable (3.1.1), and the pot comes back after its own backoff: a fleet reconnecting at
+	// once is let in at the rate the node can take (the TCP edge's limit, docs/protocol.md).
+	// Default 256; negative: no limit.
+	MaxHandshakes int
 	// MaxHeldCommands bounds the commands held for a session that has not subscribed to its
 	// commands topic yet; past it the session is closed (default 16).
 	MaxHeldCommands int
@@ -114,6 +122,9 @@ func (o *Options) defaults() {
 	if o.MaxSessions == 0 {
 		o.MaxSessions = DefaultMaxSessions
 	}
+	if o.MaxHandshakes == 0 {
+		o.MaxHandshakes = DefaultMaxHandshakes
+	}
 	if o.MaxHeldCommands == 0 {
 		o.MaxHeldCommands = DefaultMaxHeldCommand
 	}
@@ -145,6 +156,7 @@ const (
 	RefusedTooLarge     = "too_large"     // a payload over MaxPayloadBytes
 	RefusedBadPayload   = "bad_payload"   // a body that is neither valid JSON nor valid protobuf for its topic
 	RefusedUnavailable  = "unavailable"   // the grain did not answer or could not store
+	RefusedBusy         = "busy"          // CONNACK refused: MaxHandshakes CONNECTs already wait for their grains
 	RefusedOTARange     = "ota_range"     // a chunk request outside the offered image or chunk_size (closes the session)
 	RefusedOTABusy      = "ota_busy"      // a chunk request while the pot's previous one is served (not answered)
 )
@@ -176,6 +188,7 @@ type Server struct {
 	encodings sync.Map // device id -> encoding it last used (commands follow it)
 
 	accepted, reports, commands, open, chunks, held atomic.Int64
+	authenticating                                  atomic.Int64 // CONNECTs waiting for their grain (MaxHandshakes)
 	stop                                            chan struct{} // closed by Shutdown
 	otaPoke                                         chan struct{} // OfferNow
 	refused                                         sync.Map      // reason -> *atomic.Int64

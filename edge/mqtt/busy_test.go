@@ -1,0 +1,70 @@
+package mqtt_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/edge/mqtt"
+)
+
+// loadGatedStore is a real store whose loading of one device waits for the test, so that its
+// CONNECT holds a slot of MaxHandshakes.
+type loadGatedStore struct {
+	actors.Store
+	slow    string
+	loading chan struct{}
+	gate    chan struct{}
+}
+
+func (s *loadGatedStore) LoadDevice(ctx context.Context, id string) (actors.Recovered, error) {
+	if id == s.slow {
+		close(s.loading)
+		<-s.gate
+	}
+	return s.Store.LoadDevice(ctx, id)
+}
+
+func TestAConnectIsRefusedAsBusyWhileEverySlotWaitsForItsGrain(t *testing.T) {
+	t.Parallel()
+	gs := &loadGatedStore{slow: "pot-1", loading: make(chan struct{}), gate: make(chan struct{})}
+	n := startNodeWith(t, mqtt.Options{MaxHandshakes: 1, GrainTimeout: 10 * time.Second},
+		func(st actors.Store) actors.Store { gs.Store = st; return gs })
+	s1, s2 := n.addDevice(t, "pot-1"), n.addDevice(t, "pot-2")
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := dialPot(t, n.addr, "pot-1", s1, potOpts{})
+		first <- err
+	}()
+	select {
+	case <-gs.loading:
+	case err := <-first:
+		t.Fatalf("pot-1's CONNECT ended before its grain loaded: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("pot-1's grain never began to load")
+	}
+	began := time.Now()
+	if _, err := dialPot(t, n.addr, "pot-2", s2, potOpts{}); err == nil || !strings.Contains(strings.ToLower(err.Error()), "server unavailable") {
+		t.Fatalf("pot-2 while every slot is taken: %v, want CONNACK server unavailable", err)
+	}
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("the refusal took %v: a busy node refuses at once", took)
+	}
+	if got := n.edge.Stats().Refused[mqtt.RefusedBusy]; got != 1 {
+		t.Fatalf("busy refusals counted: %d, want 1", got)
+	}
+
+	close(gs.gate)
+	if err := <-first; err != nil {
+		t.Fatalf("pot-1's CONNECT: %v", err)
+	}
+	if _, err := dialPot(t, n.addr, "pot-2", s2, potOpts{}); err != nil {
+		t.Fatalf("pot-2's second CONNECT: %v", err)
+	}
+	if !n.state(t, "pot-2").Online {
+		t.Fatal("pot-2 is not online after its second try")
+	}
+}
