@@ -136,19 +136,6 @@ func (r *userRecorder) all() []string {
 	return out
 }
 
-// joins is the join notices users were told ("openid: join request" or "openid: join OUTCOME").
-func (r *userRecorder) joins() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, g := range r.got {
-		if strings.Contains(g, ": join ") {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 func (r *userRecorder) has(s string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -197,9 +197,7 @@ func parseRolloutForm(f rolloutForm) (actors.RolloutSpec, error) {
 	default:
 		spec.StageTimeout = time.Duration(hours * float64(time.Hour))
 	}
-	for _, id := range strings.FieldsFunc(f.Devices, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' }) {
-		spec.Devices = append(spec.Devices, id)
-	}
+	spec.Devices = append(spec.Devices, strings.FieldsFunc(f.Devices, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' })...)
 	return spec, nil
 }
 

@@ -85,11 +85,10 @@ type otaPot struct {
 	slot     []byte // the inactive slot's bytes so far
 	slotSHA  []byte // the image they belong to
 
-	stopAfter  int  // drop the connection once the slot holds this many bytes (0: never)
-	corrupt    bool // flip a byte of the first chunk (a link that corrupts data)
-	bootFails  bool // the new image never comes back: the bootloader rolls back
-	offeredAt  time.Time
-	lastResult string
+	stopAfter int  // drop the connection once the slot holds this many bytes (0: never)
+	corrupt   bool // flip a byte of the first chunk (a link that corrupts data)
+	bootFails bool // the new image never comes back: the bootloader rolls back
+	offeredAt time.Time
 }
 
 // session connects once and follows the update protocol until the pot has nothing left to do on

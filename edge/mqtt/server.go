@@ -38,11 +38,11 @@ const (
 	DefaultMaxPacketBytes = 4096
 	// DefaultMaxKeepAlive: a session asking for no keep-alive, or a longer one, gets this (MQTT 5
 	// clients are told in the CONNACK); the broker drops a session silent for 1.5 times it.
-	DefaultMaxKeepAlive   = 60 * time.Second
-	DefaultGrainTimeout   = 5 * time.Second
-	DefaultMaxSessions    = 10000
+	DefaultMaxKeepAlive = 60 * time.Second
+	DefaultGrainTimeout = 5 * time.Second
+	DefaultMaxSessions  = 10000
 	// DefaultMaxHandshakes bounds the CONNECTs waiting for their grain at once (see Options).
-	DefaultMaxHandshakes = 256
+	DefaultMaxHandshakes  = 256
 	DefaultMaxHeldCommand = 16
 	// DefaultMaxPendingWrites bounds the packets queued for one device's socket.
 	DefaultMaxPendingWrites = 64
@@ -188,7 +188,7 @@ type Server struct {
 	encodings sync.Map // device id -> encoding it last used (commands follow it)
 
 	accepted, reports, commands, open, chunks, held atomic.Int64
-	authenticating                                  atomic.Int64 // CONNECTs waiting for their grain (MaxHandshakes)
+	authenticating                                  atomic.Int64  // CONNECTs waiting for their grain (MaxHandshakes)
 	stop                                            chan struct{} // closed by Shutdown
 	otaPoke                                         chan struct{} // OfferNow
 	refused                                         sync.Map      // reason -> *atomic.Int64

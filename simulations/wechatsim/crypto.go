@@ -105,10 +105,10 @@ func (e *envelope) encryptWith(random, msg []byte) string {
 func (e *envelope) decrypt(text string) ([]byte, error) {
 	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(text))
 	if err != nil {
-		return nil, fmt.Errorf("Encrypt is not base64: %w", err)
+		return nil, fmt.Errorf("field Encrypt is not base64: %w", err)
 	}
 	if len(raw) == 0 || len(raw)%aes.BlockSize != 0 {
-		return nil, errors.New("Encrypt is not a whole number of AES blocks")
+		return nil, errors.New("field Encrypt is not a whole number of AES blocks")
 	}
 	out := make([]byte, len(raw))
 	cipher.NewCBCDecrypter(e.block, e.key[:16]).CryptBlocks(out, raw)

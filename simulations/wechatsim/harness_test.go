@@ -103,7 +103,7 @@ func (s *sprout) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m := push{Query: q, Raw: string(b), Plain: string(b)}
 	if wechatsim.Sign(s.p.Token(), q.Get("timestamp"), q.Get("nonce")) != q.Get("signature") {
 		s.t.Errorf("callback with a bad signature: %v", q)
-		http.Error(w, "bad signature", 403)
+		http.Error(w, "bad signature", http.StatusForbidden)
 		return
 	}
 	if q.Get("encrypt_type") == "aes" {

@@ -115,14 +115,13 @@ func newMsgAPI(t *testing.T) (*msgAPI, *api.Client) {
 
 // pushWorld is one pusher over a memory outbox against msgAPI, driven one drain at a time.
 type pushWorld struct {
-	st    *memory.Store
-	wx    *msgAPI
-	p     *bridge.Pusher
-	tpl   *bridge.Templates
-	clk   *clock
-	done  chan actors.Push
-	ctx   context.Context
-	count int
+	st   *memory.Store
+	wx   *msgAPI
+	p    *bridge.Pusher
+	tpl  *bridge.Templates
+	clk  *clock
+	done chan actors.Push
+	ctx  context.Context
 }
 
 func newPushWorld(t *testing.T, ids map[string]string) *pushWorld {
