@@ -298,7 +298,8 @@ func (c *conn) answered(k int32) {
 // batch collects consecutive reports read together, for their grain: one message (Report, or
 // Reports for several) that the grain stores in one step. It is flushed before any other frame is
 // handled (a result or a Close keeps its place after the reports before it) and before the reader
-// may wait. Its size is bounded by MaxInFlight (each report holds a slot).
+// may wait. It holds at most half of MaxInFlight reports (each holds a slot), so that two batches
+// of one pot can be in flight at once.
 type batch struct {
 	reports []*actorpb.Report
 	spans   []trace.Span
@@ -356,6 +357,11 @@ func (c *conn) dispatch(f *devicepb.Frame, b *batch) (_ devicepb.CloseReason, _ 
 			b.spans = append(b.spans, span)
 		}
 		b.reports = append(b.reports, report)
+		if len(b.reports) >= max(1, s.opts.MaxInFlight/2) {
+			// Half the slots at most: the next batch fills while the grain stores this one, so
+			// one pot's flood stays pipelined instead of waiting a whole round trip per batch.
+			c.flush(b, nil)
+		}
 		return 0, "", true
 	}
 	if x, ok := f.Body.(*devicepb.Frame_CommandResult); ok {
