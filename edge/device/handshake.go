@@ -59,11 +59,11 @@ func (c *conn) handshake() bool {
 		c.fail(devicepb.CloseReason_CLOSE_REASON_PROTOCOL_ERROR, "expected Auth after Challenge")
 		return false
 	}
-	if !s.admit() {
+	if !s.handshakes.Enter() {
 		c.busy()
 		return false
 	}
-	defer s.authenticating.Add(-1)
+	defer s.handshakes.Leave()
 	sid := make([]byte, 16)
 	_, _ = crand.Read(sid)
 	c.session = hex.EncodeToString(sid)
@@ -92,19 +92,6 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	s.opts.Logger.Debug("device connected", "device", c.device, "session", c.session, "remote", c.remote())
-	return true
-}
-
-// admit takes one of MaxHandshakes slots for a handshake that is about to ask its grain.
-func (s *Server) admit() bool {
-	if s.opts.MaxHandshakes < 0 {
-		s.authenticating.Add(1)
-		return true
-	}
-	if s.authenticating.Add(1) > int64(s.opts.MaxHandshakes) {
-		s.authenticating.Add(-1)
-		return false
-	}
 	return true
 }
 

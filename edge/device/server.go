@@ -195,7 +195,6 @@ type Server struct {
 	accepted, framesIn, framesOut, connected atomic.Int64
 	pending, pendingBytes                    atomic.Int64
 	sockets                                  atomic.Int64 // slots taken (MaxConnections)
-	authenticating                           atomic.Int64 // handshakes waiting for their grain (MaxHandshakes)
 	reasons                                  sync.Map     // string -> *atomic.Int64
 	refused                                  sync.Map     // string -> *atomic.Int64
 	wg                                       sync.WaitGroup
@@ -205,6 +204,8 @@ type Server struct {
 	chunksOut atomic.Int64     // firmware chunks sent
 	otaPoke   chan struct{}    // OfferNow
 
+	handshakes *devicelink.Gate // handshakes waiting for their grain (MaxHandshakes)
+
 	pollOnce sync.Once
 	poll     *poller // started by the first plain-TCP connection welcomed (poll_linux.go)
 }
@@ -213,7 +214,7 @@ type Server struct {
 func NewServer(c *pcluster.Cluster, opts Options) *Server {
 	opts.defaults()
 	s := &Server{opts: opts, cluster: c, conns: map[*conn]struct{}{}, stop: make(chan struct{}),
-		chunks: opts.OTAPace, otaPoke: make(chan struct{}, 1)}
+		chunks: opts.OTAPace, otaPoke: make(chan struct{}, 1), handshakes: devicelink.NewGate(opts.MaxHandshakes)}
 	if s.chunks == nil {
 		s.chunks = devicelink.NewPace(opts.OTAChunksPerSecond)
 	}

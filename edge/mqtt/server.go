@@ -188,11 +188,11 @@ type Server struct {
 	encodings sync.Map // device id -> encoding it last used (commands follow it)
 
 	accepted, reports, commands, open, chunks, held atomic.Int64
-	authenticating                                  atomic.Int64  // CONNECTs waiting for their grain (MaxHandshakes)
 	stop                                            chan struct{} // closed by Shutdown
 	otaPoke                                         chan struct{} // OfferNow
 	refused                                         sync.Map      // reason -> *atomic.Int64
 	listening                                       atomic.Int32
+	handshakes                                      *devicelink.Gate // CONNECTs waiting for their grain (MaxHandshakes)
 }
 
 // New returns an MQTT edge that reaches device grains through c. Add listeners with Serve.
@@ -211,7 +211,7 @@ func New(c *pcluster.Cluster, opts Options) (*Server, error) {
 	b := mochi.New(&mochi.Options{Capabilities: caps, InlineClient: true, Logger: brokerLogger(opts.Logger),
 		ClientNetReadBufferSize: 512, ClientNetWriteBufferSize: 512, SysTopicResendInterval: 3600})
 	s := &Server{opts: opts, cluster: c, broker: b, sessions: map[string]*session{},
-		stop: make(chan struct{}), otaPoke: make(chan struct{}, 1)}
+		stop: make(chan struct{}), otaPoke: make(chan struct{}, 1), handshakes: devicelink.NewGate(opts.MaxHandshakes)}
 	if err := b.AddHook(&hook{s: s}, nil); err != nil {
 		return nil, fmt.Errorf("mqtt hook: %w", err)
 	}

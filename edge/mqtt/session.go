@@ -108,16 +108,6 @@ type session struct {
 // connect authenticates a CONNECT with the device's grain. On refusal it writes the CONNACK
 // itself (the broker only knows "bad user name or password") and returns an error, which makes
 // the broker close the socket.
-// admit takes one of MaxHandshakes slots for a CONNECT that is about to ask its grain.
-func (s *Server) admit() bool {
-	n := s.authenticating.Add(1)
-	if s.opts.MaxHandshakes >= 0 && n > int64(s.opts.MaxHandshakes) {
-		s.authenticating.Add(-1)
-		return false
-	}
-	return true
-}
-
 func (s *Server) connect(cl *mochi.Client, pk packets.Packet) error {
 	ec, ok := cl.Net.Conn.(*edgeConn)
 	if !ok {
@@ -158,7 +148,7 @@ func (s *Server) connect(cl *mochi.Client, pk packets.Packet) error {
 		cl.State.Keepalive = max
 		cl.State.ServerKeepalive = true
 	}
-	if !s.admit() {
+	if !s.handshakes.Enter() {
 		s.refuse(RefusedBusy) // not logged one by one: a storm refuses thousands a second
 		if v5 {
 			_ = s.broker.SendConnack(cl, packets.ErrServerBusy, false, nil)
@@ -167,7 +157,7 @@ func (s *Server) connect(cl *mochi.Client, pk packets.Packet) error {
 		_ = s.broker.SendConnack(cl, packets.Err3ServerUnavailable, false, nil)
 		return packets.ErrServerBusy
 	}
-	defer s.authenticating.Add(-1)
+	defer s.handshakes.Leave()
 	sid := make([]byte, 16)
 	_, _ = crand.Read(sid)
 	x := &session{s: s, cl: cl, device: id, id: hex.EncodeToString(sid), v5: v5, firmware: firmware, done: make(chan struct{})}
