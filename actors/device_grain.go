@@ -500,34 +500,27 @@ func (g *deviceGrain) authenticate(ctx actor.Context, m *actorpb.Authenticate) {
 }
 
 func (g *deviceGrain) report(ctx actor.Context, m *actorpb.Report) {
-	if !g.ready(ctx) {
-		ctx.Respond(&actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"})
-		return
-	}
-	next := g.core.next()
-	ack, fx := next.report(m, g.now())
-	if err := g.persist(next, fx); err != nil {
-		ctx.Respond(&actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"})
-		return
-	}
-	g.core = next
-	ctx.Respond(ack)
-	g.perform(ctx, fx)
+	g.storeReports(ctx, []*actorpb.Report{m}, nil, func(acks []*actorpb.ReportAck) { ctx.Respond(acks[0]) })
 }
 
-// reports handles a session's consecutive frames as one step: each report (then the command
-// result that followed them, if any) is applied in order to one next state, their effects are
-// stored in one Append, and the acks go back together, one per report. A failed Append stores none
-// of them and closes the session (the pot resends its reports; the result is retried here).
 func (g *deviceGrain) reports(ctx actor.Context, m *actorpb.Reports) {
-	acks := make([]*actorpb.ReportAck, len(m.Reports))
+	g.storeReports(ctx, m.Reports, m.Result, func(acks []*actorpb.ReportAck) { ctx.Respond(&actorpb.ReportAcks{Acks: acks}) })
+}
+
+// storeReports handles a session's consecutive frames as one step: each report (then the command
+// result that followed them, if any) is applied in order to one next state, their effects are
+// stored in one Append, and respond gets one ack per report before the step's effects are
+// performed. A failed Append stores none of them and closes the session (the pot resends its
+// reports; the result is retried here).
+func (g *deviceGrain) storeReports(ctx actor.Context, rs []*actorpb.Report, result *actorpb.DeliverResult, respond func([]*actorpb.ReportAck)) {
+	acks := make([]*actorpb.ReportAck, len(rs))
 	unavailable := func(err error) {
 		for i := range acks {
 			acks[i] = &actorpb.ReportAck{Close: devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE, Detail: "storage unavailable"}
 		}
-		ctx.Respond(&actorpb.ReportAcks{Acks: acks})
-		if m.Result != nil {
-			g.retry(m.Result, 0, err) // the pot resends its reports; the result is this grain's to keep
+		respond(acks)
+		if result != nil {
+			g.retry(result, 0, err) // the pot resends its reports; the result is this grain's to keep
 		}
 	}
 	if !g.ready(ctx) {
@@ -536,20 +529,20 @@ func (g *deviceGrain) reports(ctx actor.Context, m *actorpb.Reports) {
 	}
 	next, now := g.core.next(), g.now()
 	var fx effects
-	for i, r := range m.Reports {
+	for i, r := range rs {
 		ack, rfx := next.report(r, now)
 		acks[i] = ack
 		fx.merge(rfx)
 	}
-	if m.Result != nil {
-		fx.merge(next.result(m.Result, now))
+	if result != nil {
+		fx.merge(next.result(result, now))
 	}
 	if err := g.persist(next, fx); err != nil {
 		unavailable(err)
 		return
 	}
 	g.core = next
-	ctx.Respond(&actorpb.ReportAcks{Acks: acks})
+	respond(acks)
 	g.perform(ctx, fx)
 }
 

@@ -115,11 +115,11 @@ func invalidResultString(body []byte) (string, bool) {
 	return "command_result: invalid UTF-8 in " + bad, true
 }
 
-// frames decodes and dispatches the complete frames at the head of b, in order (consecutive reports
-// go to the grain as one batch), and returns what
-// is left: a frame split across reads, or, once every in-flight slot is taken, the frames not yet
-// dispatched (the connection is then paused until an answer frees a slot). stop ends the
-// connection with the reason. Decoding copies what the frames keep, so b may be reused.
+// frames decodes and dispatches the complete frames at the head of b, in order (consecutive
+// reports go to the grain in batches), and returns what is left: a frame split across reads, or,
+// once every in-flight slot is taken, the frames not yet dispatched (the connection is then paused
+// until an answer frees a slot). stop ends the connection with the reason. Decoding copies what
+// the frames keep, so b may be reused.
 func (c *conn) frames(b []byte) (rest []byte, _ devicepb.CloseReason, _ string, stop bool) {
 	var reports batch // the reports decoded from b go to their grain together
 	defer c.flush(&reports, nil)

@@ -42,22 +42,9 @@ func (c *conn) SendUserMessage(pid *actor.PID, message any) {
 	}
 	switch m := m.(type) {
 	case *actorpb.ReportAck:
-		c.answered(1)
-		if m.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
-			c.close(m.Close, m.Detail, 0)
-			return
-		}
-		c.sendAcks([]*actorpb.ReportAck{m})
+		c.acked([]*actorpb.ReportAck{m})
 	case *actorpb.ReportAcks:
-		c.answered(int32(len(m.Acks)))
-		for i, a := range m.Acks {
-			if a.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
-				c.sendAcks(m.Acks[:i]) // the reports before it were stored
-				c.close(a.Close, a.Detail, 0)
-				return
-			}
-		}
-		c.sendAcks(m.Acks)
+		c.acked(m.Acks)
 	case *actor.DeadLetterResponse:
 		// The grain this connection reports to is gone (its member left): the device reconnects
 		// and reaches the grain's new activation.
@@ -76,6 +63,21 @@ func (c *conn) SendUserMessage(pid *actor.PID, message any) {
 			c.close(m.Close.Reason, m.Close.Detail, m.Close.ReconnectAfterMs)
 		}
 	}
+}
+
+// acked handles the grain's answers to reports, in the reports' order: their slots are freed, the
+// acks queued, and an answer that closes the session is acted on after the acks before it (the
+// reports before it were stored).
+func (c *conn) acked(acks []*actorpb.ReportAck) {
+	c.answered(int32(len(acks)))
+	for i, a := range acks {
+		if a.Close != devicepb.CloseReason_CLOSE_REASON_UNSPECIFIED {
+			c.sendAcks(acks[:i])
+			c.close(a.Close, a.Detail, 0)
+			return
+		}
+	}
+	c.sendAcks(acks)
 }
 
 // SendSystemMessage handles Watch and Unwatch (actor.Process). A Watch that reaches an ended
