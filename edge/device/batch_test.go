@@ -10,6 +10,7 @@ import (
 	pcluster "github.com/asynkron/protoactor-go/cluster"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/actors/actortest"
 	"github.com/sprout-iot/sprout/edge/device"
 	"github.com/sprout-iot/sprout/messages/actorpb"
 	"github.com/sprout-iot/sprout/messages/deviceclient"
@@ -26,10 +27,18 @@ type countingStore struct {
 	actors.Store
 	appends atomic.Int64
 	fail    atomic.Bool
+	// refusedOutcomes counts failed appends that held a command's outcome.
+	refusedOutcomes atomic.Int64
 }
 
 func (s *countingStore) Append(ctx context.Context, id string, b actors.Batch) error {
 	if s.fail.Load() {
+		for _, e := range b.Events {
+			if e.Kind == actors.EventKindCommandOutcome {
+				s.refusedOutcomes.Add(1)
+				break
+			}
+		}
 		return fmt.Errorf("test: writes fail: %w", actors.ErrUnavailable)
 	}
 	s.appends.Add(1)
@@ -57,6 +66,24 @@ func awaitAcks(t *testing.T, c *deviceclient.Conn, n int) []uint64 {
 		}
 	}
 	return seqs
+}
+
+// awaitRefusal reads frames until a Close comes and returns it; an ack before it fails the test
+// (the store refused what was sent).
+func awaitRefusal(t *testing.T, c *deviceclient.Conn) *devicepb.Close {
+	t.Helper()
+	for {
+		f, err := c.Recv(5 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for Close: %v", err)
+		}
+		if a := f.GetAck(); a != nil {
+			t.Fatalf("ack %d for a reading the store refused", a.Seq)
+		}
+		if cl := f.GetClose(); cl != nil {
+			return cl
+		}
+	}
 }
 
 func storedSeqs(t *testing.T, st actors.Store, id string) []uint64 {
@@ -136,20 +163,8 @@ func TestABatchTheStoreRefusesIsNeitherAckedNorLost(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The pot is told the store is unavailable, and gets no ack for what was not stored.
-		for {
-			f, err := c.Recv(5 * time.Second)
-			if err != nil {
-				t.Fatalf("waiting for Close: %v", err)
-			}
-			if a := f.GetAck(); a != nil {
-				t.Fatalf("ack %d for a reading the store refused", a.Seq)
-			}
-			if cl := f.GetClose(); cl != nil {
-				if cl.Reason != devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE {
-					t.Fatalf("closed with %s, want UNAVAILABLE", cl.Reason)
-				}
-				break
-			}
+		if cl := awaitRefusal(t, c); cl.Reason != devicepb.CloseReason_CLOSE_REASON_UNAVAILABLE {
+			t.Fatalf("closed with %s, want UNAVAILABLE", cl.Reason)
 		}
 		_ = c.Close()
 
@@ -250,22 +265,14 @@ func TestAResultWhoseStepTheStoreRefusesStillReachesTheUser(t *testing.T) {
 		if err := c.SendRaw(encode(t, telemetryFrame(1), resultFrame(cmd.CommandId))); err != nil {
 			t.Fatal(err)
 		}
-		for {
-			f, err := c.Recv(5 * time.Second)
-			if err != nil {
-				t.Fatalf("waiting for Close: %v", err)
-			}
-			if a := f.GetAck(); a != nil {
-				t.Fatalf("ack %d for a reading the store refused", a.Seq)
-			}
-			if cl := f.GetClose(); cl != nil {
-				break
-			}
-		}
+		awaitRefusal(t, c)
+		// The grain retries the result on its own and the store refuses it again: until it is
+		// stored, the requester hears nothing.
+		actortest.Eventually(t, 5*time.Second, "the result retried", func() bool { return st.refusedOutcomes.Load() >= 2 })
 		select {
 		case out := <-outcome:
 			t.Fatalf("outcome %s before the result was stored", out.Outcome)
-		case <-time.After(200 * time.Millisecond):
+		default:
 		}
 		// Storage comes back: the grain's retry stores the result and the requester hears DONE,
 		// though the pot is gone.

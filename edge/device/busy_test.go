@@ -1,38 +1,20 @@
 package device_test
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
 
-	"github.com/sprout-iot/sprout/actors"
 	"github.com/sprout-iot/sprout/edge/device"
+	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/messages/deviceclient"
 	"github.com/sprout-iot/sprout/messages/devicepb"
 	"github.com/sprout-iot/sprout/store/memory"
 )
 
-// loadGatedStore is a real store whose loading of one device waits for the test: its handshake then
-// holds a slot of MaxHandshakes for as long as the test likes.
-type loadGatedStore struct {
-	actors.Store
-	slow    string
-	loading chan struct{} // closed when the slow device's load has begun
-	gate    chan struct{} // the slow device's load goes on once closed
-}
-
-func (s *loadGatedStore) LoadDevice(ctx context.Context, id string) (actors.Recovered, error) {
-	if id == s.slow {
-		close(s.loading)
-		<-s.gate
-	}
-	return s.Store.LoadDevice(ctx, id)
-}
-
 func TestAPotIsRefusedAsBusyWhileEveryHandshakeSlotWaitsForItsGrain(t *testing.T) {
 	t.Parallel()
-	st := &loadGatedStore{Store: memory.New(), slow: "pot-1", loading: make(chan struct{}), gate: make(chan struct{})}
+	st := edgetest.NewLoadGate(memory.New(), "pot-1")
 	n := startNode(t, st, device.Options{MaxHandshakes: 1, BusyRetry: 4 * time.Second, GrainTimeout: 10 * time.Second})
 	s1, s2 := n.addDevice(t, "pot-1"), n.addDevice(t, "pot-2")
 
@@ -46,7 +28,7 @@ func TestAPotIsRefusedAsBusyWhileEveryHandshakeSlotWaitsForItsGrain(t *testing.T
 		first <- err
 	}()
 	select {
-	case <-st.loading: // pot-1's handshake holds the only slot, waiting for its grain
+	case <-st.Loading(): // pot-1's handshake holds the only slot, waiting for its grain
 	case err := <-first:
 		t.Fatalf("pot-1's handshake ended before its grain loaded: %v", err)
 	case <-time.After(10 * time.Second):
@@ -73,7 +55,7 @@ func TestAPotIsRefusedAsBusyWhileEveryHandshakeSlotWaitsForItsGrain(t *testing.T
 	}
 
 	// Once pot-1's grain answers, its handshake completes and the slot is free again.
-	close(st.gate)
+	st.Open()
 	if err := <-first; err != nil {
 		t.Fatalf("pot-1's handshake: %v", err)
 	}

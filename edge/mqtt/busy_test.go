@@ -1,37 +1,20 @@
 package mqtt_test
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sprout-iot/sprout/actors"
+	"github.com/sprout-iot/sprout/edge/edgetest"
 	"github.com/sprout-iot/sprout/edge/mqtt"
 )
 
-// loadGatedStore is a real store whose loading of one device waits for the test, so that its
-// CONNECT holds a slot of MaxHandshakes.
-type loadGatedStore struct {
-	actors.Store
-	slow    string
-	loading chan struct{}
-	gate    chan struct{}
-}
-
-func (s *loadGatedStore) LoadDevice(ctx context.Context, id string) (actors.Recovered, error) {
-	if id == s.slow {
-		close(s.loading)
-		<-s.gate
-	}
-	return s.Store.LoadDevice(ctx, id)
-}
-
 func TestAConnectIsRefusedAsBusyWhileEverySlotWaitsForItsGrain(t *testing.T) {
 	t.Parallel()
-	gs := &loadGatedStore{slow: "pot-1", loading: make(chan struct{}), gate: make(chan struct{})}
+	var gs *edgetest.LoadGate
 	n := startNodeWith(t, mqtt.Options{MaxHandshakes: 1, GrainTimeout: 10 * time.Second},
-		func(st actors.Store) actors.Store { gs.Store = st; return gs })
+		func(st actors.Store) actors.Store { gs = edgetest.NewLoadGate(st, "pot-1"); return gs })
 	s1, s2 := n.addDevice(t, "pot-1"), n.addDevice(t, "pot-2")
 
 	first := make(chan error, 1)
@@ -40,7 +23,7 @@ func TestAConnectIsRefusedAsBusyWhileEverySlotWaitsForItsGrain(t *testing.T) {
 		first <- err
 	}()
 	select {
-	case <-gs.loading:
+	case <-gs.Loading():
 	case err := <-first:
 		t.Fatalf("pot-1's CONNECT ended before its grain loaded: %v", err)
 	case <-time.After(10 * time.Second):
@@ -57,7 +40,7 @@ func TestAConnectIsRefusedAsBusyWhileEverySlotWaitsForItsGrain(t *testing.T) {
 		t.Fatalf("busy refusals counted: %d, want 1", got)
 	}
 
-	close(gs.gate)
+	gs.Open()
 	if err := <-first; err != nil {
 		t.Fatalf("pot-1's CONNECT: %v", err)
 	}
