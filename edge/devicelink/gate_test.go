@@ -4,8 +4,10 @@ import "testing"
 
 func TestGateLetsInAtMostItsLimit(t *testing.T) {
 	g := NewGate(2)
-	if !g.Enter() || !g.Enter() {
-		t.Fatal("a gate of 2 refused one of its first two")
+	for i := 1; i <= 2; i++ {
+		if !g.Enter() {
+			t.Fatalf("a gate of 2 refused entry %d", i)
+		}
 	}
 	if g.Enter() {
 		t.Fatal("a gate of 2 let in a third")
