@@ -354,11 +354,12 @@ func TestOTABadSignatureIsRefusedAndPausesTheRollout(t *testing.T) {
 		tg := targetStates(t, n, "r1")["pot-sig"]
 		return tg.State == actors.TargetFailed && tg.Reason == "bad signature"
 	})
-	// One of one failed: the rollout paused itself.
-	r, _ := n.st.GetRollout(context.Background(), "r1")
-	if r.State != actors.RolloutPaused {
-		t.Fatalf("rollout %s (%s), want paused", r.State, r.Reason)
-	}
+	// One of one failed: the rollout paused itself (recorded after the target's failure, so it is
+	// waited for too).
+	actortest.Eventually(t, 5*time.Second, "the rollout paused", func() bool {
+		r, _ := n.st.GetRollout(context.Background(), "r1")
+		return r.State == actors.RolloutPaused
+	})
 }
 
 func TestOTACorruptChunkIsRefusedAndReported(t *testing.T) {
